@@ -1,0 +1,202 @@
+"""The room service as the control plane sees it.
+
+Everything that crosses this boundary is a plain, immutable value (strings, numbers, tuples of
+dataclasses), so the same interface can later sit across a process boundary: a worker process per
+core, or another node reached through Redis. The media plane owns a room's state; callers hold a
+:class:`ParticipantSession` handle and receive :data:`Event` values through a listener.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+Kind = Literal["audio", "video"]
+
+#: Where a published track comes from, as its publisher labels it. Free-form beyond these.
+KNOWN_SOURCES = ("microphone", "camera", "screen", "screen-audio", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class TrackInfo:
+    """A published track as other participants see it."""
+
+    track_id: str
+    participant_id: str
+    kind: Kind
+    source: str = "unknown"
+    muted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantInfo:
+    participant_id: str
+    name: str
+    tracks: tuple[TrackInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PublishedTrack:
+    """The answer to a client offer tells the publisher the id given to each sending m-line."""
+
+    mid: str
+    track_id: str
+    kind: Kind
+
+
+@dataclass(frozen=True, slots=True)
+class OfferedTrack:
+    """What a server offer carries on one m-line of the subscriber's connection."""
+
+    participant_id: str
+    track_id: str
+    kind: Kind
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    sdp: str
+    published: tuple[PublishedTrack, ...] = ()
+
+
+# --- events the room sends to one participant ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantJoined:
+    participant: ParticipantInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantLeft:
+    participant_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrackPublished:
+    track: TrackInfo
+
+
+@dataclass(frozen=True, slots=True)
+class TrackUnpublished:
+    participant_id: str
+    track_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TrackMuted:
+    participant_id: str
+    track_id: str
+    muted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ServerOffer:
+    """The server renegotiates: the client answers with :meth:`ParticipantSession.answer`.
+
+    ``tracks`` maps each sending m-line (by mid) of this offer to the remote track it carries;
+    m-lines absent from it carry nothing (inactive).
+    """
+
+    sdp: str
+    tracks: Mapping[str, OfferedTrack] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    """The server ended this participant's session (ICE failure, timeout, shutdown)."""
+
+    reason: str
+
+
+Event = (
+    ParticipantJoined
+    | ParticipantLeft
+    | TrackPublished
+    | TrackUnpublished
+    | TrackMuted
+    | ServerOffer
+    | SessionClosed
+)
+EventListener = Callable[[Event], None]
+
+
+# --- errors ----------------------------------------------------------------------------------------
+
+
+class SfuError(Exception):
+    """An error a client caused; ``code`` is stable and documented in docs/protocol.md."""
+
+    code = "internal-error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidSdp(SfuError):
+    code = "invalid-sdp"
+
+
+class InvalidState(SfuError):
+    code = "invalid-state"
+
+
+class UnknownTrack(SfuError):
+    code = "unknown-track"
+
+
+class RoomFull(SfuError):
+    code = "room-full"
+
+
+# --- the interface ---------------------------------------------------------------------------------
+
+
+class ParticipantSession(Protocol):
+    """One participant's handle on its room. Calls for one session must not overlap."""
+
+    @property
+    def participant_id(self) -> str: ...
+
+    async def offer(self, sdp: str, sources: Mapping[str, str]) -> Answer:
+        """Apply a client offer (``sources``: mid -> source label) and return the answer.
+
+        The server takes the polite role of perfect negotiation: if its own offer is outstanding,
+        it abandons it, answers this one, and offers again afterwards.
+        """
+        ...
+
+    async def answer(self, sdp: str) -> None:
+        """Apply the client's answer to the latest :class:`ServerOffer`."""
+        ...
+
+    async def add_ice_candidate(
+        self, candidate: str | None, sdp_mid: str | None, sdp_mline_index: int | None
+    ) -> None:
+        """Add a trickled remote candidate; ``None`` or ``""`` means end of candidates."""
+        ...
+
+    async def set_muted(self, track_id: str, muted: bool) -> None: ...
+
+    async def leave(self) -> None:
+        """Leave the room; safe to call more than once."""
+        ...
+
+
+class RoomService(Protocol):
+    async def join(
+        self, room_id: str, name: str, listener: EventListener
+    ) -> tuple[ParticipantSession, tuple[ParticipantInfo, ...]]:
+        """Join (creating the room if needed); returns the session and the others already in it."""
+        ...
+
+    def stats(self) -> Mapping[str, int]:
+        """Counters for health checks: rooms, participants, tracks."""
+        ...
+
+    async def close(self, reason: str = "server-shutdown") -> None:
+        """Close every session (each listener gets :class:`SessionClosed`) and every room."""
+        ...

@@ -60,7 +60,7 @@ class Answer:
     published: tuple[PublishedTrack, ...] = ()
 
 
-# --- events the room sends to one participant ---------------------------------------------------
+# --- events the room sends to one participant ---
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +123,7 @@ Event = (
 EventListener = Callable[[Event], None]
 
 
-# --- errors ----------------------------------------------------------------------------------------
+# --- errors ---
 
 
 class SfuError(Exception):
@@ -152,7 +152,7 @@ class RoomFull(SfuError):
     code = "room-full"
 
 
-# --- the interface ---------------------------------------------------------------------------------
+# --- the interface ---
 
 
 class ParticipantSession(Protocol):

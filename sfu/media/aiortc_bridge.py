@@ -15,9 +15,7 @@ _pinned_hosts: tuple[str, ...] = ()
 
 
 def _pinned_get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    return [
-        host for host in _pinned_hosts if (":" in host and use_ipv6) or (":" not in host and use_ipv4)
-    ]
+    return [host for host in _pinned_hosts if (use_ipv6 if ":" in host else use_ipv4)]
 
 
 def set_ice_host_addresses(hosts: Sequence[str]) -> None:

@@ -1,0 +1,83 @@
+"""The aiohttp application: the signaling WebSocket, a health check and the static web client."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from sfu.api import RoomService
+from sfu.log import get_logger
+from signaling.session import SignalingSession
+
+STATIC_DIR = Path(__file__).parent / "static"
+SHUTDOWN_REASON = "server-shutdown"
+
+log = get_logger()
+
+
+@dataclass(slots=True)
+class SignalingState:
+    max_message_size: int
+    heartbeat: float
+    sessions: set[SignalingSession] = field(default_factory=set)
+
+
+SERVICE: web.AppKey[RoomService] = web.AppKey("service")
+STATE = web.AppKey("signaling", SignalingState)
+
+
+def create_app(
+    service: RoomService, *, max_message_size: int = 262144, heartbeat: float = 5.0
+) -> web.Application:
+    """Serve ``GET /ws`` (signaling), ``GET /healthz`` and, if present, the static web client.
+
+    ``heartbeat``: seconds between WebSocket pings; a client that does not answer one within half
+    of that is disconnected (and leaves its room).
+    """
+    app = web.Application()
+    app[SERVICE] = service
+    app[STATE] = SignalingState(max_message_size=max_message_size, heartbeat=heartbeat)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/healthz", healthz)
+    if STATIC_DIR.is_dir():
+        if (STATIC_DIR / "index.html").is_file():
+            app.router.add_get("/", index)
+        app.router.add_static("/", STATIC_DIR)
+    app.on_shutdown.append(_shutdown)
+    return app
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    state = request.app[STATE]
+    ws = web.WebSocketResponse(max_msg_size=state.max_message_size, heartbeat=state.heartbeat)
+    await ws.prepare(request)
+    session = SignalingSession(ws, request.app[SERVICE], remote=request.remote)
+    state.sessions.add(session)
+    try:
+        await session.run()
+    finally:
+        state.sessions.discard(session)
+    return ws
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok", **request.app[SERVICE].stats()})
+
+
+async def index(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC_DIR / "index.html")
+
+
+async def _shutdown(app: web.Application) -> None:
+    """Close every room (each participant's socket gets ``bye``), then the remaining sockets."""
+    sessions = app[STATE].sessions
+    log.info("shutting down", sessions=len(sessions))
+    try:
+        await app[SERVICE].close(SHUTDOWN_REASON)
+    except Exception:
+        log.exception("closing the room service failed")
+    # sessions that were told bye are closing already; the others (not joined) get it here
+    await asyncio.gather(*(session.shutdown(SHUTDOWN_REASON) for session in list(sessions)))

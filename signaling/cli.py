@@ -1,0 +1,138 @@
+"""The ``sfu`` command. Every option of ``sfu serve`` can also come from ``SFU_<OPTION>``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import click
+import uvloop
+from aiohttp import web
+
+from sfu.config import IceServer, MediaConfig
+from sfu.log import LEVELS, LogFormat, configure_logging, get_logger
+from sfu.media.aiortc_bridge import set_ice_host_addresses
+from signaling.app import create_app
+
+log = get_logger()
+
+
+@click.group()
+@click.version_option(package_name="aiosfu")
+def main() -> None:
+    """aiosfu: a WebRTC selective forwarding unit."""
+
+
+@main.command(context_settings={"auto_envvar_prefix": "SFU", "show_default": True})
+@click.option("--host", default="127.0.0.1", show_envvar=True, help="Address to serve HTTP on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8080,
+    show_envvar=True,
+    help="Port to serve HTTP on; 0 picks a free one (printed on stdout).",
+)
+@click.option(
+    "--ice-host",
+    multiple=True,
+    show_envvar=True,
+    help="Address to gather ICE host candidates on (repeatable; in the environment, separated "
+    "by spaces). Default: every non-loopback interface. Tests and loopback-only setups use "
+    "127.0.0.1.",
+)
+@click.option(
+    "--ice-server",
+    multiple=True,
+    show_envvar=True,
+    help="STUN/TURN server URL for the server's peer connections, e.g. turn:host:3478 "
+    "(repeatable). Default: none.",
+)
+@click.option("--ice-username", show_envvar=True, help="Username for the --ice-server URLs.")
+@click.option("--ice-credential", show_envvar=True, help="Credential for the --ice-server URLs.")
+@click.option(
+    "--peer-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=8.0,
+    show_envvar=True,
+    help="Seconds without any packet from a participant before it is removed.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["console", "json"]),
+    default="console",
+    show_envvar=True,
+    help="Log line format (logs go to stderr).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    default="info",
+    show_envvar=True,
+)
+@click.option(
+    "--max-message-size",
+    type=click.IntRange(min=1024),
+    default=262144,
+    show_envvar=True,
+    help="Largest signaling message accepted, in bytes; a larger one closes its WebSocket.",
+)
+def serve(
+    host: str,
+    port: int,
+    ice_host: tuple[str, ...],
+    ice_server: tuple[str, ...],
+    ice_username: str | None,
+    ice_credential: str | None,
+    peer_timeout: float,
+    log_format: LogFormat,
+    log_level: str,
+    max_message_size: int,
+) -> None:
+    """Serve signaling (WebSocket /ws) and media until SIGTERM or SIGINT."""
+    configure_logging(log_format, log_level)
+    config = MediaConfig(
+        ice_hosts=ice_host,
+        ice_servers=tuple(IceServer(url, ice_username, ice_credential) for url in ice_server),
+        peer_timeout=peer_timeout,
+    )
+    uvloop.run(_serve(config, host, port, max_message_size))
+
+
+async def _serve(config: MediaConfig, host: str, port: int, max_message_size: int) -> None:
+    from sfu.service import Sfu
+
+    set_ice_host_addresses(config.ice_hosts)
+    service = Sfu(config)
+    runner = web.AppRunner(create_app(service, max_message_size=max_message_size))
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+        bound_port = _bound_port(runner, port)
+        log.info("listening", host=host, port=bound_port, ice_hosts=list(config.ice_hosts))
+        url_host = f"[{host}]" if ":" in host else host
+        click.echo(f"aiosfu listening on http://{url_host}:{bound_port}")
+        await _wait_for_signal()
+        log.info("stopping")
+    finally:
+        # on_shutdown closes the rooms (clients are told bye) and the sockets
+        await runner.cleanup()
+    log.info("stopped")
+
+
+def _bound_port(runner: web.AppRunner, requested: int) -> int:
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
+    return requested
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,320 @@
+"""The signaling wire format (docs/protocol.md): client messages in, server messages out.
+
+Pure: no I/O. :func:`parse_client_message` turns one WebSocket text frame into a validated
+:data:`ClientMessage` or raises :class:`ProtocolError`; the ``*_message`` functions build the JSON
+objects the server sends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import pydantic_core
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from sfu.api import (
+    Answer,
+    Event,
+    OfferedTrack,
+    ParticipantInfo,
+    ParticipantJoined,
+    ParticipantLeft,
+    ServerOffer,
+    SessionClosed,
+    TrackInfo,
+    TrackMuted,
+    TrackPublished,
+    TrackUnpublished,
+)
+
+PROTOCOL_VERSION = 1
+
+MAX_ID_LENGTH = 64
+MAX_SDP_LENGTH = 64 * 1024
+MAX_CANDIDATE_LENGTH = 1024
+MAX_TRACKS_PER_OFFER = 64
+#: How many validation problems one error message lists.
+MAX_REPORTED_ERRORS = 3
+
+JsonObject = dict[str, Any]
+
+
+class ProtocolError(Exception):
+    """A client message the server cannot act on; becomes an ``error`` reply with this ``code``."""
+
+    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must contain only printable characters")
+    return value
+
+
+RoomId = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[A-Za-z0-9_.-]+$")
+]
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_printable)
+]
+Label = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_printable)
+]
+RequestId = Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH)]
+Sdp = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP_LENGTH)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+
+class _ClientMessage(_Model):
+    request_id: RequestId | None = Field(default=None, alias="requestId")
+
+
+class TrackOptions(_Model):
+    """What a publisher says about one of its sending m-lines."""
+
+    source: Label = "unknown"
+
+
+class Join(_ClientMessage):
+    type: Literal["join"]
+    v: int
+    room: RoomId
+    name: Name
+
+
+class Offer(_ClientMessage):
+    type: Literal["offer"]
+    sdp: Sdp
+    tracks: Annotated[dict[Label, TrackOptions], Field(max_length=MAX_TRACKS_PER_OFFER)] = {}
+
+    def sources(self) -> dict[str, str]:
+        return {mid: options.source for mid, options in self.tracks.items()}
+
+
+class AnswerMessage(_ClientMessage):
+    type: Literal["answer"]
+    sdp: Sdp
+
+
+class Candidate(_ClientMessage):
+    type: Literal["candidate"]
+    candidate: Annotated[str, StringConstraints(max_length=MAX_CANDIDATE_LENGTH)] | None
+    sdp_mid: Label | None = Field(default=None, alias="sdpMid")
+    sdp_mline_index: Annotated[int, Field(ge=0, le=1023)] | None = Field(
+        default=None, alias="sdpMLineIndex"
+    )
+
+    @model_validator(mode="after")
+    def _needs_an_m_line(self) -> Candidate:
+        if self.candidate and self.sdp_mid is None and self.sdp_mline_index is None:
+            raise ValueError("sdpMid or sdpMLineIndex is required with a candidate")
+        return self
+
+
+class Mute(_ClientMessage):
+    type: Literal["mute"]
+    track_id: Label = Field(alias="trackId")
+    muted: bool
+
+
+class Leave(_ClientMessage):
+    type: Literal["leave"]
+
+
+ClientMessage = Annotated[
+    Join | Offer | AnswerMessage | Candidate | Mute | Leave, Field(discriminator="type")
+]
+CLIENT_MESSAGE_TYPES = ("join", "offer", "answer", "candidate", "mute", "leave")
+
+_client_message: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+
+def parse_client_message(text: str) -> ClientMessage:
+    """Parse and validate one text frame; raise :class:`ProtocolError` on any problem."""
+    try:
+        data = pydantic_core.from_json(text, allow_inf_nan=False)
+    except ValueError as exc:
+        raise ProtocolError("bad-json", f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("invalid-message", "a message must be a JSON object")
+    request_id = _request_id(data)
+    _check_type(data, request_id)
+    _check_version(data, request_id)
+    try:
+        return _client_message.validate_python(data)
+    except ValidationError as exc:
+        raise ProtocolError("invalid-message", _describe(exc), request_id) from None
+
+
+def _request_id(data: Mapping[str, Any]) -> str | None:
+    """The request id to echo on an error, if the message carries a usable one."""
+    value = data.get("requestId")
+    if isinstance(value, str) and len(value) <= MAX_ID_LENGTH:
+        return value
+    return None
+
+
+def _check_type(data: Mapping[str, Any], request_id: str | None) -> None:
+    kind = data.get("type")
+    if kind is None:
+        raise ProtocolError("invalid-message", "type: field required", request_id)
+    if not isinstance(kind, str):
+        raise ProtocolError("invalid-message", "type: must be a string", request_id)
+    if kind not in CLIENT_MESSAGE_TYPES:
+        shown = kind if len(kind) <= MAX_ID_LENGTH else kind[:MAX_ID_LENGTH] + "..."
+        raise ProtocolError(
+            "invalid-message",
+            f"type: unknown message type {shown!r}; expected one of "
+            + ", ".join(CLIENT_MESSAGE_TYPES),
+            request_id,
+        )
+
+
+def _check_version(data: Mapping[str, Any], request_id: str | None) -> None:
+    # checked before the rest of the join so that a later version's join shape gets this answer
+    version = data.get("v")
+    if data["type"] != "join" or isinstance(version, bool) or not isinstance(version, int):
+        return
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(
+            "unsupported-version",
+            f"protocol version {version} is not supported; this server speaks version "
+            f"{PROTOCOL_VERSION}",
+            request_id,
+        )
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False)[:MAX_REPORTED_ERRORS]:
+        # the first location element is the union tag ("join"); the rest is the field path
+        path = ".".join(str(part) for part in error["loc"][1:])
+        if error["type"] == "value_error":
+            why = str(error["ctx"]["error"])
+        else:
+            why = error["msg"][:1].lower() + error["msg"][1:]
+        problems.append(f"{path}: {why}" if path else why)
+    if exc.error_count() > MAX_REPORTED_ERRORS:
+        problems.append(f"and {exc.error_count() - MAX_REPORTED_ERRORS} more")
+    return "; ".join(problems)
+
+
+# --- server -> client ---
+
+
+def _with_request_id(message: JsonObject, request_id: str | None) -> JsonObject:
+    if request_id is not None:
+        message["requestId"] = request_id
+    return message
+
+
+def track_json(track: TrackInfo) -> JsonObject:
+    return {
+        "trackId": track.track_id,
+        "participantId": track.participant_id,
+        "kind": track.kind,
+        "source": track.source,
+        "muted": track.muted,
+    }
+
+
+def participant_json(participant: ParticipantInfo) -> JsonObject:
+    return {
+        "participantId": participant.participant_id,
+        "name": participant.name,
+        "tracks": [track_json(track) for track in participant.tracks],
+    }
+
+
+def offered_track_json(track: OfferedTrack) -> JsonObject:
+    return {"participantId": track.participant_id, "trackId": track.track_id, "kind": track.kind}
+
+
+def joined_message(
+    room: str,
+    participant_id: str,
+    participants: tuple[ParticipantInfo, ...],
+    request_id: str | None = None,
+) -> JsonObject:
+    message: JsonObject = {
+        "type": "joined",
+        "v": PROTOCOL_VERSION,
+        "room": room,
+        "participantId": participant_id,
+        "participants": [participant_json(p) for p in participants],
+    }
+    return _with_request_id(message, request_id)
+
+
+def answer_message(answer: Answer, request_id: str | None = None) -> JsonObject:
+    message: JsonObject = {
+        "type": "answer",
+        "sdp": answer.sdp,
+        "tracks": [
+            {"mid": track.mid, "trackId": track.track_id, "kind": track.kind}
+            for track in answer.published
+        ],
+    }
+    return _with_request_id(message, request_id)
+
+
+def left_message(request_id: str | None = None) -> JsonObject:
+    return _with_request_id({"type": "left"}, request_id)
+
+
+def bye_message(reason: str) -> JsonObject:
+    return {"type": "bye", "reason": reason}
+
+
+def error_message(code: str, message: str, request_id: str | None = None) -> JsonObject:
+    return _with_request_id({"type": "error", "code": code, "message": message}, request_id)
+
+
+def event_message(event: Event) -> JsonObject:
+    """The server message for one room event (:class:`SessionClosed` becomes ``bye``)."""
+    match event:
+        case ParticipantJoined(participant=participant):
+            return {"type": "participant-joined", "participant": participant_json(participant)}
+        case ParticipantLeft(participant_id=participant_id, reason=reason):
+            return {"type": "participant-left", "participantId": participant_id, "reason": reason}
+        case TrackPublished(track=track):
+            return {"type": "track-published", "track": track_json(track)}
+        case TrackUnpublished(participant_id=participant_id, track_id=track_id):
+            return {
+                "type": "track-unpublished",
+                "participantId": participant_id,
+                "trackId": track_id,
+            }
+        case TrackMuted(participant_id=participant_id, track_id=track_id, muted=muted):
+            return {
+                "type": "track-muted",
+                "participantId": participant_id,
+                "trackId": track_id,
+                "muted": muted,
+            }
+        case ServerOffer(sdp=sdp, tracks=tracks):
+            return {
+                "type": "offer",
+                "sdp": sdp,
+                "tracks": {mid: offered_track_json(track) for mid, track in tracks.items()},
+            }
+        case SessionClosed(reason=reason):
+            return bye_message(reason)
+    raise TypeError(f"not a room event: {event!r}")

@@ -1,0 +1,255 @@
+"""One signaling WebSocket: client messages in, calls on the room, replies and events out.
+
+Reading and dispatching happen in the connection's handler task, one message at a time, so the calls
+on a :class:`~sfu.api.ParticipantSession` never overlap. Everything the server sends goes through an
+unbounded-but-capped queue drained by a writer task: the room's listener only enqueues, so a slow
+client never blocks the room.
+
+Ordering rule: an event raised while a client message is being handled is sent after the reply to
+that message. A client therefore always sees ``joined`` before any room event, and the ``answer``
+to its offer before the server's next ``offer``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+
+import structlog
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from sfu.api import Event, ParticipantSession, RoomService, SessionClosed, SfuError
+from sfu.log import get_logger
+from signaling.messages import (
+    AnswerMessage,
+    Candidate,
+    ClientMessage,
+    Join,
+    JsonObject,
+    Leave,
+    Mute,
+    Offer,
+    ProtocolError,
+    answer_message,
+    bye_message,
+    error_message,
+    event_message,
+    joined_message,
+    left_message,
+    parse_client_message,
+)
+
+#: Messages waiting for a client that does not read; past this the connection is closed (1008).
+OUTBOX_LIMIT = 4096
+#: How long closing waits for queued messages and the close handshake before cutting the socket.
+CLOSE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Close:
+    """Queued after the last message: the writer closes the socket when it gets here."""
+
+    code: WSCloseCode
+    reason: str
+
+
+_Outgoing = JsonObject | _Close
+
+
+class SignalingSession:
+    """The protocol for one WebSocket; :meth:`run` returns when the socket is closed."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, service: RoomService, *, remote: str | None = None
+    ) -> None:
+        self._ws = ws
+        self._service = service
+        self._log = get_logger(remote=remote)
+        self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._held: list[_Outgoing] = []
+        self._busy = False
+        self._closing = False
+        self._participant: ParticipantSession | None = None
+        self._left = False
+
+    @property
+    def participant_id(self) -> str | None:
+        return None if self._participant is None else self._participant.participant_id
+
+    async def run(self) -> None:
+        self._writer = asyncio.create_task(self._write_loop(), name="signaling-writer")
+        self._log.info("connected")
+        try:
+            await self._read_loop()
+        finally:
+            await self._leave_once()
+            self._send(_Close(WSCloseCode.OK, ""))
+            await self._finish()
+            self._log.info("disconnected", close_code=self._ws.close_code)
+
+    async def shutdown(self, reason: str) -> None:
+        """Tell the client ``bye`` (unless a close is already queued) and close the socket."""
+        self._send(bye_message(reason))
+        self._send(_Close(WSCloseCode.GOING_AWAY, reason))
+        await self._finish()
+
+    # --- reading ---
+
+    async def _read_loop(self) -> None:
+        while not self._closing:
+            msg = await self._ws.receive()
+            if msg.type is WSMsgType.TEXT:
+                await self._handle_text(msg.data)
+            elif msg.type is WSMsgType.BINARY:
+                self._reply_error("invalid-message", "binary frames are not supported", None)
+            elif msg.type is WSMsgType.ERROR:
+                self._log.info("websocket error", error=str(msg.data))
+                return
+            else:  # close, closing, closed
+                return
+
+    async def _handle_text(self, text: str) -> None:
+        try:
+            message = parse_client_message(text)
+        except ProtocolError as exc:
+            self._reply_error(exc.code, exc.message, exc.request_id)
+            return
+        self._busy = True
+        try:
+            await self._dispatch(message)
+        except (ProtocolError, SfuError) as exc:
+            self._reply_error(exc.code, exc.message, message.request_id)
+        except Exception:
+            self._log.exception("failed to handle message", message_type=message.type)
+            self._reply_error(
+                "internal-error", "the server failed on this message", message.request_id
+            )
+        finally:
+            self._busy = False
+            held, self._held = self._held, []
+            for item in held:
+                self._send(item)
+
+    def _reply_error(self, code: str, message: str, request_id: str | None) -> None:
+        self._log.info("error reply", code=code, reason=message)
+        self._send(error_message(code, message, request_id))
+
+    # --- dispatching ---
+
+    async def _dispatch(self, message: ClientMessage) -> None:
+        if isinstance(message, Join):
+            await self._join(message)
+            return
+        participant = self._participant
+        if participant is None:
+            raise ProtocolError("not-joined", f"send join before {message.type}")
+        match message:
+            case Offer():
+                answer = await participant.offer(message.sdp, message.sources())
+                self._send(answer_message(answer, message.request_id))
+            case AnswerMessage():
+                await participant.answer(message.sdp)
+            case Candidate():
+                await participant.add_ice_candidate(
+                    message.candidate, message.sdp_mid, message.sdp_mline_index
+                )
+            case Mute():
+                await participant.set_muted(message.track_id, message.muted)
+            case Leave():
+                await self._leave_once()
+                self._send(left_message(message.request_id))
+                self._send(_Close(WSCloseCode.OK, "left"))
+
+    async def _join(self, message: Join) -> None:
+        if self._participant is not None:
+            raise ProtocolError(
+                "already-joined", f"this connection already joined as {self.participant_id}"
+            )
+        # bound before the call so that tasks the room starts for this participant log the room
+        structlog.contextvars.bind_contextvars(room=message.room)
+        try:
+            participant, others = await self._service.join(
+                message.room, message.name, self._on_event
+            )
+        except BaseException:
+            structlog.contextvars.unbind_contextvars("room")
+            raise
+        self._participant = participant
+        structlog.contextvars.bind_contextvars(participant=participant.participant_id)
+        self._log = self._log.bind(room=message.room, participant=participant.participant_id)
+        self._log.info("joined", name=message.name, others=len(others))
+        self._send(
+            joined_message(message.room, participant.participant_id, others, message.request_id)
+        )
+
+    async def _leave_once(self) -> None:
+        participant = self._participant
+        if participant is None or self._left:
+            return
+        self._left = True
+        try:
+            await participant.leave()
+        except Exception:
+            self._log.exception("leave failed")
+        else:
+            self._log.info("left")
+
+    # --- writing ---
+
+    def _on_event(self, event: Event) -> None:
+        """The room's listener: called synchronously, on the event loop; never blocks."""
+        items: list[_Outgoing] = [event_message(event)]
+        if isinstance(event, SessionClosed):
+            self._log.info("session closed by server", reason=event.reason)
+            items.append(_Close(WSCloseCode.OK, event.reason))
+        for item in items:
+            if self._busy:
+                self._held.append(item)
+            else:
+                self._send(item)
+
+    def _send(self, item: _Outgoing) -> None:
+        if self._closing:
+            return
+        if isinstance(item, _Close):
+            self._closing = True
+        elif self._outbox.qsize() >= OUTBOX_LIMIT:
+            self._log.warning("client does not read; closing", pending=self._outbox.qsize())
+            while not self._outbox.empty():
+                self._outbox.get_nowait()
+            item = _Close(WSCloseCode.POLICY_VIOLATION, "slow-consumer")
+            self._closing = True
+        self._outbox.put_nowait(item)
+
+    async def _write_loop(self) -> None:
+        while True:
+            item = await self._outbox.get()
+            if isinstance(item, _Close):
+                await self._ws.close(code=item.code, message=item.reason.encode()[:120])
+                return
+            try:
+                await self._ws.send_str(json.dumps(item, separators=(",", ":")))
+            except ConnectionError as exc:
+                self._log.info("send failed", error=str(exc))
+                self._closing = True
+                return
+
+    async def _finish(self) -> None:
+        """Wait (bounded) for the writer to send what is queued and close the socket."""
+        writer = self._writer
+        if writer is not None:
+            done, _ = await asyncio.wait({writer}, timeout=CLOSE_TIMEOUT)
+            if not done:
+                writer.cancel()
+                await asyncio.wait({writer})
+            if not writer.cancelled() and writer.exception() is not None:
+                self._log.error("writer failed", exc_info=writer.exception())
+        if not self._ws.closed:
+            # on timeout, close() is cancelled and drops the transport itself
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._ws.close(code=WSCloseCode.GOING_AWAY, drain=False), CLOSE_TIMEOUT
+                )

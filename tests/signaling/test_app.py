@@ -1,0 +1,479 @@
+"""The signaling app over real WebSockets on 127.0.0.1.
+
+The first part runs against the real room service (``sfu.service.Sfu``); the second against a
+scripted fake, for what the real one cannot be made to do on demand (fail, close a session).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import WSMsgType
+from aiohttp.test_utils import TestClient, TestServer
+
+from sfu.api import (
+    Answer,
+    EventListener,
+    InvalidSdp,
+    ParticipantInfo,
+    ParticipantJoined,
+    ParticipantSession,
+    PublishedTrack,
+    RoomFull,
+    RoomService,
+    ServerOffer,
+    SessionClosed,
+    UnknownTrack,
+)
+from sfu.config import MediaConfig
+from sfu.media.aiortc_bridge import set_ice_host_addresses
+from signaling.app import create_app
+
+TIMEOUT = 5.0
+MAX_MESSAGE_SIZE = 8192
+
+Json = dict[str, Any]
+
+#: parses, but no ICE username fragment and password: the service must refuse it
+NO_ICE_CREDENTIALS = (
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\na=sendrecv\r\n"
+    "a=rtpmap:111 opus/48000/2\r\n"
+)
+
+
+async def receive(ws: aiohttp.ClientWebSocketResponse) -> Json:
+    msg = await ws.receive(timeout=TIMEOUT)
+    assert msg.type is WSMsgType.TEXT, msg
+    data = json.loads(msg.data)
+    assert isinstance(data, dict)
+    return data
+
+
+async def receive_type(ws: aiohttp.ClientWebSocketResponse, kind: str) -> Json:
+    """The next message of type ``kind``, skipping others (offers the room may send)."""
+    while True:
+        message = await receive(ws)
+        if message["type"] == kind:
+            return message
+
+
+async def request(ws: aiohttp.ClientWebSocketResponse, **message: Any) -> Json:
+    await ws.send_json(message)
+    return await receive(ws)
+
+
+async def join(
+    client: TestClient[Any, Any], room: str, name: str
+) -> tuple[aiohttp.ClientWebSocketResponse, Json]:
+    ws = await client.ws_connect("/ws")
+    joined = await request(ws, type="join", v=1, room=room, name=name, requestId="j")
+    assert joined["type"] == "joined", joined
+    return ws, joined
+
+
+async def expect_closed(ws: aiohttp.ClientWebSocketResponse) -> None:
+    msg = await ws.receive(timeout=TIMEOUT)
+    assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED), msg
+
+
+async def health(client: TestClient[Any, Any]) -> Json:
+    response = await client.get("/healthz")
+    assert response.status == 200
+    data = await response.json()
+    assert isinstance(data, dict)
+    return data
+
+
+async def wait_for_health(client: TestClient[Any, Any], **expected: int) -> None:
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            body = await health(client)
+            if all(body.get(key) == value for key, value in expected.items()):
+                return
+            await asyncio.sleep(0.05)
+
+
+# --- against the real room service ---
+
+
+@pytest.fixture
+async def sfu_service() -> AsyncIterator[RoomService]:
+    service_module = pytest.importorskip("sfu.service")
+    set_ice_host_addresses(["127.0.0.1"])
+    service: RoomService = service_module.Sfu(MediaConfig(ice_hosts=("127.0.0.1",)))
+    try:
+        yield service
+    finally:
+        await service.close()
+        set_ice_host_addresses([])
+
+
+@pytest.fixture
+async def client(sfu_service: RoomService) -> AsyncIterator[TestClient[Any, Any]]:
+    app = create_app(sfu_service, max_message_size=MAX_MESSAGE_SIZE)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        yield test_client
+
+
+async def test_join(client: TestClient[Any, Any]) -> None:
+    ws, joined = await join(client, "room-1", "Ann")
+    assert joined["v"] == 1
+    assert joined["room"] == "room-1"
+    assert isinstance(joined["participantId"], str)
+    assert joined["participantId"]
+    assert joined["participants"] == []
+    assert joined["requestId"] == "j"
+    await ws.close()
+
+
+async def test_two_participants_see_each_other(client: TestClient[Any, Any]) -> None:
+    ann, ann_joined = await join(client, "room-1", "Ann")
+    bob, bob_joined = await join(client, "room-1", "Bob")
+    assert [(p["participantId"], p["name"], p["tracks"]) for p in bob_joined["participants"]] == [
+        (ann_joined["participantId"], "Ann", [])
+    ]
+    seen = await receive_type(ann, "participant-joined")
+    assert seen["participant"] == {
+        "participantId": bob_joined["participantId"],
+        "name": "Bob",
+        "tracks": [],
+    }
+    await bob.close()
+    gone = await receive_type(ann, "participant-left")
+    assert gone["participantId"] == bob_joined["participantId"]
+    assert isinstance(gone["reason"], str)
+    await ann.close()
+
+
+async def test_rooms_are_separate(client: TestClient[Any, Any]) -> None:
+    ann, _ = await join(client, "room-1", "Ann")
+    _bob, bob_joined = await join(client, "room-2", "Bob")
+    assert bob_joined["participants"] == []
+    await wait_for_health(client, rooms=2, participants=2)
+    await ann.close()
+
+
+async def test_healthz_counts(client: TestClient[Any, Any]) -> None:
+    body = await health(client)
+    assert body["status"] == "ok"
+    assert body["participants"] == 0
+    ann, _ = await join(client, "room-1", "Ann")
+    bob, _ = await join(client, "room-1", "Bob")
+    await wait_for_health(client, rooms=1, participants=2)
+    await ann.close()
+    await bob.close()
+    await wait_for_health(client, participants=0)
+
+
+async def test_malformed_json_then_join(client: TestClient[Any, Any]) -> None:
+    ws = await client.ws_connect("/ws")
+    await ws.send_str("{not json")
+    error = await receive(ws)
+    assert error["type"] == "error"
+    assert error["code"] == "bad-json"
+    assert error["message"]
+    reply = await request(ws, type="dance", requestId="d")
+    assert (reply["code"], reply["requestId"]) == ("invalid-message", "d")
+    await ws.send_bytes(b"\x00")
+    assert (await receive(ws))["code"] == "invalid-message"
+    reply = await request(ws, type="join", v=1, room="no spaces", name="Ann")
+    assert reply["code"] == "invalid-message"
+    assert "room" in reply["message"]
+    reply = await request(ws, type="join", v=2, room="room-1", name="Ann")
+    assert reply["code"] == "unsupported-version"
+    reply = await request(ws, type="join", v=1, room="room-1", name="Ann")
+    assert reply["type"] == "joined"
+    await ws.close()
+
+
+async def test_oversize_message_closes_only_that_socket(client: TestClient[Any, Any]) -> None:
+    ann, _ = await join(client, "room-1", "Ann")
+    bob, bob_joined = await join(client, "room-1", "Bob")
+    await receive_type(ann, "participant-joined")
+    await bob.send_str(json.dumps({"type": "offer", "sdp": "x" * MAX_MESSAGE_SIZE}))
+    msg = await bob.receive(timeout=TIMEOUT)
+    assert msg.type is WSMsgType.CLOSE
+    assert msg.data == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+    gone = await receive_type(ann, "participant-left")
+    assert gone["participantId"] == bob_joined["participantId"]
+    # ann's connection still works
+    reply = await request(ann, type="join", v=1, room="room-1", name="Ann", requestId="again")
+    assert (reply["code"], reply["requestId"]) == ("already-joined", "again")
+    await wait_for_health(client, participants=1)
+    await ann.close()
+
+
+async def test_not_joined(client: TestClient[Any, Any]) -> None:
+    ws = await client.ws_connect("/ws")
+    for message in (
+        {"type": "offer", "sdp": "v=0"},
+        {"type": "answer", "sdp": "v=0"},
+        {"type": "candidate", "candidate": None},
+        {"type": "mute", "trackId": "t", "muted": True},
+        {"type": "leave"},
+    ):
+        reply = await request(ws, **message, requestId="n")
+        assert (reply["type"], reply["code"], reply["requestId"]) == ("error", "not-joined", "n")
+    assert (await request(ws, type="join", v=1, room="r", name="Ann"))["type"] == "joined"
+    await ws.close()
+
+
+async def test_already_joined(client: TestClient[Any, Any]) -> None:
+    ws, _ = await join(client, "room-1", "Ann")
+    reply = await request(ws, type="join", v=1, room="room-2", name="Ann")
+    assert reply["code"] == "already-joined"
+    await wait_for_health(client, participants=1)
+    await ws.close()
+
+
+async def test_invalid_sdp_is_an_error_and_the_socket_stays(client: TestClient[Any, Any]) -> None:
+    ws, _ = await join(client, "room-1", "Ann")
+    reply = await request(ws, type="offer", sdp=NO_ICE_CREDENTIALS, requestId="o")
+    assert (reply["type"], reply["code"], reply["requestId"]) == ("error", "invalid-sdp", "o")
+    reply = await request(ws, type="mute", trackId="no-such-track", muted=True, requestId="m")
+    assert (reply["code"], reply["requestId"]) == ("unknown-track", "m")
+    await ws.close()
+
+
+async def test_leave(client: TestClient[Any, Any]) -> None:
+    ann, _ = await join(client, "room-1", "Ann")
+    bob, bob_joined = await join(client, "room-1", "Bob")
+    assert await request(bob, type="leave", requestId="bye") == {"type": "left", "requestId": "bye"}
+    await expect_closed(bob)
+    gone = await receive_type(ann, "participant-left")
+    assert gone == {
+        "type": "participant-left",
+        "participantId": bob_joined["participantId"],
+        "reason": gone["reason"],
+    }
+    await wait_for_health(client, participants=1)
+    await ann.close()
+
+
+async def test_dead_client_is_dropped(sfu_service: RoomService) -> None:
+    server = TestServer(create_app(sfu_service, heartbeat=0.2), host="127.0.0.1")
+    async with TestClient(server) as test_client:
+        ann, _ = await join(test_client, "room-1", "Ann")
+        # a client that never answers pings
+        bob = await test_client.ws_connect("/ws", autoping=False)
+        joined = await request(bob, type="join", v=1, room="room-1", name="Bob")
+        gone = await receive_type(ann, "participant-left")
+        assert gone["participantId"] == joined["participantId"]
+        await wait_for_health(test_client, participants=1)
+        await ann.close()
+
+
+async def test_shutdown_says_bye(sfu_service: RoomService) -> None:
+    server = TestServer(create_app(sfu_service), host="127.0.0.1")
+    async with TestClient(server) as test_client:
+        ann, _ = await join(test_client, "room-1", "Ann")
+        idle = await test_client.ws_connect("/ws")
+        closing = asyncio.create_task(server.close())
+        for ws in (ann, idle):
+            assert await receive_type(ws, "bye") == {"type": "bye", "reason": "server-shutdown"}
+            await expect_closed(ws)
+        await asyncio.wait_for(closing, TIMEOUT)
+
+
+async def test_cli_serve_and_sigterm(sfu_service: RoomService) -> None:
+    # sfu_service only makes this test skip until the real service exists
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "from signaling.cli import main; main()",
+        "serve",
+        "--port",
+        "0",
+        "--ice-host",
+        "127.0.0.1",
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "SFU_LOG_FORMAT": "json", "SFU_HOST": "127.0.0.1"},
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 30)
+        prefix = b"aiosfu listening on http://127.0.0.1:"
+        assert line.startswith(prefix), line
+        port = int(line[len(prefix) :])
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/healthz") as response:
+                assert (await response.json())["status"] == "ok"
+            async with http.get(f"http://127.0.0.1:{port}/") as response:
+                assert response.status == 200
+            async with http.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
+                joined = await request(ws, type="join", v=1, room="cli", name="Ann")
+                assert joined["type"] == "joined"
+                process.send_signal(signal.SIGTERM)
+                assert await receive_type(ws, "bye") == {
+                    "type": "bye",
+                    "reason": "server-shutdown",
+                }
+                await expect_closed(ws)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+# --- against a scripted service ---
+
+
+class FakeParticipant:
+    """Scripted by the sdp it gets: "boom" raises, "bad" is invalid, anything else is answered."""
+
+    def __init__(self, participant_id: str, listener: EventListener) -> None:
+        self._participant_id = participant_id
+        self.listener = listener
+        self.calls: list[str] = []
+        self.leave_calls = 0
+        self.left = asyncio.Event()
+
+    @property
+    def participant_id(self) -> str:
+        return self._participant_id
+
+    async def offer(self, sdp: str, sources: Mapping[str, str]) -> Answer:
+        self.calls.append(f"offer {sdp} {dict(sources)}")
+        if sdp == "boom":
+            raise RuntimeError("scripted failure")
+        if sdp == "bad":
+            raise InvalidSdp("scripted invalid sdp")
+        await asyncio.sleep(0.01)
+        # the server's renegotiation, raised before the answer is returned
+        self.listener(ServerOffer("server-sdp"))
+        return Answer("answer-sdp", (PublishedTrack("0", "t1", "audio"),))
+
+    async def answer(self, sdp: str) -> None:
+        self.calls.append(f"answer {sdp}")
+
+    async def add_ice_candidate(
+        self, candidate: str | None, sdp_mid: str | None, sdp_mline_index: int | None
+    ) -> None:
+        self.calls.append(f"candidate {candidate} {sdp_mid} {sdp_mline_index}")
+
+    async def set_muted(self, track_id: str, muted: bool) -> None:
+        raise UnknownTrack(f"no track {track_id}")
+
+    async def leave(self) -> None:
+        self.leave_calls += 1
+        self.left.set()
+
+
+class FakeService:
+    def __init__(self) -> None:
+        self.participants: list[FakeParticipant] = []
+
+    async def join(
+        self, room_id: str, name: str, listener: EventListener
+    ) -> tuple[ParticipantSession, tuple[ParticipantInfo, ...]]:
+        if room_id == "full":
+            raise RoomFull("scripted full room")
+        participant = FakeParticipant(f"p{len(self.participants) + 1}", listener)
+        self.participants.append(participant)
+        # an event raised during join must reach the client after "joined"
+        listener(ParticipantJoined(ParticipantInfo("early", "Early")))
+        return participant, ()
+
+    def stats(self) -> Mapping[str, int]:
+        return {"rooms": 1, "participants": len(self.participants), "tracks": 0}
+
+    async def close(self, reason: str = "server-shutdown") -> None:
+        for participant in self.participants:
+            participant.listener(SessionClosed(reason))
+
+
+@pytest.fixture
+async def fake() -> FakeService:
+    return FakeService()
+
+
+@pytest.fixture
+async def fake_client(fake: FakeService) -> AsyncIterator[TestClient[Any, Any]]:
+    async with TestClient(TestServer(create_app(fake), host="127.0.0.1")) as test_client:
+        yield test_client
+
+
+async def test_events_raised_during_a_call_follow_its_reply(
+    fake_client: TestClient[Any, Any],
+) -> None:
+    ws = await fake_client.ws_connect("/ws")
+    assert (await request(ws, type="join", v=1, room="r", name="Ann"))["type"] == "joined"
+    assert (await receive(ws))["type"] == "participant-joined"
+    reply = await request(ws, type="offer", sdp="client-sdp", tracks={"0": {"source": "mic"}})
+    assert reply == {
+        "type": "answer",
+        "sdp": "answer-sdp",
+        "tracks": [{"mid": "0", "trackId": "t1", "kind": "audio"}],
+    }
+    assert await receive(ws) == {"type": "offer", "sdp": "server-sdp", "tracks": {}}
+    await ws.close()
+
+
+async def test_errors_keep_the_connection(
+    fake_client: TestClient[Any, Any], fake: FakeService
+) -> None:
+    ws = await fake_client.ws_connect("/ws")
+    reply = await request(ws, type="join", v=1, room="full", name="Ann", requestId="1")
+    assert (reply["code"], reply["requestId"]) == ("room-full", "1")
+    await request(ws, type="join", v=1, room="r", name="Ann")
+    await receive(ws)  # participant-joined
+    reply = await request(ws, type="offer", sdp="boom", requestId="2")
+    assert (reply["code"], reply["requestId"]) == ("internal-error", "2")
+    assert "scripted" not in reply["message"]
+    reply = await request(ws, type="offer", sdp="bad", requestId="3")
+    assert (reply["code"], reply["message"]) == ("invalid-sdp", "scripted invalid sdp")
+    reply = await request(ws, type="mute", trackId="t9", muted=False)
+    assert reply["code"] == "unknown-track"
+    await ws.send_json({"type": "answer", "sdp": "a"})
+    await ws.send_json({"type": "candidate", "candidate": "candidate:1", "sdpMid": "0"})
+    await ws.send_json({"type": "candidate", "candidate": None})
+    assert (await request(ws, type="leave"))["type"] == "left"
+    await expect_closed(ws)
+    assert fake.participants[0].calls[-3:] == [
+        "answer a",
+        "candidate candidate:1 0 None",
+        "candidate None None None",
+    ]
+    assert fake.participants[0].leave_calls == 1
+
+
+async def test_disconnect_leaves_once(fake_client: TestClient[Any, Any], fake: FakeService) -> None:
+    ws = await fake_client.ws_connect("/ws")
+    await request(ws, type="join", v=1, room="r", name="Ann")
+    await ws.close()
+    await asyncio.wait_for(fake.participants[0].left.wait(), TIMEOUT)
+    await asyncio.sleep(0.1)
+    assert fake.participants[0].leave_calls == 1
+
+
+async def test_session_closed_sends_bye(
+    fake_client: TestClient[Any, Any], fake: FakeService
+) -> None:
+    ws = await fake_client.ws_connect("/ws")
+    await request(ws, type="join", v=1, room="r", name="Ann")
+    await receive(ws)  # participant-joined
+    fake.participants[0].listener(SessionClosed("ice-failed"))
+    assert await receive(ws) == {"type": "bye", "reason": "ice-failed"}
+    await expect_closed(ws)
+    await asyncio.wait_for(fake.participants[0].left.wait(), TIMEOUT)
+    assert fake.participants[0].leave_calls == 1
+
+
+async def test_static_index(fake_client: TestClient[Any, Any]) -> None:
+    response = await fake_client.get("/")
+    assert response.status == 200
+    assert "coming" in await response.text()
+    response = await fake_client.get("/index.html")
+    assert response.status == 200
+    response = await fake_client.get("/../pyproject.toml")
+    assert response.status == 404

@@ -1,0 +1,311 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from sfu.api import (
+    Answer,
+    Event,
+    OfferedTrack,
+    ParticipantInfo,
+    ParticipantJoined,
+    ParticipantLeft,
+    PublishedTrack,
+    ServerOffer,
+    SessionClosed,
+    TrackInfo,
+    TrackMuted,
+    TrackPublished,
+    TrackUnpublished,
+)
+from signaling.messages import (
+    AnswerMessage,
+    Candidate,
+    Join,
+    Leave,
+    Mute,
+    Offer,
+    ProtocolError,
+    TrackOptions,
+    answer_message,
+    bye_message,
+    error_message,
+    event_message,
+    joined_message,
+    left_message,
+    parse_client_message,
+)
+
+SDP = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+
+
+def text(**fields: Any) -> str:
+    return json.dumps(fields)
+
+
+VALID = [
+    (
+        text(type="join", v=1, room="room-1", name="Ann"),
+        Join(type="join", v=1, room="room-1", name="Ann"),
+    ),
+    (
+        text(type="join", v=1, room="A.b_c-9", name="Zoë 🙂", requestId="r1", extra=[1, 2]),
+        Join(type="join", v=1, room="A.b_c-9", name="Zoë 🙂", requestId="r1"),
+    ),
+    (text(type="join", v=1, room="r" * 64, name="n" * 64), None),
+    (text(type="offer", sdp=SDP), Offer(type="offer", sdp=SDP)),
+    (
+        text(type="offer", sdp=SDP, tracks={"0": {"source": "camera"}, "1": {}}),
+        Offer(
+            type="offer",
+            sdp=SDP,
+            tracks={"0": TrackOptions(source="camera"), "1": TrackOptions(source="unknown")},
+        ),
+    ),
+    (text(type="offer", sdp="x" * 65536), None),
+    (
+        text(type="answer", sdp=SDP, requestId=""),
+        AnswerMessage(type="answer", sdp=SDP, requestId=""),
+    ),
+    (
+        text(type="candidate", candidate="candidate:1 1 udp 1 1.2.3.4 5 typ host", sdpMid="0"),
+        Candidate(type="candidate", candidate="candidate:1 1 udp 1 1.2.3.4 5 typ host", sdpMid="0"),
+    ),
+    (
+        text(type="candidate", candidate="candidate:x", sdpMLineIndex=0),
+        Candidate(type="candidate", candidate="candidate:x", sdpMLineIndex=0),
+    ),
+    (text(type="candidate", candidate=None), Candidate(type="candidate", candidate=None)),
+    (text(type="candidate", candidate=""), Candidate(type="candidate", candidate="")),
+    (
+        text(type="mute", trackId="t1", muted=True),
+        Mute(type="mute", trackId="t1", muted=True),
+    ),
+    (text(type="leave", requestId="r" * 64), Leave(type="leave", requestId="r" * 64)),
+]
+
+
+@pytest.mark.parametrize(("raw", "expected"), VALID)
+def test_valid(raw: str, expected: object) -> None:
+    message = parse_client_message(raw)
+    if expected is not None:
+        assert message == expected
+
+
+def test_offer_sources() -> None:
+    message = parse_client_message(text(type="offer", sdp=SDP, tracks={"0": {"source": "screen"}}))
+    assert isinstance(message, Offer)
+    assert message.sources() == {"0": "screen"}
+
+
+INVALID = [
+    # (raw, code, words expected in the message, request id echoed)
+    ("", "bad-json", "JSON", None),
+    ("{", "bad-json", "JSON", None),
+    ("{'type': 'join'}", "bad-json", "JSON", None),
+    ('{"type": "join", "v": NaN}', "bad-json", "JSON", None),
+    ("[" * 10000, "bad-json", "JSON", None),
+    ("[]", "invalid-message", "JSON object", None),
+    ('"join"', "invalid-message", "JSON object", None),
+    ("null", "invalid-message", "JSON object", None),
+    (text(room="a"), "invalid-message", "type: field required", None),
+    (text(type=1), "invalid-message", "type: must be a string", None),
+    (text(type="hello", requestId="q"), "invalid-message", "unknown message type 'hello'", "q"),
+    (text(type="Join", v=1, room="a", name="b"), "invalid-message", "unknown message type", None),
+    (text(type="joined"), "invalid-message", "unknown message type", None),
+    # join
+    (text(type="join", room="a", name="b"), "invalid-message", "v: field required", None),
+    (text(type="join", v="1", room="a", name="b"), "invalid-message", "v:", None),
+    (text(type="join", v=True, room="a", name="b"), "invalid-message", "v:", None),
+    (text(type="join", v=1.0, room="a", name="b"), "invalid-message", "v:", None),
+    (
+        text(type="join", v=1, name="b", requestId="j"),
+        "invalid-message",
+        "room: field required",
+        "j",
+    ),
+    (text(type="join", v=1, room="", name="b"), "invalid-message", "room:", None),
+    (text(type="join", v=1, room="a b", name="b"), "invalid-message", "room:", None),
+    (text(type="join", v=1, room="a/b", name="b"), "invalid-message", "room:", None),
+    (text(type="join", v=1, room="r" * 65, name="b"), "invalid-message", "room:", None),
+    (text(type="join", v=1, room=7, name="b"), "invalid-message", "room:", None),
+    (text(type="join", v=1, room="a"), "invalid-message", "name: field required", None),
+    (text(type="join", v=1, room="a", name=""), "invalid-message", "name:", None),
+    (text(type="join", v=1, room="a", name="n" * 65), "invalid-message", "name:", None),
+    (text(type="join", v=1, room="a", name="a\nb"), "invalid-message", "name: must contain", None),
+    (text(type="join", v=1, room="a", name="\x00"), "invalid-message", "name:", None),
+    (text(type="join", v=1, room="a", name=None), "invalid-message", "name:", None),
+    # version: any other integer is unsupported, checked before the other fields
+    (text(type="join", v=2, room="a", name="b"), "unsupported-version", "version 2", None),
+    (text(type="join", v=0, requestId="x"), "unsupported-version", "version 1", "x"),
+    # request id
+    (text(type="leave", requestId="r" * 65), "invalid-message", "requestId:", None),
+    (text(type="leave", requestId=5), "invalid-message", "requestId:", None),
+    # offer
+    (text(type="offer"), "invalid-message", "sdp: field required", None),
+    (text(type="offer", sdp=""), "invalid-message", "sdp:", None),
+    (text(type="offer", sdp=None), "invalid-message", "sdp:", None),
+    (text(type="offer", sdp="x" * 65537), "invalid-message", "sdp:", None),
+    (text(type="offer", sdp=SDP, tracks=[]), "invalid-message", "tracks:", None),
+    (text(type="offer", sdp=SDP, tracks={"0": "camera"}), "invalid-message", "tracks.0", None),
+    (
+        text(type="offer", sdp=SDP, tracks={"0": {"source": 3}}),
+        "invalid-message",
+        "tracks.0.source",
+        None,
+    ),
+    (
+        text(type="offer", sdp=SDP, tracks={str(i): {} for i in range(65)}),
+        "invalid-message",
+        "tracks:",
+        None,
+    ),
+    # answer
+    (text(type="answer"), "invalid-message", "sdp: field required", None),
+    (text(type="answer", sdp=["v=0"]), "invalid-message", "sdp:", None),
+    # candidate
+    (text(type="candidate"), "invalid-message", "candidate: field required", None),
+    (text(type="candidate", candidate=5), "invalid-message", "candidate:", None),
+    (text(type="candidate", candidate="candidate:x"), "invalid-message", "sdpMid", None),
+    (
+        text(type="candidate", candidate="c" * 1025, sdpMid="0"),
+        "invalid-message",
+        "candidate:",
+        None,
+    ),
+    (
+        text(type="candidate", candidate="candidate:x", sdpMLineIndex=-1),
+        "invalid-message",
+        "sdpMLineIndex:",
+        None,
+    ),
+    (
+        text(type="candidate", candidate="candidate:x", sdpMLineIndex="0"),
+        "invalid-message",
+        "sdpMLineIndex:",
+        None,
+    ),
+    (
+        text(type="candidate", candidate="candidate:x", sdpMid=0),
+        "invalid-message",
+        "sdpMid:",
+        None,
+    ),
+    # mute
+    (text(type="mute", muted=True), "invalid-message", "trackId: field required", None),
+    (text(type="mute", trackId="t"), "invalid-message", "muted: field required", None),
+    (text(type="mute", trackId="t", muted=1), "invalid-message", "muted:", None),
+    (text(type="mute", trackId="t", muted="true"), "invalid-message", "muted:", None),
+    (text(type="mute", trackId="", muted=True), "invalid-message", "trackId:", None),
+]
+
+
+@pytest.mark.parametrize(("raw", "code", "words", "request_id"), INVALID)
+def test_invalid(raw: str, code: str, words: str, request_id: str | None) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_client_message(raw)
+    assert caught.value.code == code
+    assert words in caught.value.message
+    assert caught.value.request_id == request_id
+
+
+def test_error_lists_several_problems() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_client_message(text(type="join", v=1, room="", name=""))
+    assert "room:" in caught.value.message
+    assert "name:" in caught.value.message
+
+
+def test_long_unknown_type_is_cut_in_the_message() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        parse_client_message(text(type="x" * 1000))
+    assert len(caught.value.message) < 200
+
+
+# --- server -> client ---
+
+CAMERA = TrackInfo(track_id="t1", participant_id="p1", kind="video", source="camera")
+ANN = ParticipantInfo(participant_id="p1", name="Ann", tracks=(CAMERA,))
+CAMERA_JSON = {
+    "trackId": "t1",
+    "participantId": "p1",
+    "kind": "video",
+    "source": "camera",
+    "muted": False,
+}
+ANN_JSON = {"participantId": "p1", "name": "Ann", "tracks": [CAMERA_JSON]}
+
+EVENTS: list[tuple[Event, dict[str, Any]]] = [
+    (ParticipantJoined(ANN), {"type": "participant-joined", "participant": ANN_JSON}),
+    (
+        ParticipantLeft("p1", "timeout"),
+        {"type": "participant-left", "participantId": "p1", "reason": "timeout"},
+    ),
+    (TrackPublished(CAMERA), {"type": "track-published", "track": CAMERA_JSON}),
+    (
+        TrackUnpublished("p1", "t1"),
+        {"type": "track-unpublished", "participantId": "p1", "trackId": "t1"},
+    ),
+    (
+        TrackMuted("p1", "t1", True),
+        {"type": "track-muted", "participantId": "p1", "trackId": "t1", "muted": True},
+    ),
+    (
+        ServerOffer("sdp", {"1": OfferedTrack("p1", "t1", "video")}),
+        {
+            "type": "offer",
+            "sdp": "sdp",
+            "tracks": {"1": {"participantId": "p1", "trackId": "t1", "kind": "video"}},
+        },
+    ),
+    (ServerOffer("sdp"), {"type": "offer", "sdp": "sdp", "tracks": {}}),
+    (SessionClosed("ice-failed"), {"type": "bye", "reason": "ice-failed"}),
+]
+
+
+@pytest.mark.parametrize(("event", "expected"), EVENTS)
+def test_event_message(event: Event, expected: dict[str, Any]) -> None:
+    message = event_message(event)
+    assert message == expected
+    assert json.loads(json.dumps(message)) == expected
+
+
+def test_event_message_rejects_other_values() -> None:
+    with pytest.raises(TypeError):
+        event_message("nope")  # type: ignore[arg-type]
+
+
+def test_joined_message() -> None:
+    assert joined_message("room", "p2", (ANN,), "r1") == {
+        "type": "joined",
+        "v": 1,
+        "room": "room",
+        "participantId": "p2",
+        "participants": [ANN_JSON],
+        "requestId": "r1",
+    }
+    assert "requestId" not in joined_message("room", "p2", ())
+
+
+def test_answer_message() -> None:
+    answer = Answer("sdp", (PublishedTrack(mid="0", track_id="t9", kind="audio"),))
+    assert answer_message(answer) == {
+        "type": "answer",
+        "sdp": "sdp",
+        "tracks": [{"mid": "0", "trackId": "t9", "kind": "audio"}],
+    }
+    assert answer_message(Answer("sdp"), "r")["requestId"] == "r"
+
+
+def test_small_messages() -> None:
+    assert left_message() == {"type": "left"}
+    assert left_message("r") == {"type": "left", "requestId": "r"}
+    assert bye_message("server-shutdown") == {"type": "bye", "reason": "server-shutdown"}
+    assert error_message("not-joined", "join first", "r") == {
+        "type": "error",
+        "code": "not-joined",
+        "message": "join first",
+        "requestId": "r",
+    }

@@ -1,0 +1,102 @@
+"""Retransmission support on the publisher side of the SFU (RFC 4585 §6.2.1 generic NACK, with
+RFC 4588 retransmissions answering them).
+
+:class:`LossTracker` decides which packets of a publisher's stream to NACK and when;
+:class:`RingHistory` keeps recent packets by extended sequence number to answer NACKs.
+"""
+
+from __future__ import annotations
+
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+#: Shortest time between two NACKs of one packet, whatever the RTT estimate says (seconds).
+MIN_RETRY_INTERVAL = 0.02
+
+
+class _Missing:
+    __slots__ = ("attempts", "detected", "last_sent")
+
+    def __init__(self, detected: float) -> None:
+        self.detected = detected
+        self.last_sent = 0.0
+        self.attempts = 0
+
+
+class LossTracker:
+    """The sequence numbers missing from one incoming stream, and when to NACK each (RFC 4585)."""
+
+    __slots__ = ("_highest", "_missing", "max_age", "max_attempts", "max_missing")
+
+    def __init__(
+        self, max_missing: int = 512, max_age: float = 1.0, max_attempts: int = 10
+    ) -> None:
+        self.max_missing = max_missing
+        self.max_age = max_age
+        self.max_attempts = max_attempts
+        self._highest: int | None = None
+        self._missing: dict[int, _Missing] = {}  # ascending: keys are inserted in order
+
+    @property
+    def missing(self) -> int:
+        return len(self._missing)
+
+    def on_packet(self, ext_seq: int, now: float) -> None:
+        highest = self._highest
+        if highest is None or ext_seq - highest > self.max_missing + 1:
+            # first packet, or a jump too large to recover: start over from here
+            self._missing.clear()
+            self._highest = ext_seq
+        elif ext_seq > highest:
+            missing = self._missing
+            for seq in range(highest + 1, ext_seq):
+                missing[seq] = _Missing(now)
+            while len(missing) > self.max_missing:  # forget the oldest
+                del missing[next(iter(missing))]
+            self._highest = ext_seq
+        elif self._missing:
+            self._missing.pop(ext_seq, None)
+
+    def due(self, now: float, rtt: float) -> list[int]:
+        """Extended seqs to NACK now; each call counts as an attempt for those returned."""
+        interval = max(rtt, MIN_RETRY_INTERVAL)
+        result: list[int] = []
+        expired: list[int] = []
+        for seq, entry in self._missing.items():
+            if entry.attempts >= self.max_attempts or now > entry.detected + self.max_age:
+                expired.append(seq)
+            elif entry.attempts == 0 or now >= entry.last_sent + interval:
+                entry.attempts += 1
+                entry.last_sent = now
+                result.append(seq)
+        for seq in expired:
+            del self._missing[seq]
+        return result
+
+
+class RingHistory(Generic[T]):
+    """A fixed-size map from an increasing int key to a value; newer keys evict older ones."""
+
+    __slots__ = ("_keys", "_mask", "_values")
+
+    def __init__(self, size: int) -> None:
+        if size <= 0 or size & (size - 1):
+            raise ValueError(f"history size {size} is not a power of two")
+        self._mask = size - 1
+        self._keys: list[int | None] = [None] * size
+        self._values: list[T | None] = [None] * size
+
+    def put(self, key: int, value: T) -> None:
+        slot = key & self._mask
+        self._keys[slot] = key
+        self._values[slot] = value
+
+    def get(self, key: int) -> T | None:
+        slot = key & self._mask
+        return self._values[slot] if self._keys[slot] == key else None
+
+    def clear(self) -> None:
+        size = self._mask + 1
+        self._keys = [None] * size
+        self._values = [None] * size

@@ -136,3 +136,7 @@ async def _wait_for_signal() -> None:
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+
+
+if __name__ == "__main__":
+    main()

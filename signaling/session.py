@@ -5,9 +5,11 @@ on a :class:`~sfu.api.ParticipantSession` never overlap. Everything the server s
 unbounded-but-capped queue drained by a writer task: the room's listener only enqueues, so a slow
 client never blocks the room.
 
-Ordering rule: an event raised while a client message is being handled is sent after the reply to
-that message. A client therefore always sees ``joined`` before any room event, and the ``answer``
-to its offer before the server's next ``offer``.
+Ordering: events go out in the order the room raises them, interleaved with replies as they
+happen. The one exception is ``join``: events raised before it returns wait until ``joined`` is
+sent. A server offer raised while a client offer is being handled must not be held back like that:
+it is the offer the server abandons (glare), which the client ignores only if it arrives before the
+answer.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ class SignalingSession:
         self._log = get_logger(remote=remote)
         self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
-        self._held: list[_Outgoing] = []
-        self._busy = False
+        self._joining = False
+        self._held: list[_Outgoing] = []  # events raised during join, sent after joined
         self._closing = False
         self._participant: ParticipantSession | None = None
         self._left = False
@@ -117,7 +119,6 @@ class SignalingSession:
         except ProtocolError as exc:
             self._reply_error(exc.code, exc.message, exc.request_id)
             return
-        self._busy = True
         try:
             await self._dispatch(message)
         except (ProtocolError, SfuError) as exc:
@@ -127,11 +128,6 @@ class SignalingSession:
             self._reply_error(
                 "internal-error", "the server failed on this message", message.request_id
             )
-        finally:
-            self._busy = False
-            held, self._held = self._held, []
-            for item in held:
-                self._send(item)
 
     def _reply_error(self, code: str, message: str, request_id: str | None) -> None:
         self._log.info("error reply", code=code, reason=message)
@@ -170,13 +166,17 @@ class SignalingSession:
             )
         # bound before the call so that tasks the room starts for this participant log the room
         structlog.contextvars.bind_contextvars(room=message.room)
+        self._joining = True
         try:
             participant, others = await self._service.join(
                 message.room, message.name, self._on_event
             )
         except BaseException:
             structlog.contextvars.unbind_contextvars("room")
+            self._held.clear()
             raise
+        finally:
+            self._joining = False
         self._participant = participant
         structlog.contextvars.bind_contextvars(participant=participant.participant_id)
         self._log = self._log.bind(room=message.room, participant=participant.participant_id)
@@ -184,6 +184,9 @@ class SignalingSession:
         self._send(
             joined_message(message.room, participant.participant_id, others, message.request_id)
         )
+        held, self._held = self._held, []
+        for item in held:
+            self._send(item)
 
     async def _leave_once(self) -> None:
         participant = self._participant
@@ -205,8 +208,11 @@ class SignalingSession:
         if isinstance(event, SessionClosed):
             self._log.info("session closed by server", reason=event.reason)
             items.append(_Close(WSCloseCode.OK, event.reason))
+        # in the order raised, interleaved with replies: a server offer raised while a client offer
+        # is handled must reach the client before the answer (the client ignores it; the server
+        # rolls it back), never after
         for item in items:
-            if self._busy:
+            if self._joining:
                 self._held.append(item)
             else:
                 self._send(item)

@@ -1,14 +1,49 @@
 """The one module that touches aiortc/aioice internals (pinned: aiortc 1.16.0, aioice 0.13.0).
 
-Everything here relies on private attributes of those packages; tests/unit/test_aiortc_bridge.py
-fails loudly when an upgrade moves one of them.
+aiortc is a WebRTC endpoint: it decodes what it receives and encodes what it sends. The SFU keeps
+its ICE, DTLS and SDP handling and takes over the media plane:
+
+* every RTP receiver and sender aiortc creates is made inert (no decoder thread, no encoder, no
+  RTCP task) the moment it is created;
+* decrypted RTP/RTCP is taken straight from the DTLS transport, and forwarded packets are
+  protected and written to the nominated ICE pair synchronously — no queue, no await;
+* offers keep payload types and header-extension ids stable across renegotiation (JSEP §5.2.2),
+  and a local offer can be rolled back (JSEP §5.7), which aiortc does not implement.
+
+tests/unit/test_aiortc_bridge.py fails loudly when an upgrade moves one of these internals.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
 
 import aioice.ice
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc import sdp as aiortc_sdp
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcrtpparameters import (
+    RTCRtcpFeedback,
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
+)
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+
+from sfu.api import Kind
+from sfu.config import IceServer
+from sfu.media.params import Codec, MediaParams
+
+# --- ICE host addresses ---
 
 _default_get_host_addresses = aioice.ice.get_host_addresses
 _pinned_hosts: tuple[str, ...] = ()
@@ -27,4 +62,387 @@ def set_ice_host_addresses(hosts: Sequence[str]) -> None:
     _pinned_hosts = tuple(hosts)
     aioice.ice.get_host_addresses = (
         _pinned_get_host_addresses if _pinned_hosts else _default_get_host_addresses
+    )
+
+
+# --- inert senders and receivers ---
+
+
+class _InertReceiver(RTCRtpReceiver):
+    """Receives nothing itself: the SFU reads RTP off the DTLS transport. No decoder thread."""
+
+    async def receive(self, parameters: Any) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def _handle_disconnect(self) -> None:
+        return None
+
+
+class _InertSender(RTCRtpSender):
+    """Sends nothing itself: forwarded packets go through :class:`MediaTransport`. No encoder."""
+
+    async def send(self, parameters: Any) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+
+RtpHandler = Callable[[bytes, float], None]
+RtcpHandler = Callable[[bytes], None]
+
+
+class MediaTransport:
+    """The SRTP path of one peer connection (max-bundle: a single DTLS transport)."""
+
+    def __init__(self, dtls: RTCDtlsTransport) -> None:
+        self.dtls = dtls
+        self._dtls: Any = cast(Any, dtls)
+        self._connection: Any = cast(Any, dtls.transport)._connection
+        self.on_rtp: RtpHandler = _ignore_rtp
+        self.on_rtcp: RtcpHandler = _ignore_rtcp
+        self.last_activity = time.monotonic()
+        self.packets_sent = 0
+        self.bytes_sent = 0
+        self._relayed_sends: set[asyncio.Future[None]] = set()
+        self._dtls._handle_rtp_data = self._handle_rtp_data
+        self._dtls._handle_rtcp_data = self._handle_rtcp_data
+        # consent checks from the peer also prove it is alive
+        stun_request_received = self._connection.request_received
+
+        def request_received(*args: Any) -> None:
+            self.last_activity = time.monotonic()
+            stun_request_received(*args)
+
+        self._connection.request_received = request_received
+
+    @property
+    def connected(self) -> bool:
+        return bool(self._dtls._state is State.CONNECTED)
+
+    async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
+        self.last_activity = now = time.monotonic()
+        self.on_rtp(data, now)
+
+    async def _handle_rtcp_data(self, data: bytes) -> None:
+        self.last_activity = time.monotonic()
+        self.on_rtcp(data)
+
+    def send_rtp(self, packet: bytes) -> None:
+        """Protect and send one RTP packet now; dropped silently when not connected."""
+        if self._dtls._state is not State.CONNECTED:
+            return
+        self._write(self._dtls._tx_srtp.protect(packet))
+
+    def send_rtcp(self, packet: bytes) -> None:
+        if self._dtls._state is not State.CONNECTED:
+            return
+        self._write(self._dtls._tx_srtp.protect_rtcp(packet))
+
+    def _write(self, data: bytes) -> None:
+        pair = self._connection._nominated.get(1)
+        if pair is None:
+            return
+        self.packets_sent += 1
+        self.bytes_sent += len(data)
+        protocol = pair.protocol
+        if type(protocol) is aioice.ice.StunProtocol:
+            protocol.transport.sendto(data, pair.remote_addr)
+        else:  # a TURN allocation wraps the data; its send_data may wait for a channel bind
+            task = asyncio.ensure_future(protocol.send_data(data, pair.remote_addr))
+            self._relayed_sends.add(task)
+            task.add_done_callback(self._relayed_sends.discard)
+
+
+def _ignore_rtp(data: bytes, now: float) -> None:
+    return None
+
+
+def _ignore_rtcp(data: bytes) -> None:
+    return None
+
+
+class ServerPeerConnection(RTCPeerConnection):
+    """An aiortc peer connection whose media plane belongs to the SFU."""
+
+    def __init__(self, ice_servers: Sequence[IceServer] = ()) -> None:
+        servers = [
+            RTCIceServer(urls=s.urls, username=s.username, credential=s.credential)
+            for s in ice_servers
+        ]
+        # iceServers=[] keeps aiortc from contacting its default public STUN server
+        super().__init__(
+            RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+        )
+        self.media_transport: MediaTransport | None = None
+        self.on_media_transport: Callable[[MediaTransport], None] | None = None
+
+    # aiortc calls these through name-mangled attributes; defining them here overrides them.
+    def _RTCPeerConnection__createDtlsTransport(self) -> RTCDtlsTransport:
+        # one transport for the connection's whole life, also when a rollback removed every
+        # transceiver that used it
+        if self.media_transport is not None:
+            return self.media_transport.dtls
+        base: Any = super()
+        dtls: RTCDtlsTransport = base._RTCPeerConnection__createDtlsTransport()
+        self.media_transport = MediaTransport(dtls)
+        if self.on_media_transport is not None:
+            self.on_media_transport(self.media_transport)
+        return dtls
+
+    def _RTCPeerConnection__createTransceiver(
+        self, direction: str, kind: str, sender_track: Any = None
+    ) -> RTCRtpTransceiver:
+        base: Any = super()
+        transceiver: RTCRtpTransceiver = base._RTCPeerConnection__createTransceiver(
+            direction, kind, sender_track
+        )
+        transceiver.receiver.__class__ = _InertReceiver
+        transceiver.sender.__class__ = _InertSender
+        return transceiver
+
+
+# --- negotiation ---
+
+
+def add_send_transceiver(pc: ServerPeerConnection, kind: Kind) -> RTCRtpTransceiver:
+    return pc.addTransceiver(kind, direction="sendonly")
+
+
+def set_sender_identity(transceiver: RTCRtpTransceiver, stream_id: str, track_id: str) -> None:
+    """What the subscriber's a=msid shows for this m-line (stream = publisher, track = its id)."""
+    sender = transceiver.sender
+    sender._stream_id = stream_id
+    sender._track_id = track_id
+
+
+async def create_offer(
+    pc: ServerPeerConnection, new_codecs: Mapping[RTCRtpTransceiver, Codec]
+) -> str:
+    """Create and apply a local offer; returns its SDP.
+
+    Negotiated m-lines keep their payload types and extension ids; new m-lines offer exactly the
+    codec in ``new_codecs`` (the publisher's), with payload types and extension ids that do not
+    collide with any already used on this BUNDLE transport (browsers reject collisions).
+    """
+    transceivers: list[RTCRtpTransceiver] = pc.getTransceivers()
+    settled = {
+        t: (list(t._codecs), list(t._headerExtensions))
+        for t in transceivers
+        if t.mid is not None and t._codecs
+    }
+    offer = await pc.createOffer()
+    description = aiortc_sdp.SessionDescription.parse(offer.sdp)
+    used_pts: dict[int | None, RTCRtpCodecParameters] = {}
+    ext_ids: dict[str, int] = {}
+    for codecs, extensions in settled.values():
+        for c in codecs:
+            used_pts.setdefault(c.payloadType, c)
+        for e in extensions:
+            ext_ids.setdefault(e.uri, e.id)
+    for t, (codecs, extensions) in settled.items():
+        t._codecs, t._headerExtensions = codecs, extensions
+    for index, media in enumerate(description.media):
+        transceiver = next((t for t in transceivers if t._get_mline_index() == index), None)
+        if transceiver is None or media.kind not in ("audio", "video"):
+            continue
+        if transceiver in settled:
+            codecs, extensions = settled[transceiver]
+        else:
+            wanted = new_codecs.get(transceiver)
+            codecs = _codec_parameters(wanted, used_pts) if wanted else media.rtp.codecs
+            extensions = _extension_parameters(media.rtp.headerExtensions, ext_ids)
+            transceiver._codecs, transceiver._headerExtensions = codecs, extensions
+        media.rtp.codecs = codecs
+        media.rtp.headerExtensions = extensions
+        media.fmt = [c.payloadType for c in codecs]
+    await pc.setLocalDescription(RTCSessionDescription(sdp=str(description), type="offer"))
+    return str(pc.localDescription.sdp)
+
+
+def _codec_parameters(
+    codec: Codec, used: dict[int | None, RTCRtpCodecParameters]
+) -> list[RTCRtpCodecParameters]:
+    kind = "audio" if codec.channels else "video"
+    media = RTCRtpCodecParameters(
+        mimeType=f"{kind}/{codec.name}",
+        clockRate=codec.clock_rate,
+        channels=codec.channels,
+        payloadType=_free_pt(codec, used),
+        rtcpFeedback=[_feedback(f) for f in codec.feedback],
+        parameters=dict(codec.fmtp),
+    )
+    used[media.payloadType] = media
+    result = [media]
+    if codec.rtx_payload_type is not None:
+        rtx = RTCRtpCodecParameters(
+            mimeType=f"{kind}/rtx",
+            clockRate=codec.clock_rate,
+            payloadType=0,
+            parameters={"apt": media.payloadType},
+        )
+        rtx.payloadType = _free_pt(None, used, rtx)
+        used[rtx.payloadType] = rtx
+        result.append(rtx)
+    return result
+
+
+def _same_codec(a: RTCRtpCodecParameters, b: RTCRtpCodecParameters) -> bool:
+    return (
+        a.mimeType.lower() == b.mimeType.lower()
+        and a.clockRate == b.clockRate
+        and a.parameters == b.parameters
+    )
+
+
+def _free_pt(
+    codec: Codec | None,
+    used: Mapping[int | None, RTCRtpCodecParameters],
+    rtx: RTCRtpCodecParameters | None = None,
+) -> int:
+    """Reuse the payload type this format already has on the transport, else a free one."""
+    if codec is not None:
+        for pt, existing in used.items():
+            if existing.mimeType.lower().endswith("/" + codec.name.lower()) and (
+                existing.clockRate == codec.clock_rate and existing.parameters == dict(codec.fmtp)
+            ) and pt is not None:
+                return pt
+        if codec.payload_type not in used:
+            return int(codec.payload_type)
+    if rtx is not None:
+        for pt, existing in used.items():
+            if _same_codec(existing, rtx) and pt is not None:
+                return pt
+    for candidate in (*range(96, 128), *range(35, 64)):
+        if candidate not in used:
+            return int(candidate)
+    raise RuntimeError("no free payload type left on this transport")
+
+
+def _feedback(text: str) -> RTCRtcpFeedback:
+    kind, _, parameter = text.partition(" ")
+    return RTCRtcpFeedback(type=kind, parameter=parameter or None)
+
+
+def _extension_parameters(
+    offered: list[RTCRtpHeaderExtensionParameters], ids: dict[str, int]
+) -> list[RTCRtpHeaderExtensionParameters]:
+    result = []
+    for ext in offered:
+        if ext.uri not in ids:
+            taken = set(ids.values())
+            ids[ext.uri] = ext.id if ext.id not in taken else min(set(range(1, 15)) - taken)
+        result.append(RTCRtpHeaderExtensionParameters(id=ids[ext.uri], uri=ext.uri))
+    return result
+
+
+def rollback_local_offer(pc: ServerPeerConnection) -> list[RTCRtpTransceiver]:
+    """Undo an unanswered local offer (JSEP §5.7); returns the transceivers it had added.
+
+    Those transceivers are detached: a remote offer must never be matched to them.
+    """
+    if pc.signalingState != "have-local-offer":
+        return []
+    private: Any = pc
+    current = private._RTCPeerConnection__currentLocalDescription
+    settled_mids = {m.rtp.muxId for m in current.media} if current is not None else set()
+    transceivers: list[RTCRtpTransceiver] = private._RTCPeerConnection__transceivers
+    added = [t for t in transceivers if t.mid is not None and t.mid not in settled_mids]
+    for t in added:
+        transceivers.remove(t)
+    private._RTCPeerConnection__pendingLocalDescription = None
+    private._RTCPeerConnection__signalingState = "stable"
+    if current is None:
+        # our first offer made us ICE-controlling; the remote offer must decide again (RFC 8445)
+        for ice_transport in private._RTCPeerConnection__iceTransports:
+            ice_transport._role_set = False
+    return added
+
+
+async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
+    """Apply a remote offer and return the applied answer's SDP."""
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+    await pc.setLocalDescription(await pc.createAnswer())
+    return str(pc.localDescription.sdp)
+
+
+async def accept_answer(pc: ServerPeerConnection, sdp: str) -> None:
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+
+def parse_sdp(sdp: str) -> Any:
+    """Parse (and so validate the syntax of) an SDP; raises ValueError when malformed."""
+    try:
+        return aiortc_sdp.SessionDescription.parse(sdp)
+    except (ValueError, IndexError, KeyError, AttributeError, StopIteration, TypeError) as exc:
+        raise ValueError(f"malformed SDP: {exc!r}") from exc
+
+
+async def add_remote_candidate(
+    pc: ServerPeerConnection, candidate: str | None, sdp_mid: str | None, index: int | None
+) -> None:
+    if not candidate:
+        await pc.addIceCandidate(None)
+        return
+    line = candidate.removeprefix("a=").removeprefix("candidate:")
+    parsed = aiortc_sdp.candidate_from_sdp(line)
+    parsed.sdpMid = sdp_mid
+    parsed.sdpMLineIndex = index
+    await pc.addIceCandidate(parsed)
+
+
+def media_params(pc: ServerPeerConnection, transceiver: RTCRtpTransceiver) -> MediaParams:
+    """What negotiation settled on ``transceiver`` (call once its m-line is answered)."""
+    codecs = []
+    rtx_of: dict[int, int] = {}
+    negotiated: list[Any] = transceiver._codecs
+    for c in negotiated:
+        if c.name.lower() == "rtx":
+            rtx_of[int(c.parameters["apt"])] = c.payloadType
+    for c in negotiated:
+        if c.name.lower() in ("rtx", "red", "ulpfec", "flexfec-03"):
+            continue
+        codecs.append(
+            Codec(
+                payload_type=c.payloadType,
+                name=c.name,
+                clock_rate=c.clockRate,
+                channels=c.channels,
+                fmtp={k: str(v) for k, v in c.parameters.items()},
+                rtx_payload_type=rtx_of.get(c.payloadType),
+                feedback=tuple(
+                    f"{f.type} {f.parameter}" if f.parameter else f.type for f in c.rtcpFeedback
+                ),
+            )
+        )
+    remote_ssrcs: tuple[int, ...] = ()
+    remote_rtx: dict[int, int] = {}
+    msid = None
+    remote = pc.remoteDescription
+    if remote is not None:
+        description = aiortc_sdp.SessionDescription.parse(remote.sdp)
+        for media in description.media:
+            if media.rtp.muxId != transceiver.mid:
+                continue
+            msid = media.msid
+            remote_ssrcs = tuple(s.ssrc for s in media.ssrc)
+            for group in media.ssrc_group:
+                if group.semantic == "FID" and len(group.items) == 2:
+                    remote_rtx[int(group.items[1])] = int(group.items[0])
+            if remote_rtx:
+                remote_ssrcs = tuple(s for s in remote_ssrcs if s not in remote_rtx)
+    kind: Kind = "audio" if transceiver.kind == "audio" else "video"
+    return MediaParams(
+        mid=str(transceiver.mid),
+        kind=kind,
+        codecs=tuple(codecs),
+        extensions={e.uri: e.id for e in transceiver._headerExtensions},
+        local_ssrc=transceiver.sender._ssrc,
+        local_rtx_ssrc=transceiver.sender._rtx_ssrc,
+        remote_ssrcs=remote_ssrcs,
+        remote_rtx=remote_rtx,
+        msid=msid,
     )

@@ -1,0 +1,314 @@
+"""One participant's peer connection, as the media plane sees it.
+
+Ingress: decrypted RTP is routed by SSRC (learned once from the SDP, the mid header extension or
+the payload type, then latched) to a :class:`TrackReceiver`; RTCP is routed to the receivers
+(sender reports from the publisher) and down-tracks (feedback from the subscriber).
+Egress: forwarded RTP, and the RTCP the server owes each side — receiver reports, REMB, NACK and
+PLI to publishers; sender reports to subscribers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable, Iterable
+
+from sfu.config import MediaConfig
+from sfu.media.aiortc_bridge import MediaTransport, ServerPeerConnection
+from sfu.media.downtrack import DownTrack
+from sfu.media.params import URI_MID
+from sfu.media.receiver import TrackReceiver
+from sfu.rtp import rtcp
+from sfu.rtp.header import RTP_FIXED, parse_extensions
+
+RtpRoute = Callable[[bytes, float], None]
+
+#: Report blocks per RR/SR packet (RFC 3550 §6.4: a 5-bit count).
+_MAX_BLOCKS = 31
+#: Sender reports per compound packet, to stay well under the path MTU.
+_MAX_SR_PER_COMPOUND = 20
+_NACK_INTERVAL = 0.02
+
+
+class MediaConnection:
+    def __init__(
+        self,
+        config: MediaConfig,
+        on_failed: Callable[[str], None],
+        on_connected: Callable[[], None],
+    ) -> None:
+        self.pc = ServerPeerConnection(config.ice_servers)
+        self.pc.on_media_transport = self._attach
+        self.transport: MediaTransport | None = None
+        self.rtcp_ssrc = random.getrandbits(32) or 1
+        self._config = config
+        self._on_failed = on_failed
+        self._on_connected = on_connected
+        self._receivers: dict[str, TrackReceiver] = {}  # by mid
+        self._routes: dict[int, RtpRoute | None] = {}  # ssrc -> handler (None: unroutable)
+        self._down_tracks: dict[int, DownTrack] = {}  # by outgoing ssrc
+        self._nack_pending: set[TrackReceiver] = set()
+        self._nack_timer: asyncio.TimerHandle | None = None
+        self._loop = asyncio.get_running_loop()
+        self._mid_ext_id: int | None = None
+        self._reports_task: asyncio.Task[None] | None = None
+        self._negotiated_at: float | None = None
+        self._was_connected = False
+        self.closed = False
+        self.pc.on("connectionstatechange", self._on_state_change)
+
+    def _attach(self, transport: MediaTransport) -> None:
+        self.transport = transport
+        transport.on_rtp = self._on_rtp
+        transport.on_rtcp = self._on_rtcp
+        if self._reports_task is None:
+            self._reports_task = asyncio.ensure_future(self._run_reports())
+
+    @property
+    def connected(self) -> bool:
+        return self.transport is not None and self.transport.connected
+
+    def _on_state_change(self) -> None:
+        state = self.pc.connectionState
+        if state == "connected" and not self._was_connected:
+            self._was_connected = True
+            self._on_connected()
+        elif state in ("failed", "closed") and not self.closed:
+            self._on_failed("ice-failed")
+
+    def negotiated(self) -> None:
+        """An offer/answer exchange completed: the connection should come up soon."""
+        if self._negotiated_at is None:
+            self._negotiated_at = time.monotonic()
+
+    # --- publishers' tracks (ingress) ---
+
+    def add_receiver(self, receiver: TrackReceiver) -> None:
+        params = receiver.params
+        self._receivers[params.mid] = receiver
+        self._mid_ext_id = params.extensions.get(URI_MID, self._mid_ext_id)
+        for ssrc in params.remote_ssrcs[:1]:
+            self._routes[ssrc] = receiver.on_rtp
+        for rtx_ssrc, media_ssrc in params.remote_rtx.items():
+            if media_ssrc in params.remote_ssrcs:
+                self._routes[rtx_ssrc] = receiver.on_rtx
+        self._forget_unroutable()
+
+    def remove_receiver(self, receiver: TrackReceiver) -> None:
+        if self._receivers.get(receiver.params.mid) is receiver:
+            del self._receivers[receiver.params.mid]
+        for ssrc, route in list(self._routes.items()):
+            if route is not None and getattr(route, "__self__", None) is receiver:
+                del self._routes[ssrc]
+        self._nack_pending.discard(receiver)
+
+    @property
+    def receivers(self) -> Iterable[TrackReceiver]:
+        return self._receivers.values()
+
+    def _forget_unroutable(self) -> None:
+        for ssrc in [s for s, route in self._routes.items() if route is None]:
+            del self._routes[ssrc]
+
+    def _on_rtp(self, data: bytes, now: float) -> None:
+        if len(data) < 12:
+            return
+        ssrc = RTP_FIXED.unpack_from(data)[4]
+        try:
+            route = self._routes[ssrc]
+        except KeyError:
+            route = self._learn(data, ssrc)
+        if route is not None:
+            route(data, now)
+
+    def _learn(self, data: bytes, ssrc: int) -> RtpRoute | None:
+        """Route a new SSRC by its mid extension, else by a payload type only one m-line has."""
+        payload_type = data[1] & 0x7F
+        receiver = None
+        if self._mid_ext_id is not None and data[0] & 0x10:
+            try:
+                mid = parse_extensions(data).get(self._mid_ext_id)
+            except ValueError:
+                mid = None
+            if mid is not None:
+                receiver = self._receivers.get(mid.decode(errors="replace"))
+        if receiver is None:
+            matches = [
+                r
+                for r in self._receivers.values()
+                if payload_type in (r.codec.payload_type, r.codec.rtx_payload_type)
+            ]
+            receiver = matches[0] if len(matches) == 1 else None
+        route: RtpRoute | None = None
+        if receiver is not None:
+            is_rtx = payload_type == receiver.codec.rtx_payload_type
+            route = receiver.on_rtx if is_rtx else receiver.on_rtp
+        if len(self._routes) < 1024:
+            self._routes[ssrc] = route
+        return route
+
+    # --- subscribers' down-tracks (egress) ---
+
+    def add_down_track(self, down_track: DownTrack) -> None:
+        self._down_tracks[down_track.ssrc] = down_track
+
+    def remove_down_track(self, down_track: DownTrack) -> None:
+        if self._down_tracks.get(down_track.ssrc) is down_track:
+            del self._down_tracks[down_track.ssrc]
+
+    # --- RTCP in ---
+
+    def _on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = rtcp.parse_compound(data)
+        except ValueError:
+            return
+        now = time.monotonic()
+        for packet in packets:
+            if isinstance(packet, rtcp.SenderReport):
+                self._on_sender_report(packet, now)
+                self._on_report_blocks(packet.reports)
+            elif isinstance(packet, rtcp.ReceiverReport):
+                self._on_report_blocks(packet.reports)
+            elif isinstance(packet, rtcp.Nack):
+                down_track = self._down_tracks.get(packet.media_ssrc)
+                if down_track is not None:
+                    down_track.on_nack(packet.lost)
+            elif isinstance(packet, rtcp.Pli):
+                self._on_keyframe_request(packet.media_ssrc)
+            elif isinstance(packet, rtcp.Fir):
+                for ssrc, _ in packet.entries:
+                    self._on_keyframe_request(ssrc)
+            elif isinstance(packet, rtcp.Remb):
+                for ssrc in packet.ssrcs:
+                    down_track = self._down_tracks.get(ssrc)
+                    if down_track is not None:
+                        down_track.on_remb(packet.bitrate)
+
+    def _on_sender_report(self, report: rtcp.SenderReport, now: float) -> None:
+        for receiver in self._receivers.values():
+            if receiver.ssrc == report.ssrc:
+                receiver.on_sender_report(report.ntp_timestamp, report.rtp_timestamp, now)
+
+    def _on_report_blocks(self, blocks: list[rtcp.ReportBlock]) -> None:
+        now_wall = time.time()
+        for block in blocks:
+            down_track = self._down_tracks.get(block.ssrc)
+            if down_track is not None:
+                down_track.on_report_block(block, now_wall)
+
+    def _on_keyframe_request(self, ssrc: int) -> None:
+        down_track = self._down_tracks.get(ssrc)
+        if down_track is not None:
+            down_track.on_keyframe_request()
+
+    # --- RTCP out (the Upstream interface of our receivers) ---
+
+    def send_rtcp(self, packets: list[rtcp.RtcpPacket]) -> None:
+        if self.transport is not None and packets:
+            self.transport.send_rtcp(rtcp.serialize(packets))
+
+    def request_keyframe_now(self, media_ssrc: int) -> None:
+        self.send_rtcp([rtcp.Pli(sender_ssrc=self.rtcp_ssrc, media_ssrc=media_ssrc)])
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        self._loop.call_later(delay, callback)
+
+    def schedule_nack(self, receiver: TrackReceiver) -> None:
+        if receiver in self._nack_pending:
+            return
+        self._nack_pending.add(receiver)
+        if self._nack_timer is None:
+            # the first NACK for a gap goes out at once; retries follow on the timer
+            self._send_nacks()
+
+    def _send_nacks(self) -> None:
+        self._nack_timer = None
+        now = time.monotonic()
+        packets: list[rtcp.RtcpPacket] = []
+        for receiver in list(self._nack_pending):
+            loss = receiver.loss
+            if loss is None or receiver.ssrc is None or receiver.closed:
+                self._nack_pending.discard(receiver)
+                continue
+            lost = loss.due(now, 0.02)
+            if lost:
+                packets.append(
+                    rtcp.Nack(
+                        sender_ssrc=self.rtcp_ssrc,
+                        media_ssrc=receiver.ssrc,
+                        lost=[seq & 0xFFFF for seq in lost],
+                    )
+                )
+            if not loss.missing:
+                self._nack_pending.discard(receiver)
+        self.send_rtcp(packets)
+        if self._nack_pending and not self.closed:
+            self._nack_timer = self._loop.call_later(_NACK_INTERVAL, self._send_nacks)
+
+    # --- periodic reports and liveness ---
+
+    async def _run_reports(self) -> None:
+        interval = self._config.rtcp_interval
+        while not self.closed:
+            await asyncio.sleep(interval * (0.5 + random.random()))
+            if self.closed:
+                return
+            self._check_liveness()
+            if self.connected:
+                self._send_reports()
+
+    def _check_liveness(self) -> None:
+        now = time.monotonic()
+        transport = self.transport
+        if self._was_connected and transport is not None:
+            if now - transport.last_activity > self._config.peer_timeout:
+                self._on_failed("timeout")
+        elif (
+            self._negotiated_at is not None
+            and now - self._negotiated_at > self._config.connect_timeout
+        ):
+            self._on_failed("ice-failed")
+
+    def _send_reports(self) -> None:
+        now, now_wall = time.monotonic(), time.time()
+        blocks = [b for r in self._receivers.values() if (b := r.report_block(now)) is not None]
+        reports = [
+            sr for d in self._down_tracks.values() if (sr := d.sender_report(now, now_wall))
+        ]
+        remb_ssrcs = [
+            r.ssrc
+            for r in self._receivers.values()
+            if r.is_video and r.ssrc is not None and "goog-remb" in r.codec.feedback
+        ]
+        compounds: list[list[rtcp.RtcpPacket]] = []
+        first: list[rtcp.RtcpPacket] = [
+            rtcp.ReceiverReport(ssrc=self.rtcp_ssrc, reports=blocks[:_MAX_BLOCKS])
+        ]
+        if remb_ssrcs:
+            first.append(
+                rtcp.Remb(
+                    sender_ssrc=self.rtcp_ssrc,
+                    bitrate=self._config.publisher_max_bitrate,
+                    ssrcs=remb_ssrcs,
+                )
+            )
+        compounds.append(first)
+        for i in range(0, len(reports), _MAX_SR_PER_COMPOUND):
+            compounds.append(list(reports[i : i + _MAX_SR_PER_COMPOUND]))
+        for packets in compounds:
+            self.send_rtcp(packets)
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._nack_timer is not None:
+            self._nack_timer.cancel()
+        if self._reports_task is not None:
+            self._reports_task.cancel()
+        for receiver in list(self._receivers.values()):
+            self.remove_receiver(receiver)
+        self._down_tracks.clear()
+        await self.pc.close()

@@ -1,0 +1,208 @@
+"""Egress of one published track to one subscriber.
+
+A down-track rewrites each packet for its subscriber's connection — SSRC, payload type, sequence
+number, timestamp and header extensions — and sends it. The rewriting state lives in an
+:class:`OutgoingStream`, which belongs to the subscriber's m-line and outlives any one down-track:
+when the m-line is reused for another track, the subscriber keeps seeing one continuous stream.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from sfu.media.munger import RtpMunger
+from sfu.media.params import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, MediaParams
+from sfu.media.receiver import IngressPacket, TrackReceiver
+from sfu.media.reports import ntp_timestamp, rtt_from_report
+from sfu.rtp.header import build_extension_block, wrap_rtx
+from sfu.rtp.rtcp import ReportBlock, SenderReport
+
+_HEADER = struct.Struct("!BBHII")
+
+
+class PacketSink(Protocol):
+    def send_rtp(self, packet: bytes) -> None: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+
+class OutgoingStream:
+    """One SSRC the server sends on one subscriber m-line, continuous across reuse."""
+
+    def __init__(self, params: MediaParams, initial_seq: int, initial_ts: int) -> None:
+        self.params = params
+        self.munger = RtpMunger(initial_seq, initial_ts)
+        self.last_sent: float | None = None  # monotonic time of the last packet sent
+        self.rtx_seq = initial_seq ^ 0x5A5A
+        self.packets_sent = 0
+        self.octets_sent = 0
+
+
+class DownTrack:
+    def __init__(
+        self,
+        source: TrackReceiver,
+        stream: OutgoingStream,
+        sink: PacketSink,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        params = stream.params
+        codec = params.primary
+        if codec is None or not codec.same_format(source.codec):
+            raise ValueError(f"subscriber m-line {params.mid} cannot carry {source.codec.name}")
+        self.source = source
+        self.stream = stream
+        self.sink = sink
+        self._clock = clock
+        self._ssrc = params.local_ssrc
+        self._payload_type = codec.payload_type
+        self._rtx_payload_type = codec.rtx_payload_type
+        self._clock_rate = codec.clock_rate
+        self._extensions = _ExtensionWriter(params)
+        self._started = False  # video waits for a keyframe, audio for its first packet
+        self._ts_offset: int | None = None  # outgoing ts - source ts, for sender reports
+        self.rtt: float | None = None
+        self.fraction_lost = 0
+        self.remb_bitrate: int | None = None
+        self.closed = False
+
+    # --- forward path ---
+
+    def forward(self, packet: IngressPacket) -> None:
+        if not self._started:
+            if not self.sink.connected or (self.source.is_video and not packet.keyframe):
+                return
+            self._start(packet)
+        mapped = self.stream.munger.forward(packet.ext_seq, packet.timestamp)
+        if mapped is None:
+            return
+        seq, ts = mapped
+        if self._ts_offset is None:
+            self._ts_offset = (ts - packet.timestamp) & 0xFFFFFFFF
+        self._send(packet, seq, ts)
+        stream = self.stream
+        stream.last_sent = packet.arrival
+        stream.packets_sent += 1
+        stream.octets_sent += len(packet.data) - packet.payload_start
+
+    def _start(self, packet: IngressPacket) -> None:
+        stream = self.stream
+        gap = 0
+        if stream.last_sent is not None:
+            gap = int((packet.arrival - stream.last_sent) * self._clock_rate)
+        stream.munger.switch_source(packet.ext_seq, packet.timestamp, gap)
+        self._started = True
+
+    def _send(self, packet: IngressPacket, seq: int, ts: int) -> None:
+        data = packet.data
+        extensions = self._extensions.block(packet)
+        first = 0x80 | packet.padding | (0x10 if extensions else 0)
+        header = _HEADER.pack(first, (packet.marker << 7) | self._payload_type, seq, ts, self._ssrc)
+        self.sink.send_rtp(header + extensions + data[packet.payload_start :])
+
+    # --- feedback from the subscriber ---
+
+    def on_nack(self, lost: list[int]) -> None:
+        """Retransmit what the subscriber lost, from the publisher's history (RFC 4585 §6.2.1)."""
+        history = self.source.history
+        if history is None or not self._started:
+            return
+        munger = self.stream.munger
+        for seq in lost:
+            found = munger.source_packet(seq)
+            if found is None or found[0] != munger.generation:
+                continue  # too old, or sent for another source before this m-line was reused
+            packet = history.get(found[1])
+            if packet is None:
+                continue
+            mapped = munger.forward(packet.ext_seq, packet.timestamp)
+            if mapped is None or mapped[0] != seq:
+                continue
+            self._retransmit(packet, mapped[0], mapped[1])
+
+    def _retransmit(self, packet: IngressPacket, seq: int, ts: int) -> None:
+        if self._rtx_payload_type is None:
+            self._send(packet, seq, ts)
+            return
+        extensions = self._extensions.block(packet)
+        first = 0x80 | packet.padding | (0x10 if extensions else 0)
+        header = _HEADER.pack(first, (packet.marker << 7) | self._payload_type, seq, ts, self._ssrc)
+        original = header + extensions + packet.data[packet.payload_start :]
+        stream = self.stream
+        stream.rtx_seq = (stream.rtx_seq + 1) & 0xFFFF
+        rtx_ssrc = stream.params.local_rtx_ssrc
+        self.sink.send_rtp(wrap_rtx(original, self._rtx_payload_type, stream.rtx_seq, rtx_ssrc))
+
+    def on_keyframe_request(self) -> None:
+        self.source.request_keyframe(self._clock())
+
+    def on_report_block(self, block: ReportBlock, now_wall: float) -> None:
+        rtt = rtt_from_report(block.lsr, block.dlsr, now_wall)
+        if rtt is not None and rtt >= 0:
+            self.rtt = rtt
+        self.fraction_lost = block.fraction_lost
+
+    def on_remb(self, bitrate: int) -> None:
+        self.remb_bitrate = bitrate
+
+    # --- reports ---
+
+    def sender_report(self, now: float, now_wall: float) -> SenderReport | None:
+        """An SR whose NTP<->RTP pair follows the publisher's own SRs (RFC 3550 §6.4.1).
+
+        Both tracks of one publisher are mapped through that publisher's clock, so the
+        subscriber can keep its audio and video in sync.
+        """
+        if self._ts_offset is None:
+            return None
+        source_rtp = self.source.sender_clock.rtp_at(now, self._clock_rate)
+        if source_rtp is None:
+            return None
+        return SenderReport(
+            ssrc=self._ssrc,
+            ntp_timestamp=ntp_timestamp(now_wall),
+            rtp_timestamp=(source_rtp + self._ts_offset) & 0xFFFFFFFF,
+            packet_count=self.stream.packets_sent & 0xFFFFFFFF,
+            octet_count=self.stream.octets_sent & 0xFFFFFFFF,
+            reports=[],
+        )
+
+    @property
+    def ssrc(self) -> int:
+        return self._ssrc
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.source.remove_down_track(self)
+
+
+class _ExtensionWriter:
+    """Header extensions with the subscriber connection's ids (RFC 8285).
+
+    mid always; abs-send-time on video (refreshed per packet, for the subscriber's bandwidth
+    estimator); the publisher's audio level on audio. rid/repaired-rid are never forwarded.
+    """
+
+    def __init__(self, params: MediaParams) -> None:
+        ids = params.extensions
+        self._mid = (ids[URI_MID], params.mid.encode()) if URI_MID in ids else None
+        self._abs_send_time_id = ids.get(URI_ABS_SEND_TIME) if params.kind == "video" else None
+        self._audio_level_id = ids.get(URI_AUDIO_LEVEL) if params.kind == "audio" else None
+        self._static: bytes | None = None
+        if self._abs_send_time_id is None and self._audio_level_id is None:
+            self._static = build_extension_block([self._mid] if self._mid else [])
+
+    def block(self, packet: IngressPacket) -> bytes:
+        if self._static is not None:
+            return self._static
+        elements = [self._mid] if self._mid else []
+        if self._abs_send_time_id is not None:
+            elements.append((self._abs_send_time_id, packet.abs_send_time))
+        if self._audio_level_id is not None and packet.audio_level is not None:
+            elements.append((self._audio_level_id, packet.audio_level))
+        return build_extension_block(elements)

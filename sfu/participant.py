@@ -1,0 +1,381 @@
+"""A participant: its peer connection, the tracks it publishes and the m-lines it receives on.
+
+Negotiation runs both ways on the one connection. The client offers to publish or unpublish; the
+server offers when the tracks this participant should receive change. The server is the polite
+peer (RFC 8829 / perfect negotiation): a client offer that crosses a server offer wins — the server
+rolls its offer back, answers, and offers again afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
+
+from sfu.api import (
+    Answer,
+    Event,
+    EventListener,
+    InvalidSdp,
+    InvalidState,
+    OfferedTrack,
+    PublishedTrack,
+    ServerOffer,
+    SessionClosed,
+    TrackInfo,
+    UnknownTrack,
+)
+from sfu.config import MediaConfig
+from sfu.media import aiortc_bridge as bridge
+from sfu.media.connection import MediaConnection
+from sfu.media.downtrack import DownTrack, OutgoingStream
+from sfu.media.params import Codec
+from sfu.media.receiver import TrackReceiver
+
+if TYPE_CHECKING:
+    from sfu.room import Room
+
+_NEGOTIATION_ERRORS = (
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    InternalError,
+    InvalidAccessError,
+    OperationError,
+    InvalidStateError,
+)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(5)}"
+
+
+class Subscription:
+    """One m-line this participant receives on; reused for another track once freed."""
+
+    __slots__ = ("down_track", "pending", "stream", "track", "transceiver")
+
+    def __init__(self, transceiver: Any) -> None:
+        self.transceiver = transceiver
+        self.track: TrackReceiver | None = None  # what the m-line carries (or is offered to)
+        self.pending = False  # in an offer not answered yet
+        self.stream: OutgoingStream | None = None
+        self.down_track: DownTrack | None = None
+
+
+
+class Participant:
+    def __init__(
+        self, room: Room, name: str, listener: EventListener, config: MediaConfig
+    ) -> None:
+        self.participant_id = new_id("PA")
+        self.name = name
+        self.room = room
+        self.closed = False
+        self.published: dict[str, TrackReceiver] = {}  # by mid of this connection
+        self.subscriptions: list[Subscription] = []
+        self._listener = listener
+        self._config = config
+        self._lock = asyncio.Lock()
+        self._offer_outstanding = False
+        self._negotiation: asyncio.Task[None] | None = None
+        self._negotiate_again = False
+        self._removal: asyncio.Future[None] | None = None
+        self.log = structlog.get_logger("sfu").bind(
+            room=room.room_id, participant=self.participant_id
+        )
+        self.connection = MediaConnection(config, self._on_failed, self._on_connected)
+
+    # --- the ParticipantSession interface ---
+
+    async def offer(self, sdp: str, sources: Mapping[str, str]) -> Answer:
+        self._check_sdp(sdp)
+        async with self._lock:
+            self._ensure_open()
+            pc = self.connection.pc
+            if pc.signalingState == "have-local-offer":
+                self.log.info("glare: rolling back our offer")
+                self._rollback()
+            try:
+                answer = await bridge.accept_offer(pc, sdp)
+            except _NEGOTIATION_ERRORS as exc:
+                raise InvalidSdp(f"offer rejected: {exc}") from exc
+            self.connection.negotiated()
+            published = self._reconcile_published(sources)
+        self._schedule_negotiation()
+        return Answer(sdp=answer, published=published)
+
+    async def answer(self, sdp: str) -> None:
+        self._check_sdp(sdp)
+        async with self._lock:
+            self._ensure_open()
+            if not self._offer_outstanding:
+                raise InvalidState("no server offer is waiting for an answer")
+            try:
+                await bridge.accept_answer(self.connection.pc, sdp)
+            except _NEGOTIATION_ERRORS as exc:
+                # drop our offer; the next one is made from scratch
+                self._rollback()
+                self._schedule_negotiation()
+                raise InvalidSdp(f"answer rejected: {exc}") from exc
+            self._offer_outstanding = False
+            self.connection.negotiated()
+            self._activate_subscriptions()
+        self._schedule_negotiation()
+
+    async def add_ice_candidate(
+        self, candidate: str | None, sdp_mid: str | None, sdp_mline_index: int | None
+    ) -> None:
+        self._ensure_open()
+        try:
+            await bridge.add_remote_candidate(
+                self.connection.pc, candidate, sdp_mid, sdp_mline_index
+            )
+        except _NEGOTIATION_ERRORS as exc:
+            raise InvalidSdp(f"bad ICE candidate: {exc}") from exc
+
+    async def set_muted(self, track_id: str, muted: bool) -> None:
+        self._ensure_open()
+        for receiver in self.published.values():
+            if receiver.info.track_id == track_id:
+                receiver.info = replace(receiver.info, muted=muted)
+                self.room.track_muted(self, receiver.info)
+                return
+        raise UnknownTrack(f"you publish no track {track_id!r}")
+
+    async def leave(self) -> None:
+        await self.room.remove(self, "left")
+
+    # --- events ---
+
+    def emit(self, event: Event) -> None:
+        try:
+            self._listener(event)
+        except Exception:
+            self.log.exception("event listener failed", event=type(event).__name__)
+
+    def info_tracks(self) -> tuple[TrackInfo, ...]:
+        return tuple(r.info for r in self.published.values())
+
+    # --- publishing ---
+
+    def _reconcile_published(self, sources: Mapping[str, str]) -> tuple[PublishedTrack, ...]:
+        """Publish what the client now sends, unpublish what it stopped sending."""
+        pc = self.connection.pc
+        ours = {s.transceiver for s in self.subscriptions}
+        for transceiver in pc.getTransceivers():
+            mid = transceiver.mid
+            if transceiver in ours or mid is None:
+                continue
+            existing = self.published.get(mid)
+            receiving = transceiver.currentDirection in ("recvonly", "sendrecv")
+            params = bridge.media_params(pc, transceiver) if receiving else None
+            if existing is not None and (
+                params is None
+                or params.msid != existing.params.msid
+                or params.remote_ssrcs != existing.params.remote_ssrcs
+            ):
+                self._unpublish(existing)
+                existing = None
+            if params is not None and existing is None and params.primary is not None:
+                source = sources.get(mid) or ("microphone" if params.kind == "audio" else "camera")
+                info = TrackInfo(new_id("TR"), self.participant_id, params.kind, source)
+                receiver = TrackReceiver(
+                    info, params, self.connection, self._config.keyframe_min_interval
+                )
+                self.published[mid] = receiver
+                self.connection.add_receiver(receiver)
+                self.log.info("track published", track=info.track_id, kind=info.kind, mid=mid)
+                self.room.publish(self, receiver)
+        return tuple(
+            PublishedTrack(mid, r.info.track_id, r.info.kind) for mid, r in self.published.items()
+        )
+
+    def _unpublish(self, receiver: TrackReceiver) -> None:
+        self.published.pop(receiver.params.mid, None)
+        self.connection.remove_receiver(receiver)
+        receiver.close()
+        self.log.info("track unpublished", track=receiver.info.track_id)
+        self.room.unpublish(self, receiver)
+
+    # --- subscribing (server-initiated negotiation) ---
+
+    def subscriptions_changed(self) -> None:
+        self._schedule_negotiation()
+
+    def _schedule_negotiation(self) -> None:
+        if self.closed:
+            return
+        if self._negotiation is None or self._negotiation.done():
+            self._negotiation = asyncio.ensure_future(self._negotiate())
+        else:
+            self._negotiate_again = True
+
+    async def _negotiate(self) -> None:
+        try:
+            async with self._lock:
+                if self.closed or self.connection.pc.signalingState != "stable":
+                    return
+                offer = await self._make_offer()
+            if offer is not None:
+                self.emit(offer)
+        except _NEGOTIATION_ERRORS:
+            self.log.exception("server offer failed")
+        finally:
+            if self._negotiate_again and not self.closed:
+                self._negotiate_again = False
+                asyncio.get_running_loop().call_soon(self._schedule_negotiation)
+
+    async def _make_offer(self) -> ServerOffer | None:
+        wanted = [t for t in self.room.tracks_for(self) if not t.closed]
+        carried = {s.track for s in self.subscriptions if s.track is not None}
+        removed = [s for s in self.subscriptions if s.track is not None and s.track not in wanted]
+        added = [t for t in wanted if t not in carried]
+        if not removed and not added:
+            return None
+        for subscription in removed:
+            self._detach(subscription)
+            subscription.track = None
+            subscription.transceiver.direction = "inactive"
+        new_codecs: dict[Any, Codec] = {}
+        for track in added:
+            reusable = self._free_subscription(track)
+            if reusable is None:
+                transceiver = bridge.add_send_transceiver(self.connection.pc, track.info.kind)
+                reusable = Subscription(transceiver)
+                self.subscriptions.append(reusable)
+                new_codecs[transceiver] = track.codec
+            subscription = reusable
+            transceiver = subscription.transceiver
+            transceiver.direction = "sendonly"
+            bridge.set_sender_identity(transceiver, track.info.participant_id, track.info.track_id)
+            subscription.track = track
+            subscription.pending = True
+        sdp = await bridge.create_offer(self.connection.pc, new_codecs)
+        self._offer_outstanding = True
+        tracks = {
+            s.transceiver.mid: OfferedTrack(
+                s.track.info.participant_id, s.track.info.track_id, s.track.info.kind
+            )
+            for s in self.subscriptions
+            if s.track is not None
+        }
+        return ServerOffer(sdp=sdp, tracks=tracks)
+
+    def _free_subscription(self, track: TrackReceiver) -> Subscription | None:
+        """A negotiated m-line of the same kind and codec that carries nothing now."""
+        for subscription in self.subscriptions:
+            stream = subscription.stream
+            if (
+                subscription.track is None
+                and not subscription.pending
+                and stream is not None
+                and stream.params.kind == track.info.kind
+                and stream.params.primary is not None
+                and stream.params.primary.same_format(track.codec)
+            ):
+                return subscription
+        return None
+
+    def _activate_subscriptions(self) -> None:
+        pc = self.connection.pc
+        transport = self.connection.transport
+        for subscription in self.subscriptions:
+            if not subscription.pending:
+                continue
+            subscription.pending = False
+            track = subscription.track
+            transceiver = subscription.transceiver
+            if track is None or transport is None:
+                continue
+            if track.closed or transceiver.currentDirection not in ("sendonly", "sendrecv"):
+                subscription.track = None  # gone meanwhile, or the client declined it
+                transceiver.direction = "inactive"
+                self._schedule_negotiation()
+                continue
+            params = bridge.media_params(pc, transceiver)
+            if subscription.stream is None:
+                subscription.stream = OutgoingStream(
+                    params, random.getrandbits(15), random.getrandbits(32)
+                )
+            else:
+                subscription.stream.params = params
+            try:
+                down_track = DownTrack(track, subscription.stream, transport)
+            except ValueError:
+                self.log.warning("codec mismatch, not forwarding", track=track.info.track_id)
+                continue
+            subscription.down_track = down_track
+            track.add_down_track(down_track)
+            self.connection.add_down_track(down_track)
+            track.request_keyframe(time.monotonic())
+
+    def _rollback(self) -> None:
+        added = set(bridge.rollback_local_offer(self.connection.pc))
+        for subscription in list(self.subscriptions):
+            if not subscription.pending:
+                continue
+            subscription.pending = False
+            subscription.track = None
+            if subscription.transceiver in added:
+                self.subscriptions.remove(subscription)
+            else:
+                subscription.transceiver.direction = "inactive"
+        self._offer_outstanding = False
+
+    # --- connection events ---
+
+    def _on_connected(self) -> None:
+        self.log.info("connected")
+        now = time.monotonic()
+        for subscription in self.subscriptions:
+            if subscription.down_track is not None:
+                subscription.down_track.source.request_keyframe(now)
+
+    def _on_failed(self, reason: str) -> None:
+        if self.closed:
+            return
+        self.log.info("connection lost", reason=reason)
+        self.emit(SessionClosed(reason))
+        self._removal = asyncio.ensure_future(self.room.remove(self, reason))
+
+    # --- helpers ---
+
+    def _detach(self, subscription: Subscription) -> None:
+        down_track = subscription.down_track
+        if down_track is not None:
+            self.connection.remove_down_track(down_track)
+            down_track.close()
+            subscription.down_track = None
+
+    def _check_sdp(self, sdp: str) -> None:
+        try:
+            bridge.parse_sdp(sdp)
+        except ValueError as exc:
+            raise InvalidSdp(str(exc)) from exc
+
+    def _ensure_open(self) -> None:
+        if self.closed:
+            raise InvalidState("this participant has left")
+
+    async def close(self) -> None:
+        """Stop everything: the room has already forgotten this participant."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._negotiation is not None and not self._negotiation.done():
+            self._negotiation.cancel()
+        for subscription in self.subscriptions:
+            self._detach(subscription)
+        for receiver in list(self.published.values()):
+            self._unpublish(receiver)
+        await self.connection.close()

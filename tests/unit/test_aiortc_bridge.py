@@ -1,0 +1,202 @@
+"""Guards on the aiortc/aioice internals sfu/media/aiortc_bridge.py relies on.
+
+If an upgrade of aiortc or aioice moves one of them, these tests fail and say which. The functional
+tests connect a real aiortc client to a ServerPeerConnection over 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+
+import aioice.ice
+import aioice.stun
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+
+from sfu.media import aiortc_bridge as bridge
+from sfu.media.params import Codec
+
+
+@pytest.fixture(autouse=True)
+def loopback_only() -> object:
+    bridge.set_ice_host_addresses(["127.0.0.1"])
+    yield
+    bridge.set_ice_host_addresses([])
+
+
+def test_private_names_still_exist() -> None:
+    pc_private = [
+        "_RTCPeerConnection__createDtlsTransport",
+        "_RTCPeerConnection__createTransceiver",
+    ]
+    for name in pc_private:
+        assert hasattr(RTCPeerConnection, name), f"aiortc moved RTCPeerConnection.{name}"
+    for name in ("_handle_rtp_data", "_handle_rtcp_data", "_recv_next"):
+        assert hasattr(RTCDtlsTransport, name), f"aiortc moved RTCDtlsTransport.{name}"
+    assert State.CONNECTED.name == "CONNECTED"
+    for name in ("_get_mline_index", "_set_mline_index", "_set_mid"):
+        assert hasattr(RTCRtpTransceiver, name), f"aiortc moved RTCRtpTransceiver.{name}"
+    assert "request_received" in vars(aioice.ice.Connection)
+    assert list(inspect.signature(aioice.ice.Connection.request_received).parameters) == [
+        "self",
+        "message",
+        "addr",
+        "protocol",
+    ]
+    assert inspect.iscoroutinefunction(aioice.ice.StunProtocol.send_data)
+    assert list(inspect.signature(aioice.ice.get_host_addresses).parameters) == [
+        "use_ipv4",
+        "use_ipv6",
+    ]
+
+
+async def test_private_attributes_of_live_objects() -> None:
+    pc = bridge.ServerPeerConnection()
+    try:
+        transceiver = bridge.add_send_transceiver(pc, "video")
+        for name in (
+            "_RTCPeerConnection__transceivers",
+            "_RTCPeerConnection__iceTransports",
+            "_RTCPeerConnection__pendingLocalDescription",
+            "_RTCPeerConnection__currentLocalDescription",
+            "_RTCPeerConnection__signalingState",
+        ):
+            assert hasattr(pc, name), f"aiortc moved RTCPeerConnection.{name}"
+        for name in ("_codecs", "_headerExtensions"):
+            assert hasattr(transceiver, name), f"aiortc moved RTCRtpTransceiver.{name}"
+        sender: RTCRtpSender = transceiver.sender
+        for name in ("_ssrc", "_rtx_ssrc", "_stream_id", "_track_id"):
+            assert hasattr(sender, name), f"aiortc moved RTCRtpSender.{name}"
+        transport = pc.media_transport
+        assert transport is not None
+        dtls = transport.dtls
+        assert hasattr(dtls, "_tx_srtp") and hasattr(dtls, "_state")
+        connection = dtls.transport._connection
+        assert isinstance(connection, aioice.ice.Connection)
+        assert hasattr(connection, "_nominated")
+    finally:
+        await pc.close()
+
+
+def test_host_addresses_are_pinned_and_restored() -> None:
+    assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True) == ["127.0.0.1"]
+    bridge.set_ice_host_addresses(["127.0.0.1", "::1"])
+    assert aioice.ice.get_host_addresses(use_ipv4=False, use_ipv6=True) == ["::1"]
+    bridge.set_ice_host_addresses([])
+    assert "127.0.0.1" not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
+
+
+async def _client_offers(client: RTCPeerConnection, server: bridge.ServerPeerConnection) -> None:
+    await client.setLocalDescription(await client.createOffer())
+    answer = await bridge.accept_offer(server, client.localDescription.sdp)
+    await client.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+
+async def _wait_connected(*pcs: RTCPeerConnection) -> None:
+    for _ in range(200):
+        if all(pc.connectionState == "connected" for pc in pcs):
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError([pc.connectionState for pc in pcs])
+
+
+async def test_rtp_is_taken_off_the_transport_and_nothing_decodes() -> None:
+    threads_before = threading.active_count()
+    server = bridge.ServerPeerConnection()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    received: list[bytes] = []
+    server.on_media_transport = lambda t: setattr(t, "on_rtp", lambda d, now: received.append(d))
+    try:
+        client.addTrack(VideoStreamTrack())
+        await _client_offers(client, server)
+        await _wait_connected(client, server)
+        for _ in range(100):
+            if len(received) >= 5:
+                break
+            await asyncio.sleep(0.02)
+        assert len(received) >= 5, "no decrypted RTP reached the hook"
+        assert all(128 <= p[0] < 192 for p in received)
+        receiver = server.getTransceivers()[0].receiver
+        assert type(receiver).__name__ == "_InertReceiver"
+        # the client's own encoder thread pool may add threads; the server adds no decoder thread
+        names = {t.name for t in threading.enumerate()}
+        assert not any(name.endswith("-decoder") for name in names), names
+        assert threading.active_count() <= threads_before + 4
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_forwarded_packets_reach_the_client() -> None:
+    server = bridge.ServerPeerConnection()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        client.addTransceiver("audio", direction="recvonly")
+        await _client_offers(client, server)
+        await _wait_connected(client, server)
+        transport = server.media_transport
+        assert transport is not None and transport.connected
+        sent_before = transport.packets_sent
+        transport.send_rtcp(bytes([0x80, 201, 0, 1, 0, 0, 0, 1]))  # an empty RR
+        assert transport.packets_sent == sent_before + 1
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_glare_rollback_then_answer_connects() -> None:
+    """The server's first offer crosses the client's: rolled back, the client's offer wins."""
+    server = bridge.ServerPeerConnection()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        transceiver = bridge.add_send_transceiver(server, "video")
+        vp8 = Codec(payload_type=97, name="VP8", clock_rate=90000, rtx_payload_type=98)
+        await bridge.create_offer(server, {transceiver: vp8})
+        assert server.signalingState == "have-local-offer"
+        client.addTrack(VideoStreamTrack())
+        await client.setLocalDescription(await client.createOffer())
+        removed = bridge.rollback_local_offer(server)
+        assert removed == [transceiver]
+        assert server.signalingState == "stable"
+        assert server.getTransceivers() == []
+        answer = await bridge.accept_offer(server, client.localDescription.sdp)
+        await client.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await _wait_connected(client, server)
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_renegotiation_keeps_payload_types_and_extension_ids() -> None:
+    server = bridge.ServerPeerConnection()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        client.addTrack(VideoStreamTrack())
+        offer = await client.createOffer()
+        # a client whose payload types differ from aiortc's defaults (as browsers' do)
+        sdp = offer.sdp.replace(" 97", " 120").replace(":97 ", ":120 ").replace("=97", "=120")
+        answer = await bridge.accept_offer(server, sdp)
+        assert "VP8/90000" in answer
+        published = server.getTransceivers()[0]
+        vp8_pt = published._codecs[0].payloadType
+        assert vp8_pt == 120
+        new = bridge.add_send_transceiver(server, "video")
+        codec = Codec(payload_type=97, name="VP8", clock_rate=90000, rtx_payload_type=98)
+        reoffer = await bridge.create_offer(server, {new: codec})
+        sections = reoffer.split("m=video")[1:]
+        assert len(sections) == 2
+        assert sections[0].split("\r\n")[0].split()[2] == "120"  # unchanged on the old m-line
+        assert sections[1].split("\r\n")[0].split()[2] == "120"  # VP8 keeps its session PT
+        assert " 98 " not in sections[1].split("\r\n")[0] or "apt=120" in sections[1]
+    finally:
+        await client.close()
+        await server.close()
+
+
+def test_stun_module_still_has_transaction_error() -> None:
+    assert issubclass(aioice.stun.TransactionError, Exception)

@@ -72,11 +72,8 @@ class Subscription:
         self.down_track: DownTrack | None = None
 
 
-
 class Participant:
-    def __init__(
-        self, room: Room, name: str, listener: EventListener, config: MediaConfig
-    ) -> None:
+    def __init__(self, room: Room, name: str, listener: EventListener, config: MediaConfig) -> None:
         self.participant_id = new_id("PA")
         self.name = name
         self.room = room

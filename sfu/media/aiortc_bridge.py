@@ -306,9 +306,14 @@ def _free_pt(
     """Reuse the payload type this format already has on the transport, else a free one."""
     if codec is not None:
         for pt, existing in used.items():
-            if existing.mimeType.lower().endswith("/" + codec.name.lower()) and (
-                existing.clockRate == codec.clock_rate and existing.parameters == dict(codec.fmtp)
-            ) and pt is not None:
+            if (
+                existing.mimeType.lower().endswith("/" + codec.name.lower())
+                and (
+                    existing.clockRate == codec.clock_rate
+                    and existing.parameters == dict(codec.fmtp)
+                )
+                and pt is not None
+            ):
                 return pt
         if codec.payload_type not in used:
             return int(codec.payload_type)

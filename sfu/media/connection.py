@@ -274,9 +274,7 @@ class MediaConnection:
     def _send_reports(self) -> None:
         now, now_wall = time.monotonic(), time.time()
         blocks = [b for r in self._receivers.values() if (b := r.report_block(now)) is not None]
-        reports = [
-            sr for d in self._down_tracks.values() if (sr := d.sender_report(now, now_wall))
-        ]
+        reports = [sr for d in self._down_tracks.values() if (sr := d.sender_report(now, now_wall))]
         remb_ssrcs = [
             r.ssrc
             for r in self._receivers.values()

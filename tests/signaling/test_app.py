@@ -31,11 +31,13 @@ from sfu.api import (
     RoomService,
     ServerOffer,
     SessionClosed,
+    TrackMuted,
     UnknownTrack,
 )
 from sfu.config import MediaConfig
 from sfu.media.aiortc_bridge import set_ice_host_addresses
 from signaling.app import create_app
+from signaling.session import OUTBOX_LIMIT
 
 TIMEOUT = 5.0
 MAX_MESSAGE_SIZE = 8192
@@ -349,7 +351,7 @@ class FakeParticipant:
         if sdp == "bad":
             raise InvalidSdp("scripted invalid sdp")
         await asyncio.sleep(0.01)
-        # the server's renegotiation, raised before the answer is returned
+        # a server offer raised while the client offer is handled (the one glare abandons)
         self.listener(ServerOffer("server-sdp"))
         return Answer("answer-sdp", (PublishedTrack("0", "t1", "audio"),))
 
@@ -403,19 +405,20 @@ async def fake_client(fake: FakeService) -> AsyncIterator[TestClient[Any, Any]]:
         yield test_client
 
 
-async def test_events_raised_during_a_call_follow_its_reply(
-    fake_client: TestClient[Any, Any],
-) -> None:
+async def test_events_follow_joined_then_go_in_order(fake_client: TestClient[Any, Any]) -> None:
     ws = await fake_client.ws_connect("/ws")
+    # the fake raises participant-joined during join: it must come after joined
     assert (await request(ws, type="join", v=1, room="r", name="Ann"))["type"] == "joined"
     assert (await receive(ws))["type"] == "participant-joined"
-    reply = await request(ws, type="offer", sdp="client-sdp", tracks={"0": {"source": "mic"}})
-    assert reply == {
+    # the fake raises a server offer while handling the client offer: it comes before the answer,
+    # as the (abandoned) offer of a glare that the client ignores
+    await ws.send_json({"type": "offer", "sdp": "client-sdp", "tracks": {"0": {"source": "mic"}}})
+    assert await receive(ws) == {"type": "offer", "sdp": "server-sdp", "tracks": {}}
+    assert await receive(ws) == {
         "type": "answer",
         "sdp": "answer-sdp",
         "tracks": [{"mid": "0", "trackId": "t1", "kind": "audio"}],
     }
-    assert await receive(ws) == {"type": "offer", "sdp": "server-sdp", "tracks": {}}
     await ws.close()
 
 
@@ -477,3 +480,22 @@ async def test_static_index(fake_client: TestClient[Any, Any]) -> None:
     assert response.status == 200
     response = await fake_client.get("/../pyproject.toml")
     assert response.status == 404
+
+
+async def test_client_that_does_not_read_is_closed(
+    fake_client: TestClient[Any, Any], fake: FakeService
+) -> None:
+    ws = await fake_client.ws_connect("/ws")
+    await request(ws, type="join", v=1, room="r", name="Ann")
+    participant = fake.participants[0]
+    # more events in one go than the session queues for a client
+    for i in range(OUTBOX_LIMIT + 10):
+        participant.listener(TrackMuted("p9", f"t{i}", True))
+    while True:
+        msg = await ws.receive(timeout=TIMEOUT)
+        if msg.type is not WSMsgType.TEXT:
+            break
+    assert msg.type is WSMsgType.CLOSE
+    assert (msg.data, msg.extra) == (aiohttp.WSCloseCode.POLICY_VIOLATION, "slow-consumer")
+    await asyncio.wait_for(participant.left.wait(), TIMEOUT)
+    assert participant.leave_calls == 1

@@ -91,6 +91,7 @@ class SignalingSession:
             self._send(_Close(WSCloseCode.OK, ""))
             await self._finish()
             self._log.info("disconnected", close_code=self._ws.close_code)
+            structlog.contextvars.unbind_contextvars("room", "participant")
 
     async def shutdown(self, reason: str) -> None:
         """Tell the client ``bye`` (unless a close is already queued) and close the socket."""

@@ -120,6 +120,9 @@ Event = (
     | ServerOffer
     | SessionClosed
 )
+#: Called on the event loop, in the order events happen, never during the call that joins.
+#: A ServerOffer emitted while the client's own offer() is in progress is one the server has
+#: abandoned (glare): deliver it in order anyway — the client must see it before the answer.
 EventListener = Callable[[Event], None]
 
 
@@ -181,8 +184,8 @@ class ParticipantSession(Protocol):
 
     async def set_muted(self, track_id: str, muted: bool) -> None: ...
 
-    async def leave(self) -> None:
-        """Leave the room; safe to call more than once."""
+    async def leave(self, reason: str = "left") -> None:
+        """Leave the room (others see ``reason``: "left", "disconnected", ...); idempotent."""
         ...
 
 

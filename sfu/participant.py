@@ -87,10 +87,11 @@ class Participant:
         self._negotiation: asyncio.Task[None] | None = None
         self._negotiate_again = False
         self._removal: asyncio.Future[None] | None = None
+        self._declined: set[TrackReceiver] = set()
         self.log = structlog.get_logger("sfu").bind(
             room=room.room_id, participant=self.participant_id
         )
-        self.connection = MediaConnection(config, self._on_failed, self._on_connected)
+        self.connection = MediaConnection(config, self._on_failed, self._on_connected, self.log)
 
     # --- the ParticipantSession interface ---
 
@@ -102,12 +103,14 @@ class Participant:
             if pc.signalingState == "have-local-offer":
                 self.log.info("glare: rolling back our offer")
                 self._rollback()
+            self.log.debug("client offer", sdp=sdp)
             try:
                 answer = await bridge.accept_offer(pc, sdp)
             except _NEGOTIATION_ERRORS as exc:
                 raise InvalidSdp(f"offer rejected: {exc}") from exc
             self.connection.negotiated()
             published = self._reconcile_published(sources)
+            self._refresh_subscriptions()
         self._schedule_negotiation()
         return Answer(sdp=answer, published=published)
 
@@ -117,6 +120,7 @@ class Participant:
             self._ensure_open()
             if not self._offer_outstanding:
                 raise InvalidState("no server offer is waiting for an answer")
+            self.log.debug("client answer", sdp=sdp)
             try:
                 await bridge.accept_answer(self.connection.pc, sdp)
             except _NEGOTIATION_ERRORS as exc:
@@ -126,6 +130,7 @@ class Participant:
                 raise InvalidSdp(f"answer rejected: {exc}") from exc
             self._offer_outstanding = False
             self.connection.negotiated()
+            self._refresh_subscriptions()
             self._activate_subscriptions()
         self._schedule_negotiation()
 
@@ -149,8 +154,8 @@ class Participant:
                 return
         raise UnknownTrack(f"you publish no track {track_id!r}")
 
-    async def leave(self) -> None:
-        await self.room.remove(self, "left")
+    async def leave(self, reason: str = "left") -> None:
+        await self.room.remove(self, reason)
 
     # --- events ---
 
@@ -183,6 +188,8 @@ class Participant:
             ):
                 self._unpublish(existing)
                 existing = None
+            if existing is not None and params is not None:
+                existing.update(params)
             if params is not None and existing is None and params.primary is not None:
                 source = sources.get(mid) or ("microphone" if params.kind == "audio" else "camera")
                 info = TrackInfo(new_id("TR"), self.participant_id, params.kind, source)
@@ -233,7 +240,8 @@ class Participant:
                 asyncio.get_running_loop().call_soon(self._schedule_negotiation)
 
     async def _make_offer(self) -> ServerOffer | None:
-        wanted = [t for t in self.room.tracks_for(self) if not t.closed]
+        self._declined = {t for t in self._declined if not t.closed}
+        wanted = [t for t in self.room.tracks_for(self) if not t.closed and t not in self._declined]
         carried = {s.track for s in self.subscriptions if s.track is not None}
         removed = [s for s in self.subscriptions if s.track is not None and s.track not in wanted]
         added = [t for t in wanted if t not in carried]
@@ -258,6 +266,7 @@ class Participant:
             subscription.track = track
             subscription.pending = True
         sdp = await bridge.create_offer(self.connection.pc, new_codecs)
+        self.log.debug("server offer", sdp=sdp)
         self._offer_outstanding = True
         tracks = {
             s.transceiver.mid: OfferedTrack(
@@ -283,6 +292,20 @@ class Participant:
                 return subscription
         return None
 
+    def _refresh_subscriptions(self) -> None:
+        """Follow payload-type or extension-id changes a client made while renegotiating."""
+        pc = self.connection.pc
+        for subscription in self.subscriptions:
+            down_track = subscription.down_track
+            if down_track is None or subscription.pending:
+                continue
+            try:
+                down_track.update(bridge.media_params(pc, subscription.transceiver))
+            except ValueError:
+                mid = subscription.transceiver.mid
+                self.log.warning("subscriber renegotiated an unusable codec", mid=mid)
+                self._detach(subscription)
+
     def _activate_subscriptions(self) -> None:
         pc = self.connection.pc
         transport = self.connection.transport
@@ -295,7 +318,10 @@ class Participant:
             if track is None or transport is None:
                 continue
             if track.closed or transceiver.currentDirection not in ("sendonly", "sendrecv"):
-                subscription.track = None  # gone meanwhile, or the client declined it
+                if not track.closed:
+                    self.log.info("client declined a track", track=track.info.track_id)
+                    self._declined.add(track)  # never offered again to this participant
+                subscription.track = None
                 transceiver.direction = "inactive"
                 self._schedule_negotiation()
                 continue

@@ -87,7 +87,7 @@ class SignalingSession:
         try:
             await self._read_loop()
         finally:
-            await self._leave_once()
+            await self._leave_once("disconnected")
             self._send(_Close(WSCloseCode.OK, ""))
             await self._finish()
             self._log.info("disconnected", close_code=self._ws.close_code)
@@ -189,13 +189,13 @@ class SignalingSession:
         for item in held:
             self._send(item)
 
-    async def _leave_once(self) -> None:
+    async def _leave_once(self, reason: str = "left") -> None:
         participant = self._participant
         if participant is None or self._left:
             return
         self._left = True
         try:
-            await participant.leave()
+            await participant.leave(reason)
         except Exception:
             self._log.exception("leave failed")
         else:

@@ -178,6 +178,8 @@ class ServerPeerConnection(RTCPeerConnection):
             RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
         self.media_transport: MediaTransport | None = None
+        # the local descriptions in effect before our outstanding offer, for a rollback
+        self.before_offer: tuple[Any, Any] | None = None
         self.on_media_transport: Callable[[MediaTransport], None] | None = None
 
     # aiortc calls these through name-mangled attributes; defining them here overrides them.
@@ -259,6 +261,11 @@ async def create_offer(
         media.rtp.codecs = codecs
         media.rtp.headerExtensions = extensions
         media.fmt = [c.payloadType for c in codecs]
+    private: Any = pc
+    pc.before_offer = (
+        private._RTCPeerConnection__pendingLocalDescription,
+        private._RTCPeerConnection__currentLocalDescription,
+    )
     await pc.setLocalDescription(RTCSessionDescription(sdp=str(description), type="offer"))
     return str(pc.localDescription.sdp)
 
@@ -284,7 +291,7 @@ def _codec_parameters(
             payloadType=0,
             parameters={"apt": media.payloadType},
         )
-        rtx.payloadType = _free_pt(None, used, rtx)
+        rtx.payloadType = _free_pt(None, used, rtx, preferred=codec.rtx_payload_type)
         used[rtx.payloadType] = rtx
         result.append(rtx)
     return result
@@ -302,6 +309,7 @@ def _free_pt(
     codec: Codec | None,
     used: Mapping[int | None, RTCRtpCodecParameters],
     rtx: RTCRtpCodecParameters | None = None,
+    preferred: int | None = None,
 ) -> int:
     """Reuse the payload type this format already has on the transport, else a free one."""
     if codec is not None:
@@ -321,6 +329,8 @@ def _free_pt(
         for pt, existing in used.items():
             if _same_codec(existing, rtx) and pt is not None:
                 return pt
+        if preferred is not None and preferred not in used:
+            return preferred
     for candidate in (*range(96, 128), *range(35, 64)):
         if candidate not in used:
             return int(candidate)
@@ -349,18 +359,22 @@ def rollback_local_offer(pc: ServerPeerConnection) -> list[RTCRtpTransceiver]:
 
     Those transceivers are detached: a remote offer must never be matched to them.
     """
-    if pc.signalingState != "have-local-offer":
+    if pc.signalingState != "have-local-offer" or pc.before_offer is None:
         return []
     private: Any = pc
-    current = private._RTCPeerConnection__currentLocalDescription
-    settled_mids = {m.rtp.muxId for m in current.media} if current is not None else set()
+    pending, current = pc.before_offer
+    pc.before_offer = None
+    settled = pending or current
+    settled_mids = {m.rtp.muxId for m in settled.media} if settled is not None else set()
     transceivers: list[RTCRtpTransceiver] = private._RTCPeerConnection__transceivers
     added = [t for t in transceivers if t.mid is not None and t.mid not in settled_mids]
     for t in added:
         transceivers.remove(t)
-    private._RTCPeerConnection__pendingLocalDescription = None
+    # aiortc never promotes an answered local offer to "current": restore both as they were
+    private._RTCPeerConnection__pendingLocalDescription = pending
+    private._RTCPeerConnection__currentLocalDescription = current
     private._RTCPeerConnection__signalingState = "stable"
-    if current is None:
+    if settled is None:
         # our first offer made us ICE-controlling; the remote offer must decide again (RFC 8445)
         for ice_transport in private._RTCPeerConnection__iceTransports:
             ice_transport._role_set = False
@@ -379,11 +393,27 @@ async def accept_answer(pc: ServerPeerConnection, sdp: str) -> None:
 
 
 def parse_sdp(sdp: str) -> Any:
-    """Parse (and so validate the syntax of) an SDP; raises ValueError when malformed."""
+    """Parse and check an SDP offer or answer (RFC 8866); raises ValueError when unusable."""
+    if not sdp.startswith("v=0"):
+        raise ValueError("SDP must start with v=0")
     try:
-        return aiortc_sdp.SessionDescription.parse(sdp)
-    except (ValueError, IndexError, KeyError, AttributeError, StopIteration, TypeError) as exc:
+        description = aiortc_sdp.SessionDescription.parse(sdp)
+    except (
+        ValueError,
+        IndexError,
+        KeyError,
+        AttributeError,
+        StopIteration,
+        TypeError,
+        AssertionError,
+    ) as exc:
         raise ValueError(f"malformed SDP: {exc!r}") from exc
+    if not description.media:
+        raise ValueError("SDP has no media section")
+    for media in description.media:
+        if media.rtp.muxId is None or media.rtp.muxId == "":
+            raise ValueError(f"m={media.kind} section has no a=mid")
+    return description
 
 
 async def add_remote_candidate(

@@ -13,6 +13,9 @@ import asyncio
 import random
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
 
 from sfu.config import MediaConfig
 from sfu.media.aiortc_bridge import MediaTransport, ServerPeerConnection
@@ -37,6 +40,7 @@ class MediaConnection:
         config: MediaConfig,
         on_failed: Callable[[str], None],
         on_connected: Callable[[], None],
+        log: Any = None,
     ) -> None:
         self.pc = ServerPeerConnection(config.ice_servers)
         self.pc.on_media_transport = self._attach
@@ -56,6 +60,7 @@ class MediaConnection:
         self._negotiated_at: float | None = None
         self._was_connected = False
         self.closed = False
+        self.log = log if log is not None else structlog.get_logger("sfu")
         self.pc.on("connectionstatechange", self._on_state_change)
 
     def _attach(self, transport: MediaTransport) -> None:
@@ -71,6 +76,7 @@ class MediaConnection:
 
     def _on_state_change(self) -> None:
         state = self.pc.connectionState
+        self.log.debug("connection state", state=state)
         if state == "connected" and not self._was_connected:
             self._was_connected = True
             self._on_connected()
@@ -210,6 +216,7 @@ class MediaConnection:
             self.transport.send_rtcp(rtcp.serialize(packets))
 
     def request_keyframe_now(self, media_ssrc: int) -> None:
+        self.log.debug("keyframe requested", ssrc=media_ssrc, connected=self.connected)
         self.send_rtcp([rtcp.Pli(sender_ssrc=self.rtcp_ssrc, media_ssrc=media_ssrc)])
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+import structlog
+
 from sfu.media.munger import RtpMunger
 from sfu.media.params import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, MediaParams
 from sfu.media.receiver import IngressPacket, TrackReceiver
@@ -21,6 +23,7 @@ from sfu.rtp.header import build_extension_block, wrap_rtx
 from sfu.rtp.rtcp import ReportBlock, SenderReport
 
 _HEADER = struct.Struct("!BBHII")
+_log = structlog.get_logger("sfu.downtrack")
 
 
 class PacketSink(Protocol):
@@ -50,25 +53,30 @@ class DownTrack:
         sink: PacketSink,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        params = stream.params
-        codec = params.primary
-        if codec is None or not codec.same_format(source.codec):
-            raise ValueError(f"subscriber m-line {params.mid} cannot carry {source.codec.name}")
         self.source = source
         self.stream = stream
         self.sink = sink
         self._clock = clock
-        self._ssrc = params.local_ssrc
-        self._payload_type = codec.payload_type
-        self._rtx_payload_type = codec.rtx_payload_type
-        self._clock_rate = codec.clock_rate
-        self._extensions = _ExtensionWriter(params)
+        self._ssrc = stream.params.local_ssrc
+        self._clock_rate = source.codec.clock_rate
+        self.update(stream.params)
         self._started = False  # video waits for a keyframe, audio for its first packet
         self._ts_offset: int | None = None  # outgoing ts - source ts, for sender reports
         self.rtt: float | None = None
         self.fraction_lost = 0
         self.remb_bitrate: int | None = None
         self.closed = False
+        self._created = clock()
+
+    def update(self, params: MediaParams) -> None:
+        """Take what the latest negotiation settled (a peer may renumber payload types)."""
+        codec = params.primary
+        if codec is None or not codec.same_format(self.source.codec):
+            raise ValueError(f"m-line {params.mid} cannot carry {self.source.codec.name}")
+        self.stream.params = params
+        self._payload_type = codec.payload_type
+        self._rtx_payload_type = codec.rtx_payload_type
+        self._extensions = _ExtensionWriter(params)
 
     # --- forward path ---
 
@@ -96,6 +104,14 @@ class DownTrack:
             gap = int((packet.arrival - stream.last_sent) * self._clock_rate)
         stream.munger.switch_source(packet.ext_seq, packet.timestamp, gap)
         self._started = True
+        _log.debug(
+            "down-track started",
+            track=self.source.info.track_id,
+            ssrc=self._ssrc,
+            pt=self._payload_type,
+            mid=self.stream.params.mid,
+            waited=round(packet.arrival - self._created, 3),
+        )
 
     def _send(self, packet: IngressPacket, seq: int, ts: int) -> None:
         data = packet.data

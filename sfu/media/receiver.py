@@ -105,7 +105,6 @@ class TrackReceiver:
         self._upstream = upstream
         self._wall_clock = wall_clock
         self._payload_types = {codec.payload_type}
-        self._rtx_payload_type = codec.rtx_payload_type
         self._unwrapper = SequenceUnwrapper()
         self._stats = ReceptionStats(codec.clock_rate)
         self._keyframes = KeyframeRequester(keyframe_min_interval)
@@ -118,6 +117,16 @@ class TrackReceiver:
             RingHistory(HISTORY_SIZE) if self.is_video else None
         )
         self.closed = False
+
+    def update(self, params: MediaParams) -> None:
+        """Take what the latest negotiation settled (a peer may renumber payload types)."""
+        codec = params.primary
+        if codec is None or not codec.same_format(self.codec):
+            return  # a codec change on a published m-line: keep forwarding what we know
+        self.params = params
+        self.codec = codec
+        self._payload_types = {codec.payload_type}
+        self._audio_level_id = params.extensions.get(URI_AUDIO_LEVEL)
 
     # --- packets in ---
 

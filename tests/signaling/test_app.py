@@ -338,6 +338,7 @@ class FakeParticipant:
         self.listener = listener
         self.calls: list[str] = []
         self.leave_calls = 0
+        self.leave_reasons: list[str] = []
         self.left = asyncio.Event()
 
     @property
@@ -366,8 +367,9 @@ class FakeParticipant:
     async def set_muted(self, track_id: str, muted: bool) -> None:
         raise UnknownTrack(f"no track {track_id}")
 
-    async def leave(self) -> None:
+    async def leave(self, reason: str = "left") -> None:
         self.leave_calls += 1
+        self.leave_reasons.append(reason)
         self.left.set()
 
 
@@ -457,6 +459,7 @@ async def test_disconnect_leaves_once(fake_client: TestClient[Any, Any], fake: F
     await asyncio.wait_for(fake.participants[0].left.wait(), TIMEOUT)
     await asyncio.sleep(0.1)
     assert fake.participants[0].leave_calls == 1
+    assert fake.participants[0].leave_reasons == ["disconnected"]
 
 
 async def test_session_closed_sends_bye(

@@ -1,0 +1,812 @@
+"""An aiortc client of the aiosfu signaling protocol (docs/protocol.md), for tests and load tests.
+
+One WebSocket and one RTCPeerConnection (max-bundle) per client. The client is the impolite peer of
+perfect negotiation: its own negotiations run one at a time, and a server ``offer`` that arrives
+while a client offer awaits its answer is ignored (the server answers, then offers again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import aiohttp
+from aiortc import (
+    MediaStreamTrack,
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+from aiortc.sdp import SessionDescription, candidate_from_sdp
+
+from sfu.api import Kind, TrackInfo
+from sfu.media.aiortc_bridge import set_ice_host_addresses
+
+logger = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = 1
+DEFAULT_TIMEOUT = 10.0
+MAX_MESSAGE_SIZE = 256 * 1024
+WS_CLOSE_TIMEOUT = 2.0
+
+Predicate = Callable[["ServerMessage"], bool]
+
+
+# --- values ---
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMessage:
+    """A message from the server, as parsed JSON, with its arrival time (``time.monotonic()``).
+
+    The client adds one message of its own, ``{"type": "connection-closed", "reason": ...}``, as
+    the last event once the connection is gone.
+    """
+
+    type: str
+    data: Mapping[str, Any]
+    at: float
+
+    @property
+    def request_id(self) -> str | None:
+        value = self.data.get("requestId")
+        return value if isinstance(value, str) else None
+
+
+@dataclass(slots=True)
+class RemoteParticipant:
+    participant_id: str
+    name: str
+    tracks: dict[str, TrackInfo] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class RemoteTrack:
+    """A remote track carried on one m-line (``mid``) of this client's connection.
+
+    ``track`` is aiortc's receiving track: ``await remote.track.recv()`` returns decoded frames.
+    An m-line can later carry another remote track; this object then turns ``active=False`` and a
+    new :class:`RemoteTrack` with the same ``track`` object takes its place.
+    """
+
+    participant_id: str
+    track_id: str
+    kind: Kind
+    mid: str
+    track: MediaStreamTrack
+    source: str = "unknown"
+    muted: bool = False
+    active: bool = True
+    offered_at: float = field(default_factory=time.monotonic)
+
+    def drain(self) -> int:
+        """Drop the frames decoded so far and not read yet; returns how many."""
+        return _drain(self.track)
+
+
+@dataclass(slots=True)
+class LocalTrack:
+    """A track this client publishes; ``track_id`` is the id the server gave it."""
+
+    track_id: str
+    mid: str
+    kind: Kind
+    source: str
+    track: MediaStreamTrack
+    transceiver: RTCRtpTransceiver
+    muted: bool = False
+
+
+class SfuClientError(Exception):
+    pass
+
+
+class ServerError(SfuClientError):
+    """An ``error`` message from the server, raised on the call whose request caused it."""
+
+    def __init__(self, code: str, message: str, request_id: str | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class InvalidServerOffer(SfuClientError):
+    """A server offer this client refused to apply (see ``SfuClient.errors``)."""
+
+
+class ConnectionClosed(SfuClientError):
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"connection closed: {reason}")
+        self.reason = reason
+
+
+@dataclass(slots=True)
+class _Pending:
+    expect: str  # the reply type that resolves it when the server omits the requestId
+    future: asyncio.Future[ServerMessage]
+
+
+# --- helpers ---
+
+
+def ws_url(url: str) -> str:
+    """``http://h:p`` → ``ws://h:p/ws``; a ws(s) URL with a path is kept as it is."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path if parts.path not in ("", "/") else "/ws"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def pin_ice_to_loopback() -> None:
+    """Gather ICE host candidates on 127.0.0.1 only (process-wide; see aiortc_bridge)."""
+    set_ice_host_addresses(["127.0.0.1"])
+
+
+def _ice_server(server: RTCIceServer | str) -> RTCIceServer:
+    return server if isinstance(server, RTCIceServer) else RTCIceServer(urls=server)
+
+
+def _kind(value: object) -> Kind:
+    if value == "audio":
+        return "audio"
+    if value == "video":
+        return "video"
+    raise ValueError(f"bad track kind {value!r}")
+
+
+def _track_info(data: Mapping[str, Any], participant_id: str | None = None) -> TrackInfo:
+    return TrackInfo(
+        track_id=str(data["trackId"]),
+        participant_id=str(data.get("participantId", participant_id)),
+        kind=_kind(data["kind"]),
+        source=str(data.get("source", "unknown")),
+        muted=bool(data.get("muted", False)),
+    )
+
+
+def _mlines(sdp: str) -> list[tuple[str | None, str]]:
+    """(mid, kind) of each m-line."""
+    return [(m.rtp.muxId, m.kind) for m in SessionDescription.parse(sdp).media]
+
+
+def _participant(data: Mapping[str, Any]) -> RemoteParticipant:
+    pid = str(data["participantId"])
+    tracks = (_track_info(t, pid) for t in data.get("tracks", ()))
+    return RemoteParticipant(pid, str(data.get("name", "")), {t.track_id: t for t in tracks})
+
+
+# --- the client ---
+
+
+class SfuClient:
+    """One participant. Create with :meth:`connect` (or :meth:`open` then :meth:`join`)."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        ws: aiohttp.ClientWebSocketResponse,
+        *,
+        ice_servers: Sequence[RTCIceServer | str] = (),
+        owns_session: bool = True,
+    ) -> None:
+        self._session = session
+        self._ws = ws
+        self._owns_session = owns_session
+        self.pc = RTCPeerConnection(
+            RTCConfiguration(
+                iceServers=[_ice_server(s) for s in ice_servers],
+                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+            )
+        )
+        self.room: str | None = None
+        self.name: str | None = None
+        self.participant_id: str | None = None
+        self.participants: dict[str, RemoteParticipant] = {}
+        self.local_tracks: dict[str, LocalTrack] = {}
+        #: every message received, in order; :attr:`events` gets the same messages as a stream.
+        self.history: list[ServerMessage] = []
+        self.events: asyncio.Queue[ServerMessage] = asyncio.Queue()
+        #: errors the server reported that no call was waiting for, and failed server offers.
+        self.errors: list[Exception] = []
+        #: server offers ignored because one of this client's offers was outstanding.
+        self.ignored_offers = 0
+        self.close_reason: str | None = None
+        #: how long :meth:`request` (join, offer, leave) waits for its reply.
+        self.request_timeout = DEFAULT_TIMEOUT
+
+        self._request_ids = itertools.count(1)
+        self._pending: dict[str, _Pending] = {}
+        self._offered: dict[str, Mapping[str, Any]] = {}  # mid -> the server offer's track entry
+        self._remote_by_mid: dict[str, RemoteTrack] = {}
+        self._negotiation = asyncio.Lock()
+        self._own_offer_pending = False
+        self._offers_sent = 0
+        self._inbox: asyncio.Queue[tuple[ServerMessage, int]] = asyncio.Queue()
+        self._changed = asyncio.Event()
+        self._close_task: asyncio.Task[None] | None = None
+        self._expected_close: str | None = None
+        self._reader = asyncio.create_task(self._read_loop(), name="sfu-client-reader")
+        self._worker = asyncio.create_task(self._negotiation_loop(), name="sfu-client-negotiator")
+
+    # --- lifecycle ---
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        ice_servers: Sequence[RTCIceServer | str] = (),
+        ice_hosts: Sequence[str] | None = None,
+        session: aiohttp.ClientSession | None = None,
+        request_timeout: float = DEFAULT_TIMEOUT,
+    ) -> SfuClient:
+        """Open the WebSocket without joining (``ice_hosts`` pins ICE process-wide).
+
+        ``request_timeout`` bounds the connection and every wait for a reply (join, offer, leave).
+        """
+        if ice_hosts is not None:
+            set_ice_host_addresses(ice_hosts)
+        owns_session = session is None
+        http = session or aiohttp.ClientSession()
+        try:
+            async with asyncio.timeout(request_timeout):
+                ws = await http.ws_connect(
+                    ws_url(url),
+                    max_msg_size=MAX_MESSAGE_SIZE,
+                    timeout=aiohttp.ClientWSTimeout(ws_close=WS_CLOSE_TIMEOUT),
+                )
+        except BaseException:
+            if owns_session:
+                await http.close()
+            raise
+        client = cls(http, ws, ice_servers=ice_servers, owns_session=owns_session)
+        client.request_timeout = request_timeout
+        return client
+
+    @classmethod
+    async def connect(
+        cls,
+        url: str,
+        room: str,
+        name: str,
+        *,
+        ice_servers: Sequence[RTCIceServer | str] = (),
+        ice_hosts: Sequence[str] | None = None,
+        session: aiohttp.ClientSession | None = None,
+        request_timeout: float = DEFAULT_TIMEOUT,
+    ) -> SfuClient:
+        """Open the WebSocket, join ``room`` as ``name`` and return once ``joined`` arrived."""
+        client = await cls.open(
+            url,
+            ice_servers=ice_servers,
+            ice_hosts=ice_hosts,
+            session=session,
+            request_timeout=request_timeout,
+        )
+        try:
+            await client.join(room, name)
+        except BaseException:
+            await client.close()
+            raise
+        return client
+
+    async def join(self, room: str, name: str) -> None:
+        reply = await self.request(
+            {"type": "join", "v": PROTOCOL_VERSION, "room": room, "name": name}, expect="joined"
+        )
+        self.room, self.name = room, name
+        self.participant_id = str(reply.data["participantId"])
+        for data in reply.data.get("participants", ()):
+            participant = _participant(data)
+            self.participants[participant.participant_id] = participant
+        self._notify()
+
+    async def leave(self) -> None:
+        """Send ``leave``, wait for ``left``, then close."""
+        self._expected_close = "left"
+        try:
+            if not self.closed:
+                await self.request({"type": "leave"}, expect="left")
+        except ConnectionClosed:
+            pass
+        finally:
+            await self.close("left")
+
+    async def close(self, reason: str = "closed") -> None:
+        """Close the WebSocket and the peer connection at once, without ``leave``. Idempotent."""
+        if self._close_task is None:
+            self._close_task = asyncio.create_task(self._shutdown(reason), name="sfu-client-close")
+        await asyncio.shield(self._close_task)
+
+    @property
+    def closed(self) -> bool:
+        return self.close_reason is not None
+
+    async def _shutdown(self, reason: str) -> None:
+        self._mark_closed(reason)
+        self._worker.cancel()
+        # close() first: it ends the reader's receive() cleanly (a cancelled receive() makes
+        # aiohttp drop the TCP connection without the closing handshake)
+        with contextlib.suppress(Exception):
+            await self._ws.close()
+        await asyncio.wait({self._reader}, timeout=WS_CLOSE_TIMEOUT)
+        self._reader.cancel()
+        await asyncio.gather(self._reader, self._worker, return_exceptions=True)
+        await self.pc.close()
+        if self._owns_session:
+            await self._session.close()
+
+    def _mark_closed(self, reason: str) -> None:
+        if self.close_reason is not None:
+            return
+        self.close_reason = reason
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(ConnectionClosed(reason))
+        self._pending.clear()
+        for remote in self._remote_by_mid.values():
+            remote.active = False
+        message = ServerMessage("connection-closed", {"reason": reason}, time.monotonic())
+        self.history.append(message)
+        self.events.put_nowait(message)
+        self._notify()
+
+    # --- sending ---
+
+    async def send(self, message: Mapping[str, Any]) -> None:
+        await self.send_raw(json.dumps(message))
+
+    async def send_raw(self, text: str) -> None:
+        if self.closed:
+            raise ConnectionClosed(self.close_reason or "closed")
+        logger.debug("%s sends %.120s", self.name, text)
+        await self._ws.send_str(text)
+
+    async def request(self, message: Mapping[str, Any], *, expect: str) -> ServerMessage:
+        """Send ``message`` with a requestId and return the reply; an ``error`` reply raises."""
+        request_id = str(message.get("requestId") or f"c{next(self._request_ids)}")
+        future: asyncio.Future[ServerMessage] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = _Pending(expect, future)
+        try:
+            await self.send({**message, "requestId": request_id})
+            async with asyncio.timeout(self.request_timeout):
+                return await future
+        except TimeoutError:
+            raise TimeoutError(f"no {expect!r} reply to {message.get('type')!r}") from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    # --- publishing ---
+
+    async def publish(self, track: MediaStreamTrack, source: str = "camera") -> LocalTrack:
+        """Send ``track`` on a new m-line; returns it with the track id the server gave it."""
+        (local,) = await self.publish_many([(track, source)])
+        return local
+
+    async def publish_many(
+        self, tracks: Sequence[tuple[MediaStreamTrack, str]]
+    ) -> list[LocalTrack]:
+        """Publish several ``(track, source)`` pairs in one offer (as a browser adding a camera
+        and a microphone before negotiating does)."""
+        async with self._negotiation:
+            added = {self.pc.addTransceiver(t, direction="sendonly"): s for t, s in tracks}
+            answer = await self._negotiate(added)
+            ids = {str(e.get("mid")): str(e.get("trackId")) for e in answer.data.get("tracks", ())}
+            published = []
+            for transceiver, source in added.items():
+                mid = transceiver.mid
+                track = transceiver.sender.track
+                if mid is None or mid not in ids or track is None:
+                    raise SfuClientError(f"the answer gave no track id to mid {mid}: {ids}")
+                local = LocalTrack(ids[mid], mid, _kind(track.kind), source, track, transceiver)
+                self.local_tracks[local.track_id] = local
+                published.append(local)
+            self._notify()
+            return published
+
+    async def unpublish(self, track_id: str) -> None:
+        """Stop sending a published track (its m-line turns inactive) and renegotiate."""
+        local = self.local_tracks.pop(track_id)
+        async with self._negotiation:
+            local.transceiver.sender.replaceTrack(None)
+            local.transceiver.direction = "inactive"
+            await self._negotiate({})
+        self._notify()
+
+    async def set_muted(self, track_id: str, muted: bool) -> None:
+        """Tell the others a published track is (un)muted; an error reply becomes an event."""
+        local = self.local_tracks[track_id]
+        local.muted = muted
+        request_id = f"c{next(self._request_ids)}"
+        await self.send(
+            {"type": "mute", "trackId": track_id, "muted": muted, "requestId": request_id}
+        )
+
+    async def _negotiate(self, new: Mapping[RTCRtpTransceiver, str]) -> ServerMessage:
+        """One client offer/answer exchange; the caller holds the negotiation lock."""
+        self._own_offer_pending = True
+        self._offers_sent += 1
+        try:
+            await self.pc.setLocalDescription(await self._create_offer())
+            sources = {t.mid: {"source": t.source} for t in self.local_tracks.values()}
+            sources.update({t.mid: {"source": source} for t, source in new.items() if t.mid})
+            answer = await self.request(
+                {"type": "offer", "sdp": self.pc.localDescription.sdp, "tracks": sources},
+                expect="answer",
+            )
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=str(answer.data["sdp"]), type="answer")
+            )
+            return answer
+        finally:
+            self._own_offer_pending = False
+
+    async def _create_offer(self) -> RTCSessionDescription:
+        """An offer in which negotiated m-lines keep their payload types and extension ids.
+
+        aiortc re-offers every m-line with its default payload types (opus 96, VP8 97/rtx 98),
+        which silently changes them on m-lines the server offered with others (RFC 3264 §8.3.2:
+        a payload type's mapping must not change during a session), as browsers never do.
+        """
+        settled = {
+            t.mid: (list(t._codecs), list(t._headerExtensions))
+            for t in self.pc.getTransceivers()
+            if t.mid is not None and t._codecs and not t.stopped
+        }
+        offer = await self.pc.createOffer()
+        description = SessionDescription.parse(offer.sdp)
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.mid in settled:
+                transceiver._codecs, transceiver._headerExtensions = settled[transceiver.mid]
+        for media in description.media:
+            if media.rtp.muxId in settled:
+                codecs, extensions = settled[media.rtp.muxId]
+                media.rtp.codecs, media.rtp.headerExtensions = codecs, extensions
+                media.fmt = [codec.payloadType for codec in codecs]
+        return RTCSessionDescription(sdp=str(description), type="offer")
+
+    # --- receiving ---
+
+    async def _read_loop(self) -> None:
+        reason = "disconnected"
+        try:
+            async for message in self._ws:
+                if message.type == aiohttp.WSMsgType.TEXT:
+                    bye = self._on_text(message.data)
+                    if bye is not None:
+                        reason = bye
+                        break
+                elif message.type == aiohttp.WSMsgType.ERROR:
+                    reason = f"websocket error: {self._ws.exception()}"
+                    break
+        except Exception as exc:  # a bug here must not leave the client half alive
+            logger.exception("reader failed")
+            reason = f"reader failed: {exc!r}"
+        if self._close_task is None:
+            reason = self._expected_close or reason
+            self._close_task = asyncio.create_task(self._shutdown(reason), name="sfu-client-close")
+
+    def _on_text(self, text: str) -> str | None:
+        """Handle one server message; returns the reason when it was ``bye``."""
+        try:
+            data = json.loads(text)
+        except ValueError:
+            logger.warning("server sent bad JSON: %.200s", text)
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("type"), str):
+            logger.warning("server sent a message without a type: %.200s", text)
+            return None
+        message = ServerMessage(data["type"], data, time.monotonic())
+        self.history.append(message)
+        self.events.put_nowait(message)
+        try:
+            self._dispatch(message)
+        except (KeyError, TypeError, ValueError) as exc:
+            logger.warning("malformed %s message: %r (%s)", message.type, data, exc)
+            self.errors.append(SfuClientError(f"malformed {message.type} message: {exc!r}"))
+        self._notify()
+        return str(data.get("reason", "bye")) if message.type == "bye" else None
+
+    def _dispatch(self, message: ServerMessage) -> None:
+        kind, data = message.type, message.data
+        if self._resolve_pending(message):
+            return
+        if kind == "offer":
+            if self._own_offer_pending:
+                self.ignored_offers += 1
+                logger.debug("ignoring a server offer: own offer outstanding")
+            else:
+                self._inbox.put_nowait((message, self._offers_sent))
+        elif kind == "candidate":
+            self._inbox.put_nowait((message, self._offers_sent))
+        elif kind == "participant-joined":
+            participant = _participant(data["participant"])
+            self.participants[participant.participant_id] = participant
+        elif kind == "participant-left":
+            participant_id = str(data["participantId"])
+            self.participants.pop(participant_id, None)
+            self._drop_remote(lambda entry: entry.get("participantId") == participant_id)
+        elif kind == "track-published":
+            info = _track_info(data["track"])
+            publisher = self.participants.get(info.participant_id)
+            if publisher is not None:
+                publisher.tracks[info.track_id] = info
+            self._sync_remote_tracks()
+        elif kind == "track-unpublished":
+            track_id = str(data["trackId"])
+            publisher = self.participants.get(str(data["participantId"]))
+            if publisher is not None:
+                publisher.tracks.pop(track_id, None)
+            self._drop_remote(lambda entry: str(entry.get("trackId")) == track_id)
+        elif kind == "track-muted":
+            self._on_track_muted(str(data["participantId"]), str(data["trackId"]), data["muted"])
+        elif kind == "error":
+            error = ServerError(str(data.get("code")), str(data.get("message")), message.request_id)
+            logger.info("server error: %s", error)
+            self.errors.append(error)
+
+    def _resolve_pending(self, message: ServerMessage) -> bool:
+        """Settle the request this message replies to (by requestId, else by reply type)."""
+        request_id = message.request_id
+        pending = self._pending.get(request_id) if request_id is not None else None
+        if pending is None and request_id is None:
+            pending = next((p for p in self._pending.values() if p.expect == message.type), None)
+        if pending is None or pending.future.done():
+            return False
+        if pending.expect == "answer":
+            # a server offer after this reply is no longer in glare with ours: apply it (once
+            # _negotiate, still holding the lock, has applied the answer)
+            self._own_offer_pending = False
+        if message.type == "error":
+            pending.future.set_exception(
+                ServerError(
+                    str(message.data.get("code")), str(message.data.get("message")), request_id
+                )
+            )
+        else:
+            pending.future.set_result(message)
+        return True
+
+    def _drop_remote(self, predicate: Callable[[Mapping[str, Any]], bool]) -> None:
+        """Forget the offered m-lines whose track entry matches (until the next server offer)."""
+        self._offered = {mid: e for mid, e in self._offered.items() if not predicate(e)}
+        self._sync_remote_tracks()
+
+    def _on_track_muted(self, participant_id: str, track_id: str, muted: object) -> None:
+        participant = self.participants.get(participant_id)
+        info = participant.tracks.get(track_id) if participant else None
+        if participant is not None and info is not None:
+            participant.tracks[track_id] = TrackInfo(
+                info.track_id, info.participant_id, info.kind, info.source, bool(muted)
+            )
+        self._sync_remote_tracks()
+
+    async def _negotiation_loop(self) -> None:
+        while True:
+            message, offers_sent = await self._inbox.get()
+            async with self._negotiation:
+                try:
+                    if message.type == "candidate":
+                        await self._add_candidate(message.data)
+                    elif offers_sent != self._offers_sent:
+                        # an offer of ours went out after this one arrived: the server drops it
+                        self.ignored_offers += 1
+                    else:
+                        await self._answer(message)
+                except Exception as exc:  # aiortc raises its own errors for SDP it rejects
+                    if self.closed:
+                        return
+                    logger.warning("applying the server's %s failed: %r", message.type, exc)
+                    self.errors.append(exc)
+            self._notify()
+
+    async def _answer(self, offer: ServerMessage) -> None:
+        sdp = str(offer.data["sdp"])
+        self._check_extends_session(sdp)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        self._offered = dict(offer.data.get("tracks") or {})
+        self._sync_remote_tracks()
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        await self.send({"type": "answer", "sdp": self.pc.localDescription.sdp})
+
+    def _check_extends_session(self, sdp: str) -> None:
+        """Refuse an offer that drops or reorders negotiated m-lines (JSEP 5.2.2): aiortc would
+        apply it to the wrong transceivers. A server offer it has abandoned looks like this."""
+        local = self.pc.localDescription
+        if local is None:
+            return
+        negotiated = _mlines(local.sdp)
+        description = SessionDescription.parse(sdp)
+        offered = [(m.rtp.muxId, m.kind) for m in description.media]
+        problem = None
+        if offered[: len(negotiated)] != negotiated:
+            problem = f"m-lines {offered} do not extend the negotiated ones {negotiated}"
+        ours = {t.mid for t in self.local_tracks.values()}
+        for media in description.media:
+            if media.rtp.muxId in ours and media.direction in ("sendonly", "sendrecv"):
+                problem = f"it would send on m-line {media.rtp.muxId}, which this client sends on"
+        if problem is not None:
+            self.ignored_offers += 1
+            raise InvalidServerOffer(f"server offer refused: {problem}")
+
+    async def _add_candidate(self, data: Mapping[str, Any]) -> None:
+        line = data.get("candidate")
+        if not line:
+            await self.pc.addIceCandidate(None)
+            return
+        candidate = candidate_from_sdp(str(line).removeprefix("candidate:"))
+        candidate.sdpMid = data.get("sdpMid")
+        candidate.sdpMLineIndex = data.get("sdpMLineIndex")
+        await self.pc.addIceCandidate(candidate)
+
+    def _sync_remote_tracks(self) -> None:
+        """Bring :attr:`remote_tracks` in line with the latest server offer's ``tracks`` map."""
+        receivers = {t.mid: t.receiver for t in self.pc.getTransceivers() if t.mid is not None}
+        for mid, remote in list(self._remote_by_mid.items()):
+            entry = self._offered.get(mid)
+            if entry is None or str(entry.get("trackId")) != remote.track_id:
+                remote.active = False
+                del self._remote_by_mid[mid]
+                _drain(remote.track)  # frames of the old track must not reach the new one
+        for mid, entry in self._offered.items():
+            receiver = receivers.get(mid)
+            if receiver is None or receiver.track is None:
+                continue
+            current = self._remote_by_mid.get(mid)
+            if current is None:
+                current = RemoteTrack(
+                    participant_id=str(entry["participantId"]),
+                    track_id=str(entry["trackId"]),
+                    kind=_kind(entry["kind"]),
+                    mid=mid,
+                    track=receiver.track,
+                )
+                self._remote_by_mid[mid] = current
+            participant = self.participants.get(current.participant_id)
+            info = participant.tracks.get(current.track_id) if participant else None
+            if info is not None:
+                current.source, current.muted = info.source, info.muted
+
+    @property
+    def remote_tracks(self) -> dict[str, RemoteTrack]:
+        """The remote tracks the connection currently carries, by track id."""
+        return {r.track_id: r for r in self._remote_by_mid.values()}
+
+    # --- waiting ---
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    # the waits take a timeout so that tests fail with a message saying what did not happen
+
+    async def wait_until(
+        self,
+        condition: Callable[[], bool],
+        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+        what: str = "",
+    ) -> None:
+        """Wait until ``condition()`` holds; re-checked after every message and state change."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not condition():
+                    if self.closed:
+                        raise ConnectionClosed(self.close_reason or "closed")
+                    await self._changed.wait()
+        except TimeoutError:
+            raise TimeoutError(f"{self.name}: timed out after {timeout} s waiting {what}") from None
+
+    async def wait_for(
+        self,
+        predicate: Predicate,
+        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+        *,
+        since: int = 0,
+    ) -> ServerMessage:
+        """The first message in :attr:`history` (from index ``since``) matching ``predicate``."""
+        found: list[ServerMessage] = []
+        position = since
+
+        def match() -> bool:
+            nonlocal position
+            found.extend(m for m in self.history[position:] if predicate(m))
+            position = len(self.history)
+            return bool(found)
+
+        await self.wait_until(match, timeout, "for a matching message")
+        return found[0]
+
+    async def wait_for_message(
+        self,
+        type_: str,
+        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+        **fields: Any,
+    ) -> ServerMessage:
+        """The first message of ``type_`` whose top-level fields equal ``fields``."""
+
+        def predicate(m: ServerMessage) -> bool:
+            return m.type == type_ and all(m.data.get(k) == v for k, v in fields.items())
+
+        try:
+            return await self.wait_for(predicate, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"{self.name}: no {type_} {fields} within {timeout} s") from None
+
+    async def wait_for_track(
+        self,
+        participant_id: str,
+        kind: Kind,
+        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+    ) -> RemoteTrack:
+        """The first active remote track of ``kind`` published by ``participant_id``."""
+        found: list[RemoteTrack] = []
+
+        def match() -> bool:
+            found[:] = [
+                r
+                for r in self._remote_by_mid.values()
+                if r.participant_id == participant_id and r.kind == kind
+            ]
+            return bool(found)
+
+        await self.wait_until(match, timeout, f"for a {kind} track of {participant_id}")
+        return found[0]
+
+    async def wait_for_subscriptions(
+        self,
+        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+    ) -> None:
+        """Wait until every track the other participants publish is carried by an m-line."""
+
+        def settled() -> bool:
+            carried = {r.track_id for r in self._remote_by_mid.values()}
+            published = {t for p in self.participants.values() for t in p.tracks}
+            return published <= carried
+
+        await self.wait_until(settled, timeout, "for the subscriptions to settle")
+
+    async def wait_for_participant(
+        self,
+        name: str,
+        timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
+    ) -> RemoteParticipant:
+        found: list[RemoteParticipant] = []
+
+        def match() -> bool:
+            found[:] = [p for p in self.participants.values() if p.name == name]
+            return bool(found)
+
+        await self.wait_until(match, timeout, f"for participant {name!r}")
+        return found[0]
+
+    def __repr__(self) -> str:
+        return f"<SfuClient {self.name!r} {self.participant_id} room={self.room!r}>"
+
+
+def _drain(track: MediaStreamTrack) -> int:
+    """Drop the decoded frames queued in an aiortc receiving track (keeps an end marker)."""
+    queue = getattr(track, "_queue", None)
+    if not isinstance(queue, asyncio.Queue):
+        return 0
+    dropped = 0
+    ended = False
+    with contextlib.suppress(asyncio.QueueEmpty):
+        while True:
+            frame = queue.get_nowait()
+            ended = ended or frame is None
+            dropped += frame is not None
+    if ended:
+        queue.put_nowait(None)
+    return dropped

@@ -1,0 +1,186 @@
+"""End-to-end fixtures: the real server as a subprocess, and clients pinned to 127.0.0.1.
+
+Set ``AIOSFU_E2E_URL=http://127.0.0.1:PORT`` to run the tests against a server started by hand
+instead of a fresh subprocess per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+
+from sfu.media.aiortc_bridge import set_ice_host_addresses
+from sfu_client import SfuClient
+
+REPO = Path(__file__).resolve().parents[2]
+LISTENING = re.compile(r"aiosfu listening on (http://[^\s:]+:(\d+))")
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
+LOG_TAIL_LINES = 300
+
+
+@dataclass
+class SfuServer:
+    url: str
+    process: subprocess.Popen[bytes] | None = None
+    stdout_path: Path | None = None
+    stderr_path: Path | None = None
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.rstrip("/") + "/ws"
+
+    def logs(self, tail: int = LOG_TAIL_LINES) -> str:
+        parts = []
+        for label, path in (("stdout", self.stdout_path), ("stderr", self.stderr_path)):
+            if path is None or not path.exists():
+                continue
+            lines = path.read_text(errors="replace").splitlines()
+            cut = f" (last {tail} of {len(lines)} lines)" if len(lines) > tail else ""
+            parts.append(f"--- server {label}{cut} ---\n" + "\n".join(lines[-tail:]))
+        return "\n".join(parts)
+
+
+def _start_server(workdir: Path) -> SfuServer:
+    stdout_path, stderr_path = workdir / "server.stdout", workdir / "server.stderr"
+    command = [
+        sys.executable,
+        "-m",
+        "signaling.cli",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--ice-host",
+        "127.0.0.1",
+        "--log-format",
+        "json",
+    ]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err)
+    server = SfuServer("", process, stdout_path, stderr_path)
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        match = LISTENING.search(stdout_path.read_text(errors="replace"))
+        if match:
+            server.url = match.group(1)
+            return server
+        if process.poll() is not None:
+            pytest.fail(
+                f"server exited with {process.returncode} before listening\n{server.logs()}",
+                pytrace=False,
+            )
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+    pytest.fail(f"server did not print its address within {START_TIMEOUT} s\n{server.logs()}")
+
+
+def _stop_server(server: SfuServer) -> None:
+    process = server.process
+    assert process is not None
+    if process.poll() is not None:
+        pytest.fail(
+            f"server died during the test (exit {process.returncode})\n{server.logs()}",
+            pytrace=False,
+        )
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = process.wait(STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        pytest.fail(
+            f"server did not exit within {STOP_TIMEOUT} s of SIGTERM\n{server.logs()}",
+            pytrace=False,
+        )
+    if code != 0:
+        pytest.fail(f"server exited with {code} after SIGTERM\n{server.logs()}", pytrace=False)
+
+
+@pytest.fixture
+def sfu_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SfuServer]:
+    external = os.environ.get("AIOSFU_E2E_URL")
+    if external:
+        yield SfuServer(external)
+        return
+    if not (REPO / "signaling" / "cli.py").exists():
+        pytest.skip("the server (signaling/cli.py) does not exist yet")
+    server = _start_server(tmp_path)
+    request.node.sfu_server = server  # read by pytest_runtest_makereport below
+    try:
+        yield server
+    finally:
+        _stop_server(server)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    server = getattr(item, "sfu_server", None)
+    if report.when == "call" and report.failed and isinstance(server, SfuServer):
+        report.sections.append(("sfu server logs", server.logs()))
+    return report
+
+
+class ClientFactory(Protocol):
+    def __call__(self, room: str, name: str, *, join: bool = True) -> Awaitable[SfuClient]: ...
+
+
+@pytest.fixture
+async def make_client(sfu_server: SfuServer) -> AsyncIterator[ClientFactory]:
+    """``await make_client(room, name)``: a joined client; all are closed at teardown."""
+    set_ice_host_addresses(["127.0.0.1"])
+    clients: list[SfuClient] = []
+
+    async def factory(room: str, name: str, *, join: bool = True) -> SfuClient:
+        if join:
+            client = await SfuClient.connect(sfu_server.ws_url, room, name)
+        else:
+            client = await SfuClient.open(sfu_server.ws_url)
+        clients.append(client)
+        return client
+
+    try:
+        yield factory
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+        for client in clients:
+            for local in client.local_tracks.values():
+                local.track.stop()
+        set_ice_host_addresses([])
+        await _assert_no_client_tasks_left()
+
+
+async def _assert_no_client_tasks_left() -> None:
+    current = asyncio.current_task()
+    leftover: list[asyncio.Task[Any]] = []
+    for _ in range(20):
+        leftover = [
+            t
+            for t in asyncio.all_tasks()
+            if t is not current and not t.done() and t.get_name().startswith("sfu-client")
+        ]
+        if not leftover:
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"client tasks left running after close: {leftover}")
+
+
+@pytest.fixture
+def room() -> str:
+    return f"room-{uuid.uuid4().hex[:8]}"

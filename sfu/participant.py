@@ -194,7 +194,11 @@ class Participant:
                 source = sources.get(mid) or ("microphone" if params.kind == "audio" else "camera")
                 info = TrackInfo(new_id("TR"), self.participant_id, params.kind, source)
                 receiver = TrackReceiver(
-                    info, params, self.connection, self._config.keyframe_min_interval
+                    info,
+                    params,
+                    self.connection,
+                    self._config.keyframe_min_interval,
+                    self.connection.publisher_clock,
                 )
                 self.published[mid] = receiver
                 self.connection.add_receiver(receiver)

@@ -22,6 +22,7 @@ from sfu.media.aiortc_bridge import MediaTransport, ServerPeerConnection
 from sfu.media.downtrack import DownTrack
 from sfu.media.params import URI_MID
 from sfu.media.receiver import TrackReceiver
+from sfu.media.reports import PublisherClock
 from sfu.rtp import rtcp
 from sfu.rtp.header import RTP_FIXED, parse_extensions
 
@@ -46,6 +47,7 @@ class MediaConnection:
         self.pc.on_media_transport = self._attach
         self.transport: MediaTransport | None = None
         self.rtcp_ssrc = random.getrandbits(32) or 1
+        self.publisher_clock = PublisherClock()
         self._config = config
         self._on_failed = on_failed
         self._on_connected = on_connected
@@ -193,9 +195,10 @@ class MediaConnection:
                         down_track.on_remb(packet.bitrate)
 
     def _on_sender_report(self, report: rtcp.SenderReport, now: float) -> None:
+        now_wall = time.time()
         for receiver in self._receivers.values():
             if receiver.ssrc == report.ssrc:
-                receiver.on_sender_report(report.ntp_timestamp, report.rtp_timestamp, now)
+                receiver.on_sender_report(report.ntp_timestamp, report.rtp_timestamp, now, now_wall)
 
     def _on_report_blocks(self, blocks: list[rtcp.ReportBlock]) -> None:
         now_wall = time.time()

@@ -175,7 +175,7 @@ class DownTrack:
         """
         if self._ts_offset is None:
             return None
-        source_rtp = self.source.sender_clock.rtp_at(now, self._clock_rate)
+        source_rtp = self.source.sender_clock.rtp_at(now_wall, self._clock_rate)
         if source_rtp is None:
             return None
         return SenderReport(

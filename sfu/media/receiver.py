@@ -15,7 +15,7 @@ from sfu.api import TrackInfo
 from sfu.media.keyframe import KeyframeRequester
 from sfu.media.nack import LossTracker, RingHistory
 from sfu.media.params import URI_AUDIO_LEVEL, Codec, MediaParams
-from sfu.media.reports import ReceptionStats, SenderClock
+from sfu.media.reports import PublisherClock, ReceptionStats, SenderClock
 from sfu.media.seq import SequenceUnwrapper
 from sfu.rtp.codecs import is_keyframe
 from sfu.rtp.header import RTP_FIXED, abs_send_time, parse_extensions, payload_bounds, unwrap_rtx
@@ -87,6 +87,7 @@ class TrackReceiver:
         params: MediaParams,
         upstream: Upstream,
         keyframe_min_interval: float,
+        publisher_clock: PublisherClock,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         codec = params.primary
@@ -99,7 +100,7 @@ class TrackReceiver:
         self.is_video = info.kind == "video"
         self.ssrc: int | None = params.remote_ssrcs[0] if params.remote_ssrcs else None
         self.down_tracks: list[DownTrack] = []
-        self.sender_clock = SenderClock()
+        self.sender_clock = SenderClock(publisher_clock)
         self.packets_received = 0
         self.bytes_received = 0
         self._upstream = upstream
@@ -191,8 +192,10 @@ class TrackReceiver:
 
     # --- RTCP ---
 
-    def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int, now: float) -> None:
-        self.sender_clock.on_sender_report(ntp_timestamp, rtp_timestamp, now)
+    def on_sender_report(
+        self, ntp_timestamp: int, rtp_timestamp: int, now: float, now_wall: float
+    ) -> None:
+        self.sender_clock.on_sender_report(ntp_timestamp, rtp_timestamp, now_wall)
         self._stats.on_sender_report(ntp_timestamp, now)
 
     def report_block(self, now: float) -> ReportBlock | None:

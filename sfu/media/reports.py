@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 from sfu.rtp.rtcp import ReportBlock
 
 #: Seconds from the NTP epoch (1900) to the Unix epoch (1970).
@@ -133,34 +135,61 @@ class ReceptionStats:
         )
 
 
-class SenderClock:
-    """A publisher stream's RTP clock, extrapolated from its latest sender report.
+def ntp_to_unix(ntp: int) -> float:
+    """A 64-bit NTP timestamp as unix seconds (era 0)."""
+    return (ntp >> 32) - NTP_EPOCH_OFFSET + (ntp & 0xFFFFFFFF) / 2**32
 
-    The RTP timestamp at a given moment here is the SR's RTP timestamp plus the time elapsed
-    since the SR arrived. Every stream of one publisher is so shifted by the one-way delay of its
-    own SR; those delays are nearly equal, so the streams stay in sync with each other. Drift
-    between the publisher's clock and ours only accrues between two SRs.
+
+class PublisherClock:
+    """How far a publisher's NTP clock is behind our wall clock, shared by all its streams.
+
+    Each SR gives ``arrival - ntp``: the clock offset plus the SR's transit time plus how stale
+    its NTP field was when sent (aiortc stamps the time of the last packet, not of the SR). The
+    smallest value over recent SRs is the best estimate of offset + minimum transit — and since
+    every stream of the publisher uses the same estimate, their relative timing is preserved
+    exactly as the publisher's SRs state it (RFC 3550 §6.4.1).
     """
 
-    __slots__ = ("_ntp", "_received_at", "_rtp")
+    __slots__ = ("_samples",)
+
+    WINDOW = 16  # SRs; about 8-16 s of one publisher's reports, so slow drift is followed
 
     def __init__(self) -> None:
+        self._samples: deque[float] = deque(maxlen=self.WINDOW)
+
+    def on_sender_report(self, ntp_timestamp: int, now_wall: float) -> None:
+        self._samples.append(now_wall - ntp_to_unix(ntp_timestamp))
+
+    @property
+    def offset(self) -> float | None:
+        """Our wall clock minus the publisher's NTP clock (seconds), or None before any SR."""
+        return min(self._samples) if self._samples else None
+
+
+class SenderClock:
+    """One publisher stream's RTP clock as its latest SR states it, read on our wall clock."""
+
+    __slots__ = ("_ntp", "_publisher", "_rtp")
+
+    def __init__(self, publisher: PublisherClock | None = None) -> None:
+        self._publisher = publisher if publisher is not None else PublisherClock()
         self._ntp: int | None = None
         self._rtp = 0
-        self._received_at = 0.0
 
     @property
     def last_ntp(self) -> int | None:
         """The NTP timestamp of the latest sender report, or None before any."""
         return self._ntp
 
-    def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int, now: float) -> None:
+    def on_sender_report(self, ntp_timestamp: int, rtp_timestamp: int, now_wall: float) -> None:
         self._ntp = ntp_timestamp
         self._rtp = rtp_timestamp
-        self._received_at = now
+        self._publisher.on_sender_report(ntp_timestamp, now_wall)
 
-    def rtp_at(self, now: float, clock_rate: int) -> int | None:
-        """The publisher's RTP timestamp for monotonic time ``now``, or None before any SR."""
-        if self._ntp is None:
+    def rtp_at(self, now_wall: float, clock_rate: int) -> int | None:
+        """The publisher's RTP timestamp for our wall-clock time ``now_wall``, or None."""
+        offset = self._publisher.offset
+        if self._ntp is None or offset is None:
             return None
-        return (self._rtp + round((now - self._received_at) * clock_rate)) & 0xFFFFFFFF
+        elapsed = now_wall - offset - ntp_to_unix(self._ntp)
+        return (self._rtp + round(elapsed * clock_rate)) & 0xFFFFFFFF

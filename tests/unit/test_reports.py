@@ -4,10 +4,12 @@ import pytest
 
 from sfu.media.reports import (
     NTP_EPOCH_OFFSET,
+    PublisherClock,
     ReceptionStats,
     SenderClock,
     ntp_middle,
     ntp_timestamp,
+    ntp_to_unix,
     rtt_from_report,
 )
 from sfu.rtp.rtcp import ReportBlock
@@ -183,60 +185,76 @@ def test_report_block_and_rtt_round_trip() -> None:
     assert rtt == pytest.approx(0.1, abs=2 / 65536)
 
 
-@pytest.mark.parametrize(
-    ("sr_rtp", "sr_at", "now", "clock_rate", "rtp"),
-    [
-        (1000, 10.0, 10.0, 90000, 1000),
-        (1000, 10.0, 11.0, 90000, 91000),
-        (1000, 10.0, 10.5, 48000, 25000),
-        (0xFFFFFF00, 10.0, 10.01, 48000, 0xFFFFFF00 + 480 - 0x100000000),  # wraps
-        (1000, 10.0, 9.99, 90000, 100),  # before the SR arrived
-        (100, 10.0, 9.99, 90000, 100 - 900 + 0x100000000),
-    ],
-)
-def test_sender_clock_extrapolates(
-    sr_rtp: int, sr_at: float, now: float, clock_rate: int, rtp: int
-) -> None:
-    clock = SenderClock()
-    assert clock.rtp_at(now, clock_rate) is None
-    clock.on_sender_report(0x1234_5678_0000_0000, sr_rtp, sr_at)
-    assert clock.rtp_at(now, clock_rate) == rtp
-    assert clock.last_ntp == 0x1234_5678_0000_0000
-
-
-def test_sender_clock_follows_the_latest_report() -> None:
-    clock = SenderClock()
-    clock.on_sender_report(1 << 32, 1000, 10.0)
-    clock.on_sender_report(2 << 32, 50_000, 11.0)  # the publisher's clock ran a bit slow
-    assert clock.rtp_at(11.5, 90000) == 50_000 + 45_000
+UNIX = 1_700_000_000.0  # a wall-clock time for the tables below
 
 
 @pytest.mark.parametrize(
-    ("audio_delay", "video_delay", "tolerance"),
+    ("sr_rtp", "transit", "elapsed", "clock_rate", "rtp"),
     [
-        (0.05, 0.05, 1e-4),  # same path, same delay: in sync to a sample
-        (0.05, 0.07, 0.021),  # the difference of the SRs' delays is all that can slip
+        (1000, 0.0, 0.0, 90000, 1000),
+        (1000, 0.0, 1.0, 90000, 91000),
+        (1000, 0.05, 1.0, 90000, 91000),  # one SR: its transit is taken as the clock offset
+        (1000, 0.0, 0.5, 48000, 25000),
+        (0xFFFFFF00, 0.0, 0.01, 48000, 0xFFFFFF00 + 480 - 0x100000000),  # wraps
+        (1000, 0.0, -0.01, 90000, 100),  # an instant before the SR's own
+        (100, 0.0, -0.01, 90000, 100 - 900 + 0x100000000),
     ],
 )
-def test_sender_clocks_of_one_publisher_stay_in_sync(
-    audio_delay: float, video_delay: float, tolerance: float
+def test_sender_clock_extrapolates_from_the_sr_ntp_time(
+    sr_rtp: int, transit: float, elapsed: float, clock_rate: int, rtp: int
 ) -> None:
-    # the publisher's capture time t: audio RTP = A0 + 48000 t, video RTP = V0 + 90000 t,
-    # both SRs written from the same NTP clock; our monotonic clock is t + 500 + network delay
+    clock = SenderClock()
+    assert clock.rtp_at(UNIX, clock_rate) is None
+    ntp = ntp_timestamp(UNIX)
+    clock.on_sender_report(ntp, sr_rtp, UNIX + transit)
+    assert clock.rtp_at(UNIX + transit + elapsed, clock_rate) == rtp
+    assert clock.last_ntp == ntp
+
+
+def test_ntp_to_unix_inverts_ntp_timestamp() -> None:
+    assert ntp_to_unix(ntp_timestamp(UNIX + 0.25)) == pytest.approx(UNIX + 0.25, abs=1e-6)
+
+
+def test_publisher_clock_takes_the_least_delayed_report() -> None:
+    clock = PublisherClock()
+    assert clock.offset is None
+    for sent, arrived in ((10.0, 10.08), (11.0, 11.02), (12.0, 12.05)):
+        clock.on_sender_report(ntp_timestamp(UNIX + sent), UNIX + arrived)
+    assert clock.offset == pytest.approx(0.02, abs=1e-6)
+    for i in range(PublisherClock.WINDOW):  # old samples age out
+        clock.on_sender_report(ntp_timestamp(UNIX + 20 + i), UNIX + 20 + i + 0.04)
+    assert clock.offset == pytest.approx(0.04, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("audio_staleness", "video_staleness"),
+    [
+        (0.0, 0.0),
+        (0.02, 0.066),  # aiortc stamps an SR with the time of the last packet sent
+        (0.0, 0.3),
+    ],
+)
+def test_streams_of_one_publisher_keep_their_relative_timing(
+    audio_staleness: float, video_staleness: float
+) -> None:
+    """Each stream's RTP time at one wall instant is what the publisher's own mapping says."""
     a0, v0 = 123_456, 3_000_000_000
-    audio, video = SenderClock(), SenderClock()
-    for t in (1.0, 6.0):
-        audio.on_sender_report(ntp_timestamp(1e9 + t), a0 + 48000 * int(t), 500 + t + audio_delay)
-        t_video = t + 0.3  # the two streams report at different times
-        video.on_sender_report(
-            ntp_timestamp(1e9 + t_video), v0 + round(90000 * t_video), 500 + t_video + video_delay
+    offset, transit = 500.0, 0.03  # our clock = publisher's + 500 s; SRs take 30 ms
+    publisher = PublisherClock()
+    audio, video = SenderClock(publisher), SenderClock(publisher)
+    for t in (1.0, 2.0, 3.0):
+        # the SR stamped at NTP time (t - staleness) maps that instant to its RTP time
+        ta, tv = t - audio_staleness, t + 0.3 - video_staleness
+        audio.on_sender_report(
+            ntp_timestamp(UNIX + ta), a0 + round(48000 * ta), UNIX + offset + t + transit
         )
-        for dt in (0.0, 0.5, 1.0, 2.5, 4.9):
-            now = 500 + t + 0.3 + dt
-            audio_rtp, video_rtp = audio.rtp_at(now, 48000), video.rtp_at(now, 90000)
-            assert audio_rtp is not None and video_rtp is not None
-            # the capture instant each stream says it is at `now`
-            audio_t = ((audio_rtp - a0) & 0xFFFFFFFF) / 48000
-            video_t = ((video_rtp - v0) & 0xFFFFFFFF) / 90000
-            assert audio_t == pytest.approx(now - 500 - audio_delay, abs=1e-4)
-            assert abs(audio_t - video_t) <= tolerance
+        video.on_sender_report(
+            ntp_timestamp(UNIX + tv), v0 + round(90000 * tv), UNIX + offset + t + 0.3 + transit
+        )
+    for dt in (0.0, 0.5, 2.5):
+        now = UNIX + offset + 3.3 + dt
+        audio_rtp, video_rtp = audio.rtp_at(now, 48000), video.rtp_at(now, 90000)
+        assert audio_rtp is not None and video_rtp is not None
+        audio_t = ((audio_rtp - a0) & 0xFFFFFFFF) / 48000
+        video_t = ((video_rtp - v0) & 0xFFFFFFFF) / 90000
+        assert audio_t == pytest.approx(video_t, abs=1 / 48000 + 1 / 90000)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import pytest
 
+from sfu.api import Kind
 from sfu.rtp import rtcp
 from sfu.rtp.header import payload_bounds
 from sfu_client import PALETTE, TONES, FrameProbe, MarkerVideoTrack, SfuClient, ToneAudioTrack
@@ -147,14 +148,15 @@ async def test_sender_reports_follow_the_publishers_clock(
             (ToneAudioTrack(TONES[0]), "microphone"),
         ]
     )
-    alice_ssrc = {t.kind: t.transceiver.sender._ssrc for t in published}
+    alice_ssrc: dict[str, int] = {t.kind: t.transceiver.sender._ssrc for t in published}
     alice_tap = taps.install(alice.pc)
     bob = await make_client(room, "bob")
     await frames(bob, alice, "video", 2)
     assert alice.participant_id is not None
-    bob_ssrc = {}
-    for kind in ("audio", "video"):
-        remote = await bob.wait_for_track(alice.participant_id, kind, TIMEOUT)  # type: ignore[arg-type]
+    bob_ssrc: dict[str, int] = {}
+    kinds: tuple[Kind, ...] = ("audio", "video")
+    for kind in kinds:
+        remote = await bob.wait_for_track(alice.participant_id, kind, TIMEOUT)
         bob_ssrc[kind] = remote_ssrc(bob, remote.mid)
     bob_tap = taps.install(bob.pc)
 
@@ -165,30 +167,30 @@ async def test_sender_reports_follow_the_publishers_clock(
     await wait_until(have_reports, "sender reports for both of alice's tracks")
     rates = {"audio": 48000, "video": 90000}
     errors = {}
-    for kind, rate in rates.items():
+    for name, rate in rates.items():
         # the munger's timestamp offset, from one packet seen leaving alice and reaching bob
         sent = {
             media_payload(r.payload): r.timestamp
             for r in alice_tap.rtp_out
-            if r.ssrc == alice_ssrc[kind]
+            if r.ssrc == alice_ssrc[name]
         }
         offsets = [
             (r.timestamp - sent[media_payload(r.payload)]) % 2**32
             for r in bob_tap.rtp_in
-            if r.ssrc == bob_ssrc[kind] and media_payload(r.payload) in sent
+            if r.ssrc == bob_ssrc[name] and media_payload(r.payload) in sent
         ]
-        assert offsets, f"no {kind} packet matched between alice and bob"
+        assert offsets, f"no {name} packet matched between alice and bob"
         offset = offsets[-1]
-        ours = [r for r in bob_tap.rtcp_of(rtcp.SenderReport) if r.ssrc == bob_ssrc[kind]][-1]
+        ours = [r for r in bob_tap.rtcp_of(rtcp.SenderReport) if r.ssrc == bob_ssrc[name]][-1]
         theirs = [
-            r for r in alice_tap.rtcp_of(rtcp.SenderReport, sent=True) if r.ssrc == alice_ssrc[kind]
+            r for r in alice_tap.rtcp_of(rtcp.SenderReport, sent=True) if r.ssrc == alice_ssrc[name]
         ][-1]
         assert ours.ntp_timestamp != 0 and ours.packet_count > 0
         # where alice's own mapping puts the RTP time of our SR's NTP instant
         seconds = (ours.ntp_timestamp - theirs.ntp_timestamp) / 2**32
         expected = (theirs.rtp_timestamp + round(seconds * rate) + offset) % 2**32
         error = ((ours.rtp_timestamp - expected + 2**31) % 2**32 - 2**31) / rate
-        errors[kind] = error
+        errors[name] = error
     print(
         f"SR mapping error vs the publisher's: audio {errors['audio'] * 1000:.1f} ms, "
         f"video {errors['video'] * 1000:.1f} ms"

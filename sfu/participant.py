@@ -344,7 +344,9 @@ class Participant:
             subscription.down_track = down_track
             track.add_down_track(down_track)
             self.connection.add_down_track(down_track)
-            track.request_keyframe(time.monotonic())
+            if self.connection.connected:
+                # else _on_connected asks: a keyframe that came before could not be sent anyway
+                track.request_keyframe(time.monotonic())
 
     def _rollback(self) -> None:
         added = set(bridge.rollback_local_offer(self.connection.pc))

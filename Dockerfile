@@ -1,0 +1,24 @@
+# aiosfu server image. Mirrors the README: a venv with the package, then `sfu serve`.
+# (Not built in CI: there is no Docker engine on our machines. Keep it this simple.)
+FROM python:3.11-slim-bookworm
+
+# av and aiortc ship manylinux wheels; gcc covers the odd source build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY sfu ./sfu
+COPY signaling ./signaling
+COPY sfu_client ./sfu_client
+COPY loadtest ./loadtest
+RUN python -m venv /venv && /venv/bin/pip install --no-cache-dir .
+
+# HTTP + WebSocket signaling. Media uses one UDP port per participant (ephemeral range):
+# run with --network host, or publish the range and set SFU_ICE_HOST to the host's address.
+EXPOSE 8080
+ENV SFU_HOST=0.0.0.0 SFU_PORT=8080 SFU_LOG_FORMAT=json
+USER nobody
+ENTRYPOINT ["/venv/bin/sfu"]
+CMD ["serve"]

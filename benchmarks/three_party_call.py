@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
@@ -62,10 +63,8 @@ async def drain(client: SfuClient, stop: asyncio.Event) -> None:
     """Keep decoding what arrives, as a participant would."""
     while not stop.is_set():
         for remote in list(client.remote_tracks.values()):
-            try:
+            with contextlib.suppress(Exception):  # a timeout, or a track that ended
                 await asyncio.wait_for(remote.track.recv(), 0.05)
-            except (TimeoutError, Exception):
-                pass
         await asyncio.sleep(0)
 
 

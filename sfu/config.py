@@ -23,7 +23,7 @@ class MediaConfig:
     #: A participant from whom nothing (RTP, RTCP, STUN) arrived for this long is removed.
     peer_timeout: float = 8.0
     #: A participant whose connection is not up this long after negotiating is removed.
-    connect_timeout: float = 20.0
+    connect_timeout: float = 10.0
     #: Bitrate advertised to each video publisher in REMB (bits/s): the ceiling its encoder may use.
     publisher_max_bitrate: int = 2_500_000
     #: Minimum time between two keyframe requests sent to one publisher stream (seconds).

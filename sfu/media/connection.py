@@ -33,6 +33,8 @@ _MAX_BLOCKS = 31
 #: Sender reports per compound packet, to stay well under the path MTU.
 _MAX_SR_PER_COMPOUND = 20
 _NACK_INTERVAL = 0.02
+#: How often liveness is checked and reports come due (seconds).
+_TICK = 0.25
 
 
 class MediaConnection:
@@ -261,12 +263,16 @@ class MediaConnection:
 
     async def _run_reports(self) -> None:
         interval = self._config.rtcp_interval
+        next_report = time.monotonic() + interval * random.random()
         while not self.closed:
-            await asyncio.sleep(interval * (0.5 + random.random()))
+            await asyncio.sleep(_TICK)
             if self.closed:
                 return
             self._check_liveness()
-            if self.connected:
+            now = time.monotonic()
+            if now >= next_report and self.connected:
+                # RFC 3550 §6.3.1: randomize to 0.5-1.5 times the interval
+                next_report = now + interval * (0.5 + random.random())
                 self._send_reports()
 
     def _check_liveness(self) -> None:

@@ -1,0 +1,111 @@
+"""Malformed RTP and RTCP from a participant harm no one; valid packets keep flowing.
+
+Drives a MediaConnection's ingress directly (no network): a publisher's receiver fans out to a
+down-track whose sink records what would be sent.
+"""
+
+from __future__ import annotations
+
+import random
+import struct
+import time
+
+from sfu.api import TrackInfo
+from sfu.config import MediaConfig
+from sfu.media.connection import MediaConnection
+from sfu.media.downtrack import DownTrack, OutgoingStream
+from sfu.media.params import URI_ABS_SEND_TIME, URI_MID, Codec, MediaParams
+from sfu.media.receiver import TrackReceiver
+from sfu.rtp import rtcp
+from sfu.rtp.header import parse_extensions, payload_bounds
+
+VP8 = Codec(96, "VP8", 90000, rtx_payload_type=97, feedback=("nack", "nack pli", "goog-remb"))
+PUBLISHER_SSRC = 0x1234
+
+
+class RecordingSink:
+    connected = True
+
+    def __init__(self) -> None:
+        self.packets: list[bytes] = []
+
+    def send_rtp(self, packet: bytes) -> None:
+        self.packets.append(packet)
+
+
+def vp8_packet(seq: int, keyframe: bool, ssrc: int = PUBLISHER_SSRC) -> bytes:
+    header = struct.pack("!BBHII", 0x80, 0x80 | VP8.payload_type, seq, seq * 3000, ssrc)
+    descriptor = bytes([0x10])  # S=1, partition 0
+    payload_header = bytes([0x00 if keyframe else 0x01, 0, 0])  # P bit clear on a keyframe
+    return header + descriptor + payload_header + b"\xaa" * 100
+
+
+def subscriber_params() -> MediaParams:
+    codec = Codec(100, "VP8", 90000, rtx_payload_type=101, feedback=("nack", "nack pli"))
+    return MediaParams(
+        mid="3",
+        kind="video",
+        codecs=(codec,),
+        extensions={URI_MID: 4, URI_ABS_SEND_TIME: 5},
+        local_ssrc=0xBEEF,
+        local_rtx_ssrc=0xBEF0,
+    )
+
+
+async def test_garbage_is_dropped_and_valid_packets_still_forwarded() -> None:
+    failures: list[str] = []
+    connection = MediaConnection(MediaConfig(), failures.append, lambda: None)
+    params = MediaParams(
+        mid="0",
+        kind="video",
+        codecs=(VP8,),
+        extensions={URI_MID: 1},
+        local_ssrc=1,
+        local_rtx_ssrc=2,
+        remote_ssrcs=(PUBLISHER_SSRC,),
+    )
+    receiver = TrackReceiver(
+        TrackInfo("TR_x", "PA_x", "video"), params, connection, 0.5, connection.publisher_clock
+    )
+    connection.add_receiver(receiver)
+    sink = RecordingSink()
+    down_track = DownTrack(receiver, OutgoingStream(subscriber_params(), 500, 9000), sink)
+    receiver.add_down_track(down_track)
+    connection.add_down_track(down_track)
+    try:
+        rng = random.Random(1)
+        for i in range(20000):
+            size = rng.choice((0, 1, 2, 11, 12, 13, 16, 40, 200, 1500))
+            data = bytearray(rng.randbytes(size))
+            if size >= 12 and i % 2:  # a plausible header over random contents
+                data[0] = 0x80 | (data[0] & 0x3F)
+                struct.pack_into("!I", data, 8, PUBLISHER_SSRC)
+            connection._on_rtp(bytes(data), time.monotonic())
+            if size >= 4 and i % 3 == 0:
+                data[1] = rng.choice((200, 201, 205, 206))
+            connection._on_rtcp(bytes(data))
+        assert failures == []
+
+        sink.packets.clear()
+        connection._on_rtp(vp8_packet(40000, keyframe=True), time.monotonic())
+        connection._on_rtp(vp8_packet(40001, keyframe=False), time.monotonic())
+        assert len(sink.packets) == 2
+        first, second = sink.packets
+        _, b1, seq, _, ssrc = struct.unpack_from("!BBHII", first)
+        assert (b1 & 0x7F, ssrc) == (100, 0xBEEF)  # the subscriber's payload type and SSRC
+        assert struct.unpack_from("!H", second, 2)[0] == (seq + 1) & 0xFFFF
+        extensions = parse_extensions(first)
+        assert extensions[4] == b"3" and len(extensions[5]) == 3  # mid, abs-send-time
+        start, _ = payload_bounds(first)
+        assert first[start:] == vp8_packet(40000, keyframe=True)[12:]  # payload untouched
+
+        # the subscriber NACKs the second packet: resent as RTX (RFC 4588) with its seq inside
+        nack = rtcp.Nack(sender_ssrc=7, media_ssrc=0xBEEF, lost=[(seq + 1) & 0xFFFF])
+        connection._on_rtcp(rtcp.serialize([nack]))
+        assert len(sink.packets) == 3
+        rtx = sink.packets[2]
+        assert rtx[1] & 0x7F == 101 and struct.unpack_from("!I", rtx, 8)[0] == 0xBEF0
+        rtx_start, _ = payload_bounds(rtx)
+        assert struct.unpack_from("!H", rtx, rtx_start)[0] == (seq + 1) & 0xFFFF
+    finally:
+        await connection.close()

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import aioice.ice
+import pylibsrtp
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -118,6 +119,26 @@ class MediaTransport:
             stun_request_received(*args)
 
         self._connection.request_received = request_received
+        # SRTP straight from the socket callback: aioice would queue each datagram for the
+        # DTLS transport's receive task (a task wake-up per packet); DTLS records still go there
+        queue_datagram = self._connection.data_received
+        dtls_state = self._dtls
+
+        def data_received(data: bytes, component: int) -> None:
+            session = dtls_state._rx_srtp
+            if session is None or not data or not 127 < data[0] < 192:
+                queue_datagram(data, component)
+                return
+            self.last_activity = now = time.monotonic()
+            try:
+                if len(data) > 1 and 192 <= data[1] <= 208:  # RTCP (RFC 5761 §4)
+                    self.on_rtcp(session.unprotect_rtcp(data))
+                else:
+                    self.on_rtp(session.unprotect(data), now)
+            except pylibsrtp.Error:
+                pass  # not for this session, replayed, or forged
+
+        self._connection.data_received = data_received
 
     @property
     def connected(self) -> bool:

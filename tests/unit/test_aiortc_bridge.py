@@ -48,6 +48,11 @@ def test_private_names_still_exist() -> None:
         "addr",
         "protocol",
     ]
+    assert list(inspect.signature(aioice.ice.Connection.data_received).parameters) == [
+        "self",
+        "data",
+        "component",
+    ]
     assert inspect.iscoroutinefunction(aioice.ice.StunProtocol.send_data)
     assert list(inspect.signature(aioice.ice.get_host_addresses).parameters) == [
         "use_ipv4",
@@ -75,7 +80,7 @@ async def test_private_attributes_of_live_objects() -> None:
         transport = pc.media_transport
         assert transport is not None
         dtls = transport.dtls
-        assert hasattr(dtls, "_tx_srtp") and hasattr(dtls, "_state")
+        assert hasattr(dtls, "_tx_srtp") and hasattr(dtls, "_rx_srtp") and hasattr(dtls, "_state")
         connection = dtls.transport._connection
         assert isinstance(connection, aioice.ice.Connection)
         assert hasattr(connection, "_nominated")
@@ -120,6 +125,9 @@ async def test_rtp_is_taken_off_the_transport_and_nothing_decodes() -> None:
                 break
             await asyncio.sleep(0.02)
         assert len(received) >= 5, "no decrypted RTP reached the hook"
+        # SRTP bypasses aioice's receive queue (taken in the socket callback)
+        assert server.media_transport is not None
+        assert server.media_transport._connection._queue.qsize() == 0
         assert all(128 <= p[0] < 192 for p in received)
         receiver = server.getTransceivers()[0].receiver
         assert type(receiver).__name__ == "_InertReceiver"

@@ -215,12 +215,13 @@ class SfuClient:
         self.participant_id: str | None = None
         self.participants: dict[str, RemoteParticipant] = {}
         self.local_tracks: dict[str, LocalTrack] = {}
-        #: every message received, in order; :attr:`events` gets the same messages as a stream.
+        #: every message received, in order; :attr:`events` gets the same messages as a stream
+        #: (both grow without bound: a long-lived client should consume :attr:`events`).
         self.history: list[ServerMessage] = []
         self.events: asyncio.Queue[ServerMessage] = asyncio.Queue()
         #: errors the server reported that no call was waiting for, and failed server offers.
         self.errors: list[Exception] = []
-        #: server offers ignored because one of this client's offers was outstanding.
+        #: server offers not answered: in glare with an offer of ours, or refused as invalid.
         self.ignored_offers = 0
         self.close_reason: str | None = None
         #: how long :meth:`request` (join, offer, leave) waits for its reply.
@@ -303,10 +304,10 @@ class SfuClient:
         return client
 
     async def join(self, room: str, name: str) -> None:
+        self.room, self.name = room, name
         reply = await self.request(
             {"type": "join", "v": PROTOCOL_VERSION, "room": room, "name": name}, expect="joined"
         )
-        self.room, self.name = room, name
         self.participant_id = str(reply.data["participantId"])
         for data in reply.data.get("participants", ()):
             participant = _participant(data)

@@ -37,6 +37,13 @@ class SfuServer:
     process: subprocess.Popen[bytes] | None = None
     stdout_path: Path | None = None
     stderr_path: Path | None = None
+    exit_code: int | None = None  # set once stopped
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (fails the test unless it exits within STOP_TIMEOUT)."""
+        if self.exit_code is None:
+            self.exit_code = _terminate(self)
+        return self.exit_code
 
     @property
     def ws_url(self) -> str:
@@ -91,13 +98,20 @@ def _start_server(workdir: Path, module: str = "signaling.cli") -> SfuServer:
 
 
 def _stop_server(server: SfuServer) -> None:
-    process = server.process
-    assert process is not None
-    if process.poll() is not None:
+    assert server.process is not None
+    if server.exit_code is None and server.process.poll() is not None:
         pytest.fail(
-            f"server died during the test (exit {process.returncode})\n{server.logs()}",
+            f"server died during the test (exit {server.process.returncode})\n{server.logs()}",
             pytrace=False,
         )
+    code = server.stop()
+    if code != 0:
+        pytest.fail(f"server exited with {code} after SIGTERM\n{server.logs()}", pytrace=False)
+
+
+def _terminate(server: SfuServer) -> int:
+    process = server.process
+    assert process is not None
     process.send_signal(signal.SIGTERM)
     try:
         code = process.wait(STOP_TIMEOUT)
@@ -108,8 +122,7 @@ def _stop_server(server: SfuServer) -> None:
             f"server did not exit within {STOP_TIMEOUT} s of SIGTERM\n{server.logs()}",
             pytrace=False,
         )
-    if code != 0:
-        pytest.fail(f"server exited with {code} after SIGTERM\n{server.logs()}", pytrace=False)
+    return code
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from sfu_client import (
     closest_color,
 )
 
-from .conftest import ClientFactory
+from .conftest import ClientFactory, SfuServer
 
 pytestmark = pytest.mark.e2e
 
@@ -207,27 +207,32 @@ async def test_publish_while_the_server_offers(make_client: ClientFactory, room:
     assert_no_client_errors(alice, bob)
 
 
-async def test_late_joiner_gets_video_quickly(make_client: ClientFactory, room: str) -> None:
+async def test_late_joiners_get_video_quickly(make_client: ClientFactory, room: str) -> None:
+    """Late joiners need a keyframe from each publisher; three of them join one after another."""
     early = [await make_client(room, f"early{i}") for i in range(2)]
     for i, client in enumerate(early):
         await publish_markers(client, i)
     assert_received(await receive_all([(early[0], early[1], 1), (early[1], early[0], 0)]))
     await asyncio.sleep(2.0)
 
-    joined_at = time.monotonic()
-    late = await make_client(room, "late")
-    print(f"late joiner: join took {(time.monotonic() - joined_at) * 1000:.0f} ms")
-    receptions = await asyncio.gather(
-        *(receive(late, sender, "video", i, frames=5) for i, sender in enumerate(early))
-    )
-
-    for r in receptions:
-        if r.probe is not None and r.probe.first_frame_at is not None:
-            since_join = r.probe.first_frame_at - joined_at
-            print(f"late joiner: first video frame from {r.sender.name} {since_join * 1000:.0f} ms")
-            assert since_join < 10.0
-    assert_received(list(receptions))
-    assert_no_client_errors(late, *early)
+    problems = []
+    for n in range(3):
+        joined_at = time.monotonic()
+        late = await make_client(room, f"late{n}")
+        receptions = await asyncio.gather(
+            *(receive(late, sender, "video", i, frames=5) for i, sender in enumerate(early))
+        )
+        for r in receptions:
+            first = r.probe.first_frame_at if r.probe is not None else None
+            shown = f"{(first - joined_at) * 1000:.0f} ms" if first is not None else "never"
+            print(f"{late.name}: first video frame from {r.sender.name} {shown} after joining")
+            if first is not None and first - joined_at > 10.0:
+                problems.append(f"{r.label}: first frame {first - joined_at:.1f} s after joining")
+            problems.extend(r.problems())
+        assert_no_client_errors(late)
+        await asyncio.sleep(1.0)
+    assert not problems, "\n".join(problems)
+    assert_no_client_errors(*early)
 
 
 async def test_leave_and_rejoin(make_client: ClientFactory, room: str) -> None:
@@ -412,3 +417,23 @@ async def test_mute_unpublish_and_republish(make_client: ClientFactory, room: st
     screen = [t for t in bob.remote_tracks.values() if t.kind == "video"]
     assert [t.source for t in screen] == ["screen"]
     assert_no_client_errors(alice, bob)
+
+
+async def test_server_shutdown_says_bye(
+    sfu_server: SfuServer, make_client: ClientFactory, room: str
+) -> None:
+    if sfu_server.process is None:
+        pytest.skip("needs a server this test may stop")
+    alice, bob = await make_client(room, "alice"), await make_client(room, "bob")
+    await publish_markers(alice, 0)
+    assert_received(await receive_all([(bob, alice, 0)]))
+
+    code = await asyncio.to_thread(sfu_server.stop)
+
+    assert code == 0, sfu_server.logs()
+    for client in (alice, bob):
+        bye = await client.wait_for_message("bye")
+        assert bye.data.get("reason") == "server-shutdown"
+        closed = await client.wait_for_message("connection-closed")
+        assert closed.data.get("reason") == "server-shutdown"
+        assert client.closed

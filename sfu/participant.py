@@ -33,6 +33,7 @@ from sfu.api import (
     UnknownTrack,
 )
 from sfu.config import MediaConfig
+from sfu.counters import MediaTotals
 from sfu.media import aiortc_bridge as bridge
 from sfu.media.connection import MediaConnection
 from sfu.media.downtrack import DownTrack, OutgoingStream
@@ -80,6 +81,8 @@ class Participant:
         self.closed = False
         self.published: dict[str, TrackReceiver] = {}  # by mid of this connection
         self.subscriptions: list[Subscription] = []
+        #: counters of the tracks this participant stopped publishing (see sfu.counters)
+        self.unpublished_totals = MediaTotals()
         self._listener = listener
         self._config = config
         self._lock = asyncio.Lock()
@@ -212,6 +215,7 @@ class Participant:
         self.published.pop(receiver.params.mid, None)
         self.connection.remove_receiver(receiver)
         receiver.close()
+        self.unpublished_totals.add_receiver(receiver)
         self.log.info("track unpublished", track=receiver.info.track_id)
         self.room.unpublish(self, receiver)
 

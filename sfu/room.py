@@ -21,10 +21,16 @@ from sfu.participant import Participant
 
 
 class Room:
-    def __init__(self, room_id: str, on_empty: Callable[[Room], None]) -> None:
+    def __init__(
+        self,
+        room_id: str,
+        on_empty: Callable[[Room], None],
+        on_left: Callable[[Participant], None] | None = None,
+    ) -> None:
         self.room_id = room_id
         self.participants: dict[str, Participant] = {}
         self._on_empty = on_empty
+        self._on_left = on_left  # told once a participant has left and closed
         self.log = structlog.get_logger("sfu").bind(room=room_id)
 
     def info(self, participant: Participant) -> ParticipantInfo:
@@ -46,6 +52,8 @@ class Room:
             return
         del self.participants[participant.participant_id]
         await participant.close()
+        if self._on_left is not None:
+            self._on_left(participant)
         self.broadcast(ParticipantLeft(participant.participant_id, reason))
         self.log.info("left", participant=participant.participant_id, reason=reason)
         if not self.participants:

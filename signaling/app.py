@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
 
 from sfu.api import RoomService
 from sfu.log import get_logger
@@ -27,12 +29,18 @@ class SignalingState:
 
 SERVICE: web.AppKey[RoomService] = web.AppKey("service")
 STATE = web.AppKey("signaling", SignalingState)
+METRICS = web.AppKey("metrics", CollectorRegistry)
 
 
 def create_app(
-    service: RoomService, *, max_message_size: int = 262144, heartbeat: float = 5.0
+    service: RoomService,
+    *,
+    max_message_size: int = 262144,
+    heartbeat: float = 5.0,
+    metrics: CollectorRegistry | None = None,
 ) -> web.Application:
-    """Serve ``GET /ws`` (signaling), ``GET /healthz`` and, if present, the static web client.
+    """Serve ``GET /ws`` (signaling), ``GET /healthz``, ``GET /metrics`` if a Prometheus
+    ``metrics`` registry is given, and, if present, the static web client.
 
     ``heartbeat``: seconds between WebSocket pings; a client that does not answer one within half
     of that is disconnected (and leaves its room).
@@ -42,6 +50,9 @@ def create_app(
     app[STATE] = SignalingState(max_message_size=max_message_size, heartbeat=heartbeat)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
+    if metrics is not None:
+        app[METRICS] = metrics
+        app.router.add_get("/metrics", prometheus_metrics)
     if STATIC_DIR.is_dir():
         if (STATIC_DIR / "index.html").is_file():
             app.router.add_get("/", index)
@@ -65,6 +76,12 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", **request.app[SERVICE].stats()})
+
+
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    """The registry in the exposition format the scraper asks for (text, or OpenMetrics)."""
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encode(request.app[METRICS]), headers={"Content-Type": content_type})
 
 
 async def index(request: web.Request) -> web.FileResponse:

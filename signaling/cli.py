@@ -103,7 +103,8 @@ async def _serve(config: MediaConfig, host: str, port: int, max_message_size: in
 
     set_ice_host_addresses(config.ice_hosts)
     service = Sfu(config)
-    runner = web.AppRunner(create_app(service, max_message_size=max_message_size))
+    app = create_app(service, max_message_size=max_message_size, metrics=service.metrics_registry())
+    runner = web.AppRunner(app)
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port).start()

@@ -64,6 +64,12 @@ class MediaConnection:
         self._negotiated_at: float | None = None
         self._was_connected = False
         self.closed = False
+        # RTCP feedback counters, read by sfu.counters at scrape time
+        self.nacks_received = 0
+        self.nacks_sent = 0
+        self.plis_received = 0
+        self.firs_received = 0
+        self.plis_sent = 0
         self.log = log if log is not None else structlog.get_logger("sfu")
         self.pc.on("connectionstatechange", self._on_state_change)
 
@@ -182,12 +188,15 @@ class MediaConnection:
             elif isinstance(packet, rtcp.ReceiverReport):
                 self._on_report_blocks(packet.reports)
             elif isinstance(packet, rtcp.Nack):
+                self.nacks_received += 1
                 down_track = self._down_tracks.get(packet.media_ssrc)
                 if down_track is not None:
                     down_track.on_nack(packet.lost)
             elif isinstance(packet, rtcp.Pli):
+                self.plis_received += 1
                 self._on_keyframe_request(packet.media_ssrc)
             elif isinstance(packet, rtcp.Fir):
+                self.firs_received += 1
                 for ssrc, _ in packet.entries:
                     self._on_keyframe_request(ssrc)
             elif isinstance(packet, rtcp.Remb):
@@ -222,6 +231,8 @@ class MediaConnection:
 
     def request_keyframe_now(self, media_ssrc: int) -> None:
         self.log.debug("keyframe requested", ssrc=media_ssrc, connected=self.connected)
+        if self.transport is not None:
+            self.plis_sent += 1
         self.send_rtcp([rtcp.Pli(sender_ssrc=self.rtcp_ssrc, media_ssrc=media_ssrc)])
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
@@ -255,6 +266,7 @@ class MediaConnection:
                 )
             if not loss.missing:
                 self._nack_pending.discard(receiver)
+        self.nacks_sent += len(packets)
         self.send_rtcp(packets)
         if self._nack_pending and not self.closed:
             self._nack_timer = self._loop.call_later(_NACK_INTERVAL, self._send_nacks)

@@ -43,6 +43,8 @@ class OutgoingStream:
         self.rtx_seq = initial_seq ^ 0x5A5A
         self.packets_sent = 0
         self.octets_sent = 0
+        self.retransmissions = 0
+        self.layer_switches = 0  # counted by simulcast layer selection, when it exists
 
 
 class DownTrack:
@@ -141,6 +143,7 @@ class DownTrack:
             self._retransmit(packet, mapped[0], mapped[1])
 
     def _retransmit(self, packet: IngressPacket, seq: int, ts: int) -> None:
+        self.stream.retransmissions += 1
         if self._rtx_payload_type is None:
             self._send(packet, seq, ts)
             return

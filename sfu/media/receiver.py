@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from sfu.api import TrackInfo
 from sfu.media.keyframe import KeyframeRequester
+from sfu.media.latency import FORWARDING, SAMPLE_MASK
 from sfu.media.nack import LossTracker, RingHistory
 from sfu.media.params import URI_AUDIO_LEVEL, Codec, MediaParams
 from sfu.media.reports import PublisherClock, ReceptionStats, SenderClock
@@ -177,8 +178,21 @@ class TrackReceiver:
         )
         if self.history is not None:
             self.history.put(ext_seq, packet)
-        for down_track in self.down_tracks:
+        if self.packets_received & SAMPLE_MASK:
+            for down_track in self.down_tracks:
+                down_track.forward(packet)
+        else:
+            self._forward_timed(packet)
+
+    def _forward_timed(self, packet: IngressPacket) -> None:
+        """Forward one sampled packet and record the time per down-track (sfu.media.latency)."""
+        down_tracks = self.down_tracks
+        started = time.perf_counter()
+        for down_track in down_tracks:
             down_track.forward(packet)
+        if down_tracks:
+            count = len(down_tracks)
+            FORWARDING.observe((time.perf_counter() - started) / count, count)
 
     def on_rtx(self, data: bytes, now: float) -> None:
         """A retransmission (RFC 4588) of this track, answering one of our NACKs."""

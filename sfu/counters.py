@@ -1,0 +1,95 @@
+"""Totals of what the media plane did, summed from the counters its objects already keep.
+
+Nothing here runs per packet: the receivers, outgoing streams and transports count as they go
+(plain integer increments), and these functions add those counters up when someone asks — a
+Prometheus scrape. The counters of a participant who left are folded into a running total kept
+by the service (:meth:`MediaTotals.add`), so totals never go backwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sfu.media.connection import MediaConnection
+    from sfu.media.downtrack import OutgoingStream
+    from sfu.media.receiver import TrackReceiver
+    from sfu.participant import Participant
+
+
+@dataclass(slots=True)
+class MediaTotals:
+    """Monotonic counters; the ``*_audio`` / ``*_video`` pairs are split by track kind."""
+
+    # RTP from publishers, as decrypted (header included; retransmissions count once more)
+    packets_received_audio: int = 0
+    packets_received_video: int = 0
+    bytes_received_audio: int = 0
+    bytes_received_video: int = 0
+    # RTP forwarded to subscribers (payload bytes, as in RTCP sender reports)
+    packets_forwarded_audio: int = 0
+    packets_forwarded_video: int = 0
+    payload_bytes_forwarded_audio: int = 0
+    payload_bytes_forwarded_video: int = 0
+    # every SRTP and SRTCP datagram written (forwarded media, retransmissions, RTCP)
+    packets_sent: int = 0
+    bytes_sent: int = 0
+    retransmissions: int = 0
+    layer_switches: int = 0
+    # RTCP feedback messages
+    nacks_received: int = 0
+    nacks_sent: int = 0
+    plis_received: int = 0
+    firs_received: int = 0
+    plis_sent: int = 0
+
+    def add(self, other: MediaTotals) -> None:
+        for f in fields(self):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+    def copy(self) -> MediaTotals:
+        result = MediaTotals()
+        result.add(self)
+        return result
+
+    def add_receiver(self, receiver: TrackReceiver) -> None:
+        if receiver.is_video:
+            self.packets_received_video += receiver.packets_received
+            self.bytes_received_video += receiver.bytes_received
+        else:
+            self.packets_received_audio += receiver.packets_received
+            self.bytes_received_audio += receiver.bytes_received
+
+    def add_stream(self, stream: OutgoingStream) -> None:
+        if stream.params.kind == "video":
+            self.packets_forwarded_video += stream.packets_sent
+            self.payload_bytes_forwarded_video += stream.octets_sent
+        else:
+            self.packets_forwarded_audio += stream.packets_sent
+            self.payload_bytes_forwarded_audio += stream.octets_sent
+        self.retransmissions += stream.retransmissions
+        self.layer_switches += stream.layer_switches
+
+    def add_connection(self, connection: MediaConnection) -> None:
+        transport = connection.transport
+        if transport is not None:
+            self.packets_sent += transport.packets_sent
+            self.bytes_sent += transport.bytes_sent
+        self.nacks_received += connection.nacks_received
+        self.nacks_sent += connection.nacks_sent
+        self.plis_received += connection.plis_received
+        self.firs_received += connection.firs_received
+        self.plis_sent += connection.plis_sent
+
+
+def participant_totals(participant: Participant) -> MediaTotals:
+    """Everything one participant's connection did so far, including tracks it unpublished."""
+    totals = participant.unpublished_totals.copy()
+    for receiver in participant.published.values():
+        totals.add_receiver(receiver)
+    for subscription in participant.subscriptions:
+        if subscription.stream is not None:
+            totals.add_stream(subscription.stream)
+    totals.add_connection(participant.connection)
+    return totals

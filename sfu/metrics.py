@@ -1,0 +1,168 @@
+"""Prometheus metrics of one :class:`~sfu.service.Sfu`, computed when scraped.
+
+Nothing is counted here: :class:`SfuCollector` walks the rooms at scrape time and reads the
+integers the media objects keep anyway (see ``sfu.counters``), plus the sampled forwarding-time
+histogram (``sfu.media.latency``). The registry also carries prometheus-client's process
+collector (CPU seconds, resident memory, open file descriptors), its platform and GC collectors.
+The metric names are listed in docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    CollectorRegistry,
+    ProcessCollector,
+)
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from sfu.counters import MediaTotals
+from sfu.media.latency import FORWARDING, SAMPLE_EVERY, LatencyHistogram
+
+if TYPE_CHECKING:
+    from sfu.service import Sfu
+
+KINDS = ("audio", "video")
+
+
+class SfuCollector:
+    """A prometheus-client custom collector reading one service's rooms and totals."""
+
+    def __init__(self, service: Sfu, latency: LatencyHistogram = FORWARDING) -> None:
+        self._service = service
+        self._latency = latency
+
+    def collect(self) -> Iterator[Metric]:
+        service = self._service
+        rooms = list(service.rooms.values())
+        participants = [p for room in rooms for p in room.participants.values()]
+        published = [t for p in participants for t in p.published.values()]
+        tracks = Counter[str]()
+        down_tracks = Counter[str]()
+        for track in published:
+            tracks[track.info.kind] += 1
+            down_tracks[track.info.kind] += len(track.down_tracks)
+        yield GaugeMetricFamily("sfu_rooms", "Rooms with at least one participant.", len(rooms))
+        yield GaugeMetricFamily(
+            "sfu_participants", "Participants in a room.", value=len(participants)
+        )
+        yield _by_kind(
+            GaugeMetricFamily("sfu_published_tracks", "Tracks published.", labels=["kind"]),
+            tracks,
+        )
+        yield _by_kind(
+            GaugeMetricFamily(
+                "sfu_down_tracks",
+                "Forwarding paths from a published track to one subscriber.",
+                labels=["kind"],
+            ),
+            down_tracks,
+        )
+        yield CounterMetricFamily(
+            "sfu_participants_joined", "Participants admitted.", service.joined_total
+        )
+        yield CounterMetricFamily(
+            "sfu_participants_left",
+            "Participants gone (left, timed out, failed).",
+            service.left_total,
+        )
+        yield from _counters(service.media_totals())
+        yield _histogram(self._latency)
+
+
+def _by_kind(family: GaugeMetricFamily, counts: Mapping[str, int]) -> GaugeMetricFamily:
+    for kind in KINDS:
+        family.add_metric([kind], counts[kind])
+    return family
+
+
+def _counter_by_kind(name: str, documentation: str, audio: int, video: int) -> Metric:
+    family = CounterMetricFamily(name, documentation, labels=["kind"])
+    family.add_metric(["audio"], audio)
+    family.add_metric(["video"], video)
+    return family
+
+
+def _counters(t: MediaTotals) -> Iterator[Metric]:
+    yield _counter_by_kind(
+        "sfu_rtp_packets_received",
+        "RTP packets received from publishers (retransmissions included).",
+        t.packets_received_audio,
+        t.packets_received_video,
+    )
+    yield _counter_by_kind(
+        "sfu_rtp_bytes_received",
+        "Bytes of RTP received from publishers, headers included, after SRTP.",
+        t.bytes_received_audio,
+        t.bytes_received_video,
+    )
+    yield _counter_by_kind(
+        "sfu_rtp_packets_forwarded",
+        "RTP packets forwarded to subscribers (not counting retransmissions).",
+        t.packets_forwarded_audio,
+        t.packets_forwarded_video,
+    )
+    yield _counter_by_kind(
+        "sfu_rtp_payload_bytes_forwarded",
+        "Payload bytes of the RTP packets forwarded to subscribers.",
+        t.payload_bytes_forwarded_audio,
+        t.payload_bytes_forwarded_video,
+    )
+    plain = (
+        ("sfu_packets_sent", "SRTP and SRTCP datagrams sent (media, RTCP).", t.packets_sent),
+        ("sfu_bytes_sent", "Bytes of the SRTP and SRTCP datagrams sent.", t.bytes_sent),
+        (
+            "sfu_retransmissions",
+            "Packets resent to subscribers that NACKed them.",
+            t.retransmissions,
+        ),
+        ("sfu_layer_switches", "Simulcast layer switches of down-tracks.", t.layer_switches),
+        (
+            "sfu_nacks_received",
+            "Generic NACK messages received from subscribers.",
+            t.nacks_received,
+        ),
+        ("sfu_nacks_sent", "Generic NACK messages sent to publishers.", t.nacks_sent),
+        ("sfu_plis_received", "Picture loss indications from subscribers.", t.plis_received),
+        ("sfu_firs_received", "Full intra requests from subscribers.", t.firs_received),
+        ("sfu_plis_sent", "Picture loss indications sent to publishers.", t.plis_sent),
+    )
+    for name, documentation, value in plain:
+        yield CounterMetricFamily(name, documentation, value)
+
+
+def _histogram(latency: LatencyHistogram) -> Metric:
+    return HistogramMetricFamily(
+        "sfu_forwarding_latency_seconds",
+        f"Time to forward one packet to one subscriber (munging, SRTP, send), sampled: one "
+        f"packet in {SAMPLE_EVERY} per published track is timed across its fan-out and counts "
+        f"once per subscriber with the average.",
+        buckets=[(_le(bound), n) for bound, n in latency.cumulative()],
+        sum_value=latency.sum,
+    )
+
+
+def _le(bound: float) -> str:
+    return "+Inf" if math.isinf(bound) else repr(bound)
+
+
+def build_registry(service: Sfu, *, process: bool = True) -> CollectorRegistry:
+    """A registry with the service's metrics and, if ``process``, this process's."""
+    registry = CollectorRegistry()
+    registry.register(SfuCollector(service))
+    if process:
+        registry.register(ProcessCollector(registry=None))
+        registry.register(PLATFORM_COLLECTOR)
+        registry.register(GC_COLLECTOR)
+    return registry

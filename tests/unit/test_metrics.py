@@ -1,0 +1,170 @@
+"""The metric pieces without a network: the sampled histogram, the counters and the collector."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sfu.api import TrackInfo
+from sfu.config import MediaConfig
+from sfu.counters import MediaTotals
+from sfu.media import latency
+from sfu.media.connection import MediaConnection
+from sfu.media.downtrack import DownTrack, OutgoingStream
+from sfu.media.latency import LatencyHistogram
+from sfu.media.params import URI_MID, MediaParams
+from sfu.media.receiver import TrackReceiver
+from sfu.metrics import build_registry
+from sfu.rtp import rtcp
+from sfu.service import Sfu
+
+from .test_media_input import PUBLISHER_SSRC, VP8, RecordingSink, subscriber_params, vp8_packet
+
+# --- the histogram ---
+
+
+def test_observations_land_in_the_first_bucket_whose_bound_is_not_below() -> None:
+    histogram = LatencyHistogram((0.001, 0.002))
+    for seconds in (0.0005, 0.001, 0.0015, 0.002, 0.5):
+        histogram.observe(seconds)
+    assert histogram.counts == [2, 2, 1]
+    assert histogram.cumulative() == [(0.001, 2), (0.002, 4), (float("inf"), 5)]
+    assert histogram.count == 5
+    assert histogram.sum == pytest.approx(0.505)
+
+
+def test_weighted_observation_counts_once_per_subscriber() -> None:
+    histogram = LatencyHistogram((0.001,))
+    histogram.observe(0.0004, 16)
+    assert histogram.counts == [16, 0]
+    assert histogram.sum == pytest.approx(0.0064)
+
+
+@pytest.mark.parametrize("bounds", [(), (0.002, 0.001), (0.001, 0.001)])
+def test_bounds_must_increase(bounds: tuple[float, ...]) -> None:
+    with pytest.raises(ValueError):
+        LatencyHistogram(bounds)
+
+
+# --- counters kept by the media objects ---
+
+
+def _publisher(connection: MediaConnection) -> TrackReceiver:
+    params = MediaParams(
+        mid="0",
+        kind="video",
+        codecs=(VP8,),
+        extensions={URI_MID: 1},
+        local_ssrc=1,
+        local_rtx_ssrc=2,
+        remote_ssrcs=(PUBLISHER_SSRC,),
+    )
+    receiver = TrackReceiver(
+        TrackInfo("TR_x", "PA_x", "video"), params, connection, 0.5, connection.publisher_clock
+    )
+    connection.add_receiver(receiver)
+    return receiver
+
+
+async def test_one_packet_in_sample_every_is_timed_per_down_track() -> None:
+    connection = MediaConnection(MediaConfig(), lambda reason: None, lambda: None)
+    receiver = _publisher(connection)
+    stream = OutgoingStream(subscriber_params(), 500, 9000)
+    sinks = [RecordingSink() for _ in range(3)]
+    for sink in sinks:
+        receiver.add_down_track(DownTrack(receiver, stream, sink))
+    before = latency.FORWARDING.count
+    try:
+        for seq in range(2 * latency.SAMPLE_EVERY):
+            receiver.on_rtp(vp8_packet(seq, keyframe=seq == 0), 1.0 + seq / 1000)
+    finally:
+        await connection.close()
+    # two sampled fan-outs, each counted once per down-track
+    assert latency.FORWARDING.count - before == 2 * 3
+    assert receiver.packets_received == 2 * latency.SAMPLE_EVERY
+    assert all(len(sink.packets) == 2 * latency.SAMPLE_EVERY for sink in sinks)
+
+
+async def test_totals_read_receivers_streams_and_rtcp_feedback() -> None:
+    connection = MediaConnection(MediaConfig(), lambda reason: None, lambda: None)
+    receiver = _publisher(connection)
+    stream = OutgoingStream(subscriber_params(), 500, 9000)
+    down_track = DownTrack(receiver, stream, RecordingSink())
+    receiver.add_down_track(down_track)
+    connection.add_down_track(down_track)
+    try:
+        for seq in range(10):
+            receiver.on_rtp(vp8_packet(seq, keyframe=seq == 0), 1.0)
+        connection._on_rtcp(
+            rtcp.serialize(
+                [
+                    rtcp.Nack(sender_ssrc=9, media_ssrc=down_track.ssrc, lost=[501, 502]),
+                    rtcp.Pli(sender_ssrc=9, media_ssrc=down_track.ssrc),
+                ]
+            )
+        )
+    finally:
+        await connection.close()
+    totals = MediaTotals()
+    totals.add_receiver(receiver)
+    totals.add_stream(stream)
+    totals.add_connection(connection)
+    assert totals.packets_received_video == 10
+    assert totals.bytes_received_video == sum(len(vp8_packet(s, False)) for s in range(10))
+    assert totals.packets_forwarded_video == 10
+    assert totals.nacks_received == 1
+    assert totals.plis_received == 1
+    assert totals.retransmissions == 2  # both NACKed packets were in the history
+    assert totals.packets_received_audio == totals.packets_forwarded_audio == 0
+
+
+def test_totals_add_up_field_by_field() -> None:
+    a = MediaTotals(packets_received_audio=1, nacks_sent=2)
+    b = MediaTotals(packets_received_audio=10, plis_sent=3)
+    a.add(b)
+    assert a == MediaTotals(packets_received_audio=11, nacks_sent=2, plis_sent=3)
+    assert a.copy() == a and a.copy() is not a
+
+
+# --- the collector ---
+
+
+def _scrape(service: Sfu) -> dict[str, float]:
+    text = generate_latest(build_registry(service)).decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def test_an_idle_service_exports_every_metric_at_zero_and_the_process_metrics() -> None:
+    samples = _scrape(Sfu())
+    for name in (
+        "sfu_rooms",
+        "sfu_participants",
+        "sfu_participants_joined_total",
+        "sfu_packets_sent_total",
+        "sfu_retransmissions_total",
+        "sfu_layer_switches_total",
+        "sfu_nacks_received_total",
+        "sfu_plis_sent_total",
+        "sfu_published_tracks{kind=video}",
+        "sfu_down_tracks{kind=audio}",
+        "sfu_rtp_packets_received_total{kind=video}",
+        "sfu_rtp_packets_forwarded_total{kind=audio}",
+    ):
+        assert samples[name] == 0, name
+    assert samples["process_resident_memory_bytes"] > 0
+    assert "process_cpu_seconds_total" in samples
+    assert "sfu_forwarding_latency_seconds_bucket{le=+Inf}" in samples
+
+
+def test_departed_counters_stay_in_the_totals() -> None:
+    service = Sfu()
+    service._departed.add(MediaTotals(packets_received_video=7, plis_sent=2))
+    samples = _scrape(service)
+    assert samples["sfu_rtp_packets_received_total{kind=video}"] == 7
+    assert samples["sfu_plis_sent_total"] == 2

@@ -25,6 +25,7 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
@@ -397,12 +398,15 @@ class SfuClient:
         return local
 
     async def publish_many(
-        self, tracks: Sequence[tuple[MediaStreamTrack, str]]
+        self, tracks: Sequence[tuple[MediaStreamTrack, str]], *, codecs: Sequence[str] = ()
     ) -> list[LocalTrack]:
         """Publish several ``(track, source)`` pairs in one offer (as a browser adding a camera
-        and a microphone before negotiating does)."""
+        and a microphone before negotiating does). ``codecs`` (e.g. ``["H264"]``) limits what
+        is offered, in order of preference, to those codec names (per kind, when it has any)."""
         async with self._negotiation:
             added = {self.pc.addTransceiver(t, direction="sendonly"): s for t, s in tracks}
+            for transceiver in added:
+                _prefer_codecs(transceiver, codecs)
             answer = await self._negotiate(added)
             ids = {str(e.get("mid")): str(e.get("trackId")) for e in answer.data.get("tracks", ())}
             published = []
@@ -794,6 +798,16 @@ class SfuClient:
 
     def __repr__(self) -> str:
         return f"<SfuClient {self.name!r} {self.participant_id} room={self.room!r}>"
+
+
+def _prefer_codecs(transceiver: RTCRtpTransceiver, names: Sequence[str]) -> None:
+    """Offer only the named codecs (and their RTX) on ``transceiver``, if it has any of them."""
+    capabilities = RTCRtpSender.getCapabilities(transceiver.kind).codecs
+    wanted = [name.lower() for name in names]
+    chosen = [c for name in wanted for c in capabilities if c.name.lower() == name]
+    if chosen:
+        rtx = [c for c in capabilities if c.name.lower() == "rtx"]
+        transceiver.setCodecPreferences(chosen + rtx)
 
 
 def _drain(track: MediaStreamTrack) -> int:

@@ -1,0 +1,692 @@
+// A browser client of the aiosfu signaling protocol, version 1 (docs/protocol.md).
+//
+// One WebSocket and one RTCPeerConnection per participant. No dependencies, no build step:
+//
+//   import { SfuClient } from "/sfu-client.js";
+//   const client = new SfuClient();                      // ws(s)://<this host>/ws
+//   client.addEventListener("track", (e) => attach(e.detail));        // a RemoteTrack
+//   client.addEventListener("track-ended", (e) => detach(e.detail));
+//   await client.join("standup", "Ann");
+//   const mic = await client.publish(micTrack, { source: "microphone" });
+//   await client.setMuted(mic, true);
+//
+// Negotiation follows section 8 of the protocol, perfect negotiation with fixed roles: the server
+// is polite, this client is impolite. All negotiation steps run one at a time in `#pump()`:
+// - a server offer is answered, unless an offer of ours is outstanding: then it is ignored (the
+//   server abandons it and offers again after answering ours);
+// - local changes (publish, unpublish) are queued and made in one client offer when the
+//   connection is stable; changes requested together (in the same task) share one offer;
+// - a server offer waiting to be answered goes before queued local changes.
+// Received m-lines are mapped to remote tracks with the `tracks` map of the latest server offer,
+// by transceiver mid: a mid may carry another participant's track later, so `track` events are
+// driven by that map, never by RTCPeerConnection's own `track` event.
+//
+// Mute (see `setMuted`): the sender's encoding is deactivated (`active: false`), so no RTP is sent
+// for a muted track at all, and the track is disabled (`enabled = false`) as well, so that a browser
+// that cannot deactivate an encoding sends silence / black frames instead.
+
+export const PROTOCOL_VERSION = 1;
+
+const DEFAULT_REQUEST_TIMEOUT_MS = 10000;
+
+/**
+ * @typedef {object} TrackInfo            what a participant publishes (from the server's events)
+ * @property {string} trackId
+ * @property {string} participantId
+ * @property {"audio"|"video"} kind
+ * @property {string} source              "microphone", "camera", "screen", ... (the publisher's label)
+ * @property {boolean} muted
+ *
+ * @typedef {object} Participant
+ * @property {string} participantId
+ * @property {string} name
+ * @property {Map<string, TrackInfo>} tracks
+ *
+ * @typedef {object} RemoteTrack          a remote track carried by one of our m-lines now
+ * @property {string} participantId
+ * @property {string} trackId
+ * @property {"audio"|"video"} kind
+ * @property {string} source
+ * @property {boolean} muted
+ * @property {string} mid
+ * @property {MediaStreamTrack} track     the receiver's track (the same object when a mid is reused)
+ * @property {RTCRtpReceiver} receiver
+ *
+ * @typedef {object} LocalTrack           a track this client publishes
+ * @property {string|null} trackId        the server's id, once the answer has given it
+ * @property {"audio"|"video"} kind
+ * @property {string} source
+ * @property {MediaStreamTrack|null} track
+ * @property {RTCRtpTransceiver} transceiver
+ * @property {boolean} muted
+ * @property {boolean} published          false once unpublished
+ */
+
+export class SfuError extends Error {
+  /** @param {string} code @param {string} message */
+  constructor(code, message) {
+    super(`${code}: ${message}`);
+    this.name = "SfuError";
+    this.code = code;
+  }
+}
+
+/** The signaling URL of the server that served this page: ws(s)://host/ws. */
+export function defaultSignalingUrl() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  return `${scheme}//${location.host}/ws`;
+}
+
+/**
+ * Events (CustomEvent, payload in `detail`):
+ *   "participant-joined"  Participant            "participant-left"   {participant, reason}
+ *   "track-published"     TrackInfo              "track-unpublished"  TrackInfo
+ *   "track-muted"         TrackInfo (muted changed; also RemoteTrack.muted is updated)
+ *   "track"               RemoteTrack (its media is now carried; play `detail.track`)
+ *   "track-ended"         RemoteTrack (no longer carried: detach it)
+ *   "connectionstatechange" {state}              "closed"             {reason}
+ *   "error"               {error} (a server error no call was waiting for, a failed negotiation)
+ */
+export class SfuClient extends EventTarget {
+  /**
+   * @param {string} [url] signaling WebSocket URL; defaults to this page's server
+   * @param {{iceServers?: RTCIceServer[], requestTimeoutMs?: number, log?: (...args: any[]) => void}} [options]
+   *   `iceServers` stays empty unless the server's operator gives STUN/TURN servers.
+   */
+  constructor(url = defaultSignalingUrl(), options = {}) {
+    super();
+    this.url = url;
+    this.iceServers = options.iceServers ?? [];
+    this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.log = options.log ?? (() => {});
+    /** @type {RTCPeerConnection|null} */
+    this.pc = null;
+    /** @type {WebSocket|null} */
+    this.ws = null;
+    this.room = null;
+    this.name = null;
+    this.participantId = null;
+    /** @type {Map<string, Participant>} */
+    this.participants = new Map();
+    /** @type {Map<string, RemoteTrack>} by trackId */
+    this.remoteTracks = new Map();
+    /** @type {LocalTrack[]} */
+    this.localTracks = [];
+    this.closeReason = null;
+    /** server offers ignored because an offer of ours was outstanding (glare) */
+    this.ignoredOffers = 0;
+
+    this._requestIds = 0;
+    /** @type {Map<string, {expect: string, resolve: Function, reject: Function, timer: number}>} */
+    this._pending = new Map();
+    /** @type {Record<string, {participantId: string, trackId: string, kind: string}>} */
+    this._receiving = {}; // mid -> entry of the latest server offer's `tracks`
+    this._serverOffer = null; // {message, offersSent}: a server offer waiting to be answered
+    /** @type {{apply: () => void, done: (error?: Error) => void}[]} */
+    this._changes = [];
+    this._pumping = false;
+    this._ownOfferOutstanding = false;
+    this._offersSent = 0;
+    this._descriptionSent = false; // candidates wait for the first offer/answer
+    /** @type {(RTCIceCandidate|null)[]} */
+    this._queuedCandidates = [];
+    this._previousStats = new Map();
+    /** @type {Set<RTCRtpTransceiver>} the sending transceivers this client added */
+    this._ownTransceivers = new Set();
+  }
+
+  get closed() {
+    return this.closeReason !== null;
+  }
+
+  // --- lifecycle ---
+
+  /**
+   * Open the WebSocket, join `room` as `name` and create the peer connection.
+   * @returns {Promise<{participantId: string, participants: Participant[]}>}
+   */
+  async join(room, name) {
+    if (this.ws) throw new Error("join: this client has joined already (make a new one)");
+    const ws = (this.ws = new WebSocket(this.url));
+    ws.addEventListener("message", (event) => this._onMessage(event.data));
+    ws.addEventListener("close", (event) => this._shutdown(event.reason || `websocket closed (${event.code})`));
+    await new Promise((resolve, reject) => {
+      ws.addEventListener("open", resolve, { once: true });
+      ws.addEventListener("close", () => reject(new Error(`cannot connect to ${this.url}`)), { once: true });
+    });
+    const reply = await this._request({ type: "join", v: PROTOCOL_VERSION, room, name }, "joined");
+    this.room = room;
+    this.name = name;
+    this.participantId = reply.participantId;
+    for (const data of reply.participants ?? []) {
+      const participant = participantFrom(data);
+      this.participants.set(participant.participantId, participant);
+    }
+    this._createPeerConnection();
+    return { participantId: this.participantId, participants: [...this.participants.values()] };
+  }
+
+  /** Send `leave`, wait for `left` (briefly), and close everything. */
+  async leave() {
+    if (this.closed) return;
+    try {
+      await this._request({ type: "leave" }, "left", 2000);
+    } catch (error) {
+      this.log("leave:", error);
+    }
+    this.close("left");
+  }
+
+  /** Close the WebSocket and the peer connection now (the server removes us). Idempotent. */
+  close(reason = "closed") {
+    if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, reason.slice(0, 120));
+    this._shutdown(reason);
+  }
+
+  _shutdown(reason) {
+    if (this.closed) return;
+    this.closeReason = reason;
+    for (const pending of this._pending.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(new Error(`connection closed: ${reason}`));
+    }
+    this._pending.clear();
+    for (const change of this._changes.splice(0)) change.done(new Error(`connection closed: ${reason}`));
+    for (const remote of [...this.remoteTracks.values()]) this._endRemote(remote);
+    if (this.pc) this.pc.close();
+    this._emit("closed", { reason });
+  }
+
+  _createPeerConnection() {
+    const pc = (this.pc = new RTCPeerConnection({
+      iceServers: this.iceServers,
+      bundlePolicy: "max-bundle",
+      rtcpMuxPolicy: "require",
+    }));
+    pc.addEventListener("icecandidate", (event) => this._onLocalCandidate(event.candidate));
+    pc.addEventListener("connectionstatechange", () =>
+      this._emit("connectionstatechange", { state: pc.connectionState }),
+    );
+  }
+
+  // --- publishing ---
+
+  /**
+   * Publish `track` on an m-line of its own (one offer for the calls made in the same task).
+   * @param {MediaStreamTrack} track
+   * @param {{source?: string}} [options] the label the others see (default: microphone / camera)
+   * @returns {Promise<LocalTrack>} once the server's answer has given it a track id
+   */
+  publish(track, options = {}) {
+    const source = options.source ?? (track.kind === "audio" ? "microphone" : "camera");
+    /** @type {LocalTrack} */
+    const local = {
+      trackId: null,
+      kind: /** @type {"audio"|"video"} */ (track.kind),
+      source,
+      track,
+      transceiver: /** @type {any} */ (null),
+      muted: false,
+      published: true,
+    };
+    return this._change(() => {
+      local.transceiver = this._sendingTransceiver(track);
+      this.localTracks.push(local);
+    }).then(
+      () => {
+        if (!local.trackId) throw new Error(`the server gave no track id to mid ${local.transceiver.mid}`);
+        return local;
+      },
+      (error) => {
+        this._retire(local);
+        throw error;
+      },
+    );
+  }
+
+  /**
+   * Stop publishing: the m-line turns inactive (a later publish of the same kind reuses it).
+   * @param {LocalTrack} local
+   */
+  unpublish(local) {
+    if (!local.published) return Promise.resolve();
+    return this._change(() => this._retire(local));
+  }
+
+  /**
+   * Send `track` instead of the current one on the same m-line and track id, without
+   * renegotiating (e.g. the camera turned back on). A muted track stays muted.
+   * @param {LocalTrack} local @param {MediaStreamTrack|null} track
+   */
+  async replaceTrack(local, track) {
+    if (track) track.enabled = !local.muted;
+    await local.transceiver.sender.replaceTrack(track);
+    local.track = track;
+  }
+
+  /**
+   * Mute or unmute a published track: the others are told (`track-muted`) and nothing is sent
+   * meanwhile (the encoding is deactivated; the track is disabled too, for browsers that cannot).
+   * @param {LocalTrack} local @param {boolean} muted
+   */
+  async setMuted(local, muted) {
+    local.muted = muted;
+    if (local.track) local.track.enabled = !muted;
+    const sender = local.transceiver.sender;
+    const parameters = sender.getParameters();
+    if (parameters.encodings && parameters.encodings.length > 0) {
+      for (const encoding of parameters.encodings) encoding.active = !muted;
+      try {
+        await sender.setParameters(parameters);
+      } catch (error) {
+        this.log("setParameters failed; the disabled track sends silence/black instead:", error);
+      }
+    }
+    if (local.trackId && !this.closed) this._send({ type: "mute", trackId: local.trackId, muted });
+  }
+
+  /** A sendonly transceiver for `track`: an inactive one of ours of the same kind, or a new one. */
+  _sendingTransceiver(track) {
+    const reusable = this.pc
+      .getTransceivers()
+      .find(
+        (t) =>
+          !t.stopped &&
+          t.direction === "inactive" &&
+          t.receiver.track.kind === track.kind &&
+          this._ownTransceivers.has(t) &&
+          !this.localTracks.some((l) => l.transceiver === t),
+      );
+    if (reusable) {
+      reusable.direction = "sendonly";
+      reusable.sender.replaceTrack(track);
+      return reusable;
+    }
+    const transceiver = this.pc.addTransceiver(track, { direction: "sendonly" });
+    this._ownTransceivers.add(transceiver);
+    return transceiver;
+  }
+
+  /** @param {LocalTrack} local */
+  _retire(local) {
+    local.published = false;
+    this.localTracks = this.localTracks.filter((l) => l !== local);
+    const transceiver = local.transceiver;
+    if (transceiver && !transceiver.stopped) {
+      transceiver.sender.replaceTrack(null);
+      transceiver.direction = "inactive";
+    }
+  }
+
+  /** Queue a local change for the next client offer. */
+  _change(apply) {
+    if (!this.pc || this.closed) return Promise.reject(new Error("not joined"));
+    return new Promise((resolve, reject) => {
+      this._changes.push({ apply, done: (error) => (error ? reject(error) : resolve()) });
+      // after the current task: changes requested together share one offer
+      setTimeout(() => this._pump(), 0);
+    });
+  }
+
+  // --- negotiation ---
+
+  async _pump() {
+    if (this._pumping) return;
+    this._pumping = true;
+    try {
+      while (!this.closed) {
+        if (this._serverOffer) {
+          const { message, offersSent } = this._serverOffer;
+          this._serverOffer = null;
+          // an offer of ours sent after it arrived crossed it: the server abandoned it
+          if (offersSent === this._offersSent) await this._answer(message);
+        } else if (this._changes.length > 0 && this.pc.signalingState === "stable") {
+          await this._offer(this._changes.splice(0));
+        } else {
+          break;
+        }
+      }
+    } finally {
+      this._pumping = false;
+    }
+  }
+
+  async _answer(message) {
+    const pc = this.pc;
+    try {
+      await pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
+    } catch (error) {
+      this._fail("the server's offer could not be applied", error, message.sdp);
+      return;
+    }
+    this._receiving = { ...(message.tracks ?? {}) };
+    try {
+      await pc.setLocalDescription(await pc.createAnswer());
+    } catch (error) {
+      this._fail("could not answer the server's offer", error, message.sdp);
+      await pc.setRemoteDescription({ type: "rollback" }).catch(() => {});
+      return;
+    }
+    this._send({ type: "answer", sdp: pc.localDescription.sdp });
+    this._descriptionWasSent();
+    this._syncRemoteTracks();
+  }
+
+  async _offer(changes) {
+    const pc = this.pc;
+    this._ownOfferOutstanding = true; // from now on a server offer crosses ours: ignore it
+    try {
+      for (const change of changes) change.apply();
+      await pc.setLocalDescription(await pc.createOffer());
+      /** @type {Record<string, {source: string}>} */
+      const tracks = {};
+      for (const local of this.localTracks) tracks[local.transceiver.mid] = { source: local.source };
+      this._offersSent += 1;
+      const answerPromise = this._request({ type: "offer", sdp: pc.localDescription.sdp, tracks }, "answer");
+      this._descriptionWasSent();
+      const answer = await answerPromise;
+      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      const ids = new Map((answer.tracks ?? []).map((t) => [t.mid, t.trackId]));
+      for (const local of this.localTracks) {
+        const trackId = ids.get(local.transceiver.mid) ?? null;
+        const renamed = trackId !== local.trackId;
+        local.trackId = trackId;
+        // the others learn a muted state only through `mute`
+        if (renamed && trackId && local.muted) this._send({ type: "mute", trackId, muted: true });
+      }
+      for (const change of changes) change.done();
+    } catch (error) {
+      this._ownOfferOutstanding = false;
+      if (pc.signalingState === "have-local-offer") {
+        await pc.setLocalDescription({ type: "rollback" }).catch(() => {});
+      }
+      this._fail("a client offer failed", error, pc.localDescription?.sdp);
+      for (const change of changes) change.done(error);
+    } finally {
+      this._ownOfferOutstanding = false;
+    }
+  }
+
+  _fail(what, error, sdp) {
+    this.log(what, error, sdp);
+    this._emit("error", { error, what });
+  }
+
+  // --- ICE ---
+
+  _onLocalCandidate(candidate) {
+    // the server is UDP only (protocol section 8): TCP candidates are of no use to it
+    if (candidate && candidate.candidate && / tcp /i.test(candidate.candidate)) return;
+    const end = !candidate || !candidate.candidate;
+    if (!this._descriptionSent) this._queuedCandidates.push(end ? null : candidate);
+    else this._sendCandidate(end ? null : candidate);
+  }
+
+  _descriptionWasSent() {
+    this._descriptionSent = true;
+    for (const candidate of this._queuedCandidates.splice(0)) this._sendCandidate(candidate);
+  }
+
+  _sendCandidate(candidate) {
+    if (this.closed) return;
+    if (!candidate) {
+      this._send({ type: "candidate", candidate: null });
+      return;
+    }
+    this._send({
+      type: "candidate",
+      candidate: candidate.candidate,
+      sdpMid: candidate.sdpMid,
+      sdpMLineIndex: candidate.sdpMLineIndex,
+    });
+  }
+
+  // --- messages ---
+
+  _send(message) {
+    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
+    this.ws.send(JSON.stringify(message));
+  }
+
+  /** Send `message` with a requestId; resolves with the reply, rejects with an SfuError. */
+  _request(message, expect, timeoutMs = this.requestTimeoutMs) {
+    const requestId = `r${++this._requestIds}`;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this._pending.delete(requestId);
+        reject(new Error(`no ${expect} to ${message.type} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this._pending.set(requestId, { expect, resolve, reject, timer });
+      this._send({ ...message, requestId });
+    });
+  }
+
+  _onMessage(text) {
+    let message;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      this.log("bad JSON from the server:", text);
+      return;
+    }
+    if (this._resolvePending(message)) return;
+    switch (message.type) {
+      case "offer":
+        if (this._ownOfferOutstanding) {
+          this.ignoredOffers += 1; // impolite: the server answers ours, then offers again
+        } else {
+          this._serverOffer = { message, offersSent: this._offersSent };
+          this._pump();
+        }
+        break;
+      case "candidate":
+        if (message.candidate && this.pc) this.pc.addIceCandidate(message).catch((e) => this.log(e));
+        break;
+      case "participant-joined": {
+        const participant = participantFrom(message.participant);
+        this.participants.set(participant.participantId, participant);
+        this._emit("participant-joined", participant);
+        break;
+      }
+      case "participant-left": {
+        const participant = this.participants.get(message.participantId);
+        this.participants.delete(message.participantId);
+        this._dropReceiving((entry) => entry.participantId === message.participantId);
+        if (participant) this._emit("participant-left", { participant, reason: message.reason });
+        break;
+      }
+      case "track-published": {
+        const info = trackFrom(message.track);
+        const participant = this.participants.get(info.participantId);
+        if (participant) participant.tracks.set(info.trackId, info);
+        this._emit("track-published", info);
+        break;
+      }
+      case "track-unpublished": {
+        const participant = this.participants.get(message.participantId);
+        const info = participant?.tracks.get(message.trackId);
+        participant?.tracks.delete(message.trackId);
+        this._dropReceiving((entry) => entry.trackId === message.trackId);
+        if (info) this._emit("track-unpublished", info);
+        break;
+      }
+      case "track-muted": {
+        const info = this.participants.get(message.participantId)?.tracks.get(message.trackId);
+        if (info) info.muted = message.muted;
+        const remote = this.remoteTracks.get(message.trackId);
+        if (remote) remote.muted = message.muted;
+        if (info) this._emit("track-muted", info);
+        break;
+      }
+      case "bye":
+        this.close(message.reason || "bye");
+        break;
+      case "error":
+        this._fail(`server error ${message.code}`, new SfuError(message.code, message.message));
+        break;
+      default: // later servers may add message types: ignore them
+        break;
+    }
+  }
+
+  _resolvePending(message) {
+    const requestId = message.requestId;
+    const pending = requestId !== undefined ? this._pending.get(requestId) : undefined;
+    if (!pending) return false;
+    this._pending.delete(requestId);
+    clearTimeout(pending.timer);
+    // the reply ends our offer's glare window: a server offer after it must be answered
+    if (pending.expect === "answer") this._ownOfferOutstanding = false;
+    if (message.type === "error") pending.reject(new SfuError(message.code, message.message));
+    else pending.resolve(message);
+    return true;
+  }
+
+  // --- remote tracks ---
+
+  /** Forget m-lines whose entry matches until the next server offer (the media is gone). */
+  _dropReceiving(predicate) {
+    for (const [mid, entry] of Object.entries(this._receiving)) {
+      if (predicate(entry)) delete this._receiving[mid];
+    }
+    this._syncRemoteTracks();
+  }
+
+  /** Bring `remoteTracks` in line with the latest server offer's map; emit what changed. */
+  _syncRemoteTracks() {
+    if (!this.pc || this.closed) return;
+    const transceivers = new Map(this.pc.getTransceivers().map((t) => [t.mid, t]));
+    const wanted = new Map();
+    for (const [mid, entry] of Object.entries(this._receiving)) {
+      const transceiver = transceivers.get(mid);
+      if (transceiver) wanted.set(entry.trackId, { mid, entry, transceiver });
+    }
+    for (const remote of [...this.remoteTracks.values()]) {
+      const keep = wanted.get(remote.trackId);
+      if (!keep || keep.mid !== remote.mid) this._endRemote(remote);
+    }
+    for (const [trackId, { mid, entry, transceiver }] of wanted) {
+      if (this.remoteTracks.has(trackId)) continue;
+      const info = this.participants.get(entry.participantId)?.tracks.get(trackId);
+      const kind = entry.kind ?? transceiver.receiver.track.kind;
+      /** @type {RemoteTrack} */
+      const remote = {
+        participantId: entry.participantId,
+        trackId,
+        kind,
+        source: info?.source ?? (kind === "audio" ? "microphone" : "camera"),
+        muted: info?.muted ?? false,
+        mid,
+        track: transceiver.receiver.track,
+        receiver: transceiver.receiver,
+      };
+      this.remoteTracks.set(trackId, remote);
+      this._emit("track", remote);
+    }
+  }
+
+  _endRemote(remote) {
+    if (this.remoteTracks.get(remote.trackId) !== remote) return;
+    this.remoteTracks.delete(remote.trackId);
+    this._emit("track-ended", remote);
+  }
+
+  // --- statistics ---
+
+  /**
+   * Connection quality per track, from `getStats()`; rates and loss are over the interval since
+   * the previous call. Map trackId (ours and remote) → {kind, direction, rttMs, lossPercent,
+   * kbps, framesPerSecond, framesDecoded, frameWidth, frameHeight, audioEnergy}.
+   */
+  async getStats() {
+    const result = new Map();
+    if (!this.pc || this.closed) return result;
+    const report = await this.pc.getStats();
+    const byId = new Map();
+    report.forEach((stat) => byId.set(stat.id, stat));
+    let pathRttMs = null;
+    report.forEach((stat) => {
+      if (stat.type === "transport" && stat.selectedCandidatePairId) {
+        const pair = byId.get(stat.selectedCandidatePairId);
+        if (pair?.currentRoundTripTime !== undefined) pathRttMs = pair.currentRoundTripTime * 1000;
+      }
+    });
+    const ownByMid = new Map(this.localTracks.map((l) => [l.transceiver.mid, l]));
+    const remoteByMid = new Map([...this.remoteTracks.values()].map((r) => [r.mid, r]));
+    report.forEach((stat) => {
+      if (stat.type === "inbound-rtp") {
+        const remote = remoteByMid.get(stat.mid);
+        if (!remote) return;
+        const delta = this._delta(stat, stat.packetsReceived, stat.packetsLost, stat.bytesReceived);
+        result.set(remote.trackId, {
+          kind: stat.kind,
+          direction: "inbound",
+          rttMs: pathRttMs,
+          lossPercent: delta.lossPercent,
+          kbps: delta.kbps,
+          framesPerSecond: stat.framesPerSecond ?? null,
+          framesDecoded: stat.framesDecoded ?? null,
+          frameWidth: stat.frameWidth ?? null,
+          frameHeight: stat.frameHeight ?? null,
+          audioEnergy: stat.totalAudioEnergy ?? null,
+        });
+      } else if (stat.type === "outbound-rtp") {
+        const local = ownByMid.get(stat.mid);
+        if (!local?.trackId) return;
+        const remoteInbound = report.get(stat.remoteId);
+        const delta = this._delta(stat, stat.packetsSent, 0, stat.bytesSent);
+        result.set(local.trackId, {
+          kind: stat.kind,
+          direction: "outbound",
+          rttMs: remoteInbound?.roundTripTime !== undefined ? remoteInbound.roundTripTime * 1000 : pathRttMs,
+          lossPercent: remoteInbound?.fractionLost !== undefined ? remoteInbound.fractionLost * 100 : null,
+          kbps: delta.kbps,
+          framesPerSecond: stat.framesPerSecond ?? null,
+          framesDecoded: null,
+          frameWidth: stat.frameWidth ?? null,
+          frameHeight: stat.frameHeight ?? null,
+          audioEnergy: null,
+        });
+      }
+    });
+    return result;
+  }
+
+  _delta(stat, packets = 0, lost = 0, bytes = 0) {
+    const previous = this._previousStats.get(stat.id);
+    this._previousStats.set(stat.id, { timestamp: stat.timestamp, packets, lost, bytes });
+    const fresh = !previous || stat.timestamp <= previous.timestamp;
+    // the first call has no interval yet: loss since the start
+    const got = fresh ? packets : packets - previous.packets;
+    const missed = Math.max(0, fresh ? lost : lost - previous.lost);
+    return {
+      lossPercent: got + missed > 0 ? (100 * missed) / (got + missed) : null,
+      kbps: fresh ? null : (8 * (bytes - previous.bytes)) / (stat.timestamp - previous.timestamp),
+    };
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+/** @returns {Participant} */
+function participantFrom(data) {
+  const tracks = new Map();
+  for (const t of data.tracks ?? []) {
+    const info = trackFrom({ participantId: data.participantId, ...t });
+    tracks.set(info.trackId, info);
+  }
+  return { participantId: data.participantId, name: data.name, tracks };
+}
+
+/** @returns {TrackInfo} */
+function trackFrom(data) {
+  return {
+    trackId: data.trackId,
+    participantId: data.participantId,
+    kind: data.kind,
+    source: data.source ?? "unknown",
+    muted: Boolean(data.muted),
+  };
+}

@@ -1,0 +1,1 @@
+"""Load generator for aiosfu: ``sfu-loadtest`` / ``python -m loadtest`` (docs/operations.md)."""

@@ -1,0 +1,172 @@
+"""``sfu-loadtest`` (also ``python -m loadtest``): fill a running server with load participants."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import click
+import uvloop
+from rich.console import Console
+
+from loadtest.plot import plot
+from loadtest.progress import Display, NullDisplay, RichDisplay
+from loadtest.report import build, write_json
+from loadtest.runner import LoadConfig, LoadRun
+from loadtest.summary import render
+from sfu.media.aiortc_bridge import set_ice_host_addresses
+
+
+def parse_bitrate(text: str) -> int:
+    """``300k``, ``1.5M`` or ``64000`` -> bits per second."""
+    value = text.strip().lower()
+    scale = {"k": 1_000, "m": 1_000_000}.get(value[-1:], 1)
+    try:
+        number = float(value[:-1] if scale > 1 else value)
+    except ValueError:
+        raise click.BadParameter(f"not a bitrate: {text!r} (e.g. 300k, 1.5M)") from None
+    if number <= 0:
+        raise click.BadParameter("a bitrate must be positive")
+    return round(number * scale)
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"not a size: {text!r} (e.g. 640x360)") from None
+    if width <= 0 or height <= 0 or width % 2 or height % 2:
+        raise click.BadParameter("width and height must be positive and even")
+    return width, height
+
+
+def is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
+@click.argument("url", default="http://127.0.0.1:8080")
+@click.option("-r", "--rooms", type=click.IntRange(1), default=4)
+@click.option("-p", "--participants", type=click.IntRange(1), default=5, help="Per room.")
+@click.option(
+    "--publishers",
+    type=click.IntRange(0),
+    default=None,
+    help="Participants per room that publish audio + video. [default: all]",
+)
+@click.option(
+    "-d",
+    "--duration",
+    type=click.FloatRange(0),
+    default=30.0,
+    help="Seconds everyone stays after the ramp-up (the hold the totals describe).",
+)
+@click.option(
+    "--ramp", type=click.FloatRange(0), default=10.0, help="Seconds over which participants join."
+)
+@click.option("--video-size", default="320x240", help="WIDTHxHEIGHT of the VP8 clip.")
+@click.option("--fps", type=click.IntRange(1, 60), default=30)
+@click.option("--video-bitrate", default="300k", help="Bits/s of the VP8 clip (e.g. 300k, 1.5M).")
+@click.option("--audio-bitrate", default="32k", help="Bits/s of the Opus clip.")
+@click.option("--no-video", is_flag=True, help="Publish audio only.")
+@click.option("--no-audio", is_flag=True, help="Publish video only.")
+@click.option(
+    "--ice-host",
+    multiple=True,
+    help="Address the load clients gather ICE candidates on (repeatable). "
+    "[default: 127.0.0.1 for a server on loopback, else every non-loopback interface]",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory for report.json and report.png. [default: loadtest-results/DATE-TIME]",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Live display on stderr. [default: when stderr is a terminal]",
+)
+@click.option("--room-prefix", default="load", help="Room names are PREFIX-RUNID-N.")
+@click.option("--request-timeout", type=click.FloatRange(1), default=10.0)
+def main(
+    url: str,
+    rooms: int,
+    participants: int,
+    publishers: int | None,
+    duration: float,
+    ramp: float,
+    video_size: str,
+    fps: int,
+    video_bitrate: str,
+    audio_bitrate: str,
+    no_video: bool,
+    no_audio: bool,
+    ice_host: tuple[str, ...],
+    output: Path | None,
+    progress: bool | None,
+    room_prefix: str,
+    request_timeout: float,
+) -> None:
+    """Fill the aiosfu server at URL with ROOMS x PARTICIPANTS load participants.
+
+    Publishers loop a VP8 clip and an Opus clip encoded once at start; everyone subscribes and
+    counts RTP without decoding. At the end: a summary here, and report.json and report.png.
+    """
+    width, height = parse_size(video_size)
+    config = LoadConfig(
+        url=url,
+        rooms=rooms,
+        participants=participants,
+        publishers=publishers,
+        duration=duration,
+        ramp=ramp,
+        width=width,
+        height=height,
+        fps=fps,
+        video_bitrate=parse_bitrate(video_bitrate),
+        audio_bitrate=parse_bitrate(audio_bitrate),
+        video=not no_video,
+        audio=not no_audio,
+        room_prefix=room_prefix,
+        request_timeout=request_timeout,
+    )
+    if no_video and no_audio:
+        raise click.UsageError("--no-video and --no-audio leave nothing to publish")
+    if ice_host:
+        set_ice_host_addresses(ice_host)
+    elif is_loopback(url):
+        set_ice_host_addresses(["127.0.0.1"])
+    if output is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        output = Path("loadtest-results") / stamp
+    output.mkdir(parents=True, exist_ok=True)
+    console = Console(stderr=True)
+    show = progress if progress is not None else console.is_terminal
+    display: Display = RichDisplay(console) if show else NullDisplay()
+    console.print(
+        f"load: {config.total} participants in {rooms} rooms, ramp {ramp:g} s, hold {duration:g} s"
+        f" → {url}"
+    )
+    data = uvloop.run(LoadRun(config, display).run())
+    report = build(data)
+    write_json(report, output / "report.json")
+    plot(report, output / "report.png")
+    render(report, Console())
+    click.echo(f"report: {output / 'report.json'}  picture: {output / 'report.png'}")
+    if report["joins"]["succeeded"] == 0 or not report["packets"]["whole_run"]["received"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

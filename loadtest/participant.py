@@ -1,0 +1,201 @@
+"""One load participant: an :class:`~sfu_client.SfuClient` that sends pre-encoded media and
+counts what it receives at the RTP level (see ``loadtest.wire``) instead of decoding it.
+
+All times are ``time.perf_counter()`` values of this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import MediaStreamTrack
+
+from loadtest import wire
+from loadtest.media import ClipTrack, EncodedClip
+from loadtest.stats import LatencyBook, ReceivedStream
+from sfu.rtp.header import payload_bounds
+from sfu_client import SfuClient
+
+#: A stream not yet matched to a remote track is looked up again at most this often (seconds).
+RESOLVE_INTERVAL = 0.1
+LEAVE_TIMEOUT = 5.0
+
+
+@dataclass
+class Shared:
+    """What every load participant of a run shares."""
+
+    url: str
+    video: EncodedClip | None
+    audio: EncodedClip | None
+    request_timeout: float = 10.0
+    book: LatencyBook = field(default_factory=LatencyBook)
+    #: latency samples (seconds) since the sampler last took them
+    latencies: array[float] = field(default_factory=lambda: array("d"))
+    by_participant_id: dict[str, LoadParticipant] = field(default_factory=dict)
+
+
+class LoadParticipant:
+    def __init__(self, shared: Shared, room: str, name: str, publishes: bool) -> None:
+        self.shared = shared
+        self.room = room
+        self.name = name
+        self.publishes = publishes
+        self.state = "waiting"  # joining, joined, connected, failed, left
+        self.error: str | None = None
+        self.participant_id: str | None = None
+        self.join_started: float | None = None
+        self.joined_at: float | None = None
+        self.connected_at: float | None = None
+        self.first_video_sent_at: float | None = None
+        self.client: SfuClient | None = None
+        self.streams: dict[int, ReceivedStream] = {}  # by SSRC
+        self.rx_packets = 0
+        self.rx_bytes = 0
+        self.tx_packets = 0
+        self.tx_bytes = 0
+        self._tracks: list[ClipTrack] = []
+        self._sent_kinds: dict[int, str] = {}
+        self._mids: dict[int, str] = {}
+        self._remote_sdp: str | None = None
+        self._next_resolve = 0.0
+
+    @property
+    def join_seconds(self) -> float | None:
+        if self.joined_at is None or self.join_started is None:
+            return None
+        return self.joined_at - self.join_started
+
+    @property
+    def connect_seconds(self) -> float | None:
+        if self.connected_at is None or self.join_started is None:
+            return None
+        return self.connected_at - self.join_started
+
+    # --- lifecycle ---
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Join, publish, stay until ``stop`` is set, leave. Never raises."""
+        try:
+            await self._join()
+            await stop.wait()
+        except Exception as exc:
+            self.state = "failed"
+            self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            await self._leave()
+
+    async def _join(self) -> None:
+        self.state = "joining"
+        self.join_started = time.perf_counter()
+        client = self.client = await SfuClient.open(
+            self.shared.url, request_timeout=self.shared.request_timeout
+        )
+        wire.install(client.pc, self._on_rtp_received, self._on_rtp_sent, self._on_keyframe_request)
+        client.pc.on("connectionstatechange", self._on_connection_state)
+        await client.join(self.room, self.name)
+        self.joined_at = time.perf_counter()
+        self.participant_id = client.participant_id
+        if self.participant_id is not None:
+            self.shared.by_participant_id[self.participant_id] = self
+        self.state = "joined"
+        if self.publishes:
+            self._tracks = [ClipTrack(c) for c in (self.shared.video, self.shared.audio) if c]
+            pairs: list[tuple[MediaStreamTrack, str]] = [
+                (t, "camera" if t.kind == "video" else "microphone") for t in self._tracks
+            ]
+            await client.publish_many(pairs)
+            self._sent_kinds = wire.sender_kinds(client.pc)
+
+    def _on_connection_state(self) -> None:
+        client = self.client
+        if client is not None and client.pc.connectionState == "connected":
+            if self.connected_at is None:
+                self.connected_at = time.perf_counter()
+            if self.state == "joined":
+                self.state = "connected"
+
+    async def _leave(self) -> None:
+        for track in self._tracks:
+            track.stop()
+        client = self.client
+        if client is None:
+            return
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.leave(), LEAVE_TIMEOUT)
+        with contextlib.suppress(Exception):
+            await client.close()
+        if self.state != "failed":
+            self.state = "left"
+
+    # --- packets (called from the transport, per packet: keep them cheap) ---
+
+    def _on_rtp_sent(self, data: bytes, now: float) -> None:
+        if len(data) < 12:
+            return
+        ssrc = int.from_bytes(data[8:12], "big")
+        kind = self._sent_kinds.get(ssrc)
+        if kind is None:  # a retransmission (RTX), or sent before publish_many returned
+            client = self.client
+            if client is not None:
+                self._sent_kinds = wire.sender_kinds(client.pc)
+            kind = self._sent_kinds.get(ssrc)
+            if kind is None:
+                return
+        self.tx_packets += 1
+        self.tx_bytes += len(data)
+        if kind == "video" and self.first_video_sent_at is None:
+            self.first_video_sent_at = now
+        if self.participant_id is not None:
+            with contextlib.suppress(ValueError):
+                start, end = payload_bounds(data)
+                self.shared.book.sent(self.participant_id, hash(data[start:end]), now)
+
+    def _on_rtp_received(self, data: bytes, now: float) -> None:
+        if len(data) < 12:
+            return
+        ssrc = int.from_bytes(data[8:12], "big")
+        stream = self.streams.get(ssrc)
+        if stream is None:
+            stream = self.streams[ssrc] = ReceivedStream(now)
+        if stream.publisher_id is None and now >= self._next_resolve:
+            self._resolve(stream, ssrc, now)
+        stream.on_packet((data[2] << 8) | data[3], data[1] >= 0x80, len(data), now)
+        self.rx_packets += 1
+        self.rx_bytes += len(data)
+        publisher_id = stream.publisher_id
+        if publisher_id is not None:
+            try:
+                start, end = payload_bounds(data)
+            except ValueError:
+                return
+            sent = self.shared.book.sent_at(publisher_id, hash(data[start:end]))
+            if sent is not None:
+                self.shared.latencies.append(now - sent)
+
+    def _resolve(self, stream: ReceivedStream, ssrc: int, now: float) -> None:
+        """Which remote track an SSRC carries: SSRC -> mid (server SDP) -> track (its map)."""
+        self._next_resolve = now + RESOLVE_INTERVAL
+        client = self.client
+        if client is None:
+            return
+        remote: Any = client.pc.remoteDescription
+        if remote is not None and remote.sdp is not self._remote_sdp:
+            self._remote_sdp = remote.sdp
+            self._mids = wire.ssrc_mids(remote.sdp)
+        mid = self._mids.get(ssrc)
+        for track in client.remote_tracks.values():
+            if track.mid == mid:
+                stream.kind = track.kind
+                stream.publisher_id = track.participant_id
+                stream.track_id = track.track_id
+                return
+
+    def _on_keyframe_request(self) -> None:
+        for track in self._tracks:
+            track.request_keyframe()

@@ -1,0 +1,247 @@
+"""The report of a run: a JSON document, a table to read at a glance, and a picture.
+
+Totals describe the hold window (after the ramp-up, everyone in); the timeline covers the whole
+run, one row per second. docs/operations.md explains every field.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from loadtest.participant import LoadParticipant
+from loadtest.runner import RunData, Snapshot
+from loadtest.server import cpu_percent
+from loadtest.stats import ReceivedStream, histogram_quantile, summary
+
+#: Mean CPU of the load generator above this (percent of one core) makes its numbers suspect.
+GENERATOR_SATURATED = 85.0
+
+
+def build(data: RunData) -> dict[str, Any]:
+    config = data.config
+    parts = data.participants
+    hs, he = data.hold_start, data.hold_end
+    window = he.at - hs.at if hs is not None and he is not None and he.at > hs.at else None
+    report: dict[str, Any] = {
+        "started_at": datetime.datetime.fromtimestamp(data.started_at, datetime.UTC).isoformat(),
+        "config": {
+            "url": config.url,
+            "rooms": config.rooms,
+            "participants_per_room": config.participants,
+            "publishers_per_room": config.publishers_per_room(),
+            "ramp_s": config.ramp,
+            "hold_s": config.duration,
+            "video": (
+                f"{config.width}x{config.height}@{config.fps} VP8 "
+                f"{config.video_bitrate // 1000} kbit/s"
+            )
+            if config.video
+            else None,
+            "audio": f"Opus {config.audio_bitrate // 1000} kbit/s" if config.audio else None,
+        },
+        "media": data.clip_info,
+        "hold_window_s": round(window, 2) if window is not None else None,
+        "joins": _joins(parts),
+        "time_to_first_frame_ms": _first_frames(parts),
+        "packets": _packets(hs, he, parts),
+        "bitrate_per_subscriber_kbps": _bitrates(hs, he, parts, window),
+        "latency_ms": summary(data.hold_latencies, 1000.0),
+        "freezes": _freezes(parts),
+        "generator": _generator(data, hs, he, window),
+        "server": _server(data, hs, he),
+    }
+    report["warnings"] = _warnings(report)
+    report["timeline"] = data.timeline
+    return report
+
+
+def _joins(parts: list[LoadParticipant]) -> dict[str, Any]:
+    joined = [p for p in parts if p.joined_at is not None]
+    errors: dict[str, int] = {}
+    for p in parts:
+        if p.error is not None:
+            errors[p.error] = errors.get(p.error, 0) + 1
+    return {
+        "attempted": sum(p.join_started is not None for p in parts),
+        "succeeded": len(joined),
+        "failed": sum(p.state == "failed" for p in parts),
+        "connected": sum(p.connected_at is not None for p in parts),
+        "join_ms": summary([s for p in joined if (s := p.join_seconds) is not None], 1000.0, 1),
+        "connect_ms": summary(
+            [s for p in parts if (s := p.connect_seconds) is not None], 1000.0, 1
+        ),
+        "errors": errors,
+    }
+
+
+def _video_stream(subscriber: LoadParticipant, publisher_id: str) -> ReceivedStream | None:
+    for stream in subscriber.streams.values():
+        if stream.publisher_id == publisher_id and stream.kind == "video":
+            return stream
+    return None
+
+
+def _first_frames(parts: list[LoadParticipant]) -> dict[str, Any]:
+    """From the later of (subscriber joined, publisher sent its first video) to the first
+    complete video frame received, for every subscriber x publisher pair of a room."""
+    delays: list[float] = []
+    missing = 0
+    for subscriber in parts:
+        if subscriber.joined_at is None:
+            continue
+        for publisher in parts:
+            if (
+                publisher is subscriber
+                or publisher.room != subscriber.room
+                or publisher.participant_id is None
+                or publisher.first_video_sent_at is None
+            ):
+                continue
+            stream = _video_stream(subscriber, publisher.participant_id)
+            if stream is None or stream.first_frame_at is None:
+                missing += 1
+                continue
+            since = max(subscriber.joined_at, publisher.first_video_sent_at)
+            delays.append(stream.first_frame_at - since)
+    return {**summary(delays, 1000.0, 1), "missing": missing}
+
+
+def _packets(
+    hs: Snapshot | None, he: Snapshot | None, parts: list[LoadParticipant]
+) -> dict[str, Any]:
+    streams = [s for p in parts for s in p.streams.values()]
+    whole_run = {
+        "sent": sum(p.tx_packets for p in parts),
+        "received": sum(s.packets for s in streams),
+        "lost": sum(s.lost for s in streams),
+    }
+    if hs is None or he is None:
+        return {"hold": None, "whole_run": whole_run}
+    expected = he.rx_expected - hs.rx_expected
+    received = he.rx_packets - hs.rx_packets
+    lost = max(0, expected - received)
+    return {
+        "hold": {
+            "sent": he.tx_packets - hs.tx_packets,
+            "received": received,
+            "lost": lost,
+            "loss_percent": round(100.0 * lost / expected, 3) if expected else 0.0,
+        },
+        "whole_run": whole_run,
+    }
+
+
+def _bitrates(
+    hs: Snapshot | None, he: Snapshot | None, parts: list[LoadParticipant], window: float | None
+) -> dict[str, Any]:
+    if hs is None or he is None or window is None:
+        return {"count": 0}
+    rates = [
+        (he.rx_bytes.get(p.name, 0) - hs.rx_bytes.get(p.name, 0)) * 8 / window / 1000
+        for p in parts
+        if p.joined_at is not None
+    ]
+    return summary(rates, 1.0, 1)
+
+
+def _freezes(parts: list[LoadParticipant]) -> dict[str, Any]:
+    video = [s for p in parts for s in p.streams.values() if s.kind == "video" and s.frames]
+    return {
+        "threshold_ms": 500,
+        "count": sum(s.freezes for s in video),
+        "video_streams": len(video),
+        "streams_with_freezes": sum(s.freezes > 0 for s in video),
+        "frozen_s": round(sum(s.frozen for s in video), 2),
+        "longest_gap_ms": round(max((s.longest_gap for s in video), default=0.0) * 1000, 1),
+    }
+
+
+def _generator(
+    data: RunData, hs: Snapshot | None, he: Snapshot | None, window: float | None
+) -> dict[str, Any]:
+    rows = [r["generator_cpu_percent"] for r in data.timeline]
+    mean = None
+    if hs is not None and he is not None and window:
+        mean = round(100.0 * (he.generator_cpu - hs.generator_cpu) / window, 1)
+    return {
+        "cpu_percent_mean": mean,
+        "cpu_percent_max": max(rows, default=None),
+        "cpus": os.cpu_count(),
+        "note": "percent of one core; the generator runs on one core (one Python process)",
+    }
+
+
+def _server(data: RunData, hs: Snapshot | None, he: Snapshot | None) -> dict[str, Any]:
+    before = hs.scrape if hs is not None else None
+    after = he.scrape if he is not None else None
+    if before is None or after is None:
+        return {"metrics_available": False, "error": data.server_error}
+    rss = [r["server_rss_mb"] for r in data.timeline if r["server_rss_mb"] is not None]
+    cpus = [r["server_cpu_percent"] for r in data.timeline if r["server_cpu_percent"] is not None]
+    seconds = after.at - before.at
+    result: dict[str, Any] = {
+        "metrics_available": True,
+        "cpu_percent_mean": _round(cpu_percent(before, after)),
+        "cpu_percent_max": max(cpus, default=None),
+        "rss_mb_start": rss[0] if rss else None,
+        "rss_mb_max": max(rss, default=None),
+        "participants": after.get("sfu_participants", -1.0),
+        "packets_in_per_s": round(_rate(before, after, "sfu_rtp_packets_received_total", seconds)),
+        "packets_forwarded_per_s": round(
+            _rate(before, after, "sfu_rtp_packets_forwarded_total", seconds)
+        ),
+        "nacks_received": after.total("sfu_nacks_received_total"),
+        "plis_sent": after.total("sfu_plis_sent_total"),
+    }
+    buckets = [
+        (bound, count - dict(before.buckets()).get(bound, 0.0)) for bound, count in after.buckets()
+    ]
+    for q in (0.5, 0.99):
+        value = histogram_quantile(q, buckets)
+        result[f"forwarding_us_p{round(q * 100)}"] = _round(value * 1e6 if value else None)
+    if data.server_after is not None:
+        result["participants_after_leaving"] = data.server_after.get("sfu_participants", -1.0)
+    return result
+
+
+def _rate(before: Any, after: Any, name: str, seconds: float) -> float:
+    return (after.total(name) - before.total(name)) / seconds if seconds > 0 else 0.0
+
+
+def _round(value: float | None, digits: int = 1) -> float | None:
+    return round(value, digits) if value is not None else None
+
+
+def _warnings(report: dict[str, Any]) -> list[str]:
+    warnings = []
+    joins = report["joins"]
+    if joins["failed"] or joins["succeeded"] < joins["attempted"]:
+        warnings.append(f"{joins['attempted'] - joins['succeeded']} participants failed to join")
+    generator = report["generator"]
+    if (generator["cpu_percent_mean"] or 0) >= GENERATOR_SATURATED:
+        warnings.append(
+            f"the load generator used {generator['cpu_percent_mean']} % of a core: it is "
+            "saturated, so latency, loss and freezes may be its own; use fewer participants "
+            "or run several generators"
+        )
+    hold = report["packets"]["hold"]
+    if hold and hold["loss_percent"] > 1.0:
+        warnings.append(f"{hold['loss_percent']} % of the packets were lost")
+    if report["time_to_first_frame_ms"].get("missing"):
+        warnings.append(
+            f"{report['time_to_first_frame_ms']['missing']} subscriber/publisher pairs never "
+            "got a video frame"
+        )
+    if report["freezes"]["count"]:
+        warnings.append(f"{report['freezes']['count']} video freezes (gaps > 500 ms)")
+    if not report["server"]["metrics_available"]:
+        warnings.append(f"no server metrics: {report['server'].get('error')}")
+    return warnings
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.write_text(json.dumps(report, indent=2) + "\n")

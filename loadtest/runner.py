@@ -1,0 +1,241 @@
+"""A load run: R rooms x P participants joining over a ramp, a hold of D seconds, then leaving.
+
+Participant ``k`` (of R x P) joins room ``k % R`` at ``k * ramp / (R x P)`` seconds, so rooms fill
+side by side. Every second the sampler turns the counters into one row of the timeline; the hold
+window (from the end of the ramp to the end of the run) is what the report's totals describe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from loadtest.media import encode_audio, encode_video
+from loadtest.participant import LEAVE_TIMEOUT, LoadParticipant, Shared
+from loadtest.progress import Display, NullDisplay
+from loadtest.server import Scrape, ServerMetrics, cpu_percent
+from loadtest.stats import CpuMeter, percentile
+
+
+@dataclass(frozen=True, slots=True)
+class LoadConfig:
+    url: str
+    rooms: int = 4
+    participants: int = 5  # per room
+    publishers: int | None = None  # per room; None: every participant publishes
+    duration: float = 30.0  # the hold, after the ramp
+    ramp: float = 10.0
+    width: int = 320
+    height: int = 240
+    fps: int = 30
+    video_bitrate: int = 300_000
+    audio_bitrate: int = 32_000
+    video: bool = True
+    audio: bool = True
+    room_prefix: str = "load"
+    request_timeout: float = 10.0
+    sample_interval: float = 1.0
+
+    @property
+    def total(self) -> int:
+        return self.rooms * self.participants
+
+    def publishers_per_room(self) -> int:
+        if self.publishers is None:
+            return self.participants
+        return max(0, min(self.publishers, self.participants))
+
+
+@dataclass
+class Snapshot:
+    """Counters at one instant (the start or the end of the hold window)."""
+
+    at: float
+    tx_packets: int
+    rx_packets: int
+    rx_expected: int
+    rx_bytes: dict[str, int]  # by participant name
+    generator_cpu: float
+    scrape: Scrape | None
+
+
+@dataclass
+class RunData:
+    """Everything the report is made of."""
+
+    config: LoadConfig
+    started_at: float  # time.time()
+    t0: float  # time.perf_counter() at the start
+    participants: list[LoadParticipant]
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    hold_latencies: array[float] = field(default_factory=lambda: array("d"))
+    hold_start: Snapshot | None = None
+    hold_end: Snapshot | None = None
+    clip_info: dict[str, Any] = field(default_factory=dict)
+    server_error: str | None = None
+    server_after: Scrape | None = None
+
+
+class LoadRun:
+    def __init__(self, config: LoadConfig, display: Display | None = None) -> None:
+        self.config = config
+        self.display = display or NullDisplay()
+        self.cpu = CpuMeter()
+        self._last_totals = (0, 0, 0, 0)  # tx bytes, rx bytes, rx expected, rx packets
+        self._last_scrape: Scrape | None = None
+
+    async def run(self) -> RunData:
+        config = self.config
+        encode_started = time.process_time()
+        video = (
+            encode_video(config.width, config.height, config.fps, 3.0, config.video_bitrate)
+            if config.video
+            else None
+        )
+        audio = encode_audio(2.0, config.audio_bitrate) if config.audio else None
+        shared = Shared(config.url, video, audio, config.request_timeout)
+        participants = self._participants(shared)
+        data = RunData(config, time.time(), time.perf_counter(), participants)
+        data.clip_info = {
+            "encode_cpu_s": round(time.process_time() - encode_started, 3),
+            "video_kbps": round(video.bitrate / 1000, 1) if video else None,
+            "audio_kbps": round(audio.bitrate / 1000, 1) if audio else None,
+        }
+        async with aiohttp.ClientSession() as http:
+            server = ServerMetrics(http, config.url)
+            await self._drive(data, shared, server)
+            data.server_error = None if server.available else server.error
+        return data
+
+    def _participants(self, shared: Shared) -> list[LoadParticipant]:
+        config = self.config
+        run_id = secrets.token_hex(3)
+        publishers = config.publishers_per_room()
+        result = []
+        for k in range(config.total):
+            room, index = k % config.rooms, k // config.rooms
+            name = f"{config.room_prefix}-{room}-{index}"
+            room_id = f"{config.room_prefix}-{run_id}-{room}"
+            result.append(LoadParticipant(shared, room_id, name, publishes=index < publishers))
+        return result
+
+    async def _drive(self, data: RunData, shared: Shared, server: ServerMetrics) -> None:
+        config = self.config
+        stop = asyncio.Event()
+        spacing = config.ramp / config.total if config.total else 0.0
+        tasks = [
+            asyncio.create_task(self._start_later(p, data.t0 + k * spacing, stop))
+            for k, p in enumerate(data.participants)
+        ]
+        self._last_scrape = await server.scrape(time.perf_counter())
+        hold_at = data.t0 + config.ramp
+        end_at = hold_at + config.duration
+        self.display.start(config, end_at - data.t0)
+        next_tick = data.t0 + config.sample_interval
+        try:
+            while True:
+                await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
+                now = time.perf_counter()
+                holding = data.hold_start is not None
+                scrape = await server.scrape(now)
+                row = self._sample(data, shared, now, scrape, holding)
+                data.timeline.append(row)
+                self.display.update(row, data.participants)
+                if not holding and now >= hold_at:
+                    data.hold_start = self._snapshot(data, now, scrape)
+                if now >= end_at:
+                    break
+                next_tick += config.sample_interval
+            data.hold_end = self._snapshot(data, now, scrape)
+            for participant in data.participants:
+                for stream in participant.streams.values():
+                    stream.close(now)
+        finally:
+            self.display.phase("leaving")
+            stop.set()
+            await asyncio.wait(tasks, timeout=LEAVE_TIMEOUT + 5.0)
+            for task in tasks:
+                task.cancel()
+            self.display.stop()
+        await asyncio.sleep(0.5)  # let the server notice who left
+        data.server_after = await server.scrape(time.perf_counter())
+
+    async def _start_later(
+        self, participant: LoadParticipant, at: float, stop: asyncio.Event
+    ) -> None:
+        delay = at - time.perf_counter()
+        if delay > 0:
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+                return  # stopped before its turn
+            except TimeoutError:
+                pass
+        await participant.run(stop)
+
+    def _snapshot(self, data: RunData, now: float, scrape: Scrape | None) -> Snapshot:
+        streams = [s for p in data.participants for s in p.streams.values()]
+        return Snapshot(
+            at=now,
+            tx_packets=sum(p.tx_packets for p in data.participants),
+            rx_packets=sum(s.packets for s in streams),
+            rx_expected=sum(s.expected for s in streams),
+            rx_bytes={p.name: p.rx_bytes for p in data.participants},
+            generator_cpu=self.cpu.total_seconds(),
+            scrape=scrape,
+        )
+
+    def _sample(
+        self, data: RunData, shared: Shared, now: float, scrape: Scrape | None, holding: bool
+    ) -> dict[str, Any]:
+        participants = data.participants
+        streams = [s for p in participants for s in p.streams.values()]
+        totals = (
+            sum(p.tx_bytes for p in participants),
+            sum(p.rx_bytes for p in participants),
+            sum(s.expected for s in streams),
+            sum(s.packets for s in streams),
+        )
+        last, self._last_totals = self._last_totals, totals
+        interval = self.config.sample_interval
+        expected, received = totals[2] - last[2], totals[3] - last[3]
+        latencies, shared.latencies = shared.latencies, array("d")
+        if holding:
+            data.hold_latencies.extend(latencies)
+        shared.book.rotate(now)
+        receivers = [p for p in participants if p.streams]
+        states = [p.state for p in participants]
+        server_cpu = cpu_percent(self._last_scrape, scrape)
+        if scrape is not None:
+            self._last_scrape = scrape
+        rx_kbps = (totals[1] - last[1]) * 8 / interval / 1000
+        return {
+            "t": round(now - data.t0, 2),
+            "phase": "hold" if holding else "ramp",
+            "joined": sum(s in ("joined", "connected") for s in states),
+            "connected": states.count("connected"),
+            "failed": states.count("failed"),
+            "tx_kbps": round((totals[0] - last[0]) * 8 / interval / 1000, 1),
+            "rx_kbps": round(rx_kbps, 1),
+            "rx_kbps_per_subscriber": round(rx_kbps / len(receivers), 1) if receivers else 0.0,
+            "loss_percent": round(100.0 * max(0, expected - received) / expected, 3)
+            if expected > 0
+            else 0.0,
+            "latency_p50_ms": _ms(percentile(latencies, 50)),
+            "latency_p95_ms": _ms(percentile(latencies, 95)),
+            "latency_p99_ms": _ms(percentile(latencies, 99)),
+            "generator_cpu_percent": round(self.cpu.percent(), 1),
+            "server_cpu_percent": round(server_cpu, 1) if server_cpu is not None else None,
+            "server_rss_mb": round(scrape.get("process_resident_memory_bytes") / 1e6, 1)
+            if scrape is not None and "process_resident_memory_bytes" in scrape.samples
+            else None,
+        }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return round(seconds * 1000, 3) if seconds is not None else None

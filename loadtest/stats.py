@@ -1,0 +1,212 @@
+"""What the load generator measures, as plain state machines (time is always an argument).
+
+- :class:`ReceivedStream`: one RTP stream a load client receives — packets, bytes, losses (from
+  sequence-number gaps), frames (a packet with the marker bit ends one), and freezes (more than
+  :data:`FREEZE_GAP` between two frames).
+- :class:`LatencyBook`: when each recent packet was sent, keyed by its publisher and a hash of its
+  payload, which the SFU forwards unchanged; a receiver in the same process looks it up.
+- Percentiles, a quantile estimate from Prometheus histogram buckets, and a CPU meter.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+
+from sfu.media.seq import SequenceUnwrapper
+
+#: A gap longer than this between two video frames counts as a freeze (seconds).
+FREEZE_GAP = 0.5
+
+
+class ReceivedStream:
+    """One SSRC arriving at one load client."""
+
+    __slots__ = (
+        "_unwrapper",
+        "bytes",
+        "first_frame_at",
+        "first_seq",
+        "frames",
+        "freezes",
+        "frozen",
+        "kind",
+        "last_frame_at",
+        "longest_gap",
+        "max_seq",
+        "packets",
+        "publisher_id",
+        "started_at",
+        "track_id",
+    )
+
+    def __init__(self, now: float) -> None:
+        self.started_at = now
+        self.kind: str | None = None  # known once the stream is matched to a remote track
+        self.publisher_id: str | None = None
+        self.track_id: str | None = None
+        self.packets = 0
+        self.bytes = 0
+        self.first_seq = -1
+        self.max_seq = -1
+        self.frames = 0
+        self.first_frame_at: float | None = None
+        self.last_frame_at: float | None = None
+        self.freezes = 0
+        self.frozen = 0.0  # seconds spent in gaps longer than FREEZE_GAP
+        self.longest_gap = 0.0
+        self._unwrapper = SequenceUnwrapper()
+
+    def on_packet(self, seq: int, marker: bool, size: int, now: float) -> None:
+        ext = self._unwrapper.unwrap(seq)
+        if self.packets == 0:
+            self.first_seq = self.max_seq = ext
+        elif ext > self.max_seq:
+            self.max_seq = ext
+        self.packets += 1
+        self.bytes += size
+        if marker:
+            self._on_frame(now)
+
+    def _on_frame(self, now: float) -> None:
+        last = self.last_frame_at
+        if last is None:
+            self.first_frame_at = now
+        else:
+            self._gap(now - last)
+        self.frames += 1
+        self.last_frame_at = now
+
+    def _gap(self, gap: float) -> None:
+        self.longest_gap = max(self.longest_gap, gap)
+        if gap > FREEZE_GAP:
+            self.freezes += 1
+            self.frozen += gap
+
+    def close(self, now: float) -> None:
+        """End of measurement: a stream silent for longer than FREEZE_GAP is frozen until now."""
+        if self.last_frame_at is not None and now - self.last_frame_at > FREEZE_GAP:
+            self._gap(now - self.last_frame_at)
+            self.last_frame_at = now
+
+    @property
+    def expected(self) -> int:
+        """Packets the sender numbered between the first and the highest received."""
+        return self.max_seq - self.first_seq + 1 if self.packets else 0
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.expected - self.packets)
+
+
+class LatencyBook:
+    """Send times of the packets sent in the last ``keep`` to ``2 * keep`` seconds.
+
+    Two generations of dictionaries: :meth:`rotate` drops the older one, so forgetting costs
+    nothing per packet. A payload sent again (a looped clip) keeps its latest send time.
+    """
+
+    def __init__(self, keep: float = 5.0) -> None:
+        self.keep = keep
+        self._current: dict[tuple[str, int], float] = {}
+        self._previous: dict[tuple[str, int], float] = {}
+        self._rotated_at: float | None = None
+
+    def sent(self, publisher_id: str, payload_hash: int, at: float) -> None:
+        self._current[(publisher_id, payload_hash)] = at
+
+    def sent_at(self, publisher_id: str, payload_hash: int) -> float | None:
+        key = (publisher_id, payload_hash)
+        found = self._current.get(key)
+        return found if found is not None else self._previous.get(key)
+
+    def rotate(self, now: float) -> None:
+        if self._rotated_at is None:
+            self._rotated_at = now
+        elif now - self._rotated_at >= self.keep:
+            self._previous, self._current = self._current, {}
+            self._rotated_at = now
+
+    def __len__(self) -> int:
+        return len(self._current) + len(self._previous)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100) by linear interpolation; None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summary(values: Sequence[float], scale: float = 1.0, digits: int = 3) -> dict[str, float]:
+    """count, min, p50, p95, p99, max and mean of ``values`` (times ``scale``), for reports."""
+    if not values:
+        return {"count": 0}
+    result: dict[str, float] = {"count": len(values)}
+    ordered = sorted(values)
+    result["min"] = round(ordered[0] * scale, digits)
+    for q in (50, 95, 99):
+        value = percentile(ordered, q)
+        assert value is not None
+        result[f"p{q}"] = round(value * scale, digits)
+    result["max"] = round(ordered[-1] * scale, digits)
+    result["mean"] = round(sum(ordered) / len(ordered) * scale, digits)
+    return result
+
+
+def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> float | None:
+    """Estimate the ``q`` quantile (0-1) from cumulative ``(upper bound, count)`` buckets.
+
+    As Prometheus's ``histogram_quantile``: linear within the bucket the rank falls in; the lower
+    bound of the first bucket is 0; a rank in the ``+Inf`` bucket answers the last finite bound.
+    """
+    ordered = sorted(buckets)
+    if not ordered or ordered[-1][1] <= 0:
+        return None
+    rank = q * ordered[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in ordered:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            if count == lower_count:
+                return bound
+            return lower_bound + (bound - lower_bound) * (rank - lower_count) / (
+                count - lower_count
+            )
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+class CpuMeter:
+    """CPU time of this process (every thread) as a percentage of one core, between calls."""
+
+    def __init__(
+        self,
+        cpu: Callable[[], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._cpu = cpu or _process_cpu_seconds
+        self._clock = clock
+        self._last = (self._clock(), self._cpu())
+        self.first = self._last
+
+    def percent(self) -> float:
+        """Since the previous call."""
+        now = (self._clock(), self._cpu())
+        (t0, c0), self._last = self._last, now
+        return 100.0 * (now[1] - c0) / (now[0] - t0) if now[0] > t0 else 0.0
+
+    def total_seconds(self) -> float:
+        return self._cpu() - self.first[1]
+
+
+def _process_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system

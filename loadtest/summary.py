@@ -1,0 +1,92 @@
+"""The report as a table a person reads at a glance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _v(value: Any, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 100:
+        value = int(value)
+    return f"{value:,}{unit}" if isinstance(value, int) else f"{value}{unit}"
+
+
+def _spread(stats: dict[str, Any], unit: str, keys: tuple[str, ...] = ("p50", "p95", "max")) -> str:
+    if not stats.get("count"):
+        return "no samples"
+    shown = " · ".join(f"{k} {_v(stats.get(k))}" for k in keys)
+    return f"{shown} {unit}  (n={stats['count']:,})"
+
+
+def render(report: dict[str, Any], console: Console) -> None:
+    config = report["config"]
+    joins = report["joins"]
+    packets = report["packets"]["hold"] or {}
+    freezes = report["freezes"]
+    generator = report["generator"]
+    server = report["server"]
+    table = Table(
+        title=(
+            f"{config['rooms']} rooms x {config['participants_per_room']} participants "
+            f"({config['publishers_per_room']} publishing), {config['ramp_s']:g} s ramp + "
+            f"{config['hold_s']:g} s hold → {config['url']}"
+        ),
+        show_header=False,
+        title_justify="left",
+    )
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row(
+        "joins",
+        f"{joins['succeeded']}/{joins['attempted']} joined, {joins['connected']} media "
+        f"connected, {joins['failed']} failed",
+    )
+    table.add_row("join time", _spread(joins["join_ms"], "ms"))
+    table.add_row("join → media connected", _spread(joins["connect_ms"], "ms"))
+    ttff = report["time_to_first_frame_ms"]
+    missing = f", {ttff['missing']} never" if ttff.get("missing") else ""
+    table.add_row("time to first frame", _spread(ttff, "ms") + missing)
+    table.add_row(
+        "packets (hold)",
+        f"{_v(packets.get('sent'))} sent by publishers, {_v(packets.get('received'))} received "
+        f"by subscribers, {_v(packets.get('lost'))} lost ({_v(packets.get('loss_percent'))} %)",
+    )
+    table.add_row(
+        "received per subscriber",
+        _spread(report["bitrate_per_subscriber_kbps"], "kbit/s", ("min", "p50", "max")),
+    )
+    table.add_row("e2e latency", _spread(report["latency_ms"], "ms", ("p50", "p95", "p99", "max")))
+    table.add_row(
+        "freezes (> 500 ms)",
+        f"{freezes['count']} in {freezes['streams_with_freezes']} of {freezes['video_streams']} "
+        f"video streams, {freezes['frozen_s']} s frozen, "
+        f"longest gap {freezes['longest_gap_ms']} ms",
+    )
+    if server["metrics_available"]:
+        table.add_row(
+            "server",
+            f"CPU {_v(server['cpu_percent_mean'])} % of a core (max {_v(server['cpu_percent_max'])}"
+            f" %), RSS {_v(server['rss_mb_start'])} → max {_v(server['rss_mb_max'])} MB, "
+            f"{_v(server['packets_in_per_s'])} packets/s in, "
+            f"{_v(server['packets_forwarded_per_s'])} forwarded/s",
+        )
+        table.add_row(
+            "server forwarding time",
+            f"p50 {_v(server.get('forwarding_us_p50'))} µs · p99 "
+            f"{_v(server.get('forwarding_us_p99'))} µs per packet per subscriber (sampled)",
+        )
+    else:
+        table.add_row("server", f"no metrics ({server.get('error')})")
+    table.add_row(
+        "load generator",
+        f"CPU {_v(generator['cpu_percent_mean'])} % of a core (max "
+        f"{_v(generator['cpu_percent_max'])} %), {generator['cpus']} cores on this machine",
+    )
+    console.print(table)
+    for warning in report["warnings"]:
+        console.print(f"[yellow]warning:[/yellow] {warning}")

@@ -1,0 +1,7 @@
+"""The end-to-end fixtures (a real server subprocess on 127.0.0.1), for the load-test smoke run."""
+
+from tests.e2e.conftest import (  # noqa: F401 - fixtures, found by name
+    pytest_runtest_makereport,
+    server_module,
+    sfu_server,
+)

@@ -1,0 +1,47 @@
+"""Load-test media: clips encoded once, looped as av.Packet objects in real time."""
+
+from __future__ import annotations
+
+import fractions
+
+import pytest
+
+from loadtest.media import ClipTrack, EncodedClip, encode_audio, encode_video
+
+
+def test_video_clip_starts_with_its_only_keyframe() -> None:
+    clip = encode_video(64, 48, fps=10, seconds=1.0, bitrate=100_000)
+    assert clip.kind == "video"
+    assert len(clip.frames) == 10
+    assert clip.pts_step == 9000 and clip.time_base == fractions.Fraction(1, 90_000)
+    # VP8 frame tag: bit 0 of the first byte is 0 on a keyframe (RFC 6386 §9.1)
+    assert [f[0] & 1 for f in clip.frames] == [0] + [1] * 9
+
+
+def test_audio_clip_packets_are_all_different() -> None:
+    clip = encode_audio(seconds=0.4)
+    assert clip.kind == "audio"
+    assert len(clip.frames) == 20
+    assert len(set(clip.frames)) == 20  # matched by payload for the latency
+    assert 20_000 < clip.bitrate < 50_000
+
+
+@pytest.mark.parametrize("size", [(0, 48), (63, 48)])
+def test_video_size_must_be_even(size: tuple[int, int]) -> None:
+    with pytest.raises(ValueError):
+        encode_video(*size)
+
+
+async def test_track_loops_and_restarts_at_the_keyframe_on_request() -> None:
+    frames = tuple(bytes([i]) * 10 for i in range(3))
+    clip = EncodedClip("video", frames, 0.001, 90, fractions.Fraction(1, 90_000))
+    track = ClipTrack(clip)
+    sent = [bytes(await track.recv()) for _ in range(5)]
+    assert sent == [frames[0], frames[1], frames[2], frames[0], frames[1]]
+    track.request_keyframe()
+    packet = await track.recv()
+    assert bytes(packet) == frames[0]
+    assert packet.pts == 5 * 90  # timestamps go on
+    assert packet.time_base == fractions.Fraction(1, 90_000)
+    assert track.keyframes_requested == 1
+    track.stop()

@@ -1,0 +1,179 @@
+"""The load generator's pure pieces: stream statistics, latency matching, percentiles, parsing."""
+
+from __future__ import annotations
+
+import math
+
+import click
+import pytest
+
+from loadtest.cli import is_loopback, parse_bitrate, parse_size
+from loadtest.server import Scrape, cpu_percent, metrics_url, parse
+from loadtest.stats import (
+    FREEZE_GAP,
+    CpuMeter,
+    LatencyBook,
+    ReceivedStream,
+    histogram_quantile,
+    percentile,
+    summary,
+)
+
+# --- a received stream ---
+
+
+def test_loss_is_the_sequence_gap_left_unfilled() -> None:
+    stream = ReceivedStream(0.0)
+    for seq in (10, 11, 13, 14, 17):  # 12, 15 and 16 missing
+        stream.on_packet(seq, False, 100, 0.0)
+    assert (stream.expected, stream.packets, stream.lost) == (8, 5, 3)
+    stream.on_packet(12, False, 100, 0.0)  # late, not lost after all
+    assert stream.lost == 2
+    assert stream.bytes == 600
+
+
+def test_sequence_numbers_wrap() -> None:
+    stream = ReceivedStream(0.0)
+    for seq in (65534, 65535, 0, 1):
+        stream.on_packet(seq, False, 10, 0.0)
+    assert (stream.expected, stream.lost) == (4, 0)
+
+
+def test_frames_end_with_the_marker_and_long_gaps_are_freezes() -> None:
+    stream = ReceivedStream(0.0)
+    times = [1.0, 1.033, 1.066, 1.066 + FREEZE_GAP + 0.1, 1.8]
+    for seq, at in enumerate(times):
+        stream.on_packet(seq, False, 100, at - 0.001)  # a first packet, not a frame yet
+        stream.on_packet(seq + 1000, True, 100, at)
+    assert stream.frames == 5
+    assert stream.first_frame_at == 1.0
+    assert stream.freezes == 1
+    assert stream.frozen == pytest.approx(FREEZE_GAP + 0.1)
+    assert stream.longest_gap == pytest.approx(FREEZE_GAP + 0.1)
+
+
+def test_a_stream_silent_at_the_end_is_frozen_until_then() -> None:
+    stream = ReceivedStream(0.0)
+    stream.on_packet(1, True, 100, 1.0)
+    stream.close(1.2)
+    assert stream.freezes == 0
+    stream.close(3.0)
+    assert stream.freezes == 1 and stream.frozen == pytest.approx(2.0)
+
+
+# --- latency matching ---
+
+
+def test_latency_book_keeps_two_generations() -> None:
+    book = LatencyBook(keep=5.0)
+    book.rotate(0.0)
+    book.sent("PA_a", 1, 0.5)
+    book.rotate(5.0)  # 1 moves to the previous generation
+    book.sent("PA_a", 2, 5.5)
+    assert book.sent_at("PA_a", 1) == 0.5
+    assert book.sent_at("PA_b", 1) is None  # keyed by publisher too
+    book.rotate(10.0)  # 1 is forgotten
+    assert book.sent_at("PA_a", 1) is None
+    assert book.sent_at("PA_a", 2) == 5.5
+    assert len(book) == 1
+
+
+def test_a_payload_sent_again_keeps_its_latest_send_time() -> None:
+    book = LatencyBook()
+    book.sent("PA_a", 7, 1.0)
+    book.sent("PA_a", 7, 3.0)
+    assert book.sent_at("PA_a", 7) == 3.0
+
+
+# --- percentiles ---
+
+
+def test_percentile_interpolates() -> None:
+    assert percentile([], 50) is None
+    assert percentile([3.0], 99) == 3.0
+    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
+    assert percentile([1.0, 2.0, 3.0, 4.0, 5.0], 95) == pytest.approx(4.8)
+
+
+def test_summary_scales_and_rounds() -> None:
+    result = summary([0.001, 0.002, 0.003], scale=1000.0, digits=1)
+    assert result["count"] == 3
+    assert (result["min"], result["p50"], result["max"], result["mean"]) == (1.0, 2.0, 3.0, 2.0)
+    assert summary([]) == {"count": 0}
+
+
+def test_histogram_quantile_as_prometheus() -> None:
+    buckets = [(0.001, 10.0), (0.002, 30.0), (math.inf, 40.0)]
+    assert histogram_quantile(0.25, buckets) == pytest.approx(0.001)
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.0015)
+    assert histogram_quantile(0.99, buckets) == 0.002  # in +Inf: the last finite bound
+    assert histogram_quantile(0.5, [(0.001, 0.0), (math.inf, 0.0)]) is None
+
+
+def test_cpu_meter_is_percent_of_one_core() -> None:
+    clock = iter([0.0, 1.0, 3.0])
+    cpu = iter([10.0, 10.5, 12.5])
+    meter = CpuMeter(cpu=lambda: next(cpu), clock=lambda: next(clock))
+    assert meter.percent() == pytest.approx(50.0)
+    assert meter.percent() == pytest.approx(100.0)
+
+
+# --- the server's metrics ---
+
+TEXT = """\
+# TYPE process_cpu_seconds_total counter
+process_cpu_seconds_total 12.5
+# TYPE sfu_rtp_packets_received_total counter
+sfu_rtp_packets_received_total{kind="audio"} 10.0
+sfu_rtp_packets_received_total{kind="video"} 30.0
+# TYPE sfu_forwarding_latency_seconds histogram
+sfu_forwarding_latency_seconds_bucket{le="1e-05"} 3.0
+sfu_forwarding_latency_seconds_bucket{le="+Inf"} 4.0
+sfu_forwarding_latency_seconds_count 4.0
+sfu_forwarding_latency_seconds_sum 0.0001
+"""
+
+
+def test_scrapes_parse_into_named_samples() -> None:
+    scrape = parse(TEXT, at=1.0)
+    assert scrape.total("sfu_rtp_packets_received_total") == 40.0
+    assert scrape.get("sfu_rtp_packets_received_total{kind=video}") == 30.0
+    assert scrape.buckets() == [(1e-05, 3.0), (math.inf, 4.0)]
+
+
+def test_server_cpu_between_two_scrapes() -> None:
+    before = Scrape(10.0, {"process_cpu_seconds_total": 1.0})
+    after = Scrape(12.0, {"process_cpu_seconds_total": 2.5})
+    assert cpu_percent(before, after) == pytest.approx(75.0)
+    assert cpu_percent(None, after) is None
+    assert cpu_percent(before, Scrape(12.0, {})) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080/metrics"),
+        ("ws://h:9/ws", "http://h:9/metrics"),
+        ("wss://sfu.example/ws", "https://sfu.example/metrics"),
+    ],
+)
+def test_metrics_url(url: str, expected: str) -> None:
+    assert metrics_url(url) == expected
+
+
+# --- command-line values ---
+
+
+def test_command_line_values() -> None:
+    assert parse_bitrate("300k") == 300_000
+    assert parse_bitrate("1.5M") == 1_500_000
+    assert parse_bitrate("64000") == 64_000
+    assert parse_size("640x360") == (640, 360)
+    assert is_loopback("http://127.0.0.1:8080") and is_loopback("ws://localhost/ws")
+    assert not is_loopback("http://192.0.2.1:8080")
+    for bad in ("fast", "-3k"):
+        with pytest.raises(click.BadParameter):
+            parse_bitrate(bad)
+    for bad in ("640", "641x360", "0x0"):
+        with pytest.raises(click.BadParameter):
+            parse_size(bad)

@@ -1,0 +1,1 @@
+"""Forwarding benchmarks: aiosfu against Janus VideoRoom on loopback (see benchmarks/README.md)."""

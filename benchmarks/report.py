@@ -1,0 +1,240 @@
+"""Medians, the printed tables, and the JSON and PNG files of a benchmark run."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.cases import LABELS, PERCENTILES, Case, Trial
+from benchmarks.cases import percentile_key as pkey
+from benchmarks.profile import summarize as summarize_profile
+
+MEDIANS = (
+    "cpu_us_per_packet",
+    "forwarded_per_s",
+    "server_cpu_pct",
+    "lost",
+    "ctx_switches_per_packet",
+    "server_threads",
+    "server_rss_mb",
+    "publisher_cpu_pct",
+    "subscribers_cpu_pct",
+    "first_packet_ms",
+    "other_cpu_pct",
+)
+
+
+def _median(values: Sequence[float]) -> float:
+    clean = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.median(clean) if clean else math.nan
+
+
+def summarize(
+    trials: Sequence[Trial], cases: Sequence[Case], forwarders: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One row per case and forwarder: medians over its runs."""
+    rows = []
+    for case in cases:
+        for forwarder in forwarders:
+            runs = [t.as_dict() for t in trials if t.case == case.key and t.forwarder == forwarder]
+            if not runs:
+                continue
+            row: dict[str, Any] = {"case": case.key, "label": case.label, "forwarder": forwarder}
+            row["runs"] = len(runs)
+            for name in MEDIANS:
+                row[name] = _median([r[name] for r in runs])
+            cpu = [r["cpu_us_per_packet"] for r in runs]
+            row["cpu_us_min"], row["cpu_us_max"] = min(cpu), max(cpu)
+            row["packets_per_core_s"] = 1e6 / row["cpu_us_per_packet"]
+            row["expected"] = _median([r["expected"] for r in runs])
+            row["loss_pct"] = _median([100 * r["lost"] / max(r["expected"], 1) for r in runs])
+            row["latency_ms"] = {
+                pkey(p): _median([r["latency_ms"][pkey(p)] for r in runs]) for p in PERCENTILES
+            }
+            sfu = [r["sfu_latency_ms"] for r in runs if r["sfu_latency_ms"]]
+            row["sfu_latency_ms"] = (
+                {pkey(p): _median([s[pkey(p)] for s in sfu]) for p in PERCENTILES} if sfu else None
+            )
+            row["send_lag_p99_us"] = _median([r["send_lag_us"]["p99"] for r in runs])
+            rows.append(row)
+    return rows
+
+
+def progress(trial: Trial) -> None:
+    d = trial.as_dict()
+    print(
+        f"  {trial.case:>9} run {trial.run + 1} {trial.forwarder:<14} "
+        f"{d['cpu_us_per_packet']:6.2f} µs/pkt  {d['forwarded_per_s']:8.0f} pkt/s  "
+        f"CPU {d['server_cpu_pct']:5.1f} %  lost {trial.lost:<6} "
+        f"(socket drops: server {trial.udp_drops['server']}, "
+        f"subscribers {trial.udp_drops['subscribers']}; {trial.udp_errors}; "
+        f"SRTP rejected {trial.srtp_rejected})  "
+        f"p50 {trial.latency_ms['p50']:.2f} p99 {trial.latency_ms['p99']:.2f} ms  "
+        f"load CPU {trial.publisher_cpu_pct:.0f}+{trial.subscribers_cpu_pct:.0f} %  "
+        f"others {trial.other_cpu_pct:.0f} %",
+        flush=True,
+    )
+
+
+def _row(summary: list[dict[str, Any]], case: str, forwarder: str) -> dict[str, Any] | None:
+    return next((r for r in summary if r["case"] == case and r["forwarder"] == forwarder), None)
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def tables(document: dict[str, Any]) -> str:
+    meta, summary = document["meta"], document["summary"]
+    cases: list[str] = meta["cases"]
+    forwarders: list[str] = meta["forwarders"]
+    labels = {r["case"]: r["label"] for r in summary}
+    out = [
+        f"\nCPU of the forwarding process per forwarded packet, µs (median of {meta['runs']} x "
+        f"{meta['seconds']:g} s; {meta['cpu']}, {meta['cores']} cores)\n",
+        "| forwarder | " + " | ".join(labels.get(c, c) for c in cases) + " |",
+        "|---|" + "---|" * len(cases),
+    ]
+    for forwarder in forwarders:
+        cells = []
+        for case in cases:
+            row = _row(summary, case, forwarder)
+            cells.append(_fmt(row["cpu_us_per_packet"]) if row else "-")
+        out.append(f"| {LABELS[forwarder]} | " + " | ".join(cells) + " |")
+    for janus in (f for f in forwarders if f != "aiosfu"):
+        if "aiosfu" not in forwarders:
+            break
+        cells = []
+        for case in cases:
+            ours, theirs = _row(summary, case, "aiosfu"), _row(summary, case, janus)
+            ratio = (
+                ours["cpu_us_per_packet"] / theirs["cpu_us_per_packet"] if ours and theirs else None
+            )
+            cells.append(f"{_fmt(ratio)}x")
+        out.append(f"| aiosfu ÷ {LABELS[janus]} | " + " | ".join(cells) + " |")
+    out += [
+        "\nPer case (medians): forwarded packets/s, forwarder CPU, loss, end-to-end latency "
+        "(publisher send → subscriber receive), SFU-internal latency (aiosfu /metrics), "
+        "context switches per packet, load generator CPU (publisher + subscribers), CPU of "
+        "other processes on the machine during the window\n",
+        "| case | forwarder | fwd pkt/s | CPU % | µs/pkt (min-max) | pkt/s per core | lost | "
+        "e2e p50 / p90 / p99 / p99.9 ms | SFU p50 / p99 ms | ctxsw/pkt | threads | load CPU % "
+        "| others % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for case in cases:
+        for forwarder in forwarders:
+            row = _row(summary, case, forwarder)
+            if row is None:
+                continue
+            lat = row["latency_ms"]
+            sfu = row["sfu_latency_ms"]
+            out.append(
+                f"| {row['label']} | {forwarder} | {row['forwarded_per_s']:,.0f} | "
+                f"{row['server_cpu_pct']:.1f} | {_fmt(row['cpu_us_per_packet'])} "
+                f"({_fmt(row['cpu_us_min'])}-{_fmt(row['cpu_us_max'])}) | "
+                f"{row['packets_per_core_s']:,.0f} | {row['lost']:.0f} ({row['loss_pct']:.3f} %) | "
+                + " / ".join(_fmt(lat[pkey(p)]) for p in PERCENTILES)
+                + " | "
+                + (f"{_fmt(sfu['p50'], 3)} / {_fmt(sfu['p99'], 3)}" if sfu else "-")
+                + f" | {row['ctx_switches_per_packet']:.3f} | {row['server_threads']:.0f} | "
+                f"{row['publisher_cpu_pct']:.0f} + {row['subscribers_cpu_pct']:.0f} | "
+                f"{row['other_cpu_pct']:.0f} |"
+            )
+    if all(r["sfu_latency_ms"] is None for r in summary if r["forwarder"] == "aiosfu"):
+        out.append(
+            "\nSFU-internal latency: not measured (the server exposes no forwarding-latency "
+            "histogram on /metrics)."
+        )
+    return "\n".join(out)
+
+
+def profile_table(raw: Path, top: int = 15) -> str:
+    profile = summarize_profile(raw.read_text(), top)
+    out = [
+        f"\npy-spy profile of aiosfu ({raw.name}, {profile.samples} samples on CPU)\n",
+        "| self % | total % | function |",
+        "|---|---|---|",
+    ]
+    totals = {e.function: e.share for e in summarize_profile(raw.read_text(), 10_000).by_total}
+    for entry in profile.by_self:
+        total = totals.get(entry.function, math.nan)
+        out.append(f"| {100 * entry.share:.1f} | {100 * total:.1f} | `{entry.function}` |")
+    return "\n".join(out)
+
+
+def save(document: dict[str, Any], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "forwarding-" + document["meta"]["started"].replace(":", "").replace("-", "")[:15]
+    json_path = out / f"{stem}.json"
+    json_path.write_text(json.dumps(document, indent=1, default=_jsonable) + "\n")
+    paths = [json_path]
+    png = plot(document, out / f"{stem}.png")
+    if png is not None:
+        paths.append(png)
+    return paths
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot serialize {type(value).__name__}")
+
+
+def plot(document: dict[str, Any], path: Path) -> Path | None:
+    """CPU per packet and end-to-end latency, per case and forwarder; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (.venv/bin/pip install matplotlib): no PNG")
+        return None
+    meta, summary = document["meta"], document["summary"]
+    cases: list[str] = meta["cases"]
+    forwarders: list[str] = meta["forwarders"]
+    labels = [next((r["label"] for r in summary if r["case"] == c), c) for c in cases]
+    figure, (cpu_axis, latency_axis) = plt.subplots(1, 2, figsize=(13, 5))
+    width = 0.8 / len(forwarders)
+    for i, forwarder in enumerate(forwarders):
+        rows = [_row(summary, c, forwarder) for c in cases]
+        xs = [j + (i - (len(forwarders) - 1) / 2) * width for j in range(len(cases))]
+        cpu = [r["cpu_us_per_packet"] if r else math.nan for r in rows]
+        low = [r["cpu_us_per_packet"] - r["cpu_us_min"] if r else 0.0 for r in rows]
+        high = [r["cpu_us_max"] - r["cpu_us_per_packet"] if r else 0.0 for r in rows]
+        cpu_axis.bar(xs, cpu, width, yerr=[low, high], capsize=3, label=LABELS[forwarder])
+        p50 = [r["latency_ms"]["p50"] if r else math.nan for r in rows]
+        p99 = [r["latency_ms"]["p99"] if r else math.nan for r in rows]
+        bars = latency_axis.bar(xs, p99, width, alpha=0.35)
+        latency_axis.bar(
+            xs,
+            p50,
+            width,
+            color=bars.patches[0].get_facecolor(),
+            alpha=1.0,
+            label=LABELS[forwarder],
+        )
+    for axis, title in (
+        (cpu_axis, "forwarder CPU per forwarded packet (µs, lower is better)"),
+        (latency_axis, "end-to-end latency, ms: p50 (solid) and p99 (pale)"),
+    ):
+        axis.set_xticks(range(len(cases)), labels, fontsize=8)
+        axis.set_title(title, fontsize=10)
+        axis.grid(axis="y", alpha=0.3)
+    cpu_axis.legend(fontsize=8)
+    figure.suptitle(
+        f"aiosfu vs Janus VideoRoom, {meta['started']} ({meta['commit']}), "
+        f"{meta['cpu']} x {meta['cores']}, median of {meta['runs']} x {meta['seconds']:g} s",
+        fontsize=10,
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

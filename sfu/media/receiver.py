@@ -90,6 +90,7 @@ class TrackReceiver:
         keyframe_min_interval: float,
         publisher_clock: PublisherClock,
         wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         codec = params.primary
         if codec is None:
@@ -106,6 +107,7 @@ class TrackReceiver:
         self.bytes_received = 0
         self._upstream = upstream
         self._wall_clock = wall_clock
+        self._clock = clock
         self._payload_types = {codec.payload_type}
         self._unwrapper = SequenceUnwrapper()
         self._stats = ReceptionStats(codec.clock_rate)
@@ -231,8 +233,16 @@ class TrackReceiver:
 
     def _send_pending_keyframe_request(self) -> None:
         self._keyframe_timer_armed = False
-        if not self.closed and self.ssrc is not None and self._keyframes.due(time.monotonic()):
+        if self.closed or self.ssrc is None:
+            return
+        now = self._clock()
+        if self._keyframes.due(now):
             self._upstream.request_keyframe_now(self.ssrc)
+        elif self._keyframes.next_due is not None:
+            # the loop's timer clock is coarser than time.monotonic(): it may fire a little early
+            self._keyframe_timer_armed = True
+            delay = max(0.001, self._keyframes.next_due - now)
+            self._upstream.call_later(delay, self._send_pending_keyframe_request)
 
     # --- subscribers ---
 

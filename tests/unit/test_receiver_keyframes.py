@@ -1,0 +1,102 @@
+"""Keyframe requests to a publisher: coalesced, throttled, never lost to an early timer."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from sfu.api import TrackInfo
+from sfu.media.params import URI_MID, Codec, MediaParams
+from sfu.media.receiver import TrackReceiver
+from sfu.media.reports import PublisherClock
+
+VP8 = Codec(96, "VP8", 90000, feedback=("nack", "nack pli"))
+
+
+class Upstream:
+    """Records what the receiver asks of its publisher's connection."""
+
+    def __init__(self) -> None:
+        self.requests: list[int] = []
+        self.timers: list[tuple[float, Callable[[], None]]] = []
+
+    def request_keyframe_now(self, media_ssrc: int) -> None:
+        self.requests.append(media_ssrc)
+
+    def schedule_nack(self, receiver: TrackReceiver) -> None:
+        return None
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        self.timers.append((delay, callback))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_receiver(upstream: Upstream, clock: Clock) -> TrackReceiver:
+    params = MediaParams(
+        mid="0",
+        kind="video",
+        codecs=(VP8,),
+        extensions={URI_MID: 1},
+        local_ssrc=1,
+        local_rtx_ssrc=2,
+        remote_ssrcs=(777,),
+    )
+    info = TrackInfo("TR_a", "PA_a", "video")
+    return TrackReceiver(info, params, upstream, 0.5, PublisherClock(), clock=clock)
+
+
+@pytest.mark.parametrize(
+    ("fire_at", "sent_after_first_fire"),
+    [
+        (100.5, True),  # on time
+        (100.499, False),  # early (uvloop's clock is coarser): re-armed, not dropped
+    ],
+)
+def test_pending_request_survives_an_early_timer(
+    fire_at: float, sent_after_first_fire: bool
+) -> None:
+    upstream, clock = Upstream(), Clock()
+    receiver = make_receiver(upstream, clock)
+    receiver.request_keyframe(clock.now)  # the first goes out at once
+    clock.now = 100.1
+    receiver.request_keyframe(clock.now)  # throttled: pending until 100.5
+    receiver.request_keyframe(clock.now)  # coalesced with the pending one
+    assert upstream.requests == [777]
+    assert len(upstream.timers) == 1
+    delay, fire = upstream.timers.pop()
+    assert delay == pytest.approx(0.4)
+    clock.now = fire_at
+    fire()
+    if sent_after_first_fire:
+        assert upstream.requests == [777, 777]
+        assert upstream.timers == []
+    else:
+        assert upstream.requests == [777]
+        ((delay, fire_again),) = upstream.timers
+        assert 0 < delay <= 0.002
+        clock.now = 100.5
+        fire_again()
+        assert upstream.requests == [777, 777]
+
+
+def test_a_keyframe_arriving_cancels_the_pending_request() -> None:
+    upstream, clock = Upstream(), Clock()
+    receiver = make_receiver(upstream, clock)
+    receiver.request_keyframe(clock.now)
+    clock.now = 100.2
+    receiver.request_keyframe(clock.now)
+    # a VP8 keyframe: descriptor S=1, payload header P bit clear
+    packet = bytes([0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 3, 9]) + bytes([0x10, 0x00, 0, 0]) + b"x" * 20
+    receiver.on_rtp(packet, clock.now)
+    ((_, fire),) = upstream.timers
+    clock.now = 100.6
+    fire()
+    assert upstream.requests == [777]

@@ -62,6 +62,13 @@ def plot(report: dict[str, Any], path: Path) -> None:
     for key, label in (("latency_p50_ms", "p50"), ("latency_p95_ms", "p95")):
         latency.plot(t, _series(rows, key), label=label)
     latency.plot(t, _series(rows, "latency_p99_ms"), label="p99", alpha=0.6)
+    latency.plot(
+        t,
+        [max(v, 0.1) for v in _series(rows, "generator_loop_lag_ms")],
+        label="generator loop lag (worst)",
+        color="0.5",
+        ls=":",
+    )
     latency.set_ylabel("ms")
     latency.set_yscale("log")
     latency.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -73,7 +80,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
 
     cpu.plot(t, _series(rows, "server_cpu_percent"), label="server", color="tab:purple")
     cpu.plot(t, _series(rows, "generator_cpu_percent"), label="load generator", color="tab:gray")
+    cpu.plot(t, _series(rows, "machine_cpu_percent"), label="whole machine", color="k", lw=0.8)
     cpu.axhline(100, color="k", lw=0.5, ls="--")
+    if report["generator"]["cpus"]:
+        cpu.axhline(100 * report["generator"]["cpus"], color="k", lw=0.5, ls="--")
     cpu.set_ylabel("% of one core")
     cpu.set_xlabel("seconds since start")
     cpu.set_title("CPU (and server memory)", loc="left", fontsize=10)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from loadtest.participant import LoadParticipant
@@ -61,7 +61,7 @@ class RichDisplay:
         )
         self._time: TaskID | None = None
         self._joins: TaskID | None = None
-        self._table = Table()
+        self._status = Text("")
         self._live: Live | None = None
         self._phase = "ramp-up"
 
@@ -78,24 +78,22 @@ class RichDisplay:
             self._phase = "hold"
         self._progress.update(self._time, completed=row["t"], description=f"{self._phase} (s)")
         self._progress.update(self._joins, completed=row["joined"])
-        table = Table(box=None, pad_edge=False)
-        for title in ("joined", "failed", "rx Mbit/s", "per sub kbit/s", "loss", "e2e p50/p95"):
-            table.add_column(title, justify="right")
-        for title in ("gen CPU", "server CPU", "server RSS"):
-            table.add_column(title, justify="right")
-        latency = f"{_fmt(row['latency_p50_ms'])}/{_fmt(row['latency_p95_ms'])} ms"
-        table.add_row(
-            f"{row['joined']}/{len(participants)}",
-            str(row["failed"]),
-            _fmt(row["rx_kbps"] / 1000, digits=2),
-            _fmt(row["rx_kbps_per_subscriber"]),
+        self._status = Text.assemble(
+            ("joined ", "dim"),
+            f"{row['joined']}/{len(participants)} ({row['failed']} failed)",
+            ("   loss ", "dim"),
             _fmt(row["loss_percent"], " %", 2),
-            latency,
-            _fmt(row["generator_cpu_percent"], " %"),
-            _fmt(row["server_cpu_percent"], " %"),
-            _fmt(row["server_rss_mb"], " MB"),
+            ("   rx ", "dim"),
+            f"{_fmt(row['rx_kbps'] / 1000, digits=2)} Mbit/s, "
+            f"{_fmt(row['rx_kbps_per_subscriber'], digits=0)} kbit/s each",
+            ("\ne2e ", "dim"),
+            f"p50 {_fmt(row['latency_p50_ms'])} p95 {_fmt(row['latency_p95_ms'])} ms",
+            ("   CPU ", "dim"),
+            f"generator {_fmt(row['generator_cpu_percent'], ' %', 0)}, "
+            f"server {_fmt(row['server_cpu_percent'], ' %', 0)}",
+            ("   server RSS ", "dim"),
+            _fmt(row["server_rss_mb"], " MB", 0),
         )
-        self._table = table
         self._live.update(self._render())
 
     def phase(self, text: str) -> None:
@@ -104,7 +102,7 @@ class RichDisplay:
             self._progress.update(self._time, description=f"{text}")
 
     def _render(self) -> Group:
-        return Group(self._progress, self._table)
+        return Group(self._progress, self._status)
 
     def stop(self) -> None:
         if self._live is not None:

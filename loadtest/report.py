@@ -163,15 +163,31 @@ def _freezes(parts: list[LoadParticipant]) -> dict[str, Any]:
 def _generator(
     data: RunData, hs: Snapshot | None, he: Snapshot | None, window: float | None
 ) -> dict[str, Any]:
-    rows = [r["generator_cpu_percent"] for r in data.timeline]
+    hold = [r for r in data.timeline if r["phase"] == "hold"] or data.timeline
     mean = None
     if hs is not None and he is not None and window:
         mean = round(100.0 * (he.generator_cpu - hs.generator_cpu) / window, 1)
+    machine = [r["machine_cpu_percent"] for r in hold if r["machine_cpu_percent"] is not None]
+    server = [r["server_cpu_percent"] or 0.0 for r in hold]
+    others = [
+        m - g - s
+        for m, g, s in zip(
+            machine, (r["generator_cpu_percent"] for r in hold), server, strict=False
+        )
+    ]
     return {
         "cpu_percent_mean": mean,
-        "cpu_percent_max": max(rows, default=None),
+        "cpu_percent_max": max((r["generator_cpu_percent"] for r in hold), default=None),
+        "loop_lag_ms_max": max((r["generator_loop_lag_ms"] for r in hold), default=None),
+        "loop_stalls_over_100ms": sum(r["generator_loop_lag_ms"] > 100 for r in hold),
+        "gc_ms_total": round(sum(r["generator_gc_ms"] for r in hold), 1),
         "cpus": os.cpu_count(),
-        "note": "percent of one core; the generator runs on one core (one Python process)",
+        "machine_cpu_percent_mean": _round(sum(machine) / len(machine)) if machine else None,
+        "other_processes_cpu_percent_mean": _round(max(0.0, sum(others) / len(others)))
+        if others
+        else None,
+        "note": "CPU in percent of one core; the generator is one Python process (one core); "
+        "loop lag: how late its event loop ran a 20 ms timer, worst per second",
     }
 
 
@@ -229,6 +245,17 @@ def _warnings(report: dict[str, Any]) -> list[str]:
             "or run several generators"
         )
     hold = report["packets"]["hold"]
+    if (generator["loop_lag_ms_max"] or 0) > 100:
+        warnings.append(
+            f"the load generator's event loop stalled (worst {generator['loop_lag_ms_max']} ms "
+            f"late, {generator['loop_stalls_over_100ms']} seconds with a stall > 100 ms): "
+            "latency and freezes in those seconds include the generator's own delay"
+        )
+    if (generator["other_processes_cpu_percent_mean"] or 0) > 20:
+        warnings.append(
+            f"other processes on this machine used {generator['other_processes_cpu_percent_mean']}"
+            " % of a core on average: server and generator competed with them"
+        )
     if hold and hold["loss_percent"] > 1.0:
         warnings.append(f"{hold['loss_percent']} % of the packets were lost")
     if report["time_to_first_frame_ms"].get("missing"):

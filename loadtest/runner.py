@@ -20,7 +20,7 @@ from loadtest.media import encode_audio, encode_video
 from loadtest.participant import LEAVE_TIMEOUT, LoadParticipant, Shared
 from loadtest.progress import Display, NullDisplay
 from loadtest.server import Scrape, ServerMetrics, cpu_percent
-from loadtest.stats import CpuMeter, percentile
+from loadtest.stats import CpuMeter, GcPauses, LoopLag, MachineCpu, percentiles
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +87,9 @@ class LoadRun:
         self.config = config
         self.display = display or NullDisplay()
         self.cpu = CpuMeter()
+        self.machine = MachineCpu()
+        self.lag = LoopLag()
+        self.gc = GcPauses()
         self._last_totals = (0, 0, 0, 0)  # tx bytes, rx bytes, rx expected, rx packets
         self._last_scrape: Scrape | None = None
 
@@ -138,6 +141,8 @@ class LoadRun:
         end_at = hold_at + config.duration
         self.display.start(config, end_at - data.t0)
         next_tick = data.t0 + config.sample_interval
+        self.lag.start()
+        self.gc.start()
         try:
             while True:
                 await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
@@ -157,6 +162,8 @@ class LoadRun:
                 for stream in participant.streams.values():
                     stream.close(now)
         finally:
+            self.lag.stop()
+            self.gc.stop()
             self.display.phase("leaving")
             stop.set()
             await asyncio.wait(tasks, timeout=LEAVE_TIMEOUT + 5.0)
@@ -214,6 +221,9 @@ class LoadRun:
         if scrape is not None:
             self._last_scrape = scrape
         rx_kbps = (totals[1] - last[1]) * 8 / interval / 1000
+        machine = self.machine.percent()
+        p50, p95, p99 = percentiles(latencies, (50, 95, 99))
+        gc_seconds, _ = self.gc.take()
         return {
             "t": round(now - data.t0, 2),
             "phase": "hold" if holding else "ramp",
@@ -226,10 +236,13 @@ class LoadRun:
             "loss_percent": round(100.0 * max(0, expected - received) / expected, 3)
             if expected > 0
             else 0.0,
-            "latency_p50_ms": _ms(percentile(latencies, 50)),
-            "latency_p95_ms": _ms(percentile(latencies, 95)),
-            "latency_p99_ms": _ms(percentile(latencies, 99)),
+            "latency_p50_ms": _ms(p50),
+            "latency_p95_ms": _ms(p95),
+            "latency_p99_ms": _ms(p99),
             "generator_cpu_percent": round(self.cpu.percent(), 1),
+            "generator_loop_lag_ms": round(self.lag.take() * 1000, 1),
+            "generator_gc_ms": round(gc_seconds * 1000, 1),
+            "machine_cpu_percent": round(machine, 1) if machine is not None else None,
             "server_cpu_percent": round(server_cpu, 1) if server_cpu is not None else None,
             "server_rss_mb": round(scrape.get("process_resident_memory_bytes") / 1e6, 1)
             if scrape is not None and "process_resident_memory_bytes" in scrape.samples

@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import math
 import os
 import time
@@ -135,9 +137,16 @@ class LatencyBook:
 
 def percentile(values: Sequence[float], q: float) -> float | None:
     """The ``q``-th percentile (0-100) by linear interpolation; None for no values."""
-    if not values:
-        return None
+    return percentiles(values, (q,))[0]
+
+
+def percentiles(values: Sequence[float], qs: Sequence[float]) -> list[float | None]:
+    """:func:`percentile` for each of ``qs``, sorting once."""
     ordered = sorted(values)
+    return [_percentile_of_sorted(ordered, q) if ordered else None for q in qs]
+
+
+def _percentile_of_sorted(ordered: Sequence[float], q: float) -> float:
     position = (len(ordered) - 1) * q / 100
     low = math.floor(position)
     high = min(low + 1, len(ordered) - 1)
@@ -152,9 +161,7 @@ def summary(values: Sequence[float], scale: float = 1.0, digits: int = 3) -> dic
     ordered = sorted(values)
     result["min"] = round(ordered[0] * scale, digits)
     for q in (50, 95, 99):
-        value = percentile(ordered, q)
-        assert value is not None
-        result[f"p{q}"] = round(value * scale, digits)
+        result[f"p{q}"] = round(_percentile_of_sorted(ordered, q) * scale, digits)
     result["max"] = round(ordered[-1] * scale, digits)
     result["mean"] = round(sum(ordered) / len(ordered) * scale, digits)
     return result
@@ -210,3 +217,97 @@ class CpuMeter:
 def _process_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
+
+
+class MachineCpu:
+    """CPU use of the whole machine (every process), in percent of one core, from /proc/stat.
+
+    Other processes on the machine steal CPU from both the server and the generator; this shows
+    when they did. None where /proc/stat does not exist.
+    """
+
+    def __init__(self, path: str = "/proc/stat") -> None:
+        self._path = path
+        self._cpus = os.cpu_count() or 1
+        self._last = self._read()
+
+    def _read(self) -> tuple[float, float] | None:
+        try:
+            with open(self._path) as stat:
+                fields = [float(v) for v in stat.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+        return sum(fields[:8]), idle  # guest time is already counted in user
+
+    def percent(self) -> float | None:
+        """Busy time since the previous call, in percent of one core (up to 100 x cores)."""
+        now, last = self._read(), self._last
+        self._last = now
+        if now is None or last is None or now[0] <= last[0]:
+            return None
+        total, idle = now[0] - last[0], now[1] - last[1]
+        return 100.0 * self._cpus * (total - idle) / total
+
+
+class LoopLag:
+    """How late the event loop wakes a task that sleeps ``period``: a blocked or starved loop.
+
+    A load generator whose loop runs late delays its own sending and receiving, and its latency
+    numbers are then its own. :meth:`take` returns the worst lag since the previous call.
+    """
+
+    def __init__(self, period: float = 0.02) -> None:
+        self.period = period
+        self._worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(self.period)
+            lag = time.perf_counter() - before - self.period
+            if lag > self._worst:
+                self._worst = lag
+
+    def take(self) -> float:
+        worst, self._worst = self._worst, 0.0
+        return worst
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class GcPauses:
+    """Time spent in Python's cyclic garbage collector (``gc.callbacks``), per interval."""
+
+    def __init__(self) -> None:
+        self._started: float | None = None
+        self.total = 0.0
+        self.worst = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif self._started is not None:
+            pause = time.perf_counter() - self._started
+            self._started = None
+            self.total += pause
+            self.worst = max(self.worst, pause)
+
+    def start(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def take(self) -> tuple[float, float]:
+        """(seconds in the collector, longest pause) since the previous call."""
+        result = (self.total, self.worst)
+        self.total = self.worst = 0.0
+        return result
+
+    def stop(self) -> None:
+        if self._callback in gc.callbacks:
+            gc.callbacks.remove(self._callback)

@@ -85,7 +85,14 @@ def render(report: dict[str, Any], console: Console) -> None:
     table.add_row(
         "load generator",
         f"CPU {_v(generator['cpu_percent_mean'])} % of a core (max "
-        f"{_v(generator['cpu_percent_max'])} %), {generator['cpus']} cores on this machine",
+        f"{_v(generator['cpu_percent_max'])} %), event loop late by up to "
+        f"{_v(generator['loop_lag_ms_max'])} ms, {_v(generator['gc_ms_total'])} ms in GC",
+    )
+    table.add_row(
+        "machine",
+        f"{generator['cpus']} cores, {_v(generator['machine_cpu_percent_mean'])} % of a core busy "
+        f"on average, of which other processes {_v(generator['other_processes_cpu_percent_mean'])}"
+        " %",
     )
     console.print(table)
     for warning in report["warnings"]:

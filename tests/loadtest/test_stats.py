@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import math
+import os
+import time
+from pathlib import Path
 
 import click
 import pytest
@@ -12,7 +17,10 @@ from loadtest.server import Scrape, cpu_percent, metrics_url, parse
 from loadtest.stats import (
     FREEZE_GAP,
     CpuMeter,
+    GcPauses,
     LatencyBook,
+    LoopLag,
+    MachineCpu,
     ReceivedStream,
     histogram_quantile,
     percentile,
@@ -177,3 +185,40 @@ def test_command_line_values() -> None:
     for bad in ("640", "641x360", "0x0"):
         with pytest.raises(click.BadParameter):
             parse_size(bad)
+
+
+# --- the generator's health ---
+
+
+def test_machine_cpu_from_proc_stat(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal
+    stat.write_text("cpu  100 0 100 800 0 0 0 0 0 0\ncpu0 ...\n")
+    machine = MachineCpu(str(stat))
+    stat.write_text("cpu  250 0 150 900 0 0 0 0 0 0\n")  # 200 busy of 300
+    cpus = os.cpu_count() or 1
+    assert machine.percent() == pytest.approx(100.0 * cpus * 200 / 300)
+    assert MachineCpu(str(tmp_path / "missing")).percent() is None
+
+
+async def test_loop_lag_sees_a_blocked_loop() -> None:
+    lag = LoopLag(period=0.005)
+    lag.start()
+    await asyncio.sleep(0.02)
+    time.sleep(0.1)  # noqa: ASYNC251 - block the loop, as a slow callback would
+    await asyncio.sleep(0.02)
+    lag.stop()
+    assert lag.take() >= 0.05
+    assert lag.take() == 0.0
+
+
+def test_gc_pauses_are_timed() -> None:
+    pauses = GcPauses()
+    pauses.start()
+    try:
+        gc.collect()
+    finally:
+        pauses.stop()
+    total, worst = pauses.take()
+    assert total > 0 and worst > 0
+    assert pauses.take() == (0.0, 0.0)

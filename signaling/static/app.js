@@ -5,6 +5,7 @@
 // video=WIDTHxHEIGHT and fps (capture size, e.g. video=320x180&fps=15).
 
 import { SfuClient } from "./sfu-client.js";
+import { QualityMonitor } from "./sfu-stats.js";
 
 const STATS_INTERVAL_MS = 1000;
 const params = new URLSearchParams(location.search);
@@ -17,6 +18,8 @@ const local = { mic: null, camera: null, screen: null };
 /** @type {Map<string, Tile>} participantId (or "self") → its tile; "screen:<trackId>" → a screen tile */
 const tiles = new Map();
 let statsTimer = 0;
+/** @type {QualityMonitor|null} */
+let quality = null;
 
 // the tests (and a curious developer's console) read the state from here
 window.sfuApp = { get client() { return client; }, local, tiles };
@@ -164,6 +167,7 @@ async function join(room, name) {
       .forEach((p) => setStatus(`Publishing failed: ${p.reason.message}`, "call-status", true));
   }
   updateControls();
+  quality = new QualityMonitor(client);
   statsTimer = setInterval(updateStats, STATS_INTERVAL_MS);
 }
 
@@ -196,6 +200,7 @@ async function leave() {
 
 function endCall(message) {
   clearInterval(statsTimer);
+  quality = null;
   for (const tile of tiles.values()) tile.remove();
   tiles.clear();
   for (const key of Object.keys(local)) {
@@ -295,8 +300,8 @@ function detachRemote(remote) {
 
 async function updateStats() {
   const sfu = client;
-  if (!sfu) return;
-  const stats = await sfu.getStats();
+  if (!sfu || !quality) return;
+  const stats = await quality.sample();
   for (const tile of tiles.values()) {
     let trackIds = [];
     if (tile.key === "self") {

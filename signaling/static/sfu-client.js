@@ -21,6 +21,8 @@
 // by transceiver mid: a mid may carry another participant's track later, so `track` events are
 // driven by that map, never by RTCPeerConnection's own `track` event.
 //
+// Connection quality per track (RTT, loss, bitrate) is in sfu-stats.js.
+//
 // Mute (see `setMuted`): the sender's encoding is deactivated (`active: false`), so no RTP is sent
 // for a muted track at all, and the track is disabled (`enabled = false`) as well, so that a browser
 // that cannot deactivate an encoding sends silence / black frames instead.
@@ -130,7 +132,6 @@ export class SfuClient extends EventTarget {
     this._descriptionSent = false; // candidates wait for the first offer/answer
     /** @type {(RTCIceCandidate|null)[]} */
     this._queuedCandidates = [];
-    this._previousStats = new Map();
     /** @type {Set<RTCRtpTransceiver>} the sending transceivers this client added */
     this._ownTransceivers = new Set();
   }
@@ -589,80 +590,6 @@ export class SfuClient extends EventTarget {
     if (this.remoteTracks.get(remote.trackId) !== remote) return;
     this.remoteTracks.delete(remote.trackId);
     this._emit("track-ended", remote);
-  }
-
-  // --- statistics ---
-
-  /**
-   * Connection quality per track, from `getStats()`; rates and loss are over the interval since
-   * the previous call. Map trackId (ours and remote) → {kind, direction, rttMs, lossPercent,
-   * kbps, framesPerSecond, framesDecoded, frameWidth, frameHeight, audioEnergy}.
-   */
-  async getStats() {
-    const result = new Map();
-    if (!this.pc || this.closed) return result;
-    const report = await this.pc.getStats();
-    const byId = new Map();
-    report.forEach((stat) => byId.set(stat.id, stat));
-    let pathRttMs = null;
-    report.forEach((stat) => {
-      if (stat.type === "transport" && stat.selectedCandidatePairId) {
-        const pair = byId.get(stat.selectedCandidatePairId);
-        if (pair?.currentRoundTripTime !== undefined) pathRttMs = pair.currentRoundTripTime * 1000;
-      }
-    });
-    const ownByMid = new Map(this.localTracks.map((l) => [l.transceiver.mid, l]));
-    const remoteByMid = new Map([...this.remoteTracks.values()].map((r) => [r.mid, r]));
-    report.forEach((stat) => {
-      if (stat.type === "inbound-rtp") {
-        const remote = remoteByMid.get(stat.mid);
-        if (!remote) return;
-        const delta = this._delta(stat, stat.packetsReceived, stat.packetsLost, stat.bytesReceived);
-        result.set(remote.trackId, {
-          kind: stat.kind,
-          direction: "inbound",
-          rttMs: pathRttMs,
-          lossPercent: delta.lossPercent,
-          kbps: delta.kbps,
-          framesPerSecond: stat.framesPerSecond ?? null,
-          framesDecoded: stat.framesDecoded ?? null,
-          frameWidth: stat.frameWidth ?? null,
-          frameHeight: stat.frameHeight ?? null,
-          audioEnergy: stat.totalAudioEnergy ?? null,
-        });
-      } else if (stat.type === "outbound-rtp") {
-        const local = ownByMid.get(stat.mid);
-        if (!local?.trackId) return;
-        const remoteInbound = report.get(stat.remoteId);
-        const delta = this._delta(stat, stat.packetsSent, 0, stat.bytesSent);
-        result.set(local.trackId, {
-          kind: stat.kind,
-          direction: "outbound",
-          rttMs: remoteInbound?.roundTripTime !== undefined ? remoteInbound.roundTripTime * 1000 : pathRttMs,
-          lossPercent: remoteInbound?.fractionLost !== undefined ? remoteInbound.fractionLost * 100 : null,
-          kbps: delta.kbps,
-          framesPerSecond: stat.framesPerSecond ?? null,
-          framesDecoded: null,
-          frameWidth: stat.frameWidth ?? null,
-          frameHeight: stat.frameHeight ?? null,
-          audioEnergy: null,
-        });
-      }
-    });
-    return result;
-  }
-
-  _delta(stat, packets = 0, lost = 0, bytes = 0) {
-    const previous = this._previousStats.get(stat.id);
-    this._previousStats.set(stat.id, { timestamp: stat.timestamp, packets, lost, bytes });
-    const fresh = !previous || stat.timestamp <= previous.timestamp;
-    // the first call has no interval yet: loss since the start
-    const got = fresh ? packets : packets - previous.packets;
-    const missed = Math.max(0, fresh ? lost : lost - previous.lost);
-    return {
-      lossPercent: got + missed > 0 ? (100 * missed) / (got + missed) : null,
-      kbps: fresh ? null : (8 * (bytes - previous.bytes)) / (stat.timestamp - previous.timestamp),
-    };
   }
 
   _emit(type, detail) {

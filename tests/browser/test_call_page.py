@@ -87,6 +87,16 @@ async def test_late_joiner_sees_everyone_and_grids_follow_leaves(
     ARTIFACTS.mkdir(exist_ok=True)
     await carol.screenshot(path=ARTIFACTS / "three-party-call.png")
 
+    # every page shows the same fake camera, so check the mapping another way: when alice's
+    # camera goes off, only what carol shows in alice's tile stops
+    await alice.click("#camera")
+    await expect(tile(carol, "alice")).to_have_attribute("data-camera", "off")
+    await asyncio.gather(
+        wait_stalled(carol, "alice", "camera"), wait_flowing(carol, "bob", ("camera",))
+    )
+    await alice.click("#camera")
+    await wait_flowing(carol, "alice", ("camera",))
+
     freed_mids = {
         t.mid for name in ("bob", "carol") for t in (await received(alice, name)).values()
     }

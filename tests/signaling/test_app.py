@@ -478,9 +478,14 @@ async def test_session_closed_sends_bye(
 async def test_static_index(fake_client: TestClient[Any, Any]) -> None:
     response = await fake_client.get("/")
     assert response.status == 200
-    assert "coming" in await response.text()
+    assert '<script type="module" src="app.js">' in await response.text()
     response = await fake_client.get("/index.html")
     assert response.status == 200
+    for module in ("app.js", "sfu-client.js", "sfu-stats.js"):
+        response = await fake_client.get(f"/{module}")
+        assert response.status == 200
+        # browsers run an ES module only when it is served as JavaScript
+        assert response.content_type in ("text/javascript", "application/javascript")
     response = await fake_client.get("/../pyproject.toml")
     assert response.status == 404
 

@@ -155,7 +155,13 @@ export class SfuClient extends EventTarget {
       ws.addEventListener("open", resolve, { once: true });
       ws.addEventListener("close", () => reject(new Error(`cannot connect to ${this.url}`)), { once: true });
     });
-    const reply = await this._request({ type: "join", v: PROTOCOL_VERSION, room, name }, "joined");
+    let reply;
+    try {
+      reply = await this._request({ type: "join", v: PROTOCOL_VERSION, room, name }, "joined");
+    } catch (error) {
+      this.close("join failed");
+      throw error;
+    }
     this.room = room;
     this.name = name;
     this.participantId = reply.participantId;
@@ -273,15 +279,10 @@ export class SfuClient extends EventTarget {
   async setMuted(local, muted) {
     local.muted = muted;
     if (local.track) local.track.enabled = !muted;
-    const sender = local.transceiver.sender;
-    const parameters = sender.getParameters();
-    if (parameters.encodings && parameters.encodings.length > 0) {
-      for (const encoding of parameters.encodings) encoding.active = !muted;
-      try {
-        await sender.setParameters(parameters);
-      } catch (error) {
-        this.log("setParameters failed; the disabled track sends silence/black instead:", error);
-      }
+    try {
+      await setActive(local.transceiver.sender, !muted);
+    } catch (error) {
+      this.log("setParameters failed; the disabled track sends silence/black instead:", error);
     }
     if (local.trackId && !this.closed) this._send({ type: "mute", trackId: local.trackId, muted });
   }
@@ -301,6 +302,7 @@ export class SfuClient extends EventTarget {
     if (reusable) {
       reusable.direction = "sendonly";
       reusable.sender.replaceTrack(track);
+      setActive(reusable.sender, true).catch((error) => this.log("setParameters:", error));
       return reusable;
     }
     const transceiver = this.pc.addTransceiver(track, { direction: "sendonly" });
@@ -392,8 +394,12 @@ export class SfuClient extends EventTarget {
         const trackId = ids.get(local.transceiver.mid) ?? null;
         const renamed = trackId !== local.trackId;
         local.trackId = trackId;
-        // the others learn a muted state only through `mute`
-        if (renamed && trackId && local.muted) this._send({ type: "mute", trackId, muted: true });
+        // muted before it was negotiated: the others learn it only through `mute`, and the
+        // encoding could not be turned off before
+        if (renamed && trackId && local.muted) {
+          this._send({ type: "mute", trackId, muted: true });
+          setActive(local.transceiver.sender, false).catch((error) => this.log("setParameters:", error));
+        }
       }
       for (const change of changes) change.done();
     } catch (error) {
@@ -595,6 +601,15 @@ export class SfuClient extends EventTarget {
   _emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
   }
+}
+
+/** Turn a sender's encodings on or off (off: no RTP at all, without renegotiating). */
+async function setActive(sender, active) {
+  const parameters = sender.getParameters();
+  if (!parameters.encodings || parameters.encodings.length === 0) return; // not negotiated yet
+  if (parameters.encodings.every((encoding) => encoding.active === active)) return;
+  for (const encoding of parameters.encodings) encoding.active = active;
+  await sender.setParameters(parameters);
 }
 
 /** @returns {Participant} */

@@ -402,9 +402,19 @@ def rollback_local_offer(pc: ServerPeerConnection) -> list[RTCRtpTransceiver]:
     return added
 
 
+#: Opus receive parameters we declare (RFC 7587 §6.1): subscribers decode, so in-band FEC helps.
+OPUS_PARAMETERS = {"minptime": 10, "useinbandfec": 1}
+
+
 async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
     """Apply a remote offer and return the applied answer's SDP."""
     await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+    for transceiver in pc.getTransceivers():
+        # aiortc answers Opus without fmtp, which turns the publisher's FEC off
+        for codec in transceiver._codecs:
+            if codec.mimeType.lower() == "audio/opus":
+                for key, value in OPUS_PARAMETERS.items():
+                    codec.parameters.setdefault(key, value)
     await pc.setLocalDescription(await pc.createAnswer())
     return str(pc.localDescription.sdp)
 

@@ -208,3 +208,21 @@ async def test_renegotiation_keeps_payload_types_and_extension_ids() -> None:
 
 def test_stun_module_still_has_transaction_error() -> None:
     assert issubclass(aioice.stun.TransactionError, Exception)
+
+
+async def test_opus_answer_declares_in_band_fec() -> None:
+    server = bridge.ServerPeerConnection()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        client.addTransceiver("audio", direction="sendonly")
+        await client.setLocalDescription(await client.createOffer())
+        answer = await bridge.accept_offer(server, client.localDescription.sdp)
+        opus_pt = next(
+            line.split()[0].split(":")[1]
+            for line in answer.splitlines()
+            if line.startswith("a=rtpmap:") and "opus/48000" in line
+        )
+        assert f"a=fmtp:{opus_pt} minptime=10;useinbandfec=1" in answer
+    finally:
+        await client.close()
+        await server.close()

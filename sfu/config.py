@@ -27,7 +27,7 @@ class MediaConfig:
     #: Bitrate advertised to each video publisher in REMB (bits/s): the ceiling its encoder may use.
     publisher_max_bitrate: int = 2_500_000
     #: Minimum time between two keyframe requests sent to one publisher stream (seconds).
-    keyframe_min_interval: float = 0.5
+    keyframe_min_interval: float = 0.3
     #: Interval of the RTCP reports (SR, RR, REMB) the server sends on each connection (seconds).
     rtcp_interval: float = 1.0
     max_participants_per_room: int = 100

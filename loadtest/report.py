@@ -143,9 +143,14 @@ def _bitrates(
     rates = [
         (he.rx_bytes.get(p.name, 0) - hs.rx_bytes.get(p.name, 0)) * 8 / window / 1000
         for p in parts
-        if p.joined_at is not None
+        if p.joined_at is not None and _has_publishers(p, parts)
     ]
     return summary(rates, 1.0, 1)
+
+
+def _has_publishers(subscriber: LoadParticipant, parts: list[LoadParticipant]) -> bool:
+    """Whether anyone else in the subscriber's room publishes (so it should receive)."""
+    return any(p.publishes and p is not subscriber and p.room == subscriber.room for p in parts)
 
 
 def _freezes(parts: list[LoadParticipant]) -> dict[str, Any]:

@@ -46,6 +46,8 @@ def render(report: dict[str, Any], console: Console) -> None:
         f"{joins['succeeded']}/{joins['attempted']} joined, {joins['connected']} media "
         f"connected, {joins['failed']} failed",
     )
+    for error, count in list(joins["errors"].items())[:3]:
+        table.add_row("", f"[red]{count} x {error}[/red]")
     table.add_row("join time", _spread(joins["join_ms"], "ms"))
     table.add_row("join → media connected", _spread(joins["connect_ms"], "ms"))
     ttff = report["time_to_first_frame_ms"]

@@ -205,6 +205,7 @@ class _ExtensionWriter:
 
     mid always; abs-send-time on video (refreshed per packet, for the subscriber's bandwidth
     estimator); the publisher's audio level on audio. rid/repaired-rid are never forwarded.
+    The block is a per-subscriber template: per packet only the variable value is spliced in.
     """
 
     def __init__(self, params: MediaParams) -> None:
@@ -212,16 +213,28 @@ class _ExtensionWriter:
         self._mid = (ids[URI_MID], params.mid.encode()) if URI_MID in ids else None
         self._abs_send_time_id = ids.get(URI_ABS_SEND_TIME) if params.kind == "video" else None
         self._audio_level_id = ids.get(URI_AUDIO_LEVEL) if params.kind == "audio" else None
-        self._static: bytes | None = None
-        if self._abs_send_time_id is None and self._audio_level_id is None:
-            self._static = build_extension_block([self._mid] if self._mid else [])
+        fixed = [self._mid] if self._mid else []
+        self._static = build_extension_block(fixed)
+        self._variable_id = self._abs_send_time_id or self._audio_level_id
+        self._head = self._tail = b""
+        if self._variable_id is not None:
+            size = 3 if self._abs_send_time_id is not None else 1
+            template = build_extension_block([*fixed, (self._variable_id, bytes(size))])
+            # the variable value is the last element; in the one-byte form it can be spliced
+            value_at = 4 + sum(1 + len(v) for _, v in fixed) + 1
+            if template[:2] == b"\xbe\xde":
+                self._head, self._tail = template[:value_at], template[value_at + size :]
+            else:
+                self._head = b""  # two-byte form (ids > 14): build per packet
 
     def block(self, packet: IngressPacket) -> bytes:
-        if self._static is not None:
+        if self._variable_id is None:
             return self._static
+        value = packet.abs_send_time if self._abs_send_time_id is not None else packet.audio_level
+        if not value:
+            return self._static
+        if self._head:
+            return self._head + value + self._tail
         elements = [self._mid] if self._mid else []
-        if self._abs_send_time_id is not None:
-            elements.append((self._abs_send_time_id, packet.abs_send_time))
-        if self._audio_level_id is not None and packet.audio_level is not None:
-            elements.append((self._audio_level_id, packet.audio_level))
+        elements.append((self._variable_id, value))
         return build_extension_block(elements)

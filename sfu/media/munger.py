@@ -16,12 +16,13 @@ new source's start.
 
 from __future__ import annotations
 
+from array import array
 from bisect import bisect_left
 
 #: A packet further than this behind the newest one of its source cannot be placed any more.
 MAX_REORDER = 1000
 #: How many recently sent numbers :meth:`RtpMunger.source_seq` can map back (a power of two).
-HISTORY_SIZE = 1024
+HISTORY_SIZE = 512
 
 
 class RtpMunger:
@@ -54,9 +55,10 @@ class RtpMunger:
         self._seq_offset = 0
         self._ts_offset = 0
         self._drops: list[int] = []  # incoming seqs dropped while newest, ascending
-        self._hist_out = [-1] * HISTORY_SIZE
-        self._hist_in = [0] * HISTORY_SIZE
-        self._hist_gen = [0] * HISTORY_SIZE
+        # arrays of machine integers: a list of Python ints would cost ~5x the memory
+        self._hist_out = array("q", [-1]) * HISTORY_SIZE
+        self._hist_in = array("q", [0]) * HISTORY_SIZE
+        self._hist_gen = array("q", [0]) * HISTORY_SIZE
 
     @property
     def last_seq(self) -> int | None:
@@ -137,6 +139,6 @@ class RtpMunger:
         return self._hist_gen[slot], self._hist_in[slot]
 
     def source_seq(self, out_seq16: int) -> int | None:
-        """The extended incoming seq sent as ``out_seq16`` among the last 1024, for NACKs."""
+        """The extended incoming seq sent as ``out_seq16`` among the last HISTORY_SIZE, for NACKs."""
         found = self.source_packet(out_seq16)
         return None if found is None else found[1]

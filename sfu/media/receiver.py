@@ -25,8 +25,9 @@ from sfu.rtp.rtcp import ReportBlock
 if TYPE_CHECKING:
     from sfu.media.downtrack import DownTrack
 
-#: Packets kept per video track to answer subscribers' NACKs (~1 s at 1 Mbit/s).
-HISTORY_SIZE = 1024
+#: Packets kept per video track to answer subscribers' NACKs: ~2 s at 2.5 Mbit/s, longer at
+#: lower rates; a NACK older than a few round trips is useless anyway.
+HISTORY_SIZE = 512
 
 
 class Upstream(Protocol):
@@ -175,7 +176,7 @@ class TrackReceiver:
             start,
             keyframe,
             now,
-            abs_send_time(self._wall_clock()),
+            abs_send_time(self._wall_clock()) if self.is_video else b"",
             audio_level,
         )
         if self.history is not None:

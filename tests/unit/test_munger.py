@@ -384,14 +384,14 @@ SCENARIOS: dict[str, tuple[int, int, list[Step]]] = {
             Src(65529, None),
         ],
     ),
-    "source_seq forgets after 1024": (
+    "source_seq forgets after 512": (
         0,
         0,
         [
             *[F(200 + i, 0, (i, 0)) for i in range(1030)],
             Src(1029, 1229),
-            Src(6, 206),  # the 1024th newest
-            Src(5, None),
+            Src(518, 718),  # the 512th newest
+            Src(517, None),
             Src(0, None),
         ],
     ),

@@ -6,20 +6,17 @@ import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sfu.api import TrackInfo
 from sfu.config import MediaConfig
 from sfu.counters import MediaTotals
 from sfu.media import latency
 from sfu.media.connection import MediaConnection
 from sfu.media.downtrack import DownTrack, OutgoingStream
 from sfu.media.latency import LatencyHistogram
-from sfu.media.params import URI_MID, MediaParams
-from sfu.media.receiver import TrackReceiver
 from sfu.metrics import build_registry
 from sfu.rtp import rtcp
 from sfu.service import Sfu
 
-from .test_media_input import PUBLISHER_SSRC, VP8, RecordingSink, subscriber_params, vp8_packet
+from .media_doubles import RecordingSink, publisher_receiver, subscriber_params, vp8_packet
 
 # --- the histogram ---
 
@@ -50,26 +47,9 @@ def test_bounds_must_increase(bounds: tuple[float, ...]) -> None:
 # --- counters kept by the media objects ---
 
 
-def _publisher(connection: MediaConnection) -> TrackReceiver:
-    params = MediaParams(
-        mid="0",
-        kind="video",
-        codecs=(VP8,),
-        extensions={URI_MID: 1},
-        local_ssrc=1,
-        local_rtx_ssrc=2,
-        remote_ssrcs=(PUBLISHER_SSRC,),
-    )
-    receiver = TrackReceiver(
-        TrackInfo("TR_x", "PA_x", "video"), params, connection, 0.5, connection.publisher_clock
-    )
-    connection.add_receiver(receiver)
-    return receiver
-
-
 async def test_one_packet_in_sample_every_is_timed_per_down_track() -> None:
     connection = MediaConnection(MediaConfig(), lambda reason: None, lambda: None)
-    receiver = _publisher(connection)
+    receiver = publisher_receiver(connection)
     stream = OutgoingStream(subscriber_params(), 500, 9000)
     sinks = [RecordingSink() for _ in range(3)]
     for sink in sinks:
@@ -88,7 +68,7 @@ async def test_one_packet_in_sample_every_is_timed_per_down_track() -> None:
 
 async def test_totals_read_receivers_streams_and_rtcp_feedback() -> None:
     connection = MediaConnection(MediaConfig(), lambda reason: None, lambda: None)
-    receiver = _publisher(connection)
+    receiver = publisher_receiver(connection)
     stream = OutgoingStream(subscriber_params(), 500, 9000)
     down_track = DownTrack(receiver, stream, RecordingSink())
     receiver.add_down_track(down_track)

@@ -7,11 +7,10 @@ from collections.abc import Callable
 import pytest
 
 from sfu.api import TrackInfo
-from sfu.media.params import URI_MID, Codec, MediaParams
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import PublisherClock
 
-VP8 = Codec(96, "VP8", 90000, feedback=("nack", "nack pli"))
+from .media_doubles import publisher_params
 
 
 class Upstream:
@@ -40,16 +39,8 @@ class Clock:
 
 
 def make_receiver(upstream: Upstream, clock: Clock) -> TrackReceiver:
-    params = MediaParams(
-        mid="0",
-        kind="video",
-        codecs=(VP8,),
-        extensions={URI_MID: 1},
-        local_ssrc=1,
-        local_rtx_ssrc=2,
-        remote_ssrcs=(777,),
-    )
     info = TrackInfo("TR_a", "PA_a", "video")
+    params = publisher_params(777)
     return TrackReceiver(info, params, upstream, 0.5, PublisherClock(), clock=clock)
 
 

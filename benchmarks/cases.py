@@ -73,6 +73,7 @@ class Trial:
     expected: int  # sent x subscribers
     received: int  # packets the subscribers got, of those sent in the window
     server_cpu_s: float
+    server_system_s: float  # of which in the kernel (on loopback: also delivering what it sent)
     server_ctx_switches: int
     server_threads: int
     server_rss_mb: float
@@ -106,5 +107,6 @@ class Trial:
             forwarded_per_s=self.received / self.seconds,
             server_cpu_pct=100 * self.server_cpu_s / self.seconds,
             ctx_switches_per_packet=self.server_ctx_switches / max(self.received, 1),
+            system_pct=100 * self.server_system_s / self.server_cpu_s if self.server_cpu_s else 0.0,
         )
         return data

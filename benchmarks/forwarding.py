@@ -15,6 +15,7 @@ table with the ratios to Janus and saved as JSON and PNG. See benchmarks/README.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -43,6 +44,7 @@ from benchmarks.processes import (
     busy_cpu_seconds,
     context_switches,
     cpu_seconds,
+    cpu_times,
     janus_version,
     namespace,
     peer_command,
@@ -61,8 +63,8 @@ DEFAULT_JANUS_CONFIGS = REPO.parent / "shared" / "testbed" / "janus"
 RESULTS = REPO / "benchmarks" / "results"
 READY_TIMEOUT = 90.0
 IN_FLIGHT_WAIT = 0.5  # after the window, for the last packets to arrive
-QUIET_TIMEOUT = 120.0
-ATTEMPTS = 3
+QUIET_TIMEOUT = 20.0
+ATTEMPTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +82,16 @@ class Options:
     profile: Case | None
     subscriber_processes: int
     quiet: float
+    nice: int
+    server_module: str
+    logs: Path | None
 
 
 def start_forwarder(
     name: str, network: Network, workdir: Path, options: Options
 ) -> tuple[Process, str]:
     if name == "aiosfu":
-        return start_aiosfu(network, workdir)
+        return start_aiosfu(network, workdir, options.server_module)
     return start_janus(network, workdir, options.janus_configs, JANUS_FORWARDERS[name])
 
 
@@ -177,7 +182,7 @@ def _measure(
     roles = {"server": server.pid, "publisher": publisher.pid}
     roles.update({s.name: s.pid for s in subscribers})
     drops0, snmp0, busy0 = udp_drops(roles), udp_counters(server.pid), busy_cpu_seconds()
-    server_cpu0, ctx0 = cpu_seconds(server.pid), context_switches(server.pid)
+    server_cpu0, ctx0 = cpu_times(server.pid), context_switches(server.pid)
     load_cpu0 = [cpu_seconds(pid) for pid in load]
     t0 = time.monotonic_ns()
     if profile_to is not None:
@@ -185,7 +190,9 @@ def _measure(
     else:
         time.sleep(options.seconds)
     t1 = time.monotonic_ns()
-    server_cpu = cpu_seconds(server.pid) - server_cpu0
+    user, system = cpu_times(server.pid)
+    server_user, server_system = user - server_cpu0[0], system - server_cpu0[1]
+    server_cpu = server_user + server_system
     ctx = context_switches(server.pid) - ctx0
     load_cpu = [cpu_seconds(pid) - c for pid, c in zip(load, load_cpu0, strict=True)]
     drops1, snmp1, busy = udp_drops(roles), udp_counters(server.pid), busy_cpu_seconds() - busy0
@@ -220,6 +227,7 @@ def _measure(
         expected=sent * case.subscribers,
         received=sum(received.values()),
         server_cpu_s=server_cpu,
+        server_system_s=server_system,
         server_ctx_switches=ctx,
         server_threads=threads,
         server_rss_mb=rss_kb / 1024,
@@ -293,7 +301,7 @@ def run_quietly(
     for attempt in range(ATTEMPTS):
         wait_until_quiet(options.quiet)
         attempt_dir = workdir / f"attempt-{attempt}"
-        attempt_dir.mkdir()
+        attempt_dir.mkdir(exist_ok=True)
         trial = run_trial(forwarder, case, run, options, network, attempt_dir)
         report.progress(trial)
         attempts.append(trial)
@@ -309,7 +317,8 @@ def run_quietly(
 def run(options: Options) -> dict[str, Any]:
     """Every case x run x forwarder (interleaved); returns the results document."""
     with tempfile.TemporaryDirectory(prefix="aiosfu-bench-") as tmp:
-        workdir = Path(tmp)
+        workdir = options.logs or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         if options.netns:
             with namespace(f"aiosfu-bench-{os.getpid()}") as network:
                 return _run_all(options, network, workdir)
@@ -317,13 +326,14 @@ def run(options: Options) -> dict[str, Any]:
 
 
 def _run_all(options: Options, network: Network, workdir: Path) -> dict[str, Any]:
+    network = dataclasses.replace(network, nice=options.nice)
     trials: list[Trial] = []
     started = datetime.now(UTC)
     for case in options.cases:
         for run_index in range(options.runs):
             for forwarder in options.forwarders:
                 trial_dir = workdir / f"{case.key}-{run_index}-{forwarder}"
-                trial_dir.mkdir()
+                trial_dir.mkdir(exist_ok=True)
                 trial = run_quietly(forwarder, case, run_index, options, network, trial_dir)
                 trials.append(trial)
     document: dict[str, Any] = {
@@ -333,7 +343,7 @@ def _run_all(options: Options, network: Network, workdir: Path) -> dict[str, Any
     }
     if options.profile is not None:
         profile_dir = workdir / "profile"
-        profile_dir.mkdir()
+        profile_dir.mkdir(exist_ok=True)
         stem = f"profile-{started:%Y%m%d-%H%M%S}-{options.profile.key}"
         raw = options.out / f"{stem}.txt"
         options.out.mkdir(parents=True, exist_ok=True)
@@ -362,10 +372,18 @@ def machine(options: Options, network: Network, started: datetime) -> dict[str, 
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
+    # the server runs from the work tree: say if it differs from the commit
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "sfu", "signaling"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    ).stdout.split("\n")
     load = os.getloadavg()
     return {
         "started": started.isoformat(timespec="seconds"),
         "commit": commit,
+        "uncommitted": [line[3:] for line in dirty if line.strip()],
         "cpu": cpu,
         "cores": os.cpu_count(),
         "kernel": platform.release(),
@@ -380,6 +398,7 @@ def machine(options: Options, network: Network, started: datetime) -> dict[str, 
         "payload": options.payload,
         "fps": options.fps,
         "subscriber_processes": options.subscriber_processes,
+        "nice": options.nice,
         "cases": [c.key for c in options.cases],
         "forwarders": list(options.forwarders),
     }
@@ -436,9 +455,26 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         type=float,
         default=None,
         metavar="PCT",
-        help="before each run, wait (up to 2 min) until other processes use less than PCT %% "
-        "of a core; a run during which they used more is repeated (up to 3 attempts). "
+        help="before each run, wait (up to 20 s) until other processes use less than PCT %% "
+        "of a core; a run during which they used more is repeated once. "
         "Default 15, none with --quick",
+    )
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="run the forwarder and the load at this nice value (e.g. -5, as root) so that "
+        "other work on a shared machine disturbs the measurement less",
+    )
+    parser.add_argument(
+        "--server-module",
+        default="signaling.cli",
+        help="run aiosfu as `python -m MODULE serve` (benchmarks.gc_probe logs GC pauses)",
+    )
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        help="keep every process's output here (default: a temporary folder, deleted)",
     )
     args = parser.parse_args(argv)
     forwarders = tuple(f.strip() for f in args.forwarders.split(",") if f.strip())
@@ -474,6 +510,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         out=args.out,
         profile=profile,
         subscriber_processes=args.subscriber_processes,
+        nice=args.nice,
+        server_module=args.server_module,
+        logs=args.logs,
         quiet=args.quiet if args.quiet is not None else math.inf if args.quick else 15.0,
     )
 

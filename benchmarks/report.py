@@ -25,6 +25,7 @@ MEDIANS = (
     "subscribers_cpu_pct",
     "first_packet_ms",
     "other_cpu_pct",
+    "system_pct",
 )
 
 
@@ -119,12 +120,13 @@ def tables(document: dict[str, Any]) -> str:
     out += [
         "\nPer case (medians): forwarded packets/s, forwarder CPU, loss, end-to-end latency "
         "(publisher send → subscriber receive), SFU-internal latency (aiosfu /metrics), "
+        "share of the forwarder's CPU spent in the kernel, "
         "context switches per packet, load generator CPU (publisher + subscribers), CPU of "
         "other processes on the machine during the window\n",
         "| case | forwarder | fwd pkt/s | CPU % | µs/pkt (min-max) | pkt/s per core | lost | "
-        "e2e p50 / p90 / p99 / p99.9 ms | SFU p50 / p99 ms | ctxsw/pkt | threads | load CPU % "
-        "| others % |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "e2e p50 / p90 / p99 / p99.9 ms | SFU p50 / p99 ms | kernel % | ctxsw/pkt | threads | "
+        "load CPU % | others % |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for case in cases:
         for forwarder in forwarders:
@@ -141,9 +143,10 @@ def tables(document: dict[str, Any]) -> str:
                 + " / ".join(_fmt(lat[pkey(p)]) for p in PERCENTILES)
                 + " | "
                 + (f"{_fmt(sfu['p50'], 3)} / {_fmt(sfu['p99'], 3)}" if sfu else "-")
+                + f" | {_fmt(row.get('system_pct'), 0)}"
                 + f" | {row['ctx_switches_per_packet']:.3f} | {row['server_threads']:.0f} | "
                 f"{row['publisher_cpu_pct']:.0f} + {row['subscribers_cpu_pct']:.0f} | "
-                f"{row['other_cpu_pct']:.0f} |"
+                f"{max(0.0, row['other_cpu_pct']):.0f} |"
             )
     if all(r["sfu_latency_ms"] is None for r in summary if r["forwarder"] == "aiosfu"):
         out.append(
@@ -200,8 +203,12 @@ def plot(document: dict[str, Any], path: Path) -> Path | None:
     meta, summary = document["meta"], document["summary"]
     cases: list[str] = meta["cases"]
     forwarders: list[str] = meta["forwarders"]
-    labels = [next((r["label"] for r in summary if r["case"] == c), c) for c in cases]
-    figure, (cpu_axis, latency_axis) = plt.subplots(1, 2, figsize=(13, 5))
+    labels = [
+        next((r["label"] for r in summary if r["case"] == c), c).replace(" x ", "\n") for c in cases
+    ]
+    figure, (cpu_axis, latency_axis, loss_axis) = plt.subplots(
+        1, 3, figsize=(17, 5), gridspec_kw={"width_ratios": [3, 3, 2]}
+    )
     width = 0.8 / len(forwarders)
     for i, forwarder in enumerate(forwarders):
         rows = [_row(summary, c, forwarder) for c in cases]
@@ -221,9 +228,13 @@ def plot(document: dict[str, Any], path: Path) -> Path | None:
             alpha=1.0,
             label=LABELS[forwarder],
         )
+        loss = [r["loss_pct"] if r else math.nan for r in rows]
+        loss_axis.bar(xs, loss, width, label=LABELS[forwarder])
+    latency_axis.set_yscale("log")
     for axis, title in (
         (cpu_axis, "forwarder CPU per forwarded packet (µs, lower is better)"),
-        (latency_axis, "end-to-end latency, ms: p50 (solid) and p99 (pale)"),
+        (latency_axis, "end-to-end latency, ms (log): p50 (solid), p99 (pale)"),
+        (loss_axis, "packets lost, %"),
     ):
         axis.set_xticks(range(len(cases)), labels, fontsize=8)
         axis.set_title(title, fontsize=10)

@@ -21,9 +21,11 @@ import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -521,8 +523,14 @@ def _venv_py_spy() -> Path:
     return Path(sys.executable).parent / "py-spy"
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds: every process is stopped, the namespace deleted
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     options = parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _stop_on_sigterm)
     document = run(options)
     paths = report.save(document, options.out)
     print(report.tables(document))

@@ -85,6 +85,12 @@ def _row(summary: list[dict[str, Any]], case: str, forwarder: str) -> dict[str, 
     return next((r for r in summary if r["case"] == case and r["forwarder"] == forwarder), None)
 
 
+def _ratio(ours: dict[str, Any] | None, theirs: dict[str, Any] | None, key: str) -> float | None:
+    if ours is None or theirs is None or not theirs["latency_ms"][key]:
+        return None
+    return float(ours["latency_ms"][key] / theirs["latency_ms"][key])
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
@@ -94,17 +100,24 @@ def tables(document: dict[str, Any]) -> str:
     cases: list[str] = meta["cases"]
     forwarders: list[str] = meta["forwarders"]
     labels = {r["case"]: r["label"] for r in summary}
+    # as in the issue: the end-to-end latency of the heaviest case closes each row
+    heaviest = max(cases, key=lambda c: Case.parse(c).forwarded_rate)
     out = [
         f"\nCPU of the forwarding process per forwarded packet, µs (median of {meta['runs']} x "
         f"{meta['seconds']:g} s; {meta['cpu']}, {meta['cores']} cores)\n",
-        "| forwarder | " + " | ".join(labels.get(c, c) for c in cases) + " |",
-        "|---|" + "---|" * len(cases),
+        "| forwarder | "
+        + " | ".join(labels.get(c, c) for c in cases)
+        + f" | e2e latency p50 / p99 at {labels.get(heaviest, heaviest)} |",
+        "|---|" + "---|" * (len(cases) + 1),
     ]
     for forwarder in forwarders:
         cells = []
         for case in cases:
             row = _row(summary, case, forwarder)
-            cells.append(_fmt(row["cpu_us_per_packet"]) if row else "-")
+            cells.append(_fmt(row["cpu_us_per_packet"]) + " µs" if row else "-")
+        row = _row(summary, heaviest, forwarder)
+        lat = row["latency_ms"] if row else {"p50": None, "p99": None}
+        cells.append(f"{_fmt(lat['p50'])} / {_fmt(lat['p99'])} ms")
         out.append(f"| {LABELS[forwarder]} | " + " | ".join(cells) + " |")
     for janus in (f for f in forwarders if f != "aiosfu"):
         if "aiosfu" not in forwarders:
@@ -116,6 +129,9 @@ def tables(document: dict[str, Any]) -> str:
                 ours["cpu_us_per_packet"] / theirs["cpu_us_per_packet"] if ours and theirs else None
             )
             cells.append(f"{_fmt(ratio)}x")
+        ours, theirs = _row(summary, heaviest, "aiosfu"), _row(summary, heaviest, janus)
+        p50, p99 = _ratio(ours, theirs, "p50"), _ratio(ours, theirs, "p99")
+        cells.append(f"{_fmt(p50)}x / {_fmt(p99)}x")
         out.append(f"| aiosfu ÷ {LABELS[janus]} | " + " | ".join(cells) + " |")
     out += [
         "\nPer case (medians): forwarded packets/s, forwarder CPU, loss, end-to-end latency "

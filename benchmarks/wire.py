@@ -5,7 +5,7 @@ media path on both ends (versions pinned in pyproject.toml, like sfu/media/aiort
 
 * :class:`RawSender` protects a ready-made RTP packet with the connection's SRTP session and
   writes it to the nominated ICE pair's socket: no encoder, no packetizer, no await;
-* :func:`receive_raw` takes SRTP packets off the ICE socket itself (before aioice's STUN parse,
+* :class:`RawReceiver` takes SRTP packets off the ICE socket itself (before aioice's STUN parse,
   its queue and aiortc's DTLS receive task), unprotects them and hands them to a callback. RTCP,
   STUN and DTLS still take aiortc's normal path, so ICE consent, DTLS and RTCP keep working.
 """

@@ -139,6 +139,6 @@ class RtpMunger:
         return self._hist_gen[slot], self._hist_in[slot]
 
     def source_seq(self, out_seq16: int) -> int | None:
-        """The extended incoming seq sent as ``out_seq16`` among the last HISTORY_SIZE, for NACKs."""
+        """The extended incoming seq sent as ``out_seq16`` (recent ones only), for NACKs."""
         found = self.source_packet(out_seq16)
         return None if found is None else found[1]

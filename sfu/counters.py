@@ -35,6 +35,8 @@ class MediaTotals:
     # every SRTP and SRTCP datagram written (forwarded media, retransmissions, RTCP)
     packets_sent: int = 0
     bytes_sent: int = 0
+    # datagrams not sent: the socket buffer was full, or SRTP refused the packet
+    send_errors: int = 0
     retransmissions: int = 0
     layer_switches: int = 0
     # RTCP feedback messages
@@ -76,6 +78,7 @@ class MediaTotals:
         if transport is not None:
             self.packets_sent += transport.packets_sent
             self.bytes_sent += transport.bytes_sent
+            self.send_errors += transport.send_errors
         self.nacks_received += connection.nacks_received
         self.nacks_sent += connection.nacks_sent
         self.plis_received += connection.plis_received

@@ -123,6 +123,11 @@ def _counters(t: MediaTotals) -> Iterator[Metric]:
         ("sfu_packets_sent", "SRTP and SRTCP datagrams sent (media, RTCP).", t.packets_sent),
         ("sfu_bytes_sent", "Bytes of the SRTP and SRTCP datagrams sent.", t.bytes_sent),
         (
+            "sfu_send_errors",
+            "Datagrams not sent: socket buffer full, or SRTP refused the packet.",
+            t.send_errors,
+        ),
+        (
             "sfu_retransmissions",
             "Packets resent to subscribers that NACKed them.",
             t.retransmissions,

@@ -5,8 +5,9 @@ its ICE, DTLS and SDP handling and takes over the media plane:
 
 * every RTP receiver and sender aiortc creates is made inert (no decoder thread, no encoder, no
   RTCP task) the moment it is created;
-* decrypted RTP/RTCP is taken straight from the DTLS transport, and forwarded packets are
-  protected and written to the nominated ICE pair synchronously — no queue, no await;
+* SRTP is taken straight from aioice's socket callback and decrypted there, and forwarded
+  packets are assembled, protected (sfu.media.srtp) and written to the nominated ICE pair's
+  socket synchronously — no queue, no await, no bytes object per copy;
 * offers keep payload types and header-extension ids stable across renegotiation (JSEP §5.2.2),
   and a local offer can be rolled back (JSEP §5.7), which aiortc does not implement.
 
@@ -16,12 +17,14 @@ tests/unit/test_aiortc_bridge.py fails loudly when an upgrade moves one of these
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import struct
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import aioice.ice
-import pylibsrtp
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -43,6 +46,9 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from sfu.api import Kind
 from sfu.config import IceServer
 from sfu.media.params import Codec, MediaParams
+from sfu.media.srtp import EGRESS, HEADROOM, MAX_PACKET, SrtpContext
+
+_RTP_HEADER = struct.Struct("!BBHII")
 
 # --- ICE host addresses ---
 
@@ -108,6 +114,9 @@ class MediaTransport:
         self.last_activity = time.monotonic()
         self.packets_sent = 0
         self.bytes_sent = 0
+        self.send_errors = 0  # packets the socket refused (buffer full) or SRTP could not protect
+        self._egress: _Egress | None = None
+        self._rx: tuple[Any, SrtpContext] | None = None  # (pylibsrtp session, its context)
         self._relayed_sends: set[asyncio.Future[None]] = set()
         self._dtls._handle_rtp_data = self._handle_rtp_data
         self._dtls._handle_rtcp_data = self._handle_rtcp_data
@@ -129,14 +138,18 @@ class MediaTransport:
             if session is None or not data or not 127 < data[0] < 192:
                 queue_datagram(data, component)
                 return
+            rx = self._rx
+            if rx is None or rx[0] is not session:
+                rx = self._rx = (session, SrtpContext(session))
             self.last_activity = now = time.monotonic()
-            try:
-                if len(data) > 1 and 192 <= data[1] <= 208:  # RTCP (RFC 5761 §4)
-                    self.on_rtcp(session.unprotect_rtcp(data))
-                else:
-                    self.on_rtp(session.unprotect(data), now)
-            except pylibsrtp.Error:
-                pass  # not for this session, replayed, or forged
+            if len(data) > 1 and 192 <= data[1] <= 208:  # RTCP (RFC 5761 §4)
+                packet = rx[1].unprotect_rtcp(data)
+                if packet is not None:
+                    self.on_rtcp(packet)
+            else:
+                packet = rx[1].unprotect_rtp(data)
+                if packet is not None:  # else not for this session, replayed, or forged
+                    self.on_rtp(packet, now)
 
         self._connection.data_received = data_received
 
@@ -152,30 +165,131 @@ class MediaTransport:
         self.last_activity = time.monotonic()
         self.on_rtcp(data)
 
+    def send_rewritten(
+        self,
+        data: bytes,
+        payload_start: int,
+        first: int,
+        second: int,
+        seq: int,
+        timestamp: int,
+        ssrc: int,
+        extensions: bytes,
+    ) -> None:
+        """Send ``data``'s payload under a new header (see :func:`sfu.rtp.header.rewrite`).
+
+        The packet is assembled in the shared egress buffer, protected there and sent from
+        there: no bytes object per copy. The payload is copied in first, to where the new header
+        will end, then the header is written over what preceded it.
+        """
+        if self._dtls._state is not State.CONNECTED:
+            return
+        egress = self._egress or self._open_egress()
+        if egress is None:
+            return
+        view = EGRESS.view
+        header_end = HEADROOM + 12 + len(extensions)
+        size = header_end - HEADROOM + len(data) - payload_start
+        if size > MAX_PACKET:
+            self.send_errors += 1
+            return
+        at = header_end - payload_start
+        if at >= 0:
+            view[at : at + len(data)] = data
+        else:  # an unusually long incoming header: copy just the payload
+            view[header_end : HEADROOM + size] = memoryview(data)[payload_start:]
+        _RTP_HEADER.pack_into(view, HEADROOM, first, second, seq, timestamp, ssrc)
+        view[HEADROOM + 12 : header_end] = extensions
+        egress.send(egress.srtp.protect_rtp(size))
+
     def send_rtp(self, packet: bytes) -> None:
         """Protect and send one RTP packet now; dropped silently when not connected."""
-        if self._dtls._state is not State.CONNECTED:
-            return
-        self._write(self._dtls._tx_srtp.protect(packet))
+        self._send_whole(packet, rtcp=False)
 
     def send_rtcp(self, packet: bytes) -> None:
+        self._send_whole(packet, rtcp=True)
+
+    def _send_whole(self, packet: bytes, rtcp: bool) -> None:
         if self._dtls._state is not State.CONNECTED:
             return
-        self._write(self._dtls._tx_srtp.protect_rtcp(packet))
-
-    def _write(self, data: bytes) -> None:
-        pair = self._connection._nominated.get(1)
-        if pair is None:
+        egress = self._egress or self._open_egress()
+        if egress is None:
             return
-        self.packets_sent += 1
-        self.bytes_sent += len(data)
+        size = len(packet)
+        if size > MAX_PACKET:
+            self.send_errors += 1
+            return
+        EGRESS.view[HEADROOM : HEADROOM + size] = packet
+        srtp = egress.srtp
+        egress.send(srtp.protect_rtcp(size) if rtcp else srtp.protect_rtp(size))
+
+    def _open_egress(self) -> _Egress | None:
+        """The nominated pair and SRTP context to send with, once DTLS is up."""
+        pair = self._connection._nominated.get(1)
+        session = self._dtls._tx_srtp
+        if pair is None or session is None:
+            return None
+        self._egress = _Egress(self, SrtpContext(session), pair)
+        return self._egress
+
+    def close(self) -> None:
+        if self._egress is not None:
+            self._egress.close()
+            self._egress = None
+
+
+class _Egress:
+    """Writes protected packets from the egress buffer to the nominated ICE pair.
+
+    A host or server-reflexive pair is written through a duplicate of aioice's socket
+    descriptor, without uvloop's transport: its ``sendto`` may keep a reference to the data
+    to send later, and the buffer is reused at once. A full socket buffer drops the packet, as
+    a router would. A TURN relay wraps each packet and may wait for a channel binding, so it
+    gets a copy through aioice.
+    """
+
+    __slots__ = ("_addr", "_relay", "_socket", "_transport", "srtp")
+
+    def __init__(self, transport: MediaTransport, srtp: SrtpContext, pair: Any) -> None:
+        self._transport = transport
+        self.srtp = srtp
+        self._addr = pair.remote_addr
         protocol = pair.protocol
+        self._relay: Any = None
+        self._socket: socket.socket | None = None
         if type(protocol) is aioice.ice.StunProtocol:
-            protocol.transport.sendto(data, pair.remote_addr)
-        else:  # a TURN allocation wraps the data; its send_data may wait for a channel bind
-            task = asyncio.ensure_future(protocol.send_data(data, pair.remote_addr))
-            self._relayed_sends.add(task)
-            task.add_done_callback(self._relayed_sends.discard)
+            fd = protocol.transport.get_extra_info("socket").fileno()
+            self._socket = socket.socket(fileno=os.dup(fd))
+            self._socket.setblocking(False)
+        else:
+            self._relay = protocol
+
+    def send(self, size: int) -> None:
+        transport = self._transport
+        if size < 0:
+            transport.send_errors += 1
+            return
+        view = EGRESS.view[HEADROOM : HEADROOM + size]
+        if self._socket is not None:
+            try:
+                self._socket.sendto(view, self._addr)
+            except OSError:
+                transport.send_errors += 1
+                return
+        elif self._relay is not None:
+            task = asyncio.ensure_future(self._relay.send_data(view.tobytes(), self._addr))
+            transport._relayed_sends.add(task)
+            task.add_done_callback(transport._relayed_sends.discard)
+        else:
+            return  # closed
+        transport.packets_sent += 1
+        transport.bytes_sent += size
+
+    def close(self) -> None:
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        self._relay = None
 
 
 def _ignore_rtp(data: bytes, now: float) -> None:
@@ -202,6 +316,11 @@ class ServerPeerConnection(RTCPeerConnection):
         # the local descriptions in effect before our outstanding offer, for a rollback
         self.before_offer: tuple[Any, Any] | None = None
         self.on_media_transport: Callable[[MediaTransport], None] | None = None
+
+    async def close(self) -> None:
+        await super().close()
+        if self.media_transport is not None:
+            self.media_transport.close()  # the socket descriptor it duplicated
 
     # aiortc calls these through name-mangled attributes; defining them here overrides them.
     def _RTCPeerConnection__createDtlsTransport(self) -> RTCDtlsTransport:

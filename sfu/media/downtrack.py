@@ -8,7 +8,6 @@ when the m-line is reused for another track, the subscriber keeps seeing one con
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -19,15 +18,27 @@ from sfu.media.munger import RtpMunger
 from sfu.media.params import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, MediaParams
 from sfu.media.receiver import IngressPacket, TrackReceiver
 from sfu.media.reports import ntp_timestamp, rtt_from_report
-from sfu.rtp.header import build_extension_block, wrap_rtx
+from sfu.rtp.header import build_extension_block, rewrite, wrap_rtx
 from sfu.rtp.rtcp import ReportBlock, SenderReport
 
-_HEADER = struct.Struct("!BBHII")
 _log = structlog.get_logger("sfu.downtrack")
 
 
 class PacketSink(Protocol):
     def send_rtp(self, packet: bytes) -> None: ...
+
+    def send_rewritten(
+        self,
+        data: bytes,
+        payload_start: int,
+        first: int,
+        second: int,
+        seq: int,
+        timestamp: int,
+        ssrc: int,
+        extensions: bytes,
+    ) -> None:
+        """Send what :func:`sfu.rtp.header.rewrite` would make of these (without making it)."""
 
     @property
     def connected(self) -> bool: ...
@@ -83,21 +94,33 @@ class DownTrack:
     # --- forward path ---
 
     def forward(self, packet: IngressPacket) -> None:
+        # the hot path: once per packet per subscriber, so everything is inlined here
         if not self._started:
             if not self.sink.connected or (self.source.is_video and not packet.keyframe):
                 return
             self._start(packet)
-        mapped = self.stream.munger.forward(packet.ext_seq, packet.timestamp)
+        stream = self.stream
+        mapped = stream.munger.forward(packet.ext_seq, packet.timestamp)
         if mapped is None:
             return
         seq, ts = mapped
         if self._ts_offset is None:
             self._ts_offset = (ts - packet.timestamp) & 0xFFFFFFFF
-        self._send(packet, seq, ts)
-        stream = self.stream
+        data = packet.data
+        extensions = self._extensions.block(packet)
+        self.sink.send_rewritten(
+            data,
+            packet.payload_start,
+            0x90 | packet.padding if extensions else 0x80 | packet.padding,
+            packet.marker_bit | self._payload_type,
+            seq,
+            ts,
+            self._ssrc,
+            extensions,
+        )
         stream.last_sent = packet.arrival
         stream.packets_sent += 1
-        stream.octets_sent += len(packet.data) - packet.payload_start
+        stream.octets_sent += len(data) - packet.payload_start
 
     def _start(self, packet: IngressPacket) -> None:
         stream = self.stream
@@ -115,12 +138,18 @@ class DownTrack:
             waited=round(packet.arrival - self._created, 3),
         )
 
-    def _send(self, packet: IngressPacket, seq: int, ts: int) -> None:
-        data = packet.data
+    def _rewrite(self, packet: IngressPacket, seq: int, ts: int) -> bytes:
         extensions = self._extensions.block(packet)
-        first = 0x80 | packet.padding | (0x10 if extensions else 0)
-        header = _HEADER.pack(first, (packet.marker << 7) | self._payload_type, seq, ts, self._ssrc)
-        self.sink.send_rtp(header + extensions + data[packet.payload_start :])
+        return rewrite(
+            packet.data,
+            packet.payload_start,
+            0x90 | packet.padding if extensions else 0x80 | packet.padding,
+            packet.marker_bit | self._payload_type,
+            seq,
+            ts,
+            self._ssrc,
+            extensions,
+        )
 
     # --- feedback from the subscriber ---
 
@@ -144,13 +173,10 @@ class DownTrack:
 
     def _retransmit(self, packet: IngressPacket, seq: int, ts: int) -> None:
         self.stream.retransmissions += 1
+        original = self._rewrite(packet, seq, ts)
         if self._rtx_payload_type is None:
-            self._send(packet, seq, ts)
+            self.sink.send_rtp(original)
             return
-        extensions = self._extensions.block(packet)
-        first = 0x80 | packet.padding | (0x10 if extensions else 0)
-        header = _HEADER.pack(first, (packet.marker << 7) | self._payload_type, seq, ts, self._ssrc)
-        original = header + extensions + packet.data[packet.payload_start :]
         stream = self.stream
         stream.rtx_seq = (stream.rtx_seq + 1) & 0xFFFF
         rtx_ssrc = stream.params.local_rtx_ssrc

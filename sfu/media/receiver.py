@@ -50,7 +50,7 @@ class IngressPacket:
         "data",
         "ext_seq",
         "keyframe",
-        "marker",
+        "marker_bit",
         "padding",
         "payload_start",
         "timestamp",
@@ -61,7 +61,7 @@ class IngressPacket:
         data: bytes,
         ext_seq: int,
         timestamp: int,
-        marker: int,
+        marker_bit: int,
         payload_start: int,
         keyframe: bool,
         arrival: float,
@@ -71,7 +71,7 @@ class IngressPacket:
         self.data = data
         self.ext_seq = ext_seq
         self.timestamp = timestamp
-        self.marker = marker
+        self.marker_bit = marker_bit  # 0x80 or 0, as in the header's second octet
         self.payload_start = payload_start
         self.keyframe = keyframe
         self.arrival = arrival
@@ -172,7 +172,7 @@ class TrackReceiver:
             data,
             ext_seq,
             timestamp,
-            b1 >> 7,
+            b1 & 0x80,
             start,
             keyframe,
             now,

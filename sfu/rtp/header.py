@@ -138,6 +138,24 @@ def abs_send_time(now_wall: float) -> bytes:
     return (int(now_wall * 262144.0 + 0.5) & 0xFFFFFF).to_bytes(3, "big")
 
 
+def rewrite(
+    data: bytes,
+    payload_start: int,
+    first: int,
+    second: int,
+    seq: int,
+    timestamp: int,
+    ssrc: int,
+    extensions: bytes,
+) -> bytes:
+    """``data``'s payload (and padding) under a new fixed header and extension block.
+
+    ``first`` and ``second`` are the header's first two octets (version, padding, extension
+    flag; marker, payload type). No CSRCs: an SFU forwards one source per stream.
+    """
+    return RTP_FIXED.pack(first, second, seq, timestamp, ssrc) + extensions + data[payload_start:]
+
+
 def unwrap_rtx(data: bytes, payload_type: int, ssrc: int) -> bytes:
     """RFC 4588: the original packet carried by an RTX packet (its padding is dropped)."""
     start, end = payload_bounds(data)

@@ -82,6 +82,7 @@ async def test_counters_move_during_a_call_and_survive_a_departure(
     for name in COUNTERS:
         assert during[name] > 0, name
     assert during["sfu_layer_switches_total"] == 0
+    assert during["sfu_send_errors_total"] == 0
     assert during["sfu_forwarding_latency_seconds_count"] > 0
     assert (
         0

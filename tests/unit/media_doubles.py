@@ -8,6 +8,7 @@ from sfu.api import TrackInfo
 from sfu.media.connection import MediaConnection
 from sfu.media.params import URI_ABS_SEND_TIME, URI_MID, Codec, MediaParams
 from sfu.media.receiver import TrackReceiver
+from sfu.rtp.header import rewrite
 
 VP8 = Codec(96, "VP8", 90000, rtx_payload_type=97, feedback=("nack", "nack pli", "goog-remb"))
 PUBLISHER_SSRC = 0x1234
@@ -21,6 +22,21 @@ class RecordingSink:
 
     def send_rtp(self, packet: bytes) -> None:
         self.packets.append(packet)
+
+    def send_rewritten(
+        self,
+        data: bytes,
+        payload_start: int,
+        first: int,
+        second: int,
+        seq: int,
+        timestamp: int,
+        ssrc: int,
+        extensions: bytes,
+    ) -> None:
+        self.packets.append(
+            rewrite(data, payload_start, first, second, seq, timestamp, ssrc, extensions)
+        )
 
 
 def vp8_packet(seq: int, keyframe: bool, ssrc: int = PUBLISHER_SSRC) -> bytes:

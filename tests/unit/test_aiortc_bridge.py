@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import struct
 import threading
+from typing import Any
 
 import aioice.ice
 import aioice.stun
@@ -20,6 +23,9 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
 from sfu.media import aiortc_bridge as bridge
 from sfu.media.params import Codec
+from sfu.rtp.header import build_extension_block, rewrite
+
+MID_BLOCK = build_extension_block([(1, b"0")])
 
 
 @pytest.fixture(autouse=True)
@@ -155,6 +161,40 @@ async def test_forwarded_packets_reach_the_client() -> None:
     finally:
         await client.close()
         await server.close()
+
+
+async def test_rewritten_packets_reach_the_client_and_close_releases_the_socket() -> None:
+    """The egress path writes through a duplicated socket descriptor; close must release it."""
+    fds_before = len(os.listdir("/proc/self/fd"))
+    server = bridge.ServerPeerConnection()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    received: list[bytes] = []
+    try:
+        client.addTransceiver("video", direction="recvonly")
+        await _client_offers(client, server)
+        await _wait_connected(client, server)
+        client_dtls: Any = client.getTransceivers()[0].receiver.transport
+        handle_rtp = client_dtls._handle_rtp_data
+
+        async def tap(data: bytes, arrival_time_ms: int) -> None:
+            received.append(data)
+            await handle_rtp(data, arrival_time_ms)
+
+        client_dtls._handle_rtp_data = tap
+        transport = server.media_transport
+        assert transport is not None
+        original = struct.pack("!BBHII", 0x80, 0x80 | 96, 7, 9000, 0x1111) + b"\x55" * 300
+        transport.send_rewritten(original, 12, 0x90, 0x80 | 100, 500, 123, 0xBEEF, MID_BLOCK)
+        for _ in range(100):
+            if received:
+                break
+            await asyncio.sleep(0.01)
+        assert received == [rewrite(original, 12, 0x90, 0x80 | 100, 500, 123, 0xBEEF, MID_BLOCK)]
+        assert transport.send_errors == 0
+    finally:
+        await client.close()
+        await server.close()
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
 
 
 async def test_glare_rollback_then_answer_connects() -> None:

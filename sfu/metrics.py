@@ -150,9 +150,9 @@ def _counters(t: MediaTotals) -> Iterator[Metric]:
 def _histogram(latency: LatencyHistogram) -> Metric:
     return HistogramMetricFamily(
         "sfu_forwarding_latency_seconds",
-        f"Time to forward one packet to one subscriber (munging, SRTP, send), sampled: one "
-        f"packet in {SAMPLE_EVERY} per published track is timed across its fan-out and counts "
-        f"once per subscriber with the average.",
+        f"SFU-internal forwarding latency: from reading a packet off the socket to sending "
+        f"one subscriber's copy (the copies before it included), sampled: one packet in "
+        f"{SAMPLE_EVERY} per published track, observed once per copy.",
         buckets=[(_le(bound), n) for bound, n in latency.cumulative()],
         sum_value=latency.sum,
     )

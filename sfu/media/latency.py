@@ -1,10 +1,13 @@
-"""A sampled histogram of the time the SFU spends forwarding one packet to one subscriber.
+"""A sampled histogram of the SFU-internal forwarding latency: packet received -> copy sent.
 
-Timing every packet would add two clock reads and a bucket search to the packet path. Instead a
-:class:`~sfu.media.receiver.TrackReceiver` times one packet in :data:`SAMPLE_EVERY` (the ones whose
-running count is a multiple of it): it reads ``time.perf_counter()`` before and after handing the
-packet to its down-tracks and records the average per down-track — munging, header rewriting,
-SRTP protection and ``sendto`` for one subscriber. Every other packet pays one ``&`` and a branch.
+Timing every packet would add a clock read per copy and a bucket search to the packet path.
+Instead a :class:`~sfu.media.receiver.TrackReceiver` times one packet in :data:`SAMPLE_EVERY` (the
+ones whose running count is a multiple of it): after it hands the packet to each down-track it
+records the time since the datagram was read off the socket (``time.monotonic()`` in the socket
+callback) — decryption, parsing, and the rewriting, SRTP protection and ``sendto`` of this copy
+and of the copies to subscribers before it. Every other packet pays one ``&`` and a branch.
+Time the datagram spent in the socket's receive buffer is not seen (uvloop gives no kernel
+timestamp); a loop that falls behind shows in the end-to-end latency instead.
 
 The histogram is plain integers; ``sfu.metrics`` exports it in Prometheus form at scrape time.
 """

@@ -188,14 +188,16 @@ class TrackReceiver:
             self._forward_timed(packet)
 
     def _forward_timed(self, packet: IngressPacket) -> None:
-        """Forward one sampled packet and record the time per down-track (sfu.media.latency)."""
-        down_tracks = self.down_tracks
-        started = time.perf_counter()
-        for down_track in down_tracks:
+        """Forward one sampled packet, recording each copy's time since the packet arrived.
+
+        The k-th subscriber's copy waits for the k-1 before it: that is part of its latency.
+        """
+        clock = self._clock
+        arrival = packet.arrival
+        observe = FORWARDING.observe
+        for down_track in self.down_tracks:
             down_track.forward(packet)
-        if down_tracks:
-            count = len(down_tracks)
-            FORWARDING.observe((time.perf_counter() - started) / count, count)
+            observe(clock() - arrival)
 
     def on_rtx(self, data: bytes, now: float) -> None:
         """A retransmission (RFC 4588) of this track, answering one of our NACKs."""

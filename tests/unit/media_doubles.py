@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import time
+from collections.abc import Callable
 
 from sfu.api import TrackInfo
 from sfu.media.connection import MediaConnection
@@ -71,7 +73,9 @@ def publisher_params(ssrc: int = PUBLISHER_SSRC) -> MediaParams:
     )
 
 
-def publisher_receiver(connection: MediaConnection) -> TrackReceiver:
+def publisher_receiver(
+    connection: MediaConnection, clock: Callable[[], float] = time.monotonic
+) -> TrackReceiver:
     """A published VP8 track on ``connection``, whose packets come from PUBLISHER_SSRC."""
     receiver = TrackReceiver(
         TrackInfo("TR_x", "PA_x", "video"),
@@ -79,6 +83,7 @@ def publisher_receiver(connection: MediaConnection) -> TrackReceiver:
         connection,
         0.5,
         connection.publisher_clock,
+        clock=clock,
     )
     connection.add_receiver(receiver)
     return receiver

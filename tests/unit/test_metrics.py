@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
@@ -9,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sfu.config import MediaConfig
 from sfu.counters import MediaTotals
 from sfu.media import latency
+from sfu.media import receiver as receiver_module
 from sfu.media.connection import MediaConnection
 from sfu.media.downtrack import DownTrack, OutgoingStream
 from sfu.media.latency import LatencyHistogram
@@ -47,21 +50,30 @@ def test_bounds_must_increase(bounds: tuple[float, ...]) -> None:
 # --- counters kept by the media objects ---
 
 
-async def test_one_packet_in_sample_every_is_timed_per_down_track() -> None:
+async def test_one_packet_in_sample_every_is_timed_from_arrival_per_copy() -> None:
     connection = MediaConnection(MediaConfig(), lambda reason: None, lambda: None)
-    receiver = publisher_receiver(connection)
+    now = [0.0]
+
+    def clock() -> float:  # each read is 10 µs after the previous one
+        now[0] += 0.000_010
+        return now[0]
+
+    receiver = publisher_receiver(connection, clock)
     stream = OutgoingStream(subscriber_params(), 500, 9000)
     sinks = [RecordingSink() for _ in range(3)]
     for sink in sinks:
         receiver.add_down_track(DownTrack(receiver, stream, sink))
-    before = latency.FORWARDING.count
+    histogram = LatencyHistogram((0.000_015, 0.000_025, 0.000_035))
     try:
-        for seq in range(2 * latency.SAMPLE_EVERY):
-            receiver.on_rtp(vp8_packet(seq, keyframe=seq == 0), 1.0 + seq / 1000)
+        with patch.object(receiver_module, "FORWARDING", histogram):
+            for seq in range(2 * latency.SAMPLE_EVERY):
+                now[0] = seq / 1000
+                receiver.on_rtp(vp8_packet(seq, keyframe=seq == 0), now[0])
     finally:
         await connection.close()
-    # two sampled fan-outs, each counted once per down-track
-    assert latency.FORWARDING.count - before == 2 * 3
+    # two sampled packets, one observation per copy: the k-th copy k clock reads after arrival
+    assert histogram.counts == [2, 2, 2, 0]
+    assert histogram.count == 2 * 3
     assert receiver.packets_received == 2 * latency.SAMPLE_EVERY
     assert all(len(sink.packets) == 2 * latency.SAMPLE_EVERY for sink in sinks)
 

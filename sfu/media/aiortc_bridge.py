@@ -72,6 +72,31 @@ def set_ice_host_addresses(hosts: Sequence[str]) -> None:
     )
 
 
+# --- demultiplexing datagrams ---
+
+_stun_datagram_received = aioice.ice.StunProtocol.datagram_received
+
+
+def _demultiplexed_datagram_received(
+    protocol: aioice.ice.StunProtocol, data: bytes | str, addr: tuple[Any, ...]
+) -> None:
+    """RTP and RTCP straight to the connection; everything else to aioice (RFC 7983 §7).
+
+    aioice tries to parse every datagram as STUN and hands it on when that raises: an exception
+    per media packet, and an RTP packet whose sequence number happens to equal its length minus
+    20 can pass for STUN and be lost. A first byte in 128..191 is RTP or RTCP, never STUN (0..3).
+    """
+    packet = cast(bytes, data)
+    if packet and 127 < packet[0] < 192:
+        protocol.receiver.data_received(packet, protocol.local_candidate.component)
+    else:
+        _stun_datagram_received(protocol, data, addr)
+
+
+# process-wide, for every aioice connection: the same outcome as aioice's own, without the raise
+aioice.ice.StunProtocol.datagram_received = _demultiplexed_datagram_received  # type: ignore[method-assign,assignment]
+
+
 # --- inert senders and receivers ---
 
 

@@ -11,7 +11,7 @@ import inspect
 import os
 import struct
 import threading
-from typing import Any
+from typing import Any, cast
 
 import aioice.ice
 import aioice.stun
@@ -64,6 +64,48 @@ def test_private_names_still_exist() -> None:
         "use_ipv4",
         "use_ipv6",
     ]
+
+
+class _Receiver:
+    def __init__(self) -> None:
+        self.data: list[tuple[bytes, int]] = []
+        self.requests: list[aioice.stun.Message] = []
+
+    def data_received(self, data: bytes, component: int) -> None:
+        self.data.append((data, component))
+
+    def request_received(self, message: aioice.stun.Message, *args: object) -> None:
+        self.requests.append(message)
+
+
+async def test_datagrams_are_demultiplexed_by_their_first_byte() -> None:
+    """RFC 7983: RTP/RTCP skip aioice's STUN parser; STUN still reaches it."""
+    assert aioice.ice.StunProtocol.datagram_received is bridge._demultiplexed_datagram_received
+    receiver = _Receiver()
+    protocol: Any = aioice.ice.StunProtocol(cast(Any, receiver))
+    protocol.local_candidate = aioice.Candidate(
+        foundation="x",
+        component=1,
+        transport="udp",
+        priority=1,
+        host="127.0.0.1",
+        port=9,
+        type="host",
+    )
+    # an RTP packet whose sequence number equals its length minus 20 is a valid STUN length
+    rtp = struct.pack("!BBHII", 0x80, 96, 1100, 0, 1) + b"\x00" * 1108  # 1120 bytes
+    rtcp = bytes([0x80, 201, 0, 1, 0, 0, 0, 1])
+    protocol.datagram_received(rtp, ("127.0.0.1", 1))
+    protocol.datagram_received(rtcp, ("127.0.0.1", 1))
+    assert receiver.data == [(rtp, 1), (rtcp, 1)]
+    request = aioice.stun.Message(
+        message_method=aioice.stun.Method.BINDING, message_class=aioice.stun.Class.REQUEST
+    )
+    protocol.datagram_received(bytes(request), ("127.0.0.1", 1))
+    assert [m.transaction_id for m in receiver.requests] == [request.transaction_id]
+    dtls_record = bytes([22, 0xFE, 0xFD]) + b"\x00" * 10
+    protocol.datagram_received(dtls_record, ("127.0.0.1", 1))
+    assert receiver.data[-1] == (dtls_record, 1)  # aioice's path: not STUN, so data
 
 
 async def test_private_attributes_of_live_objects() -> None:

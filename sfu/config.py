@@ -28,6 +28,9 @@ class MediaConfig:
     publisher_max_bitrate: int = 2_500_000
     #: Minimum time between two keyframe requests sent to one publisher stream (seconds).
     keyframe_min_interval: float = 0.3
+    #: How long a published video packet is kept to answer subscribers' NACKs (seconds); a
+    #: retransmission later than a few round trips arrives after the receiver gave up on it.
+    retransmission_window: float = 1.0
     #: Interval of the RTCP reports (SR, RR, REMB) the server sends on each connection (seconds).
     rtcp_interval: float = 1.0
     max_participants_per_room: int = 100

@@ -202,6 +202,7 @@ class Participant:
                     self.connection,
                     self._config.keyframe_min_interval,
                     self.connection.publisher_clock,
+                    self._config.retransmission_window,
                 )
                 self.published[mid] = receiver
                 self.connection.add_receiver(receiver)

@@ -2,11 +2,12 @@
 RFC 4588 retransmissions answering them).
 
 :class:`LossTracker` decides which packets of a publisher's stream to NACK and when;
-:class:`RingHistory` keeps recent packets by extended sequence number to answer NACKs.
+:class:`PacketHistory` keeps recent packets by extended sequence number to answer NACKs.
 """
 
 from __future__ import annotations
 
+from array import array
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -75,22 +76,50 @@ class LossTracker:
         return result
 
 
-class RingHistory(Generic[T]):
-    """A fixed-size map from an increasing int key to a value; newer keys evict older ones."""
+class PacketHistory(Generic[T]):
+    """Recent packets by extended sequence number: at most ``size``, none older than ``max_age``.
 
-    __slots__ = ("_keys", "_mask", "_values")
+    A ring indexed by the key's low bits; an entry leaves when a key ``size`` later takes its
+    slot, or when it is older than ``max_age`` at a later :meth:`put` — so a low-rate stream
+    keeps ``max_age`` seconds, not ``size`` packets (at 30 packets/s, 512 would be 17 s of
+    video held in memory to answer NACKs that stop mattering after a few round trips).
+    """
 
-    def __init__(self, size: int) -> None:
+    __slots__ = ("_keys", "_mask", "_oldest", "_times", "_values", "max_age")
+
+    def __init__(self, size: int, max_age: float = float("inf")) -> None:
         if size <= 0 or size & (size - 1):
             raise ValueError(f"history size {size} is not a power of two")
         self._mask = size - 1
-        self._keys: list[int | None] = [None] * size
+        self.max_age = max_age
+        self._keys = array("q", [-1]) * size
+        self._times = array("d", [0.0]) * size
         self._values: list[T | None] = [None] * size
+        self._oldest = -1  # no entry below this key is kept (-1: nothing put yet)
 
-    def put(self, key: int, value: T) -> None:
-        slot = key & self._mask
+    def put(self, key: int, value: T, now: float) -> None:
+        mask = self._mask
+        slot = key & mask
         self._keys[slot] = key
+        self._times[slot] = now
         self._values[slot] = value
+        oldest = self._oldest
+        if oldest < 0:
+            oldest = key
+        elif key - oldest > mask:
+            oldest = key - mask  # every slot below was overwritten or belongs to an older lap
+        # evict from the oldest end what aged out; usually one entry per put, in steady state
+        keys, times, values = self._keys, self._times, self._values
+        limit = now - self.max_age
+        while oldest < key:
+            slot = oldest & mask
+            if keys[slot] == oldest:
+                if times[slot] >= limit:
+                    break
+                keys[slot] = -1
+                values[slot] = None
+            oldest += 1
+        self._oldest = oldest
 
     def get(self, key: int) -> T | None:
         slot = key & self._mask
@@ -98,5 +127,9 @@ class RingHistory(Generic[T]):
 
     def clear(self) -> None:
         size = self._mask + 1
-        self._keys = [None] * size
+        self._keys = array("q", [-1]) * size
         self._values = [None] * size
+        self._oldest = -1
+
+    def __len__(self) -> int:
+        return sum(1 for value in self._values if value is not None)

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 from sfu.api import TrackInfo
 from sfu.media.keyframe import KeyframeRequester
 from sfu.media.latency import FORWARDING, SAMPLE_MASK
-from sfu.media.nack import LossTracker, RingHistory
+from sfu.media.nack import LossTracker, PacketHistory
 from sfu.media.params import URI_AUDIO_LEVEL, Codec, MediaParams
 from sfu.media.reports import PublisherClock, ReceptionStats, SenderClock
 from sfu.media.seq import SequenceUnwrapper
@@ -25,8 +25,8 @@ from sfu.rtp.rtcp import ReportBlock
 if TYPE_CHECKING:
     from sfu.media.downtrack import DownTrack
 
-#: Packets kept per video track to answer subscribers' NACKs: ~2 s at 2.5 Mbit/s, longer at
-#: lower rates; a NACK older than a few round trips is useless anyway.
+#: At most this many packets are kept per video track to answer subscribers' NACKs (~2 s at
+#: 2.5 Mbit/s); fewer when the track's ``retransmission_window`` holds fewer.
 HISTORY_SIZE = 512
 
 
@@ -90,6 +90,7 @@ class TrackReceiver:
         upstream: Upstream,
         keyframe_min_interval: float,
         publisher_clock: PublisherClock,
+        retransmission_window: float = 1.0,
         wall_clock: Callable[[], float] = time.time,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -118,8 +119,8 @@ class TrackReceiver:
         self._audio_level_id = params.extensions.get(URI_AUDIO_LEVEL)
         can_nack = any(f == "nack" for f in codec.feedback)
         self.loss: LossTracker | None = LossTracker() if self.is_video and can_nack else None
-        self.history: RingHistory[IngressPacket] | None = (
-            RingHistory(HISTORY_SIZE) if self.is_video else None
+        self.history: PacketHistory[IngressPacket] | None = (
+            PacketHistory(HISTORY_SIZE, retransmission_window) if self.is_video else None
         )
         self.closed = False
 
@@ -180,7 +181,7 @@ class TrackReceiver:
             audio_level,
         )
         if self.history is not None:
-            self.history.put(ext_seq, packet)
+            self.history.put(ext_seq, packet, now)
         if self.packets_received & SAMPLE_MASK:
             for down_track in self.down_tracks:
                 down_track.forward(packet)

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from sfu.media.nack import LossTracker, RingHistory
+from sfu.media.nack import LossTracker, PacketHistory
 
 
 @dataclass(frozen=True)
@@ -155,33 +155,105 @@ def test_missing_counts_after_on_packet() -> None:
 
 
 # (size, operations: ("put", key, value) / ("get", key, expected) / ("clear",))
-RING_CASES: list[tuple[int, list[tuple[object, ...]]]] = [
-    (4, [("get", 0, None), ("get", 3, None)]),
-    (4, [("put", 1, "a"), ("get", 1, "a"), ("get", 5, None), ("get", 2, None)]),
-    (4, [("put", 1, "a"), ("put", 5, "b"), ("get", 1, None), ("get", 5, "b")]),
-    (4, [("put", 1, "a"), ("put", 2, "b"), ("put", 1, "c"), ("get", 1, "c"), ("get", 2, "b")]),
-    (4, [("put", 7, "a"), ("clear",), ("get", 7, None), ("put", 7, "b"), ("get", 7, "b")]),
-    (1, [("put", 1, "a"), ("get", 1, "a"), ("put", 2, "b"), ("get", 1, None)]),
-    (1024, [("put", 65536 + 7, "x"), ("get", 7, None), ("get", 65536 + 7, "x")]),
-]
+# (size, max_age, operations): ("put", key, value, now) / ("get", key, expected) / ("clear",)
+HISTORY_CASES = {
+    "a put packet is found": (4, 1.0, [("put", 1, "a", 0.0), ("get", 1, "a"), ("get", 5, None)]),
+    "a key size later takes the slot": (
+        4,
+        9.0,
+        [("put", 1, "a", 0.0), ("put", 5, "b", 0.1), ("get", 1, None), ("get", 5, "b")],
+    ),
+    "a put replaces the same key": (
+        4,
+        9.0,
+        [("put", 1, "a", 0.0), ("put", 2, "b", 0.0), ("put", 1, "c", 0.0), ("get", 1, "c")],
+    ),
+    "clear forgets everything": (
+        4,
+        9.0,
+        [("put", 7, "a", 0.0), ("clear",), ("get", 7, None), ("put", 7, "b", 0.0), ("get", 7, "b")],
+    ),
+    "size one keeps the newest": (
+        1,
+        9.0,
+        [("put", 1, "a", 0.0), ("get", 1, "a"), ("put", 2, "b", 0.0), ("get", 1, None)],
+    ),
+    "keys are extended sequence numbers": (
+        1024,
+        9.0,
+        [("put", 65536 + 7, "x", 0.0), ("get", 7, None), ("get", 65536 + 7, "x")],
+    ),
+    "older than max_age leaves at a later put": (
+        16,
+        1.0,
+        [
+            ("put", 10, "a", 0.0),
+            ("put", 11, "b", 0.5),
+            ("put", 12, "c", 1.2),  # a is 1.2 s old now: gone; b (0.7 s) stays
+            ("get", 10, None),
+            ("get", 11, "b"),
+            ("get", 12, "c"),
+            ("put", 13, "d", 1.6),  # b is 1.1 s old
+            ("get", 11, None),
+            ("get", 12, "c"),
+        ],
+    ),
+    "exactly max_age old stays": (
+        16,
+        1.0,
+        [("put", 1, "a", 0.0), ("put", 2, "b", 1.0), ("get", 1, "a")],
+    ),
+    "a lost packet does not stop eviction behind it": (
+        16,
+        1.0,
+        [
+            ("put", 1, "a", 0.0),
+            ("put", 3, "c", 0.1),  # 2 was lost
+            ("put", 4, "d", 1.15),
+            ("get", 1, None),
+            ("get", 3, None),
+            ("get", 4, "d"),
+        ],
+    ),
+    "a late retransmission of an evicted packet is kept": (
+        16,
+        1.0,
+        [("put", 5, "e", 0.0), ("put", 6, "f", 2.0), ("put", 5, "E", 2.1), ("get", 5, "E")],
+    ),
+    "a jump further than size starts over": (
+        4,
+        9.0,
+        [("put", 1, "a", 0.0), ("put", 100, "z", 0.1), ("put", 101, "y", 0.2), ("get", 100, "z")],
+    ),
+}
 
 
-@pytest.mark.parametrize(("size", "operations"), RING_CASES)
-def test_ring_history(size: int, operations: list[tuple[object, ...]]) -> None:
-    ring: RingHistory[str] = RingHistory(size)
+@pytest.mark.parametrize(
+    ("size", "max_age", "operations"), HISTORY_CASES.values(), ids=HISTORY_CASES
+)
+def test_packet_history(size: int, max_age: float, operations: list[tuple[object, ...]]) -> None:
+    history: PacketHistory[str] = PacketHistory(size, max_age)
     for op in operations:
         match op:
-            case ("put", int(key), str(value)):
-                ring.put(key, value)
+            case ("put", int(key), str(value), float(now)):
+                history.put(key, value, now)
             case ("get", int(key), expected):
-                assert ring.get(key) == expected, op
+                assert history.get(key) == expected, op
             case ("clear",):
-                ring.clear()
+                history.clear()
             case _:
                 raise AssertionError(op)
 
 
+def test_packet_history_holds_max_age_of_a_steady_stream() -> None:
+    history: PacketHistory[int] = PacketHistory(512, 1.0)
+    for seq in range(3000):  # 30 packets/s for 100 s
+        history.put(seq, seq, seq / 30)
+    assert len(history) == 31  # the last second, both ends included
+    assert history.get(2999) == 2999 and history.get(2969) == 2969 and history.get(2968) is None
+
+
 @pytest.mark.parametrize("size", [0, 3, 6, 1000, -4])
-def test_ring_history_size_must_be_power_of_two(size: int) -> None:
+def test_packet_history_size_must_be_power_of_two(size: int) -> None:
     with pytest.raises(ValueError, match="power of two"):
-        RingHistory[int](size)
+        PacketHistory[int](size)

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 import struct
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -32,6 +34,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc import rtcpeerconnection as aiortc_rtcpeerconnection
 from aiortc import sdp as aiortc_sdp
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import (
@@ -101,7 +104,19 @@ aioice.ice.StunProtocol.datagram_received = _demultiplexed_datagram_received  # 
 
 
 class _InertReceiver(RTCRtpReceiver):
-    """Receives nothing itself: the SFU reads RTP off the DTLS transport. No decoder thread."""
+    """Receives nothing itself: the SFU reads RTP off the DTLS transport. No decoder thread.
+
+    aiortc's constructor allocates a jitter buffer, a NACK generator, a bandwidth estimator
+    (~400 kB for video), a decoder queue and events; none is used, so none is made. These are
+    the attributes aiortc's peer connection reads on a receiver.
+    """
+
+    def __init__(self, kind: str, transport: RTCDtlsTransport) -> None:
+        self._enabled = True
+        self._track = None
+        self._RTCRtpReceiver__kind = kind
+        self._RTCRtpReceiver__transport = transport
+        self._RTCRtpReceiver__rtcp_ssrc: int | None = None
 
     async def receive(self, parameters: Any) -> None:
         return None
@@ -114,7 +129,19 @@ class _InertReceiver(RTCRtpReceiver):
 
 
 class _InertSender(RTCRtpSender):
-    """Sends nothing itself: forwarded packets go through :class:`MediaTransport`. No encoder."""
+    """Sends nothing itself: forwarded packets go through :class:`MediaTransport`. No encoder.
+
+    Like :class:`_InertReceiver`, only what aiortc's peer connection reads on a sender is set.
+    """
+
+    def __init__(self, track_or_kind: Any, transport: RTCDtlsTransport) -> None:
+        self._RTCRtpSender__kind = track_or_kind if isinstance(track_or_kind, str) else "none"
+        self.replaceTrack(None)  # the SFU sends no track of its own
+        self._ssrc = random.getrandbits(32)
+        self._rtx_ssrc = random.getrandbits(32)
+        self._stream_id = str(uuid.uuid4())
+        self._enabled = True
+        self._RTCRtpSender__transport = transport
 
     async def send(self, parameters: Any) -> None:
         return None
@@ -363,12 +390,17 @@ class ServerPeerConnection(RTCPeerConnection):
     def _RTCPeerConnection__createTransceiver(
         self, direction: str, kind: str, sender_track: Any = None
     ) -> RTCRtpTransceiver:
-        base: Any = super()
-        transceiver: RTCRtpTransceiver = base._RTCPeerConnection__createTransceiver(
-            direction, kind, sender_track
-        )
-        transceiver.receiver.__class__ = _InertReceiver
-        transceiver.sender.__class__ = _InertSender
+        # aiortc builds them by the names in its module: lend it ours for this one call
+        module: Any = aiortc_rtcpeerconnection
+        saved = module.RTCRtpSender, module.RTCRtpReceiver
+        module.RTCRtpSender, module.RTCRtpReceiver = _InertSender, _InertReceiver
+        try:
+            base: Any = super()
+            transceiver: RTCRtpTransceiver = base._RTCPeerConnection__createTransceiver(
+                direction, kind, sender_track
+            )
+        finally:
+            module.RTCRtpSender, module.RTCRtpReceiver = saved
         return transceiver
 
 

@@ -49,7 +49,7 @@ class OutgoingStream:
 
     def __init__(self, params: MediaParams, initial_seq: int, initial_ts: int) -> None:
         self.params = params
-        self.munger = RtpMunger(initial_seq, initial_ts)
+        self.munger = RtpMunger(initial_seq, initial_ts, history=params.kind == "video")
         self.last_sent: float | None = None  # monotonic time of the last packet sent
         self.rtx_seq = initial_seq ^ 0x5A5A
         self.packets_sent = 0

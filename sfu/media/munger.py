@@ -44,7 +44,7 @@ class RtpMunger:
         "_ts_offset",
     )
 
-    def __init__(self, initial_seq: int, initial_ts: int) -> None:
+    def __init__(self, initial_seq: int, initial_ts: int, history: bool = True) -> None:
         self._initial_seq = initial_seq & 0xFFFF
         self._initial_ts = initial_ts & 0xFFFFFFFF
         self._start: int | None = None  # first extended seq of the current source
@@ -55,10 +55,12 @@ class RtpMunger:
         self._seq_offset = 0
         self._ts_offset = 0
         self._drops: list[int] = []  # incoming seqs dropped while newest, ascending
-        # arrays of machine integers: a list of Python ints would cost ~5x the memory
-        self._hist_out = array("q", [-1]) * HISTORY_SIZE
-        self._hist_in = array("q", [0]) * HISTORY_SIZE
-        self._hist_gen = array("q", [0]) * HISTORY_SIZE
+        # arrays of machine integers: a list of Python ints would cost ~5x the memory; none at
+        # all for a stream whose NACKs are never answered (audio: no packet history upstream)
+        size = HISTORY_SIZE if history else 0
+        self._hist_out = array("q", [-1]) * size
+        self._hist_in = array("q", [0]) * size
+        self._hist_gen = array("q", [0]) * size
 
     @property
     def last_seq(self) -> int | None:
@@ -109,10 +111,11 @@ class RtpMunger:
             # later drops shrank the offset after this packet's turn: add them back
             out = ext_seq + self._seq_offset + len(drops) - i
             out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
-        slot = out & (HISTORY_SIZE - 1)
-        self._hist_out[slot] = out
-        self._hist_in[slot] = ext_seq
-        self._hist_gen[slot] = self._generation
+        if self._hist_out:
+            slot = out & (HISTORY_SIZE - 1)
+            self._hist_out[slot] = out
+            self._hist_in[slot] = ext_seq
+            self._hist_gen[slot] = self._generation
         return out & 0xFFFF, out_ts
 
     def drop(self, ext_seq: int) -> None:
@@ -131,7 +134,7 @@ class RtpMunger:
         """(source generation, extended incoming seq) behind a recently sent outgoing seq."""
         highest = self._highest_out
         out = highest - ((highest - out_seq16) & 0xFFFF)
-        if highest < 0 or highest - out >= HISTORY_SIZE:
+        if highest < 0 or highest - out >= len(self._hist_out):
             return None
         slot = out & (HISTORY_SIZE - 1)
         if self._hist_out[slot] != out:

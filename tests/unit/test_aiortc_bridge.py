@@ -17,7 +17,9 @@ import aioice.ice
 import aioice.stun
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc import rtcpeerconnection as aiortc_rtcpeerconnection
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 
@@ -106,6 +108,29 @@ async def test_datagrams_are_demultiplexed_by_their_first_byte() -> None:
     dtls_record = bytes([22, 0xFE, 0xFD]) + b"\x00" * 10
     protocol.datagram_received(dtls_record, ("127.0.0.1", 1))
     assert receiver.data[-1] == (dtls_record, 1)  # aioice's path: not STUN, so data
+
+
+async def test_transceivers_are_built_inert_and_aiortc_keeps_its_classes() -> None:
+    pc = bridge.ServerPeerConnection()
+    try:
+        transceiver = bridge.add_send_transceiver(pc, "video")
+        receiver: Any = transceiver.receiver
+        sender: Any = transceiver.sender
+        assert type(receiver) is bridge._InertReceiver and type(sender) is bridge._InertSender
+        # what aiortc's constructors would have allocated was never made
+        assert not hasattr(receiver, "_RTCRtpReceiver__remote_bitrate_estimator")
+        assert not hasattr(receiver, "_RTCRtpReceiver__jitter_buffer")
+        assert not hasattr(sender, "_RTCRtpSender__rtp_history")
+        # what aiortc's peer connection reads on them works
+        assert receiver.transport is sender.transport is pc.media_transport.dtls  # type: ignore[union-attr]
+        assert receiver.track is None and sender.track is None
+        receiver._set_rtcp_ssrc(sender._ssrc)
+        assert sender.kind == "video" and sender._track_id and sender._stream_id
+        # the names were only lent for the call
+        assert aiortc_rtcpeerconnection.RTCRtpReceiver is RTCRtpReceiver
+        assert aiortc_rtcpeerconnection.RTCRtpSender is RTCRtpSender
+    finally:
+        await pc.close()
 
 
 async def test_private_attributes_of_live_objects() -> None:

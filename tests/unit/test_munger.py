@@ -463,3 +463,12 @@ def test_random_drops_and_reordering_keep_numbers_unique(seed: int) -> None:
     # and ordered like the incoming ones
     outs = [sent[e] for e in window]
     assert all((b - a) & 0xFFFF < 0x8000 for a, b in pairwise(outs))
+
+
+def test_without_history_numbers_are_the_same_and_nothing_maps_back() -> None:
+    with_history, without = RtpMunger(100, 5000), RtpMunger(100, 5000, history=False)
+    for ext_seq in (7, 8, 10, 9, 11):
+        ts = ext_seq * 960
+        assert with_history.forward(ext_seq, ts) == without.forward(ext_seq, ts)
+    assert with_history.source_seq(101) == 8
+    assert without.source_seq(101) is None

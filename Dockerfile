@@ -2,13 +2,13 @@
 # (Not built in CI: there is no Docker engine on our machines. Keep it this simple.)
 FROM python:3.11-slim-bookworm
 
-# av and aiortc ship manylinux wheels; gcc covers the odd source build
+# av and aiortc ship manylinux wheels; gcc builds sfu/media/_packetio.c (and the odd sdist)
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY sfu ./sfu
 COPY signaling ./signaling
 COPY sfu_client ./sfu_client

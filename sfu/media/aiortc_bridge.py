@@ -6,8 +6,8 @@ its ICE, DTLS and SDP handling and takes over the media plane:
 * every RTP receiver and sender aiortc creates is made inert (no decoder thread, no encoder, no
   RTCP task) the moment it is created;
 * SRTP is taken straight from aioice's socket callback and decrypted there, and forwarded
-  packets are assembled, protected (sfu.media.srtp) and written to the nominated ICE pair's
-  socket synchronously — no queue, no await, no bytes object per copy;
+  packets are assembled, protected and written to the nominated ICE pair's socket in one C call
+  (sfu.media.srtp) — no queue, no await, no Python frame or bytes object per copy;
 * offers keep payload types and header-extension ids stable across renegotiation (JSEP §5.2.2),
   and a local offer can be rolled back (JSEP §5.7), which aiortc does not implement.
 
@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import socket
-import struct
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -49,9 +47,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from sfu.api import Kind
 from sfu.config import IceServer
 from sfu.media.params import Codec, MediaParams
-from sfu.media.srtp import EGRESS, HEADROOM, MAX_PACKET, SrtpContext
-
-_RTP_HEADER = struct.Struct("!BBHII")
+from sfu.media.srtp import Egress, SrtpSession, srtp_session
 
 # --- ICE host addresses ---
 
@@ -155,7 +151,12 @@ RtcpHandler = Callable[[bytes], None]
 
 
 class MediaTransport:
-    """The SRTP path of one peer connection (max-bundle: a single DTLS transport)."""
+    """The SRTP path of one peer connection (max-bundle: a single DTLS transport).
+
+    ``send_rewritten`` is the C egress's own method once DTLS is up (no Python frame per
+    copy); before that, and after the transport closed, it is a method that opens the egress
+    if it can and otherwise drops the packet.
+    """
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self.dtls = dtls
@@ -164,14 +165,14 @@ class MediaTransport:
         self.on_rtp: RtpHandler = _ignore_rtp
         self.on_rtcp: RtcpHandler = _ignore_rtcp
         self.last_activity = time.monotonic()
-        self.packets_sent = 0
-        self.bytes_sent = 0
-        self.send_errors = 0  # packets the socket refused (buffer full) or SRTP could not protect
-        self._egress: _Egress | None = None
-        self._rx: tuple[Any, SrtpContext] | None = None  # (pylibsrtp session, its context)
+        self.send_rewritten: Callable[..., None] = self._send_rewritten_unopened
+        self._egress: Egress | None = None
+        self._closed_counts = (0, 0, 0)  # packets, bytes, errors of egresses closed before
+        self._rx: tuple[Any, SrtpSession] | None = None  # (pylibsrtp session, its C view)
         self._relayed_sends: set[asyncio.Future[None]] = set()
         self._dtls._handle_rtp_data = self._handle_rtp_data
         self._dtls._handle_rtcp_data = self._handle_rtcp_data
+        dtls.on("statechange", self._on_dtls_state)
         # consent checks from the peer also prove it is alive
         stun_request_received = self._connection.request_received
 
@@ -192,7 +193,7 @@ class MediaTransport:
                 return
             rx = self._rx
             if rx is None or rx[0] is not session:
-                rx = self._rx = (session, SrtpContext(session))
+                rx = self._rx = (session, srtp_session(session))
             self.last_activity = now = time.monotonic()
             if len(data) > 1 and 192 <= data[1] <= 208:  # RTCP (RFC 5761 §4)
                 packet = rx[1].unprotect_rtcp(data)
@@ -209,6 +210,22 @@ class MediaTransport:
     def connected(self) -> bool:
         return bool(self._dtls._state is State.CONNECTED)
 
+    @property
+    def packets_sent(self) -> int:
+        egress = self._egress
+        return self._closed_counts[0] + (egress.packets_sent if egress else 0)
+
+    @property
+    def bytes_sent(self) -> int:
+        egress = self._egress
+        return self._closed_counts[1] + (egress.bytes_sent if egress else 0)
+
+    @property
+    def send_errors(self) -> int:
+        """Packets the socket refused (buffer full), SRTP could not protect, or too big."""
+        egress = self._egress
+        return self._closed_counts[2] + (egress.send_errors if egress else 0)
+
     async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
         self.last_activity = now = time.monotonic()
         self.on_rtp(data, now)
@@ -217,131 +234,75 @@ class MediaTransport:
         self.last_activity = time.monotonic()
         self.on_rtcp(data)
 
-    def send_rewritten(
-        self,
-        data: bytes,
-        payload_start: int,
-        first: int,
-        second: int,
-        seq: int,
-        timestamp: int,
-        ssrc: int,
-        extensions: bytes,
-    ) -> None:
-        """Send ``data``'s payload under a new header (see :func:`sfu.rtp.header.rewrite`).
-
-        The packet is assembled in the shared egress buffer, protected there and sent from
-        there: no bytes object per copy. The payload is copied in first, to where the new header
-        will end, then the header is written over what preceded it.
-        """
-        if self._dtls._state is not State.CONNECTED:
-            return
-        egress = self._egress or self._open_egress()
-        if egress is None:
-            return
-        view = EGRESS.view
-        header_end = HEADROOM + 12 + len(extensions)
-        size = header_end - HEADROOM + len(data) - payload_start
-        if size > MAX_PACKET:
-            self.send_errors += 1
-            return
-        at = header_end - payload_start
-        if at >= 0:
-            view[at : at + len(data)] = data
-        else:  # an unusually long incoming header: copy just the payload
-            view[header_end : HEADROOM + size] = memoryview(data)[payload_start:]
-        _RTP_HEADER.pack_into(view, HEADROOM, first, second, seq, timestamp, ssrc)
-        view[HEADROOM + 12 : header_end] = extensions
-        egress.send(egress.srtp.protect_rtp(size))
+    def _send_rewritten_unopened(self, *args: Any) -> None:
+        egress = self._open_egress()
+        if egress is not None:
+            egress.send_rewritten(*args)
 
     def send_rtp(self, packet: bytes) -> None:
         """Protect and send one RTP packet now; dropped silently when not connected."""
-        self._send_whole(packet, rtcp=False)
+        egress = self._egress or self._open_egress()
+        if egress is not None:
+            egress.send_rtp(packet)
 
     def send_rtcp(self, packet: bytes) -> None:
-        self._send_whole(packet, rtcp=True)
-
-    def _send_whole(self, packet: bytes, rtcp: bool) -> None:
-        if self._dtls._state is not State.CONNECTED:
-            return
         egress = self._egress or self._open_egress()
-        if egress is None:
-            return
-        size = len(packet)
-        if size > MAX_PACKET:
-            self.send_errors += 1
-            return
-        EGRESS.view[HEADROOM : HEADROOM + size] = packet
-        srtp = egress.srtp
-        egress.send(srtp.protect_rtcp(size) if rtcp else srtp.protect_rtp(size))
+        if egress is not None:
+            egress.send_rtcp(packet)
 
-    def _open_egress(self) -> _Egress | None:
-        """The nominated pair and SRTP context to send with, once DTLS is up."""
+    def _open_egress(self) -> Egress | None:
+        """The egress to the nominated pair, once DTLS is up."""
+        if self._egress is not None:
+            return self._egress
         pair = self._connection._nominated.get(1)
         session = self._dtls._tx_srtp
-        if pair is None or session is None:
+        if pair is None or session is None or self._dtls._state is not State.CONNECTED:
             return None
-        self._egress = _Egress(self, SrtpContext(session), pair)
-        return self._egress
-
-    def close(self) -> None:
-        if self._egress is not None:
-            self._egress.close()
-            self._egress = None
-
-
-class _Egress:
-    """Writes protected packets from the egress buffer to the nominated ICE pair.
-
-    A host or server-reflexive pair is written through a duplicate of aioice's socket
-    descriptor, without uvloop's transport: its ``sendto`` may keep a reference to the data
-    to send later, and the buffer is reused at once. A full socket buffer drops the packet, as
-    a router would. A TURN relay wraps each packet and may wait for a channel binding, so it
-    gets a copy through aioice.
-    """
-
-    __slots__ = ("_addr", "_relay", "_socket", "_transport", "srtp")
-
-    def __init__(self, transport: MediaTransport, srtp: SrtpContext, pair: Any) -> None:
-        self._transport = transport
-        self.srtp = srtp
-        self._addr = pair.remote_addr
+        host, port = pair.remote_addr[:2]
         protocol = pair.protocol
-        self._relay: Any = None
-        self._socket: socket.socket | None = None
         if type(protocol) is aioice.ice.StunProtocol:
-            fd = protocol.transport.get_extra_info("socket").fileno()
-            self._socket = socket.socket(fileno=os.dup(fd))
-            self._socket.setblocking(False)
+            # written through a duplicate of aioice's socket descriptor, not uvloop's
+            # transport: the C egress sends from its one buffer and cannot wait
+            fd = os.dup(protocol.transport.get_extra_info("socket").fileno())
+            egress = Egress(srtp_session(session), fd, host, port, None)
         else:
-            self._relay = protocol
+            # a TURN relay wraps each packet and may wait for a channel binding: a copy
+            # goes through aioice
+            egress = Egress(srtp_session(session), -1, host, port, self._relay_sender(pair))
+        self._egress = egress
+        self.send_rewritten = egress.send_rewritten
+        return egress
 
-    def send(self, size: int) -> None:
-        transport = self._transport
-        if size < 0:
-            transport.send_errors += 1
-            return
-        view = EGRESS.view[HEADROOM : HEADROOM + size]
-        if self._socket is not None:
-            try:
-                self._socket.sendto(view, self._addr)
-            except OSError:
-                transport.send_errors += 1
-                return
-        elif self._relay is not None:
-            task = asyncio.ensure_future(self._relay.send_data(view.tobytes(), self._addr))
-            transport._relayed_sends.add(task)
-            task.add_done_callback(transport._relayed_sends.discard)
-        else:
-            return  # closed
-        transport.packets_sent += 1
-        transport.bytes_sent += size
+    def _relay_sender(self, pair: Any) -> Callable[[bytes], None]:
+        protocol, addr = pair.protocol, pair.remote_addr
+
+        def send(data: bytes) -> None:
+            task = asyncio.ensure_future(protocol.send_data(data, addr))
+            self._relayed_sends.add(task)
+            task.add_done_callback(self._relayed_sends.discard)
+
+        return send
+
+    def _on_dtls_state(self) -> None:
+        if self._dtls._state in (State.CLOSED, State.FAILED):
+            self.close()
 
     def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
-        self._relay = None
+        """Stop sending: the duplicated socket descriptor is closed; later packets are dropped."""
+        egress = self._egress
+        if egress is not None:
+            packets, octets, errors = self._closed_counts
+            self._closed_counts = (
+                packets + egress.packets_sent,
+                octets + egress.bytes_sent,
+                errors + egress.send_errors,
+            )
+            egress.close()
+            self._egress = None
+        self.send_rewritten = self._send_dropped
+
+    def _send_dropped(self, *args: Any) -> None:
+        return None
 
 
 def _ignore_rtp(data: bytes, now: float) -> None:

@@ -31,12 +31,14 @@ class PacketSink(Protocol):
         self,
         data: bytes,
         payload_start: int,
-        first: int,
-        second: int,
+        payload_type: int,
         seq: int,
         timestamp: int,
         ssrc: int,
         extensions: bytes,
+        value_at: int,
+        value: bytes,
+        /,
     ) -> None:
         """Send what :func:`sfu.rtp.header.rewrite` would make of these (without making it)."""
 
@@ -89,7 +91,12 @@ class DownTrack:
         self.stream.params = params
         self._payload_type = codec.payload_type
         self._rtx_payload_type = codec.rtx_payload_type
-        self._extensions = _ExtensionWriter(params)
+        writer = self._extensions = _ExtensionWriter(params)
+        # read per packet: kept on the down-track itself
+        self._ext_static = writer.static
+        self._ext_template = writer.template
+        self._ext_value_at = writer.value_at
+        self._ext_abs_send_time = writer.carries_abs_send_time
 
     # --- forward path ---
 
@@ -106,21 +113,25 @@ class DownTrack:
         seq, ts = mapped
         if self._ts_offset is None:
             self._ts_offset = (ts - packet.timestamp) & 0xFFFFFFFF
-        data = packet.data
-        extensions = self._extensions.block(packet)
+        value = packet.abs_send_time if self._ext_abs_send_time else packet.audio_level
+        if value:
+            extensions, value_at = self._ext_template, self._ext_value_at
+        else:
+            extensions, value_at, value = self._ext_static, -1, b""
         self.sink.send_rewritten(
-            data,
+            packet.data,
             packet.payload_start,
-            0x90 | packet.padding if extensions else 0x80 | packet.padding,
-            packet.marker_bit | self._payload_type,
+            self._payload_type,
             seq,
             ts,
             self._ssrc,
             extensions,
+            value_at,
+            value,
         )
         stream.last_sent = packet.arrival
         stream.packets_sent += 1
-        stream.octets_sent += len(data) - packet.payload_start
+        stream.octets_sent += packet.payload_size
 
     def _start(self, packet: IngressPacket) -> None:
         stream = self.stream
@@ -139,16 +150,9 @@ class DownTrack:
         )
 
     def _rewrite(self, packet: IngressPacket, seq: int, ts: int) -> bytes:
-        extensions = self._extensions.block(packet)
+        block = self._extensions.block(packet)
         return rewrite(
-            packet.data,
-            packet.payload_start,
-            0x90 | packet.padding if extensions else 0x80 | packet.padding,
-            packet.marker_bit | self._payload_type,
-            seq,
-            ts,
-            self._ssrc,
-            extensions,
+            packet.data, packet.payload_start, self._payload_type, seq, ts, self._ssrc, block
         )
 
     # --- feedback from the subscriber ---
@@ -231,36 +235,35 @@ class _ExtensionWriter:
 
     mid always; abs-send-time on video (refreshed per packet, for the subscriber's bandwidth
     estimator); the publisher's audio level on audio. rid/repaired-rid are never forwarded.
-    The block is a per-subscriber template: per packet only the variable value is spliced in.
+    Per subscriber this makes two blocks: ``static`` (mid alone) and ``template`` (mid and the
+    variable element, whose value per packet is written at ``value_at``).
     """
 
     def __init__(self, params: MediaParams) -> None:
         ids = params.extensions
-        self._mid = (ids[URI_MID], params.mid.encode()) if URI_MID in ids else None
-        self._abs_send_time_id = ids.get(URI_ABS_SEND_TIME) if params.kind == "video" else None
-        self._audio_level_id = ids.get(URI_AUDIO_LEVEL) if params.kind == "audio" else None
-        fixed = [self._mid] if self._mid else []
-        self._static = build_extension_block(fixed)
-        self._variable_id = self._abs_send_time_id or self._audio_level_id
-        self._head = self._tail = b""
-        if self._variable_id is not None:
-            size = 3 if self._abs_send_time_id is not None else 1
-            template = build_extension_block([*fixed, (self._variable_id, bytes(size))])
-            # the variable value is the last element; in the one-byte form it can be spliced
-            value_at = 4 + sum(1 + len(v) for _, v in fixed) + 1
-            if template[:2] == b"\xbe\xde":
-                self._head, self._tail = template[:value_at], template[value_at + size :]
-            else:
-                self._head = b""  # two-byte form (ids > 14): build per packet
+        mid = [(ids[URI_MID], params.mid.encode())] if URI_MID in ids else []
+        abs_send_time_id = ids.get(URI_ABS_SEND_TIME) if params.kind == "video" else None
+        audio_level_id = ids.get(URI_AUDIO_LEVEL) if params.kind == "audio" else None
+        variable_id = abs_send_time_id or audio_level_id
+        #: whether packets carry the value in ``abs_send_time`` (else ``audio_level``)
+        self.carries_abs_send_time = abs_send_time_id is not None
+        self.static = build_extension_block(mid)
+        self.template = self.static
+        self.value_at = -1
+        self.value_size = 0
+        if variable_id is not None:
+            self.value_size = 3 if abs_send_time_id is not None else 1
+            self.template = build_extension_block([*mid, (variable_id, bytes(self.value_size))])
+            # the variable element is the last one: its value ends the elements
+            one_byte = self.template[:2] == b"\xbe\xde"
+            element_header = 1 if one_byte else 2
+            elements = sum(element_header + len(v) for _, v in mid)
+            self.value_at = 4 + elements + element_header
 
     def block(self, packet: IngressPacket) -> bytes:
-        if self._variable_id is None:
-            return self._static
-        value = packet.abs_send_time if self._abs_send_time_id is not None else packet.audio_level
-        if not value:
-            return self._static
-        if self._head:
-            return self._head + value + self._tail
-        elements = [self._mid] if self._mid else []
-        elements.append((self._variable_id, value))
-        return build_extension_block(elements)
+        """The block for one packet, as the forward path has it written (for retransmissions)."""
+        value = packet.abs_send_time if self.carries_abs_send_time else packet.audio_level
+        if not value or self.value_at < 0 or len(value) != self.value_size:
+            return self.static
+        at = self.value_at
+        return self.template[:at] + value + self.template[at + self.value_size :]

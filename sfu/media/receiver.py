@@ -50,8 +50,7 @@ class IngressPacket:
         "data",
         "ext_seq",
         "keyframe",
-        "marker_bit",
-        "padding",
+        "payload_size",
         "payload_start",
         "timestamp",
     )
@@ -61,7 +60,6 @@ class IngressPacket:
         data: bytes,
         ext_seq: int,
         timestamp: int,
-        marker_bit: int,
         payload_start: int,
         keyframe: bool,
         arrival: float,
@@ -71,13 +69,12 @@ class IngressPacket:
         self.data = data
         self.ext_seq = ext_seq
         self.timestamp = timestamp
-        self.marker_bit = marker_bit  # 0x80 or 0, as in the header's second octet
         self.payload_start = payload_start
         self.keyframe = keyframe
         self.arrival = arrival
         self.abs_send_time = abs_send_time
         self.audio_level = audio_level
-        self.padding = data[0] & 0x20
+        self.payload_size = len(data) - payload_start  # with any padding, as RFC 3550 counts
 
 
 class TrackReceiver:
@@ -169,11 +166,12 @@ class TrackReceiver:
                 audio_level = parse_extensions(data).get(self._audio_level_id)
             except ValueError:
                 audio_level = None
+            if audio_level is not None and len(audio_level) != 1:
+                audio_level = None  # RFC 6464 §3: one byte; anything else is not forwarded
         packet = IngressPacket(
             data,
             ext_seq,
             timestamp,
-            b1 & 0x80,
             start,
             keyframe,
             now,

@@ -141,18 +141,26 @@ def abs_send_time(now_wall: float) -> bytes:
 def rewrite(
     data: bytes,
     payload_start: int,
-    first: int,
-    second: int,
+    payload_type: int,
     seq: int,
     timestamp: int,
     ssrc: int,
     extensions: bytes,
+    value_at: int = -1,
+    value: bytes = b"",
 ) -> bytes:
     """``data``'s payload (and padding) under a new fixed header and extension block.
 
-    ``first`` and ``second`` are the header's first two octets (version, padding, extension
-    flag; marker, payload type). No CSRCs: an SFU forwards one source per stream.
+    The marker and padding bits are ``data``'s own; X is set when ``extensions`` is not empty.
+    ``value``, when ``value_at`` >= 0, is written over the block at that offset (a per-packet
+    extension value in a per-subscriber template). No CSRCs: an SFU forwards one source per
+    stream. The reference for ``sfu.media._packetio.Egress.send_rewritten``, which does the
+    same in C.
     """
+    if value_at >= 0:
+        extensions = extensions[:value_at] + value + extensions[value_at + len(value) :]
+    first = 0x80 | (data[0] & 0x20) | (0x10 if extensions else 0)
+    second = (data[1] & 0x80) | payload_type
     return RTP_FIXED.pack(first, second, seq, timestamp, ssrc) + extensions + data[payload_start:]
 
 

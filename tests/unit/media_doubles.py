@@ -29,15 +29,19 @@ class RecordingSink:
         self,
         data: bytes,
         payload_start: int,
-        first: int,
-        second: int,
+        payload_type: int,
         seq: int,
         timestamp: int,
         ssrc: int,
         extensions: bytes,
+        value_at: int,
+        value: bytes,
+        /,
     ) -> None:
         self.packets.append(
-            rewrite(data, payload_start, first, second, seq, timestamp, ssrc, extensions)
+            rewrite(
+                data, payload_start, payload_type, seq, timestamp, ssrc, extensions, value_at, value
+            )
         )
 
 

@@ -251,12 +251,12 @@ async def test_rewritten_packets_reach_the_client_and_close_releases_the_socket(
         transport = server.media_transport
         assert transport is not None
         original = struct.pack("!BBHII", 0x80, 0x80 | 96, 7, 9000, 0x1111) + b"\x55" * 300
-        transport.send_rewritten(original, 12, 0x90, 0x80 | 100, 500, 123, 0xBEEF, MID_BLOCK)
+        transport.send_rewritten(original, 12, 100, 500, 123, 0xBEEF, MID_BLOCK, -1, b"")
         for _ in range(100):
             if received:
                 break
             await asyncio.sleep(0.01)
-        assert received == [rewrite(original, 12, 0x90, 0x80 | 100, 500, 123, 0xBEEF, MID_BLOCK)]
+        assert received == [rewrite(original, 12, 100, 500, 123, 0xBEEF, MID_BLOCK)]
         assert transport.send_errors == 0
     finally:
         await client.close()

@@ -1,0 +1,14 @@
+"""The C part of aiosfu: everything else is in pyproject.toml."""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        # the forward path's per-copy work (sfu/media/srtp.py says why)
+        Extension(
+            "sfu.media._packetio",
+            ["sfu/media/_packetio.c"],
+            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+        )
+    ]
+)

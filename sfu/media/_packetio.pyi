@@ -1,0 +1,45 @@
+from collections.abc import Callable
+
+MAX_PACKET: int
+
+class SrtpSession:
+    def __init__(
+        self,
+        owner: object,
+        ctx: int,
+        protect_rtp: int,
+        protect_rtcp: int,
+        unprotect_rtp: int,
+        unprotect_rtcp: int,
+    ) -> None: ...
+    def unprotect_rtp(self, data: bytes, /) -> bytes | None: ...
+    def unprotect_rtcp(self, data: bytes, /) -> bytes | None: ...
+
+class Egress:
+    packets_sent: int
+    bytes_sent: int
+    send_errors: int
+    def __init__(
+        self,
+        srtp: SrtpSession,
+        fd: int,
+        host: str,
+        port: int,
+        relay: Callable[[bytes], object] | None,
+    ) -> None: ...
+    def send_rewritten(
+        self,
+        data: bytes,
+        payload_start: int,
+        payload_type: int,
+        seq: int,
+        timestamp: int,
+        ssrc: int,
+        extensions: bytes,
+        value_at: int,
+        value: bytes,
+        /,
+    ) -> None: ...
+    def send_rtp(self, packet: bytes, /) -> None: ...
+    def send_rtcp(self, packet: bytes, /) -> None: ...
+    def close(self) -> None: ...

@@ -8,6 +8,7 @@ from sfu.rtp.header import (
     build_extension_block,
     parse_extensions,
     payload_bounds,
+    rewrite,
     unwrap_rtx,
     wrap_rtx,
 )
@@ -196,3 +197,32 @@ def test_rtx_round_trip(original: str) -> None:
 def test_wrap_rtx_drops_padding() -> None:
     padded = H("a060 1234 deadbeef 11111111 cafe 000003")
     assert wrap_rtx(padded, 97, 7, 2) == H("8061 0007 deadbeef 00000002 1234 cafe")
+
+
+MID = "bede0001 10330000"  # mid "3"
+MID_AST = "bede0002 10332200 00000000"  # mid "3" + a 3-byte element (id 2), value at offset 7
+
+
+@pytest.mark.parametrize(
+    ("packet", "start", "args", "rewritten"),
+    [
+        # new PT, seq, timestamp, SSRC; the marker bit kept; X set by the block
+        ("80e0 1234 deadbeef 11111111 cafe", 12, (100, 5, 6, 7, MID, -1, ""),
+         "90e4 0005 00000006 00000007" + MID + "cafe"),
+        # the publisher's extension replaced; no block: X cleared
+        ("9060 1234 deadbeef 11111111 bede0001 10ff0000 cafe", 20, (97, 0xFFFF, 0, 1, "", -1, ""),
+         "8061 ffff 00000000 00000001 cafe"),
+        # a per-packet value written into the template; padding and the P bit kept
+        ("a060 1234 deadbeef 11111111 cafe 000003", 12, (100, 1, 2, 3, MID_AST, 7, "abcdef"),
+         "b064 0001 00000002 00000003 bede0002 103322ab cdef0000 cafe 000003"),
+        # CSRCs are not forwarded
+        ("8260 1234 deadbeef 11111111 00000001 00000002 cafe", 20, (100, 1, 2, 3, "", -1, ""),
+         "8064 0001 00000002 00000003 cafe"),
+    ],
+)  # fmt: skip
+def test_rewrite(
+    packet: str, start: int, args: tuple[int, int, int, int, str, int, str], rewritten: str
+) -> None:
+    pt, seq, ts, ssrc, block, value_at, value = args
+    result = rewrite(H(packet), start, pt, seq, ts, ssrc, H(block), value_at, H(value))
+    assert result == H(rewritten)

@@ -14,12 +14,20 @@ class IceServer:
     credential: str | None = None
 
 
+#: Default of :attr:`MediaConfig.udp_receive_buffer` (bytes).
+UDP_RECEIVE_BUFFER = 2 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class MediaConfig:
     #: Addresses to gather ICE host candidates on. Empty: every non-loopback interface (aioice's
     #: default). Tests pin ("127.0.0.1",).
     ice_hosts: tuple[str, ...] = ()
     ice_servers: tuple[IceServer, ...] = ()
+    #: Kernel receive buffer asked for on every media socket (bytes). A stall of the one event
+    #: loop (a busy moment, a GC pause, a descheduled VM) then costs queueing latency instead of
+    #: datagrams dropped at the socket; Linux caps it at net.core.rmem_max.
+    udp_receive_buffer: int = UDP_RECEIVE_BUFFER
     #: A participant from whom nothing (RTP, RTCP, STUN) arrived for this long is removed.
     peer_timeout: float = 8.0
     #: A participant whose connection is not up this long after negotiating is removed.

@@ -9,9 +9,9 @@ import click
 import uvloop
 from aiohttp import web
 
-from sfu.config import IceServer, MediaConfig
+from sfu.config import UDP_RECEIVE_BUFFER, IceServer, MediaConfig
 from sfu.log import LEVELS, LogFormat, configure_logging, get_logger
-from sfu.media.aiortc_bridge import set_ice_host_addresses
+from sfu.media.aiortc_bridge import set_ice_host_addresses, set_udp_receive_buffer
 from signaling.app import create_app
 
 log = get_logger()
@@ -57,6 +57,14 @@ def main() -> None:
     help="Seconds without any packet from a participant before it is removed.",
 )
 @click.option(
+    "--udp-receive-buffer",
+    type=click.IntRange(min=65536),
+    default=UDP_RECEIVE_BUFFER,
+    show_envvar=True,
+    help="Receive buffer asked for on each media socket, in bytes: a stalled event loop then "
+    "delays packets instead of dropping them. Linux caps it at net.core.rmem_max.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["console", "json"]),
     default="console",
@@ -84,6 +92,7 @@ def serve(
     ice_username: str | None,
     ice_credential: str | None,
     peer_timeout: float,
+    udp_receive_buffer: int,
     log_format: LogFormat,
     log_level: str,
     max_message_size: int,
@@ -94,6 +103,7 @@ def serve(
         ice_hosts=ice_host,
         ice_servers=tuple(IceServer(url, ice_username, ice_credential) for url in ice_server),
         peer_timeout=peer_timeout,
+        udp_receive_buffer=udp_receive_buffer,
     )
     uvloop.run(_serve(config, host, port, max_message_size))
 
@@ -102,6 +112,14 @@ async def _serve(config: MediaConfig, host: str, port: int, max_message_size: in
     from sfu.service import Sfu
 
     set_ice_host_addresses(config.ice_hosts)
+    granted = set_udp_receive_buffer(config.udp_receive_buffer)
+    if granted < config.udp_receive_buffer:
+        log.warning(
+            "media sockets get a smaller receive buffer than asked for",
+            asked=config.udp_receive_buffer,
+            granted=granted,
+            fix=f"sysctl -w net.core.rmem_max={config.udp_receive_buffer}",
+        )
     service = Sfu(config)
     app = create_app(service, max_message_size=max_message_size, metrics=service.metrics_registry())
     runner = web.AppRunner(app)

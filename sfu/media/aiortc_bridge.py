@@ -19,12 +19,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import aioice.ice
+import aioice.turn
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -69,6 +71,22 @@ def set_ice_host_addresses(hosts: Sequence[str]) -> None:
     aioice.ice.get_host_addresses = (
         _pinned_get_host_addresses if _pinned_hosts else _default_get_host_addresses
     )
+
+
+# --- socket receive buffers ---
+
+
+def set_udp_receive_buffer(size: int) -> int:
+    """Ask for ``size`` bytes of receive buffer on every ICE socket made from now on.
+
+    aioice sets SO_RCVBUF on its host and TURN sockets from one module constant (256 KiB).
+    Returns what the kernel grants (Linux caps the request at net.core.rmem_max and reports
+    twice the size, its bookkeeping included), so a caller can warn when it is less.
+    """
+    aioice.turn.UDP_SOCKET_BUFFER_SIZE = size
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+        return int(probe.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)) // 2
 
 
 # --- demultiplexing datagrams ---

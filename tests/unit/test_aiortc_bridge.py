@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import socket
 import struct
 import threading
+from pathlib import Path
 from typing import Any, cast
 
 import aioice.ice
@@ -331,5 +333,29 @@ async def test_opus_answer_declares_in_band_fec() -> None:
         )
         assert f"a=fmtp:{opus_pt} minptime=10;useinbandfec=1" in answer
     finally:
+        await client.close()
+        await server.close()
+
+
+RMEM_MAX = int(Path("/proc/sys/net/core/rmem_max").read_text())
+
+
+async def test_media_sockets_get_the_receive_buffer_asked_for() -> None:
+    asked = 1024 * 1024
+    server = bridge.ServerPeerConnection()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        granted = bridge.set_udp_receive_buffer(asked)
+        assert granted == min(asked, RMEM_MAX)
+        client.addTransceiver("audio", direction="recvonly")
+        await _client_offers(client, server)
+        await _wait_connected(client, server)
+        assert server.media_transport is not None
+        pair = server.media_transport._connection._nominated[1]
+        sock = pair.protocol.transport.get_extra_info("socket")
+        # Linux reports twice the size it granted (its bookkeeping overhead included)
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2 == granted
+    finally:
+        bridge.set_udp_receive_buffer(262144)  # aioice's own default, for the other tests
         await client.close()
         await server.close()

@@ -61,6 +61,7 @@ class IngressPacket:
         ext_seq: int,
         timestamp: int,
         payload_start: int,
+        payload_end: int,
         keyframe: bool,
         arrival: float,
         abs_send_time: bytes,
@@ -74,7 +75,8 @@ class IngressPacket:
         self.arrival = arrival
         self.abs_send_time = abs_send_time
         self.audio_level = audio_level
-        self.payload_size = len(data) - payload_start  # with any padding, as RFC 3550 counts
+        # payload octets without padding, as a sender report counts them (RFC 3550 §6.4.1)
+        self.payload_size = payload_end - payload_start
 
 
 class TrackReceiver:
@@ -173,6 +175,7 @@ class TrackReceiver:
             ext_seq,
             timestamp,
             start,
+            end,
             keyframe,
             now,
             abs_send_time(self._wall_clock()) if self.is_video else b"",

@@ -17,7 +17,7 @@ def params(kind: Kind, mid: str, ids: dict[str, int]) -> MediaParams:
 
 
 def packet(abs_send_time: bytes, audio_level: bytes | None) -> IngressPacket:
-    return IngressPacket(bytes(12), 1, 0, 12, False, 0.0, abs_send_time, audio_level)
+    return IngressPacket(bytes(12), 1, 0, 12, 12, False, 0.0, abs_send_time, audio_level)
 
 
 @pytest.mark.parametrize(

@@ -70,3 +70,24 @@ async def test_garbage_is_dropped_and_valid_packets_still_forwarded() -> None:
         assert struct.unpack_from("!H", rtx, rtx_start)[0] == (seq + 1) & 0xFFFF
     finally:
         await connection.close()
+
+
+async def test_sender_report_counts_payload_octets_without_padding() -> None:
+    """RFC 3550 §6.4.1: the octet count leaves out headers and padding; the marker stays."""
+    connection = MediaConnection(MediaConfig(), lambda reason: None, lambda: None)
+    receiver = publisher_receiver(connection)
+    sink = RecordingSink()
+    stream = OutgoingStream(subscriber_params(), 500, 9000)
+    receiver.add_down_track(DownTrack(receiver, stream, sink))
+    try:
+        keyframe = bytearray(vp8_packet(100, keyframe=True))  # 104 payload bytes
+        keyframe[1] &= 0x7F  # not the last packet of its frame: no marker
+        padded = bytearray(vp8_packet(101, keyframe=False) + b"\x00\x00\x03")
+        padded[0] |= 0x20  # the marker stays set: the last packet of its frame
+        connection._on_rtp(bytes(keyframe), time.monotonic())
+        connection._on_rtp(bytes(padded), time.monotonic())
+        assert (stream.packets_sent, stream.octets_sent) == (2, 2 * 104)
+        assert [p[1] & 0x80 for p in sink.packets] == [0, 0x80]
+        assert sink.packets[1][0] & 0x20 and sink.packets[1][-3:] == b"\x00\x00\x03"
+    finally:
+        await connection.close()

@@ -277,16 +277,23 @@ class MediaTransport:
         if pair is None or session is None or self._dtls._state is not State.CONNECTED:
             return None
         host, port = pair.remote_addr[:2]
+        host = host.partition("%")[0]  # an IPv6 scope id: the socket is bound to its interface
         protocol = pair.protocol
         if type(protocol) is aioice.ice.StunProtocol:
             # written through a duplicate of aioice's socket descriptor, not uvloop's
             # transport: the C egress sends from its one buffer and cannot wait
             fd = os.dup(protocol.transport.get_extra_info("socket").fileno())
-            egress = Egress(srtp_session(session), fd, host, port, None)
+            relay = None
         else:
             # a TURN relay wraps each packet and may wait for a channel binding: a copy
             # goes through aioice
-            egress = Egress(srtp_session(session), -1, host, port, self._relay_sender(pair))
+            fd, relay = -1, self._relay_sender(pair)
+        try:
+            egress = Egress(srtp_session(session), fd, host, port, relay)
+        except ValueError:  # not a numeric address: nothing can be sent to it
+            if fd >= 0:
+                os.close(fd)
+            return None
         self._egress = egress
         self.send_rewritten = egress.send_rewritten
         return egress

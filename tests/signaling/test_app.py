@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -255,9 +255,19 @@ async def test_leave(client: TestClient[Any, Any]) -> None:
     assert gone == {
         "type": "participant-left",
         "participantId": bob_joined["participantId"],
-        "reason": gone["reason"],
+        "reason": "left",
     }
     await wait_for_health(client, participants=1)
+    await ann.close()
+
+
+async def test_closed_websocket_is_disconnected(client: TestClient[Any, Any]) -> None:
+    # docs/protocol.md: a WebSocket closed without leave is reason "disconnected", not "left"
+    ann, _ = await join(client, "room-1", "Ann")
+    bob, bob_joined = await join(client, "room-1", "Bob")
+    await bob.close()
+    gone = await receive_type(ann, "participant-left")
+    assert (gone["participantId"], gone["reason"]) == (bob_joined["participantId"], "disconnected")
     await ann.close()
 
 
@@ -367,6 +377,9 @@ class FakeParticipant:
     async def set_muted(self, track_id: str, muted: bool) -> None:
         raise UnknownTrack(f"no track {track_id}")
 
+    async def subscribe(self, track_ids: Sequence[str], subscribed: bool) -> None:
+        self.calls.append(f"subscribe {list(track_ids)} {subscribed}")
+
     async def leave(self, reason: str = "left") -> None:
         self.leave_calls += 1
         self.leave_reasons.append(reason)
@@ -378,7 +391,7 @@ class FakeService:
         self.participants: list[FakeParticipant] = []
 
     async def join(
-        self, room_id: str, name: str, listener: EventListener
+        self, room_id: str, name: str, listener: EventListener, auto_subscribe: bool = True
     ) -> tuple[ParticipantSession, tuple[ParticipantInfo, ...]]:
         if room_id == "full":
             raise RoomFull("scripted full room")

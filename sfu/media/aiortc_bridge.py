@@ -9,7 +9,8 @@ its ICE, DTLS and SDP handling and takes over the media plane:
   packets are assembled, protected and written to the nominated ICE pair's socket in one C call
   (sfu.media.srtp) — no queue, no await, no Python frame or bytes object per copy;
 * offers keep payload types and header-extension ids stable across renegotiation (JSEP §5.2.2),
-  and a local offer can be rolled back (JSEP §5.7), which aiortc does not implement.
+  and a local offer can be rolled back (JSEP §5.7), which aiortc does not implement;
+* DTLS also offers the ECDHE-RSA suites, so peers with an RSA certificate connect.
 
 tests/unit/test_aiortc_bridge.py fails loudly when an upgrade moves one of these internals.
 """
@@ -36,7 +37,12 @@ from aiortc import (
 )
 from aiortc import rtcpeerconnection as aiortc_rtcpeerconnection
 from aiortc import sdp as aiortc_sdp
-from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcdtlstransport import (
+    RTCCertificate,
+    RTCDtlsTransport,
+    SRTPProtectionProfile,
+    State,
+)
 from aiortc.rtcrtpparameters import (
     RTCRtcpFeedback,
     RTCRtpCodecParameters,
@@ -45,6 +51,7 @@ from aiortc.rtcrtpparameters import (
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from OpenSSL import SSL
 
 from sfu.api import Kind
 from sfu.config import IceServer
@@ -112,6 +119,42 @@ def _demultiplexed_datagram_received(
 
 # process-wide, for every aioice connection: the same outcome as aioice's own, without the raise
 aioice.ice.StunProtocol.datagram_received = _demultiplexed_datagram_received  # type: ignore[method-assign,assignment]
+
+
+# --- DTLS certificates and cipher suites ---
+
+#: DTLS 1.2 suites, ECDHE only (forward secrecy) with AEAD or CBC-SHA, as libwebrtc offers them,
+#: for both certificate kinds: aiortc offers ECDSA suites only. See :class:`_ServerCertificate`.
+DTLS_CIPHER_SUITES = b":".join(
+    f"ECDHE-{auth}-{cipher}".encode()
+    for cipher in (
+        "AES128-GCM-SHA256",
+        "AES256-GCM-SHA384",
+        "CHACHA20-POLY1305",
+        "AES128-SHA",
+        "AES256-SHA",
+    )
+    for auth in ("ECDSA", "RSA")
+)
+
+
+class _ServerCertificate(RTCCertificate):
+    """aiortc's ECDSA certificate, with cipher suites that also let RSA-certificate peers in.
+
+    In (D)TLS 1.2 a suite names the authentication of the *DTLS server*'s certificate
+    (RFC 5246 §7.4.2, RFC 8422 §2). The answerer picks the DTLS role (RFC 5763 §5): when a
+    peer offers ``actpass`` the server answers ``active`` and is the DTLS client, so the peer's
+    certificate decides — an RSA one (GStreamer's webrtcbin, other OpenSSL-based stacks) needs
+    the ECDHE-RSA suites, which aiortc leaves out ("no shared cipher"). When the server offers
+    and the peer answers ``active``, the server is the DTLS server: its ECDSA certificate picks
+    an ECDHE-ECDSA suite, and the peer's RSA certificate only signs its CertificateVerify,
+    which OpenSSL accepts as it is.
+    """
+
+    def _create_ssl_context(self, srtp_profiles: list[SRTPProtectionProfile]) -> SSL.Context:
+        context = super()._create_ssl_context(srtp_profiles)
+        context.set_cipher_list(DTLS_CIPHER_SUITES)
+        return context
 
 
 # --- inert senders and receivers ---
@@ -350,6 +393,9 @@ class ServerPeerConnection(RTCPeerConnection):
         super().__init__(
             RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
+        private: Any = self
+        own: RTCCertificate = private._RTCPeerConnection__certificates[0]
+        private._RTCPeerConnection__certificates = [_ServerCertificate(own._key, own._cert)]
         self.media_transport: MediaTransport | None = None
         # the local descriptions in effect before our outstanding offer, for a rollback
         self.before_offer: tuple[Any, Any] | None = None

@@ -20,10 +20,11 @@ import aioice.stun
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc import rtcpeerconnection as aiortc_rtcpeerconnection
-from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, State
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from sfu.media import aiortc_bridge as bridge
 from sfu.media.params import Codec
@@ -357,5 +358,37 @@ async def test_media_sockets_get_the_receive_buffer_asked_for() -> None:
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // 2 == granted
     finally:
         bridge.set_udp_receive_buffer(262144)  # aioice's own default, for the other tests
+        await client.close()
+        await server.close()
+
+
+async def test_dtls_keeps_aiortc_certificate_and_offers_rsa_suites_too() -> None:
+    """aiortc builds each DTLS context from its peer connection's one certificate."""
+    plain: Any = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    certificates = plain._RTCPeerConnection__certificates
+    assert len(certificates) == 1 and type(certificates[0]) is RTCCertificate
+    assert hasattr(certificates[0], "_key") and hasattr(certificates[0], "_cert")
+    assert list(inspect.signature(RTCCertificate._create_ssl_context).parameters) == [
+        "self",
+        "srtp_profiles",
+    ]
+    await plain.close()
+    server = bridge.ServerPeerConnection()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        client.addTransceiver("audio", direction="recvonly")
+        await _client_offers(client, server)
+        await _wait_connected(client, server)
+        assert server.media_transport is not None
+        dtls: Any = server.media_transport.dtls
+        assert type(dtls._RTCDtlsTransport__local_certificate) is bridge._ServerCertificate
+        offered = [c for c in dtls._ssl.get_cipher_list() if not c.startswith("TLS_")]  # 1.3
+        assert offered == bridge.DTLS_CIPHER_SUITES.decode().split(":")
+        assert "ECDHE-RSA-AES128-GCM-SHA256" in offered
+        # the certificate is still aiortc's ECDSA one: an ECDSA peer negotiates as before
+        key = dtls._ssl.get_certificate(as_cryptography=True).public_key()
+        assert isinstance(key, ec.EllipticCurvePublicKey)
+        assert dtls._ssl.get_cipher_name().startswith("ECDHE-ECDSA-")
+    finally:
         await client.close()
         await server.close()

@@ -7,6 +7,7 @@ objects the server sends.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -65,11 +66,51 @@ def _printable(value: str) -> str:
     return value
 
 
+#: Never in a name: controls (tab, newline, NUL, C1), surrogates, line and paragraph separators.
+_NAME_REJECTED_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+#: Format characters (Cf) whose effect lasts until a terminator that may never come, so that they
+#: can reorder or restyle the text around a name: bidi embeddings and overrides U+202A-U+202E and
+#: isolates U+2066-U+2069 (UAX #9; "Trojan Source", CVE-2021-42574), the deprecated shaping and
+#: swapping controls U+206A-U+206F, interlinear annotation U+FFF9-U+FFFB. The other format
+#: characters (ZWNJ, ZWJ, soft hyphen, emoji tag characters, LRM/RLM/ALM marks) act only where
+#: they stand and are needed to write some names at all.
+_NAME_REJECTED_FORMAT = frozenset(
+    (*range(0x202A, 0x202F), *range(0x2066, 0x2070), 0xFFF9, 0xFFFA, 0xFFFB)
+)
+#: A name made only of these would be invisible.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Zs", "Mn", "Me"})
+
+
+def _display_name(value: str) -> str:
+    """Any text a person may go by (UAX #31 does not apply: names are shown, not parsed).
+
+    Unassigned code points are allowed (emoji newer than this Python's Unicode tables), the 66
+    noncharacters are not. Length is checked elsewhere, in code points.
+    """
+    for position, char in enumerate(value, 1):
+        point = ord(char)
+        if (
+            unicodedata.category(char) in _NAME_REJECTED_CATEGORIES
+            or point in _NAME_REJECTED_FORMAT
+            or 0xFDD0 <= point <= 0xFDEF
+            or point & 0xFFFE == 0xFFFE
+        ):
+            described = f"U+{point:04X} {unicodedata.name(char, '')}".rstrip()
+            raise ValueError(
+                f"{described} at position {position} is not allowed: no control characters, "
+                "line breaks, or bidirectional embeddings, overrides and isolates"
+            )
+    if all(unicodedata.category(char) in _INVISIBLE_CATEGORIES for char in value):
+        raise ValueError("must contain a visible character")
+    return value
+
+
 RoomId = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"^[A-Za-z0-9_.-]+$")
 ]
+# max_length counts code points: a family emoji (four people joined by ZWJ) counts 7
 Name = Annotated[
-    str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_printable)
+    str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_display_name)
 ]
 Label = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_printable)

@@ -8,7 +8,7 @@ core, or another node reached through Redis. The media plane owns a room's state
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -184,6 +184,14 @@ class ParticipantSession(Protocol):
 
     async def set_muted(self, track_id: str, muted: bool) -> None: ...
 
+    async def subscribe(self, track_ids: Sequence[str], subscribed: bool) -> None:
+        """Subscribe to (or, ``subscribed=False``, unsubscribe from) others' tracks.
+
+        All-or-nothing: :class:`UnknownTrack` when any id is not another participant's track in
+        the room. A change is delivered by the next :class:`ServerOffer`.
+        """
+        ...
+
     async def leave(self, reason: str = "left") -> None:
         """Leave the room (others see ``reason``: "left", "disconnected", ...); idempotent."""
         ...
@@ -191,9 +199,13 @@ class ParticipantSession(Protocol):
 
 class RoomService(Protocol):
     async def join(
-        self, room_id: str, name: str, listener: EventListener
+        self, room_id: str, name: str, listener: EventListener, auto_subscribe: bool = True
     ) -> tuple[ParticipantSession, tuple[ParticipantInfo, ...]]:
-        """Join (creating the room if needed); returns the session and the others already in it."""
+        """Join (creating the room if needed); returns the session and the others already in it.
+
+        ``auto_subscribe``: receive every track the others publish, now and later, except those
+        unsubscribed from; else only those subscribed to.
+        """
         ...
 
     def stats(self) -> Mapping[str, int]:

@@ -17,6 +17,19 @@ class IceServer:
 #: Default of :attr:`MediaConfig.udp_receive_buffer` (bytes).
 UDP_RECEIVE_BUFFER = 2 * 1024 * 1024
 
+#: m-lines a client may create on its connection over its whole life (its sending m-lines,
+#: inactive ones included): reuse or stop() transceivers rather than adding new ones.
+MAX_CLIENT_MLINES = 16
+#: What an SDP may take for its session part and for each m-line. A browser's offer lists every
+#: codec it has on every m-line (~3-4 KB for video); an answer lists one (~1.2 KB).
+SDP_SESSION_BYTES = 16 * 1024
+SDP_MLINE_BYTES = 8 * 1024
+
+
+def sdp_limit(m_lines: int) -> int:
+    """The largest SDP accepted from a client whose description may have ``m_lines`` m-lines."""
+    return SDP_SESSION_BYTES + SDP_MLINE_BYTES * m_lines
+
 
 @dataclass(frozen=True, slots=True)
 class MediaConfig:
@@ -42,4 +55,20 @@ class MediaConfig:
     #: Interval of the RTCP reports (SR, RR, REMB) the server sends on each connection (seconds).
     rtcp_interval: float = 1.0
     max_participants_per_room: int = 100
+    #: Tracks one participant may publish at once. Every other participant gets an m-line per
+    #: track it receives, so this bounds the SDP of everyone in the room.
+    max_tracks_per_participant: int = 4
     video_codecs: tuple[str, ...] = field(default=("VP8", "H264"))
+
+
+def max_sdp_size(config: MediaConfig) -> int:
+    """The largest SDP any client can need in a full room: a receiving m-line for each track of
+    every other participant, plus the m-lines it may create itself."""
+    others = config.max_participants_per_room - 1
+    return sdp_limit(others * config.max_tracks_per_participant + MAX_CLIENT_MLINES)
+
+
+def max_signaling_message(config: MediaConfig) -> int:
+    """Default limit of one signaling message: the largest SDP the room allows, plus room for
+    the rest of the message."""
+    return max_sdp_size(config) + 64 * 1024

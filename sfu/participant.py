@@ -12,7 +12,7 @@ import asyncio
 import random
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -32,7 +32,7 @@ from sfu.api import (
     TrackInfo,
     UnknownTrack,
 )
-from sfu.config import MediaConfig
+from sfu.config import MAX_CLIENT_MLINES, MediaConfig, sdp_limit
 from sfu.counters import MediaTotals
 from sfu.media import aiortc_bridge as bridge
 from sfu.media.connection import MediaConnection
@@ -56,6 +56,12 @@ _NEGOTIATION_ERRORS = (
 )
 
 
+#: After a rejected answer the server offers again after this delay, doubled for each answer
+#: rejected in a row; the session ends once this many answers in a row were rejected.
+REOFFER_DELAY = 0.5
+MAX_REJECTED_ANSWERS = 5
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(5)}"
 
@@ -63,10 +69,12 @@ def new_id(prefix: str) -> str:
 class Subscription:
     """One m-line this participant receives on; reused for another track once freed."""
 
-    __slots__ = ("down_track", "pending", "stream", "track", "transceiver")
+    __slots__ = ("codec", "down_track", "pending", "stream", "track", "transceiver")
 
-    def __init__(self, transceiver: Any) -> None:
+    def __init__(self, transceiver: Any, codec: Codec) -> None:
         self.transceiver = transceiver
+        #: the format the m-line was offered with: it can carry only tracks of this format
+        self.codec = codec
         self.track: TrackReceiver | None = None  # what the m-line carries (or is offered to)
         self.pending = False  # in an offer not answered yet
         self.stream: OutgoingStream | None = None
@@ -74,11 +82,21 @@ class Subscription:
 
 
 class Participant:
-    def __init__(self, room: Room, name: str, listener: EventListener, config: MediaConfig) -> None:
+    def __init__(
+        self,
+        room: Room,
+        name: str,
+        listener: EventListener,
+        config: MediaConfig,
+        auto_subscribe: bool = True,
+    ) -> None:
         self.participant_id = new_id("PA")
         self.name = name
         self.room = room
         self.closed = False
+        #: receive every track of the others unless unsubscribed (else only those subscribed to)
+        self.auto_subscribe = auto_subscribe
+        self._choices: dict[str, bool] = {}  # track id -> subscribed, as the client chose
         self.published: dict[str, TrackReceiver] = {}  # by mid of this connection
         self.subscriptions: list[Subscription] = []
         #: counters of the tracks this participant stopped publishing (see sfu.counters)
@@ -91,6 +109,8 @@ class Participant:
         self._negotiate_again = False
         self._removal: asyncio.Future[None] | None = None
         self._declined: set[TrackReceiver] = set()
+        self._rejected_answers = 0  # in a row
+        self._retry: asyncio.TimerHandle | None = None  # a re-offer backing off
         self.log = structlog.get_logger("sfu").bind(
             room=room.room_id, participant=self.participant_id
         )
@@ -99,9 +119,17 @@ class Participant:
     # --- the ParticipantSession interface ---
 
     async def offer(self, sdp: str, sources: Mapping[str, str]) -> Answer:
+        ours = {s.transceiver.mid for s in self.subscriptions}
+        limit = sdp_limit(len(ours) + MAX_CLIENT_MLINES)
+        if len(sdp) > limit:
+            raise InvalidSdp(
+                f"the offer is {len(sdp)} characters; this connection allows {limit} "
+                f"({len(ours)} receiving m-lines and at most {MAX_CLIENT_MLINES} of the client's)"
+            )
         self._check_sdp(sdp)
         async with self._lock:
             self._ensure_open()
+            self._check_offer_limits(sdp)
             pc = self.connection.pc
             if pc.signalingState == "have-local-offer":
                 self.log.info("glare: rolling back our offer")
@@ -127,11 +155,12 @@ class Participant:
             try:
                 await bridge.accept_answer(self.connection.pc, sdp)
             except _NEGOTIATION_ERRORS as exc:
-                # drop our offer; the next one is made from scratch
+                # drop our offer; the next one is made from scratch, later each time
                 self._rollback()
-                self._schedule_negotiation()
+                self._answer_rejected()
                 raise InvalidSdp(f"answer rejected: {exc}") from exc
             self._offer_outstanding = False
+            self._rejected_answers = 0
             self.connection.negotiated()
             self._refresh_subscriptions()
             self._activate_subscriptions()
@@ -160,6 +189,24 @@ class Participant:
     async def leave(self, reason: str = "left") -> None:
         await self.room.remove(self, reason)
 
+    async def subscribe(self, track_ids: Sequence[str], subscribed: bool) -> None:
+        self._ensure_open()
+        tracks = self.room.others_tracks(self)
+        unknown = [t for t in track_ids if t not in tracks]
+        if unknown:
+            shown = ", ".join(repr(t) for t in unknown[:5])
+            raise UnknownTrack(f"no other participant in the room publishes {shown}")
+        changed = False
+        for track_id in track_ids:
+            track = tracks[track_id]
+            if subscribed:
+                self._declined.discard(track)  # asked for again: offer it again
+            changed = changed or self.wants(track) != subscribed
+            self._choices[track_id] = subscribed
+        if changed:
+            self.log.info("subscriptions changed", tracks=list(track_ids), subscribed=subscribed)
+            self._schedule_negotiation()
+
     # --- events ---
 
     def emit(self, event: Event) -> None:
@@ -171,7 +218,32 @@ class Participant:
     def info_tracks(self) -> tuple[TrackInfo, ...]:
         return tuple(r.info for r in self.published.values())
 
+    def wants(self, track: TrackReceiver) -> bool:
+        """Whether this participant subscribes to another participant's ``track``."""
+        return self._choices.get(track.info.track_id, self.auto_subscribe)
+
+    def forget_track(self, track_id: str) -> None:
+        """A track of another participant ended: its subscription choice goes with it."""
+        self._choices.pop(track_id, None)
+
     # --- publishing ---
+
+    def _check_offer_limits(self, sdp: str) -> None:
+        """Refuse an offer that would publish or create more than a participant may."""
+        ours = {s.transceiver.mid for s in self.subscriptions}
+        m_lines = bridge.offered_m_lines(sdp)
+        created = [m for m in m_lines if m.mid not in ours]
+        if len(created) > MAX_CLIENT_MLINES:
+            raise InvalidSdp(
+                f"the offer has {len(created)} m-lines of the client's own; at most "
+                f"{MAX_CLIENT_MLINES} are allowed (reuse or stop() transceivers)"
+            )
+        sending = [m for m in created if m.sending]
+        cap = self._config.max_tracks_per_participant
+        if len(sending) > cap:
+            raise InvalidSdp(
+                f"the offer sends {len(sending)} tracks; a participant may publish at most {cap}"
+            )
 
     def _reconcile_published(self, sources: Mapping[str, str]) -> tuple[PublishedTrack, ...]:
         """Publish what the client now sends, unpublish what it stopped sending."""
@@ -225,9 +297,23 @@ class Participant:
     def subscriptions_changed(self) -> None:
         self._schedule_negotiation()
 
-    def _schedule_negotiation(self) -> None:
-        if self.closed:
+    def _answer_rejected(self) -> None:
+        self._rejected_answers += 1
+        if self._rejected_answers >= MAX_REJECTED_ANSWERS:
+            self.log.warning("answers rejected in a row; ending", count=self._rejected_answers)
+            self._on_failed("negotiation-failed")
             return
+        delay = REOFFER_DELAY * 2 ** (self._rejected_answers - 1)
+        self.log.info("answer rejected; offering again later", delay=delay)
+        self._retry = asyncio.get_running_loop().call_later(delay, self._retry_offer)
+
+    def _retry_offer(self) -> None:
+        self._retry = None
+        self._schedule_negotiation()
+
+    def _schedule_negotiation(self) -> None:
+        if self.closed or self._retry is not None:
+            return  # backing off: the timer offers
         if self._negotiation is None or self._negotiation.done():
             self._negotiation = asyncio.ensure_future(self._negotiate())
         else:
@@ -250,7 +336,11 @@ class Participant:
 
     async def _make_offer(self) -> ServerOffer | None:
         self._declined = {t for t in self._declined if not t.closed}
-        wanted = [t for t in self.room.tracks_for(self) if not t.closed and t not in self._declined]
+        wanted = [
+            t
+            for t in self.room.tracks_for(self)
+            if not t.closed and t not in self._declined and self.wants(t)
+        ]
         carried = {s.track for s in self.subscriptions if s.track is not None}
         removed = [s for s in self.subscriptions if s.track is not None and s.track not in wanted]
         added = [t for t in wanted if t not in carried]
@@ -265,7 +355,7 @@ class Participant:
             reusable = self._free_subscription(track)
             if reusable is None:
                 transceiver = bridge.add_send_transceiver(self.connection.pc, track.info.kind)
-                reusable = Subscription(transceiver)
+                reusable = Subscription(transceiver, track.codec)
                 self.subscriptions.append(reusable)
                 new_codecs[transceiver] = track.codec
             subscription = reusable
@@ -287,16 +377,17 @@ class Participant:
         return ServerOffer(sdp=sdp, tracks=tracks)
 
     def _free_subscription(self, track: TrackReceiver) -> Subscription | None:
-        """A negotiated m-line of the same kind and codec that carries nothing now."""
+        """A negotiated m-line of the same kind and codec that carries nothing now.
+
+        Any such m-line: also one whose track ended before it was answered, or that the client
+        declined, so the m-lines of a connection never outnumber the tracks it received at once.
+        """
         for subscription in self.subscriptions:
-            stream = subscription.stream
             if (
                 subscription.track is None
                 and not subscription.pending
-                and stream is not None
-                and stream.params.kind == track.info.kind
-                and stream.params.primary is not None
-                and stream.params.primary.same_format(track.codec)
+                and subscription.transceiver.kind == track.info.kind
+                and subscription.codec.same_format(track.codec)
             ):
                 return subscription
         return None
@@ -406,6 +497,9 @@ class Participant:
         if self.closed:
             return
         self.closed = True
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         if self._negotiation is not None and not self._negotiation.done():
             self._negotiation.cancel()
         for subscription in self.subscriptions:

@@ -60,7 +60,7 @@ class Room:
             self._on_empty(self)
 
     def tracks_for(self, participant: Participant) -> list[TrackReceiver]:
-        """Every track ``participant`` should receive: all the others publish."""
+        """Every track the others publish (``participant`` receives those it subscribes to)."""
         return [
             track
             for other in self.participants.values()
@@ -68,15 +68,24 @@ class Room:
             for track in other.published.values()
         ]
 
+    def others_tracks(self, participant: Participant) -> dict[str, TrackReceiver]:
+        """What ``participant`` may subscribe to, by track id."""
+        return {t.info.track_id: t for t in self.tracks_for(participant)}
+
     def publish(self, publisher: Participant, track: TrackReceiver) -> None:
         self.broadcast(TrackPublished(track.info), exclude=publisher)
-        self._renegotiate_all(exclude=publisher)
+        for participant in self.participants.values():
+            if participant is not publisher and participant.wants(track):
+                participant.subscriptions_changed()
 
     def unpublish(self, publisher: Participant, track: TrackReceiver) -> None:
         self.broadcast(
             TrackUnpublished(publisher.participant_id, track.info.track_id), exclude=publisher
         )
-        self._renegotiate_all(exclude=publisher)
+        for participant in self.participants.values():
+            if participant is not publisher:
+                participant.forget_track(track.info.track_id)
+                participant.subscriptions_changed()
 
     def track_muted(self, publisher: Participant, track: TrackInfo) -> None:
         event = TrackMuted(publisher.participant_id, track.track_id, track.muted)
@@ -86,11 +95,6 @@ class Room:
         for participant in list(self.participants.values()):
             if participant is not exclude:
                 participant.emit(event)
-
-    def _renegotiate_all(self, exclude: Participant) -> None:
-        for participant in self.participants.values():
-            if participant is not exclude:
-                participant.subscriptions_changed()
 
     def track_count(self) -> int:
         return sum(len(p.published) for p in self.participants.values())

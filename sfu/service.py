@@ -31,7 +31,7 @@ class Sfu:
         self._registry: CollectorRegistry | None = None
 
     async def join(
-        self, room_id: str, name: str, listener: EventListener
+        self, room_id: str, name: str, listener: EventListener, auto_subscribe: bool = True
     ) -> tuple[ParticipantSession, tuple[ParticipantInfo, ...]]:
         room = self.rooms.get(room_id)
         if room is None:
@@ -39,7 +39,7 @@ class Sfu:
             self.log.info("room created", room=room_id)
         if len(room.participants) >= self.config.max_participants_per_room:
             raise RoomFull(f"room {room_id!r} has {len(room.participants)} participants")
-        participant = Participant(room, name, listener, self.config)
+        participant = Participant(room, name, listener, self.config, auto_subscribe)
         self._counted.add(participant)
         self.joined_total += 1
         return participant, room.add(participant)

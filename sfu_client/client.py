@@ -38,7 +38,8 @@ logger = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
 DEFAULT_TIMEOUT = 10.0
-MAX_MESSAGE_SIZE = 256 * 1024
+#: The server's offers grow with the room (~1.2 KB per m-line; a full room has hundreds).
+MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 WS_CLOSE_TIMEOUT = 2.0
 
 Predicate = Callable[["ServerMessage"], bool]
@@ -216,6 +217,9 @@ class SfuClient:
         self.participant_id: str | None = None
         self.participants: dict[str, RemoteParticipant] = {}
         self.local_tracks: dict[str, LocalTrack] = {}
+        #: receive every track the others publish, except those unsubscribed from (see join)
+        self.auto_subscribe = True
+        self._choices: dict[str, bool] = {}  # track id -> subscribed, as asked
         #: every message received, in order; :attr:`events` gets the same messages as a stream
         #: (both grow without bound: a long-lived client should consume :attr:`events`).
         self.history: list[ServerMessage] = []
@@ -288,6 +292,7 @@ class SfuClient:
         ice_hosts: Sequence[str] | None = None,
         session: aiohttp.ClientSession | None = None,
         request_timeout: float = DEFAULT_TIMEOUT,
+        auto_subscribe: bool = True,
     ) -> SfuClient:
         """Open the WebSocket, join ``room`` as ``name`` and return once ``joined`` arrived."""
         client = await cls.open(
@@ -298,17 +303,20 @@ class SfuClient:
             request_timeout=request_timeout,
         )
         try:
-            await client.join(room, name)
+            await client.join(room, name, auto_subscribe=auto_subscribe)
         except BaseException:
             await client.close()
             raise
         return client
 
-    async def join(self, room: str, name: str) -> None:
+    async def join(self, room: str, name: str, *, auto_subscribe: bool = True) -> None:
+        """Join ``room``. ``auto_subscribe=False``: receive only what :meth:`subscribe` asks for."""
         self.room, self.name = room, name
-        reply = await self.request(
-            {"type": "join", "v": PROTOCOL_VERSION, "room": room, "name": name}, expect="joined"
-        )
+        self.auto_subscribe = auto_subscribe
+        message = {"type": "join", "v": PROTOCOL_VERSION, "room": room, "name": name}
+        if not auto_subscribe:
+            message["autoSubscribe"] = False
+        reply = await self.request(message, expect="joined")
         self.participant_id = str(reply.data["participantId"])
         for data in reply.data.get("participants", ()):
             participant = _participant(data)
@@ -389,6 +397,28 @@ class SfuClient:
             raise TimeoutError(f"no {expect!r} reply to {message.get('type')!r}") from None
         finally:
             self._pending.pop(request_id, None)
+
+    # --- subscribing ---
+
+    async def subscribe(self, track_ids: Sequence[str]) -> None:
+        """Receive these tracks of others (a server offer delivers them)."""
+        await self._subscription("subscribe", track_ids, True)
+
+    async def unsubscribe(self, track_ids: Sequence[str]) -> None:
+        """Stop receiving these tracks (a server offer sets their m-lines inactive)."""
+        await self._subscription("unsubscribe", track_ids, False)
+
+    async def _subscription(self, kind: str, track_ids: Sequence[str], subscribed: bool) -> None:
+        # no reply on success: a ping-pong through a request that has one (none exists) is not
+        # needed, an error arrives as an event and lands in self.errors
+        for track_id in track_ids:
+            self._choices[track_id] = subscribed
+        await self.send({"type": kind, "trackIds": list(track_ids)})
+        self._notify()
+
+    def wants(self, track_id: str) -> bool:
+        """Whether this client asked to receive ``track_id`` (explicitly or by auto-subscribe)."""
+        return self._choices.get(track_id, self.auto_subscribe)
 
     # --- publishing ---
 
@@ -773,11 +803,11 @@ class SfuClient:
         self,
         timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109
     ) -> None:
-        """Wait until every track the other participants publish is carried by an m-line."""
+        """Wait until every track of the others this client wants is carried by an m-line."""
 
         def settled() -> bool:
             carried = {r.track_id for r in self._remote_by_mid.values()}
-            published = {t for p in self.participants.values() for t in p.tracks}
+            published = {t for p in self.participants.values() for t in p.tracks if self.wants(t)}
             return published <= carried
 
         await self.wait_until(settled, timeout, "for the subscriptions to settle")

@@ -24,6 +24,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aioice.ice
@@ -597,8 +598,11 @@ def rollback_local_offer(pc: ServerPeerConnection) -> list[RTCRtpTransceiver]:
     settled_mids = {m.rtp.muxId for m in settled.media} if settled is not None else set()
     transceivers: list[RTCRtpTransceiver] = private._RTCPeerConnection__transceivers
     added = [t for t in transceivers if t.mid is not None and t.mid not in settled_mids]
+    seen_mids: set[str] = private._RTCPeerConnection__seenMids
     for t in added:
         transceivers.remove(t)
+        # the mid was never answered: the next offer may use it again instead of a new one
+        seen_mids.discard(t.mid)
     # aiortc never promotes an answered local offer to "current": restore both as they were
     private._RTCPeerConnection__pendingLocalDescription = pending
     private._RTCPeerConnection__currentLocalDescription = current
@@ -720,3 +724,25 @@ def media_params(pc: ServerPeerConnection, transceiver: RTCRtpTransceiver) -> Me
         remote_rtx=remote_rtx,
         msid=msid,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OfferedMLine:
+    """One m-line of a remote offer: its mid, kind and whether the remote peer sends on it."""
+
+    mid: str
+    kind: str
+    sending: bool
+
+
+def offered_m_lines(sdp: str) -> list[OfferedMLine]:
+    """The m-lines of a remote offer that :func:`parse_sdp` accepted."""
+    description = aiortc_sdp.SessionDescription.parse(sdp)
+    return [
+        OfferedMLine(
+            str(media.rtp.muxId),
+            media.kind,
+            media.port != 0 and media.direction in ("sendonly", "sendrecv"),
+        )
+        for media in description.media
+    ]

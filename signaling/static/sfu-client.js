@@ -144,9 +144,12 @@ export class SfuClient extends EventTarget {
 
   /**
    * Open the WebSocket, join `room` as `name` and create the peer connection.
+   * `autoSubscribe: false`: receive only the tracks `subscribe()` asks for (default: every track
+   * the others publish, except those `unsubscribe()`d).
+   * @param {string} room @param {string} name @param {{autoSubscribe?: boolean}} [options]
    * @returns {Promise<{participantId: string, participants: Participant[]}>}
    */
-  async join(room, name) {
+  async join(room, name, options = {}) {
     if (this.ws) throw new Error("join: this client has joined already (make a new one)");
     const ws = (this.ws = new WebSocket(this.url));
     ws.addEventListener("message", (event) => this._onMessage(event.data));
@@ -157,7 +160,9 @@ export class SfuClient extends EventTarget {
     });
     let reply;
     try {
-      reply = await this._request({ type: "join", v: PROTOCOL_VERSION, room, name }, "joined");
+      const join = { type: "join", v: PROTOCOL_VERSION, room, name };
+      if (options.autoSubscribe === false) join.autoSubscribe = false;
+      reply = await this._request(join, "joined");
     } catch (error) {
       this.close("join failed");
       throw error;
@@ -171,6 +176,20 @@ export class SfuClient extends EventTarget {
     }
     this._createPeerConnection();
     return { participantId: this.participantId, participants: [...this.participants.values()] };
+  }
+
+  /**
+   * Receive these tracks of others (ids from `track-published` / `participants`); a server offer
+   * then delivers them as "track" events. No reply: an unknown id comes back as an "error" event.
+   * @param {string[]} trackIds
+   */
+  subscribe(trackIds) {
+    this._send({ type: "subscribe", trackIds });
+  }
+
+  /** Stop receiving these tracks: they end with "track-ended". @param {string[]} trackIds */
+  unsubscribe(trackIds) {
+    this._send({ type: "unsubscribe", trackIds });
   }
 
   /** Send `leave`, wait for `left` (briefly), and close everything. */

@@ -157,7 +157,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 class ClientFactory(Protocol):
-    def __call__(self, room: str, name: str, *, join: bool = True) -> Awaitable[SfuClient]: ...
+    def __call__(
+        self, room: str, name: str, *, join: bool = True, auto_subscribe: bool = True
+    ) -> Awaitable[SfuClient]: ...
 
 
 @pytest.fixture
@@ -166,9 +168,13 @@ async def make_client(sfu_server: SfuServer) -> AsyncIterator[ClientFactory]:
     set_ice_host_addresses(["127.0.0.1"])
     clients: list[SfuClient] = []
 
-    async def factory(room: str, name: str, *, join: bool = True) -> SfuClient:
+    async def factory(
+        room: str, name: str, *, join: bool = True, auto_subscribe: bool = True
+    ) -> SfuClient:
         if join:
-            client = await SfuClient.connect(sfu_server.ws_url, room, name)
+            client = await SfuClient.connect(
+                sfu_server.ws_url, room, name, auto_subscribe=auto_subscribe
+            )
         else:
             client = await SfuClient.open(sfu_server.ws_url)
         clients.append(client)

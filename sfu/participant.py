@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
@@ -138,7 +138,7 @@ class Participant:
             try:
                 answer = await bridge.accept_offer(pc, sdp)
             except _NEGOTIATION_ERRORS as exc:
-                raise InvalidSdp(f"offer rejected: {exc}") from exc
+                raise InvalidSdp(f"offer rejected: {self._reason(exc)}") from exc
             self.connection.negotiated()
             published = self._reconcile_published(sources)
             self._refresh_subscriptions()
@@ -146,7 +146,7 @@ class Participant:
         return Answer(sdp=answer, published=published)
 
     async def answer(self, sdp: str) -> None:
-        self._check_sdp(sdp)
+        self._check_sdp(sdp, "answer")
         async with self._lock:
             self._ensure_open()
             if not self._offer_outstanding:
@@ -158,7 +158,7 @@ class Participant:
                 # drop our offer; the next one is made from scratch, later each time
                 self._rollback()
                 self._answer_rejected()
-                raise InvalidSdp(f"answer rejected: {exc}") from exc
+                raise InvalidSdp(f"answer rejected: {self._reason(exc)}") from exc
             self._offer_outstanding = False
             self._rejected_answers = 0
             self.connection.negotiated()
@@ -175,7 +175,7 @@ class Participant:
                 self.connection.pc, candidate, sdp_mid, sdp_mline_index
             )
         except _NEGOTIATION_ERRORS as exc:
-            raise InvalidSdp(f"bad ICE candidate: {exc}") from exc
+            raise InvalidSdp(f"bad ICE candidate: {self._reason(exc)}") from exc
 
     async def set_muted(self, track_id: str, muted: bool) -> None:
         self._ensure_open()
@@ -482,11 +482,18 @@ class Participant:
             down_track.close()
             subscription.down_track = None
 
-    def _check_sdp(self, sdp: str) -> None:
+    def _check_sdp(self, sdp: str, kind: Literal["offer", "answer"] = "offer") -> None:
         try:
-            bridge.parse_sdp(sdp)
+            bridge.parse_sdp(sdp, kind)
         except ValueError as exc:
             raise InvalidSdp(str(exc)) from exc
+
+    def _reason(self, exc: Exception) -> str:
+        """ValueError and aiortc's errors say what is wrong; Python's others are a server bug."""
+        if isinstance(exc, KeyError | IndexError | TypeError | AttributeError):
+            self.log.warning("negotiation failed", exc_info=exc)
+            return "the server could not apply it"
+        return str(exc)
 
     def _ensure_open(self) -> None:
         if self.closed:

@@ -32,12 +32,14 @@ import aioice.turn
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
+    RTCIceCandidate,
     RTCIceServer,
     RTCPeerConnection,
     RTCSessionDescription,
 )
 from aiortc import rtcpeerconnection as aiortc_rtcpeerconnection
 from aiortc import sdp as aiortc_sdp
+from aiortc.codecs import CODECS
 from aiortc.rtcdtlstransport import (
     RTCCertificate,
     RTCDtlsTransport,
@@ -56,6 +58,8 @@ from OpenSSL import SSL
 
 from sfu.api import Kind
 from sfu.config import IceServer
+from sfu.media import sdp_check
+from sfu.media.candidate import InvalidValue, parse_candidate, show
 from sfu.media.params import Codec, MediaParams
 from sfu.media.srtp import Egress, SrtpSession, srtp_session
 
@@ -620,7 +624,7 @@ OPUS_PARAMETERS = {"minptime": 10, "useinbandfec": 1}
 
 async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
     """Apply a remote offer and return the applied answer's SDP."""
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=_bundle_candidates(sdp), type="offer"))
     for transceiver in pc.getTransceivers():
         # aiortc answers Opus without fmtp, which turns the publisher's FEC off
         for codec in transceiver._codecs:
@@ -632,44 +636,95 @@ async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
 
 
 async def accept_answer(pc: ServerPeerConnection, sdp: str) -> None:
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=_bundle_candidates(sdp), type="answer"))
 
 
-def parse_sdp(sdp: str) -> Any:
-    """Parse and check an SDP offer or answer (RFC 8866); raises ValueError when unusable."""
-    if not sdp.startswith("v=0"):
-        raise ValueError("SDP must start with v=0")
+#: what aiortc negotiates, for sdp_check: (codec name, clock rate) by kind, retransmission aside
+SUPPORTED_CODECS = {
+    kind: frozenset(
+        (c.mimeType.partition("/")[2], c.clockRate)
+        for c in codecs
+        if not c.mimeType.lower().endswith("/rtx")
+    )
+    for kind, codecs in CODECS.items()
+}
+
+
+def parse_sdp(sdp: str, kind: sdp_check.Kind = "offer") -> Any:
+    """Check a client's offer or answer (sfu.media.sdp_check) and parse it.
+
+    Raises ValueError with a message for the client, before anything of ``sdp`` is applied.
+    """
+    sdp_check.check_description(sdp, kind, SUPPORTED_CODECS)
     try:
-        description = aiortc_sdp.SessionDescription.parse(sdp)
-    except (
-        ValueError,
-        IndexError,
-        KeyError,
-        AttributeError,
-        StopIteration,
-        TypeError,
-        AssertionError,
-    ) as exc:
-        raise ValueError(f"malformed SDP: {exc!r}") from exc
-    if not description.media:
-        raise ValueError("SDP has no media section")
-    for media in description.media:
-        if media.rtp.muxId is None or media.rtp.muxId == "":
-            raise ValueError(f"m={media.kind} section has no a=mid")
-    return description
+        return aiortc_sdp.SessionDescription.parse(sdp)
+    except (ValueError, LookupError, AttributeError, TypeError, AssertionError) as exc:
+        # sdp_check lets through a line aiortc cannot read: a gap to close there
+        raise ValueError("the SDP could not be parsed") from exc
+
+
+def _bundle_candidates(sdp: str) -> str:
+    """``sdp`` with the candidates of all its m-lines, once each, in its last m-line.
+
+    aiortc reads a transport's remote candidates from the last m-line that uses it, and here
+    every m-line uses the one transport. A client that lists its candidates in the first,
+    BUNDLE-tagged m-line only (RFC 8843) went unheard, and an a=end-of-candidates in the last
+    m-line then ended ICE before any candidate was known.
+    """
+    lines = sdp.splitlines()
+    first = next((i for i, line in enumerate(lines) if line.startswith("m=")), len(lines))
+    kept, candidates, ended = lines[:first], [], False
+    for line in lines[first:]:
+        if line.startswith("a=candidate:"):
+            candidates.append(line)
+        elif line == "a=end-of-candidates":
+            ended = True
+        else:
+            kept.append(line)
+    moved = list(dict.fromkeys(candidates)) + ["a=end-of-candidates"] * ended
+    return "\r\n".join(kept + moved) + "\r\n"
 
 
 async def add_remote_candidate(
     pc: ServerPeerConnection, candidate: str | None, sdp_mid: str | None, index: int | None
 ) -> None:
+    """Add a client's trickled candidate (RFC 8838) to the connection's one ICE transport.
+
+    Every m-line shares that transport (BUNDLE, RFC 8843, which sdp_check requires), so a
+    candidate for any m-line of the client's current description counts; aiortc's
+    addIceCandidate would drop one whose sdpMid names a bundled m-line other than the first.
+    Candidates of another transport than UDP (TCP) are dropped: the server is UDP-only.
+    Raises ValueError with a message for the client.
+    """
     if not candidate:
         await pc.addIceCandidate(None)
         return
-    line = candidate.removeprefix("a=").removeprefix("candidate:")
-    parsed = aiortc_sdp.candidate_from_sdp(line)
-    parsed.sdpMid = sdp_mid
-    parsed.sdpMLineIndex = index
-    await pc.addIceCandidate(parsed)
+    parsed = parse_candidate(candidate)
+    remote = pc.remoteDescription
+    if remote is None:
+        raise InvalidValue("none of your offers or answers is in effect yet")
+    mids = sdp_check.mids(remote.sdp)
+    if sdp_mid is not None and sdp_mid not in mids:
+        raise InvalidValue(f"sdpMid {show(sdp_mid)} names no m-line of your current description")
+    if sdp_mid is None and index is not None and index >= len(mids):
+        raise InvalidValue(f"sdpMLineIndex {index} is past your description's {len(mids)} m-lines")
+    transport = pc.media_transport
+    if parsed.transport != "udp" or transport is None:
+        return
+    await transport.dtls.transport.addRemoteCandidate(
+        RTCIceCandidate(
+            component=parsed.component,
+            foundation=parsed.foundation,
+            ip=parsed.address,
+            port=parsed.port,
+            priority=parsed.priority,
+            protocol=parsed.transport,
+            type=parsed.type,
+            relatedAddress=parsed.related_address,
+            relatedPort=parsed.related_port,
+            tcpType=parsed.tcp_type,
+        )
+    )
 
 
 def media_params(pc: ServerPeerConnection, transceiver: RTCRtpTransceiver) -> MediaParams:

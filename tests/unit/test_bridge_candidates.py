@@ -18,6 +18,7 @@ from aiortc import (
 )
 
 from sfu.media import aiortc_bridge as bridge
+from sfu.media.params import Codec
 
 CONNECT_TIMEOUT = 10.0
 
@@ -107,6 +108,29 @@ async def test_candidates_in_the_first_m_line_only_are_used(
     port = int(host_candidate(sdp).split()[5])
     assert ("127.0.0.1", port, "host") in remote_addresses(server)
     await wait_connected(client, server)
+
+
+async def test_candidates_in_the_first_m_line_of_an_answer_only_are_used() -> None:
+    """The same for a receive-only client answering the server's offer of two tracks."""
+    server = bridge.ServerPeerConnection()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        opus = Codec(payload_type=111, name="opus", clock_rate=48000, channels=2)
+        vp8 = Codec(payload_type=96, name="VP8", clock_rate=90000, rtx_payload_type=97)
+        audio = bridge.add_send_transceiver(server, "audio")
+        video = bridge.add_send_transceiver(server, "video")
+        offer = await bridge.create_offer(server, {audio: opus, video: vp8})
+        await client.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        await client.setLocalDescription(await client.createAnswer())
+        sdp = edit_sections(client.localDescription.sdp, keep={0})
+        assert sdp.count("a=end-of-candidates") == 2 and sdp.count("a=candidate:") == 1
+        await bridge.accept_answer(server, sdp)
+        port = int(host_candidate(sdp).split()[5])
+        assert ("127.0.0.1", port, "host") in remote_addresses(server)
+        await wait_connected(client, server)
+    finally:
+        await client.close()
+        await server.close()
 
 
 async def test_a_candidate_for_a_bundled_m_line_reaches_the_transport(

@@ -35,6 +35,12 @@ _MAX_SR_PER_COMPOUND = 20
 _NACK_INTERVAL = 0.02
 #: How often liveness is checked and reports come due (seconds).
 _TICK = 0.25
+#: SSRCs of removed tracks whose late packets are dropped (the oldest are forgotten first).
+_MAX_RETIRED = 64
+
+
+def _drop(data: bytes, now: float) -> None:
+    """The route of a removed track's SSRC."""
 
 
 class MediaConnection:
@@ -55,6 +61,7 @@ class MediaConnection:
         self._on_connected = on_connected
         self._receivers: dict[str, TrackReceiver] = {}  # by mid
         self._routes: dict[int, RtpRoute | None] = {}  # ssrc -> handler (None: unroutable)
+        self._retired: dict[int, str] = {}  # ssrc of a removed track -> its mid, oldest first
         self._down_tracks: dict[int, DownTrack] = {}  # by outgoing ssrc
         self._nack_pending: set[TrackReceiver] = set()
         self._nack_timer: asyncio.TimerHandle | None = None
@@ -104,6 +111,11 @@ class MediaConnection:
         params = receiver.params
         self._receivers[params.mid] = receiver
         self._mid_ext_id = params.extensions.get(URI_MID, self._mid_ext_id)
+        # the m-line publishes again: its SSRCs may come back, declared or not
+        for ssrc in [s for s, mid in self._retired.items() if mid == params.mid]:
+            del self._retired[ssrc]
+            if self._routes.get(ssrc) is _drop:
+                del self._routes[ssrc]
         for ssrc in params.remote_ssrcs[:1]:
             self._routes[ssrc] = receiver.on_rtp
         for rtx_ssrc, media_ssrc in params.remote_rtx.items():
@@ -112,12 +124,31 @@ class MediaConnection:
         self._forget_unroutable()
 
     def remove_receiver(self, receiver: TrackReceiver) -> None:
-        if self._receivers.get(receiver.params.mid) is receiver:
-            del self._receivers[receiver.params.mid]
+        mid = receiver.params.mid
+        if self._receivers.get(mid) is receiver:
+            del self._receivers[mid]
         for ssrc, route in list(self._routes.items()):
             if route is not None and getattr(route, "__self__", None) is receiver:
-                del self._routes[ssrc]
+                self._retire(ssrc, mid)
         self._nack_pending.discard(receiver)
+
+    def _retire(self, ssrc: int, mid: str) -> None:
+        """Drop what still arrives on a removed track's SSRC, rather than learn it anew.
+
+        A client that unpublishes by making its m-line inactive sends on it until it has applied
+        our answer: learned as a new SSRC, those packets went to another m-line with the same
+        payload type, whose subscribers then got them as that track's (and refused its own
+        packets, numbered behind them). Declaring the SSRC again, or publishing on the same
+        m-line, routes it anew.
+        """
+        self._retired.pop(ssrc, None)
+        self._retired[ssrc] = mid
+        self._routes[ssrc] = _drop
+        if len(self._retired) > _MAX_RETIRED:
+            oldest = next(iter(self._retired))
+            del self._retired[oldest]
+            if self._routes.get(oldest) is _drop:
+                del self._routes[oldest]
 
     @property
     def receivers(self) -> Iterable[TrackReceiver]:

@@ -23,6 +23,9 @@ from sfu.rtp.rtcp import ReportBlock, SenderReport
 
 _log = structlog.get_logger("sfu.downtrack")
 
+#: Packets a down-track refuses in a row (forwarding none between) before it logs that it stalled.
+STALL_REFUSALS = 50
+
 
 class PacketSink(Protocol):
     def send_rtp(self, packet: bytes) -> None: ...
@@ -82,6 +85,8 @@ class DownTrack:
         self.remb_bitrate: int | None = None
         self.closed = False
         self._created = clock()
+        self._refusals = 0  # packets refused since the stream last sent one
+        self._refused_at_sent = 0  # stream.packets_sent when that run of refusals began
 
     def update(self, params: MediaParams) -> None:
         """Take what the latest negotiation settled (a peer may renumber payload types)."""
@@ -109,6 +114,7 @@ class DownTrack:
         stream = self.stream
         mapped = stream.munger.forward(packet.ext_seq, packet.timestamp)
         if mapped is None:
+            self._refused(packet)
             return
         seq, ts = mapped
         if self._ts_offset is None:
@@ -148,6 +154,26 @@ class DownTrack:
             mid=self.stream.params.mid,
             waited=round(packet.arrival - self._created, 3),
         )
+
+    def _refused(self, packet: IngressPacket) -> None:
+        """The munger could not place ``packet``; once nothing else gets through, say so.
+
+        A source whose numbers jumped ahead of what it sends (packets of another stream fed to
+        it) leaves every later packet behind: the track then stops without any other sign.
+        """
+        sent = self.stream.packets_sent
+        if sent != self._refused_at_sent:
+            self._refused_at_sent, self._refusals = sent, 0
+        self._refusals += 1
+        if self._refusals == STALL_REFUSALS:
+            _log.info(
+                "down-track stalled: its source's packets are refused",
+                track=self.source.info.track_id,
+                ssrc=self._ssrc,
+                mid=self.stream.params.mid,
+                refused=self._refusals,
+                ext_seq=packet.ext_seq,
+            )
 
     def _rewrite(self, packet: IngressPacket, seq: int, ts: int) -> bytes:
         block = self._extensions.block(packet)

@@ -16,12 +16,22 @@ the size of the SDP, so a hostile one costs no more than its bytes.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
-from sfu.media.candidate import InvalidValue, number, parse_candidate, show
+from sfu.media.candidate import InvalidValue, number, show
+from sfu.media.sdp_attributes import (
+    CONNECTION,
+    FINGERPRINT_BYTES,
+    MEDIA_CHECKS,
+    SESSION_CHECKS,
+    TOKEN,
+    InvalidSdp,
+    NoFormats,
+    run,
+)
 
 #: audio/video transports a JSEP answerer accepts (RFC 8829 §5.1); all are DTLS-SRTP here
 RTP_PROFILES = frozenset(
@@ -30,19 +40,11 @@ RTP_PROFILES = frozenset(
     for profile in ("SAVP", "SAVPF")
 )
 SCTP_PROFILES = frozenset({"UDP/DTLS/SCTP", "TCP/DTLS/SCTP", "DTLS/SCTP"})
-#: fingerprint hash functions the DTLS transport verifies (aiortc), and their digest sizes
-FINGERPRINT_BYTES = {"sha-256": 32, "sha-384": 48, "sha-512": 64}
-#: fmtp parameters aiortc reads as integers
-INTEGER_FMTP = frozenset(
-    {"apt", "max-fr", "max-fs", "maxplaybackrate", "minptime", "stereo", "useinbandfec"}
-)
 SESSION_LINES = frozenset("vosiuepcbtrzkam")
 MEDIA_LINES = frozenset("icbka")
 MAX_MID_LENGTH = 64  # what the protocol's sdpMid and `tracks` keys allow
-_ICE_CHARS = re.compile(r"[A-Za-z0-9+/]+")
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`{|}~0-9A-Za-z]+")
-_HEX_PAIRS = re.compile(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2})*")
-_CONNECTION = re.compile(r"IN (IP4|IP6) (\S+)")
+#: session-level attributes that hold for every m-line (the transport's)
+_INHERITED = frozenset({"ice-ufrag", "ice-pwd", "fingerprint", "setup"})
 # controls, and what str.splitlines() (which aiortc uses) also takes for a line break
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\x85\u2028\u2029]|\r(?!\n)")
 
@@ -51,11 +53,7 @@ Kind = Literal["offer", "answer"]
 Codecs = Mapping[str, Collection[tuple[str, int]]]
 
 
-_Check = Callable[[str, "_Section | None"], None]
-
-
-class InvalidSdp(InvalidValue):
-    """An SDP the server refuses; the message says where and what, for the client's author."""
+__all__ = ["Codecs", "InvalidSdp", "Kind", "check_description", "mids"]
 
 
 @dataclass
@@ -101,8 +99,8 @@ def check_description(sdp: str, kind: Kind, codecs: Codecs | None = None) -> Non
             raise InvalidSdp(f"the SDP has no {letter}= line (RFC 8866 §5)")
     shared = [(k, v) for k, v in _attributes(session) if k in _INHERITED]
     for key, value in _attributes(session):
-        if key in _SESSION_CHECKS:
-            _run(_SESSION_CHECKS[key], key, value, "session level")
+        if key in SESSION_CHECKS:
+            run(SESSION_CHECKS[key], key, value, "session level", NoFormats())
     for letter, value in session:
         if letter == "c":
             _connection(value, "session level")
@@ -166,7 +164,7 @@ def _attribute(text: str) -> tuple[str, str | None]:
 
 
 def _connection(value: str, where: str) -> None:
-    if not _CONNECTION.fullmatch(value):
+    if not CONNECTION.fullmatch(value):
         raise InvalidSdp(f"{where}: c={show(value)[1:-1]}: expected IN IP4|IP6 <address>")
 
 
@@ -192,7 +190,7 @@ def _check_section(
     mid = section.mid
     if mid is None:
         raise InvalidSdp(f"{where}: no a=mid (RFC 8829 §5.2.1 requires one in each m-line)")
-    if not _TOKEN.fullmatch(mid) or len(mid) > MAX_MID_LENGTH:
+    if not TOKEN.fullmatch(mid) or len(mid) > MAX_MID_LENGTH:
         raise InvalidSdp(
             f"{where}: mid {show(mid)} must be 1-{MAX_MID_LENGTH} token characters (RFC 5888)"
         )
@@ -219,9 +217,9 @@ def _check_section(
             f"{where}: media type {show(section.kind)} is not supported (audio, video, application)"
         )
     for key, value in section.attributes:
-        check = _MEDIA_CHECKS.get(key)
+        check = MEDIA_CHECKS.get(key)
         if check is not None:
-            _run(check, key, value, where, section)
+            run(check, key, value, where, section)
     _check_transport(where, shared + section.attributes, kind)
     if section.kind in ("audio", "video") and codecs is not None:
         _check_codecs(section, codecs.get(section.kind, ()))
@@ -286,129 +284,6 @@ def _check_codecs(section: _Section, supported: Collection[tuple[str, int]]) -> 
         )
 
 
-# --- attributes ---
-
-
-def _run(
-    check: _Check, key: str, value: str | None, where: str, section: _Section | None = None
-) -> None:
-    if value is None:
-        raise InvalidSdp(f"{where}: a={key} needs a value")
-    try:
-        check(value, section)
-    except InvalidValue as exc:
-        raise InvalidSdp(f"{where}: a={key}:{show(value)[1:-1]}: {exc}") from None
-
-
-def _fingerprint(value: str, _section: _Section | None) -> None:
-    parts = value.split(" ")
-    if len(parts) != 2 or not _TOKEN.fullmatch(parts[0]) or not _HEX_PAIRS.fullmatch(parts[1]):
-        raise InvalidValue("expected <hash function> <hex bytes separated by colons>")
-    size = FINGERPRINT_BYTES.get(parts[0].lower())
-    if size is not None and len(parts[1]) != 3 * size - 1:
-        raise InvalidValue(f"a {parts[0]} fingerprint has {size} bytes")
-
-
-def _setup(value: str, _section: _Section | None) -> None:
-    if value not in ("actpass", "active", "passive"):
-        raise InvalidValue("the DTLS role must be actpass, active or passive")
-
-
-def _credential(low: int) -> _Check:
-    def check(value: str, _section: _Section | None) -> None:
-        if not _ICE_CHARS.fullmatch(value) or not low <= len(value) <= 256:
-            raise InvalidValue(f"must be {low}-256 characters from A-Z a-z 0-9 + /")
-
-    return check
-
-
-def _group(value: str, _section: _Section | None) -> None:
-    if not value.split():  # aiortc splits on any whitespace here
-        raise InvalidValue("expected <semantics> <identifier>...")
-
-
-def _rtpmap(value: str, section: _Section | None) -> None:
-    assert section is not None  # media-level only
-    match = re.fullmatch(r"(\S+) ([^/\s]+)/(\S+?)(?:/(\S+))?", value)
-    if match is None:
-        raise InvalidValue("expected <payload type> <encoding>/<clock rate>[/<channels>]")
-    payload_type, _, clock, channels = match.groups()
-    if payload_type not in section.payload_types:
-        raise InvalidValue(f"payload type {show(payload_type)} is not listed on the m= line")
-    number(clock, "clock rate", 1, 2**32 - 1)
-    if channels is not None:
-        number(channels, "channel count", 1, 255)
-
-
-def _fmtp(value: str, section: _Section | None) -> None:
-    assert section is not None  # media-level only
-    payload_type, space, parameters = value.partition(" ")
-    if not space:
-        raise InvalidValue("expected <payload type> <parameters>")
-    if payload_type not in section.mapped:
-        raise InvalidValue(f"payload type {show(payload_type)} has no a=rtpmap")
-    for parameter in parameters.split(";"):
-        name, _, text = parameter.partition("=")
-        if name in INTEGER_FMTP:
-            number(text, name, 0, 2**32 - 1)
-
-
-def _rtcp_fb(value: str, _section: _Section | None) -> None:
-    parts = value.split(" ")
-    if len(parts) < 2 or not parts[1]:
-        raise InvalidValue("expected <payload type or *> <feedback type> [<parameter>]")
-
-
-def _extmap(value: str, _section: _Section | None) -> None:
-    match = re.fullmatch(r"([^/\s]+)(?:/(sendonly|recvonly|sendrecv|inactive))? (\S+)", value)
-    if match is None:
-        raise InvalidValue(
-            "expected <id>[/<direction>] <URI> (extension attributes are not supported)"
-        )
-    number(match.group(1), "extension id", 1, 255)
-
-
-def _ssrc(value: str, _section: _Section | None) -> None:
-    ssrc, _, attribute = value.partition(" ")
-    number(ssrc, "SSRC", 0, 2**32 - 1)
-    if ":" not in attribute or not attribute.split(":")[0]:
-        raise InvalidValue("expected <ssrc> <attribute>:<value>")
-
-
-def _ssrc_group(value: str, _section: _Section | None) -> None:
-    semantics, *ssrcs = value.split(" ")
-    if not semantics:
-        raise InvalidValue("expected <semantics> <ssrc>...")
-    for ssrc in ssrcs:
-        number(ssrc, "SSRC", 0, 2**32 - 1)
-
-
-def _rtcp(value: str, _section: _Section | None) -> None:
-    port, _, address = value.partition(" ")
-    number(port, "port", 0, 65535)
-    if address and not _CONNECTION.fullmatch(address):
-        raise InvalidValue("expected <port> [IN IP4|IP6 <address>]")
-
-
-def _candidate(value: str, _section: _Section | None) -> None:
-    parse_candidate(value)
-
-
-def _port(value: str, _section: _Section | None) -> None:
-    number(value, "port", 0, 65535)
-
-
-def _size(value: str, _section: _Section | None) -> None:
-    number(value, "size", 0, 2**32 - 1)
-
-
-def _sctpmap(value: str, _section: _Section | None) -> None:
-    port, space, _ = value.partition(" ")
-    number(port, "port", 0, 65535)
-    if not space:
-        raise InvalidValue("expected <port> <protocol>")
-
-
 def _check_bundle(
     session: list[tuple[str, str]], sections: list[_Section], mids: dict[str, _Section]
 ) -> None:
@@ -431,37 +306,13 @@ def _check_bundle(
             f"a=group:BUNDLE: its first mid {show(bundled[0])} has port 0, but "
             "that m-line carries the transport (RFC 8843)"
         )
+    members = set(bundled)
     for section in sections:
-        if section.port != 0 and section.mid not in bundled:
+        if section.port != 0 and section.mid not in members:
             raise InvalidSdp(
                 f"{section.where()}: not in a=group:BUNDLE; the server has one "
                 "transport per participant, so bundle every m-line (RFC 8843)"
             )
-
-
-_INHERITED = frozenset({"ice-ufrag", "ice-pwd", "fingerprint", "setup"})
-_SESSION_CHECKS: dict[str, _Check] = {
-    "fingerprint": _fingerprint,
-    "setup": _setup,
-    "ice-ufrag": _credential(4),
-    "ice-pwd": _credential(22),
-    "group": _group,
-    "msid-semantic": _group,
-}
-_MEDIA_CHECKS: dict[str, _Check] = {
-    **_SESSION_CHECKS,
-    "rtpmap": _rtpmap,
-    "fmtp": _fmtp,
-    "rtcp-fb": _rtcp_fb,
-    "extmap": _extmap,
-    "ssrc": _ssrc,
-    "ssrc-group": _ssrc_group,
-    "rtcp": _rtcp,
-    "candidate": _candidate,
-    "sctp-port": _port,
-    "max-message-size": _size,
-    "sctpmap": _sctpmap,
-}
 
 
 def mids(sdp: str) -> list[str | None]:

@@ -1,4 +1,4 @@
-"""sfu.media.sdp_check: what real stacks send passes; each broken SDP gets one precise sentence."""
+"""sfu.media.sdp_check (and sdp_attributes): real stacks pass, broken SDP gets one sentence."""
 
 from __future__ import annotations
 

@@ -16,6 +16,7 @@ from signaling.session import SignalingSession
 
 STATIC_DIR = Path(__file__).parent / "static"
 SHUTDOWN_REASON = "server-shutdown"
+DEFAULT_JOIN_TIMEOUT = 10.0
 
 log = get_logger()
 
@@ -24,6 +25,7 @@ log = get_logger()
 class SignalingState:
     max_message_size: int
     heartbeat: float
+    join_timeout: float | None
     sessions: set[SignalingSession] = field(default_factory=set)
 
 
@@ -37,17 +39,22 @@ def create_app(
     *,
     max_message_size: int = 262144,
     heartbeat: float = 5.0,
+    join_timeout: float | None = DEFAULT_JOIN_TIMEOUT,
     metrics: CollectorRegistry | None = None,
 ) -> web.Application:
     """Serve ``GET /ws`` (signaling), ``GET /healthz``, ``GET /metrics`` if a Prometheus
     ``metrics`` registry is given, and, if present, the static web client.
 
     ``heartbeat``: seconds between WebSocket pings; a client that does not answer one within half
-    of that is disconnected (and leaves its room).
+    of that is disconnected (and leaves its room). ``join_timeout``: seconds from opening the
+    WebSocket to a successful ``join``; a socket without one by then gets ``bye`` with reason
+    ``join-timeout`` and is closed (1008). ``None``: no limit.
     """
     app = web.Application()
     app[SERVICE] = service
-    app[STATE] = SignalingState(max_message_size=max_message_size, heartbeat=heartbeat)
+    app[STATE] = SignalingState(
+        max_message_size=max_message_size, heartbeat=heartbeat, join_timeout=join_timeout
+    )
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
     if metrics is not None:
@@ -65,7 +72,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     state = request.app[STATE]
     ws = web.WebSocketResponse(max_msg_size=state.max_message_size, heartbeat=state.heartbeat)
     await ws.prepare(request)
-    session = SignalingSession(ws, request.app[SERVICE], remote=request.remote)
+    session = SignalingSession(
+        ws, request.app[SERVICE], remote=request.remote, join_timeout=state.join_timeout
+    )
     state.sessions.add(session)
     try:
         await session.run()

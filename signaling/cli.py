@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 import click
@@ -12,9 +13,14 @@ from aiohttp import web
 from sfu.config import UDP_RECEIVE_BUFFER, IceServer, MediaConfig
 from sfu.log import LEVELS, LogFormat, configure_logging, get_logger
 from sfu.media.aiortc_bridge import set_ice_host_addresses, set_udp_receive_buffer
-from signaling.app import create_app
+from signaling.app import DEFAULT_JOIN_TIMEOUT, create_app
+from signaling.fdlimit import raise_file_limit, watch_file_descriptors
 
 log = get_logger()
+#: Seconds an HTTP connection may stay open without a request (before the first, between two).
+HTTP_IDLE_TIMEOUT = 15.0
+#: Below this soft file limit the server warns at start (see docs/operations.md).
+RECOMMENDED_FILE_LIMIT = 8192
 
 
 @click.group()
@@ -57,6 +63,22 @@ def main() -> None:
     help="Seconds without any packet from a participant before it is removed.",
 )
 @click.option(
+    "--join-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_JOIN_TIMEOUT,
+    show_envvar=True,
+    help="Seconds from opening the signaling WebSocket to a successful join; a socket without "
+    "one is closed (bye join-timeout, close code 1008).",
+)
+@click.option(
+    "--http-idle-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=HTTP_IDLE_TIMEOUT,
+    show_envvar=True,
+    help="Seconds an HTTP connection may stay open without a request: before its first one "
+    "(the request headers included) and between keep-alive requests.",
+)
+@click.option(
     "--udp-receive-buffer",
     type=click.IntRange(min=65536),
     default=UDP_RECEIVE_BUFFER,
@@ -92,6 +114,8 @@ def serve(
     ice_username: str | None,
     ice_credential: str | None,
     peer_timeout: float,
+    join_timeout: float,
+    http_idle_timeout: float,
     udp_receive_buffer: int,
     log_format: LogFormat,
     log_level: str,
@@ -105,12 +129,43 @@ def serve(
         peer_timeout=peer_timeout,
         udp_receive_buffer=udp_receive_buffer,
     )
-    uvloop.run(_serve(config, host, port, max_message_size))
+    uvloop.run(
+        _serve(
+            config,
+            host,
+            port,
+            max_message_size,
+            join_timeout=join_timeout,
+            http_idle_timeout=http_idle_timeout,
+        )
+    )
 
 
-async def _serve(config: MediaConfig, host: str, port: int, max_message_size: int) -> None:
+async def _serve(
+    config: MediaConfig,
+    host: str,
+    port: int,
+    max_message_size: int,
+    *,
+    join_timeout: float = DEFAULT_JOIN_TIMEOUT,
+    http_idle_timeout: float = HTTP_IDLE_TIMEOUT,
+) -> None:
     from sfu.service import Sfu
 
+    limit = raise_file_limit()
+    log.info(
+        "file descriptor limit",
+        soft=limit.soft,
+        hard=limit.hard,
+        started_with=limit.started_with,
+    )
+    if limit.soft < RECOMMENDED_FILE_LIMIT:
+        log.warning(
+            "file descriptor limit is low: each connection and each participant's media socket "
+            "takes one",
+            limit=limit.soft,
+            fix=f"LimitNOFILE={RECOMMENDED_FILE_LIMIT} (systemd), ulimit -Hn; docs/operations.md",
+        )
     set_ice_host_addresses(config.ice_hosts)
     granted = set_udp_receive_buffer(config.udp_receive_buffer)
     if granted < config.udp_receive_buffer:
@@ -121,9 +176,17 @@ async def _serve(config: MediaConfig, host: str, port: int, max_message_size: in
             fix=f"sysctl -w net.core.rmem_max={config.udp_receive_buffer}",
         )
     service = Sfu(config)
-    app = create_app(service, max_message_size=max_message_size, metrics=service.metrics_registry())
-    runner = web.AppRunner(app)
+    app = create_app(
+        service,
+        max_message_size=max_message_size,
+        join_timeout=join_timeout,
+        metrics=service.metrics_registry(),
+    )
+    # aiohttp's keep-alive timer also runs from the moment a connection is accepted, so it closes
+    # a connection that never completes a first request as well (since aiohttp 3.14.4)
+    runner = web.AppRunner(app, keepalive_timeout=http_idle_timeout)
     await runner.setup()
+    watcher = asyncio.create_task(watch_file_descriptors(limit.soft), name="fd-watcher")
     try:
         await web.TCPSite(runner, host, port).start()
         bound_port = _bound_port(runner, port)
@@ -133,6 +196,9 @@ async def _serve(config: MediaConfig, host: str, port: int, max_message_size: in
         await _wait_for_signal()
         log.info("stopping")
     finally:
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
         # on_shutdown closes the rooms (clients are told bye) and the sockets
         await runner.cleanup()
     log.info("stopped")

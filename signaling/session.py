@@ -47,6 +47,8 @@ from signaling.messages import (
 OUTBOX_LIMIT = 4096
 #: How long closing waits for queued messages and the close handshake before cutting the socket.
 CLOSE_TIMEOUT = 5.0
+#: ``bye`` reason and close reason for a connection that did not join in time.
+JOIN_TIMEOUT_REASON = "join-timeout"
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +66,18 @@ class SignalingSession:
     """The protocol for one WebSocket; :meth:`run` returns when the socket is closed."""
 
     def __init__(
-        self, ws: web.WebSocketResponse, service: RoomService, *, remote: str | None = None
+        self,
+        ws: web.WebSocketResponse,
+        service: RoomService,
+        *,
+        remote: str | None = None,
+        join_timeout: float | None = None,
     ) -> None:
         self._ws = ws
         self._service = service
+        # an unjoined socket holds a file descriptor and costs nothing to open: it gets this long
+        self._join_timeout = join_timeout
+        self._join_deadline = 0.0
         self._log = get_logger(remote=remote)
         self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
@@ -83,6 +93,8 @@ class SignalingSession:
 
     async def run(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="signaling-writer")
+        if self._join_timeout is not None:
+            self._join_deadline = asyncio.get_running_loop().time() + self._join_timeout
         self._log.info("connected")
         try:
             await self._read_loop()
@@ -103,7 +115,11 @@ class SignalingSession:
 
     async def _read_loop(self) -> None:
         while not self._closing:
-            msg = await self._ws.receive()
+            try:
+                msg = await self._ws.receive(timeout=self._time_to_join())
+            except TimeoutError:
+                self._close_unjoined()
+                return
             if msg.type is WSMsgType.TEXT:
                 await self._handle_text(msg.data)
             elif msg.type is WSMsgType.BINARY:
@@ -113,6 +129,23 @@ class SignalingSession:
                 return
             else:  # close, closing, closed
                 return
+
+    def _time_to_join(self) -> float | None:
+        """Seconds left to join (raises TimeoutError when none are), or None once joined.
+
+        Only the wait for a message counts: a join in progress is never cut short.
+        """
+        if self._participant is not None or self._join_timeout is None:
+            return None
+        left = self._join_deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            raise TimeoutError
+        return left
+
+    def _close_unjoined(self) -> None:
+        self._log.info("closing: no join in time", join_timeout=self._join_timeout)
+        self._send(bye_message(JOIN_TIMEOUT_REASON))
+        self._send(_Close(WSCloseCode.POLICY_VIOLATION, JOIN_TIMEOUT_REASON))
 
     async def _handle_text(self, text: str) -> None:
         try:

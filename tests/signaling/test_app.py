@@ -284,6 +284,25 @@ async def test_dead_client_is_dropped(sfu_service: RoomService) -> None:
         await ann.close()
 
 
+async def test_unjoined_websocket_is_closed(sfu_service: RoomService) -> None:
+    server = TestServer(create_app(sfu_service, join_timeout=0.5), host="127.0.0.1")
+    async with TestClient(server) as test_client:
+        ann, _ = await join(test_client, "room-1", "Ann")
+        idle = await test_client.ws_connect("/ws")
+        # messages do not extend the time: it counts from opening the socket
+        noisy = await test_client.ws_connect("/ws")
+        assert (await request(noisy, type="leave"))["code"] == "not-joined"
+        for ws in (idle, noisy):
+            assert await receive_type(ws, "bye") == {"type": "bye", "reason": "join-timeout"}
+            msg = await ws.receive(timeout=TIMEOUT)
+            assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 1008, "join-timeout")
+        # Ann opened her socket before them and joined in time: she stays
+        reply = await request(ann, type="mute", trackId="none", muted=True)
+        assert reply["code"] == "unknown-track"
+        await wait_for_health(test_client, participants=1)
+        await ann.close()
+
+
 async def test_shutdown_says_bye(sfu_service: RoomService) -> None:
     server = TestServer(create_app(sfu_service), host="127.0.0.1")
     async with TestClient(server) as test_client:

@@ -10,7 +10,7 @@ import click
 import uvloop
 from aiohttp import web
 
-from sfu.config import UDP_RECEIVE_BUFFER, IceServer, MediaConfig
+from sfu.config import UDP_RECEIVE_BUFFER, IceServer, MediaConfig, max_signaling_message
 from sfu.log import LEVELS, LogFormat, configure_logging, get_logger
 from sfu.media.aiortc_bridge import set_ice_host_addresses, set_udp_receive_buffer
 from signaling.app import DEFAULT_JOIN_TIMEOUT, create_app
@@ -21,6 +21,7 @@ log = get_logger()
 HTTP_IDLE_TIMEOUT = 15.0
 #: Below this soft file limit the server warns at start (see docs/operations.md).
 RECOMMENDED_FILE_LIMIT = 8192
+_DEFAULTS = MediaConfig()
 
 
 @click.group()
@@ -100,11 +101,26 @@ def main() -> None:
     show_envvar=True,
 )
 @click.option(
+    "--max-participants",
+    type=click.IntRange(min=2),
+    default=_DEFAULTS.max_participants_per_room,
+    show_envvar=True,
+    help="Participants one room admits; the next join gets room-full.",
+)
+@click.option(
+    "--max-tracks-per-participant",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS.max_tracks_per_participant,
+    show_envvar=True,
+    help="Tracks one participant may publish at once (an offer sending more is refused).",
+)
+@click.option(
     "--max-message-size",
     type=click.IntRange(min=1024),
-    default=262144,
+    default=None,
     show_envvar=True,
-    help="Largest signaling message accepted, in bytes; a larger one closes its WebSocket.",
+    help="Largest signaling message accepted, in bytes; a larger one closes its WebSocket. "
+    "Default: what the largest SDP of a full room needs (see docs/protocol.md, limits).",
 )
 def serve(
     host: str,
@@ -119,7 +135,9 @@ def serve(
     udp_receive_buffer: int,
     log_format: LogFormat,
     log_level: str,
-    max_message_size: int,
+    max_participants: int,
+    max_tracks_per_participant: int,
+    max_message_size: int | None,
 ) -> None:
     """Serve signaling (WebSocket /ws) and media until SIGTERM or SIGINT."""
     configure_logging(log_format, log_level)
@@ -128,7 +146,11 @@ def serve(
         ice_servers=tuple(IceServer(url, ice_username, ice_credential) for url in ice_server),
         peer_timeout=peer_timeout,
         udp_receive_buffer=udp_receive_buffer,
+        max_participants_per_room=max_participants,
+        max_tracks_per_participant=max_tracks_per_participant,
     )
+    if max_message_size is None:
+        max_message_size = max_signaling_message(config)
     uvloop.run(
         _serve(
             config,

@@ -41,9 +41,10 @@ from sfu.api import (
 PROTOCOL_VERSION = 1
 
 MAX_ID_LENGTH = 64
-MAX_SDP_LENGTH = 64 * 1024
 MAX_CANDIDATE_LENGTH = 1024
 MAX_TRACKS_PER_OFFER = 64
+#: Track ids in one subscribe/unsubscribe: every track of a full room (100 x 4) fits.
+MAX_TRACKS_PER_SUBSCRIBE = 512
 #: How many validation problems one error message lists.
 MAX_REPORTED_ERRORS = 3
 
@@ -116,7 +117,8 @@ Label = Annotated[
     str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH), AfterValidator(_printable)
 ]
 RequestId = Annotated[str, StringConstraints(max_length=MAX_ID_LENGTH)]
-Sdp = Annotated[str, StringConstraints(min_length=1, max_length=MAX_SDP_LENGTH)]
+# bounded by the message size here; the room checks it against what the connection allows
+Sdp = Annotated[str, StringConstraints(min_length=1)]
 
 
 class _Model(BaseModel):
@@ -138,6 +140,7 @@ class Join(_ClientMessage):
     v: int
     room: RoomId
     name: Name
+    auto_subscribe: bool = Field(default=True, alias="autoSubscribe")
 
 
 class Offer(_ClientMessage):
@@ -179,10 +182,33 @@ class Leave(_ClientMessage):
     type: Literal["leave"]
 
 
+TrackIds = Annotated[list[Label], Field(min_length=1, max_length=MAX_TRACKS_PER_SUBSCRIBE)]
+
+
+class Subscribe(_ClientMessage):
+    type: Literal["subscribe"]
+    track_ids: TrackIds = Field(alias="trackIds")
+
+
+class Unsubscribe(_ClientMessage):
+    type: Literal["unsubscribe"]
+    track_ids: TrackIds = Field(alias="trackIds")
+
+
 ClientMessage = Annotated[
-    Join | Offer | AnswerMessage | Candidate | Mute | Leave, Field(discriminator="type")
+    Join | Offer | AnswerMessage | Candidate | Mute | Leave | Subscribe | Unsubscribe,
+    Field(discriminator="type"),
 ]
-CLIENT_MESSAGE_TYPES = ("join", "offer", "answer", "candidate", "mute", "leave")
+CLIENT_MESSAGE_TYPES = (
+    "join",
+    "offer",
+    "answer",
+    "candidate",
+    "mute",
+    "leave",
+    "subscribe",
+    "unsubscribe",
+)
 
 _client_message: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 

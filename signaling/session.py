@@ -34,6 +34,8 @@ from signaling.messages import (
     Mute,
     Offer,
     ProtocolError,
+    Subscribe,
+    Unsubscribe,
     answer_message,
     bye_message,
     error_message,
@@ -188,6 +190,10 @@ class SignalingSession:
                 )
             case Mute():
                 await participant.set_muted(message.track_id, message.muted)
+            case Subscribe():
+                await participant.subscribe(message.track_ids, True)
+            case Unsubscribe():
+                await participant.subscribe(message.track_ids, False)
             case Leave():
                 await self._leave_once()
                 self._send(left_message(message.request_id))
@@ -203,7 +209,7 @@ class SignalingSession:
         self._joining = True
         try:
             participant, others = await self._service.join(
-                message.room, message.name, self._on_event
+                message.room, message.name, self._on_event, message.auto_subscribe
             )
         except BaseException:
             structlog.contextvars.unbind_contextvars("room")

@@ -28,7 +28,9 @@ from signaling.messages import (
     Mute,
     Offer,
     ProtocolError,
+    Subscribe,
     TrackOptions,
+    Unsubscribe,
     answer_message,
     bye_message,
     error_message,
@@ -64,7 +66,20 @@ VALID = [
             tracks={"0": TrackOptions(source="camera"), "1": TrackOptions(source="unknown")},
         ),
     ),
-    (text(type="offer", sdp="x" * 65536), None),
+    # its size is checked against what the participant's connection allows, not here
+    (text(type="offer", sdp="x" * 1_000_000), None),
+    (
+        text(type="join", v=1, room="r", name="n", autoSubscribe=False),
+        Join(type="join", v=1, room="r", name="n", autoSubscribe=False),
+    ),
+    (
+        text(type="subscribe", trackIds=["t1", "t2"]),
+        Subscribe(type="subscribe", trackIds=["t1", "t2"]),
+    ),
+    (
+        text(type="unsubscribe", trackIds=["t1"] * 512),
+        Unsubscribe(type="unsubscribe", trackIds=["t1"] * 512),
+    ),
     (
         text(type="answer", sdp=SDP, requestId=""),
         AnswerMessage(type="answer", sdp=SDP, requestId=""),
@@ -147,7 +162,12 @@ INVALID = [
     (text(type="offer"), "invalid-message", "sdp: field required", None),
     (text(type="offer", sdp=""), "invalid-message", "sdp:", None),
     (text(type="offer", sdp=None), "invalid-message", "sdp:", None),
-    (text(type="offer", sdp="x" * 65537), "invalid-message", "sdp:", None),
+    (text(type="subscribe"), "invalid-message", "trackIds: field required", None),
+    (text(type="subscribe", trackIds=[]), "invalid-message", "trackIds:", None),
+    (text(type="unsubscribe", trackIds="t1"), "invalid-message", "trackIds:", None),
+    (text(type="unsubscribe", trackIds=[""]), "invalid-message", "trackIds.0:", None),
+    (text(type="subscribe", trackIds=["t"] * 513), "invalid-message", "trackIds:", None),
+    (text(type="join", v=1, room="a", name="b", autoSubscribe=0), "invalid-message", "auto", None),
     (text(type="offer", sdp=SDP, tracks=[]), "invalid-message", "tracks:", None),
     (text(type="offer", sdp=SDP, tracks={"0": "camera"}), "invalid-message", "tracks.0", None),
     (

@@ -7,7 +7,10 @@ Driven by benchmarks/memory.py through JSON lines: commands on stdin, events on 
 - ``{"cmd": "join", "rooms": [["mem-0", 4], ...]}``: every participant of those rooms opens the
   signaling WebSocket, joins, publishes a microphone and a camera track in one offer, and
   connects (ICE + DTLS); then each waits until it carries every other participant's tracks.
-  Answers ``{"event": "joined", ...}`` with how many connected and what failed.
+  Answers ``{"event": "joined", ...}`` with how many connected and what failed. ``"concurrency":
+  N`` (default :data:`CONNECT_CONCURRENCY`) is how many join at once (1: one after another).
+- ``{"cmd": "leave", "rooms": [...], "concurrency": N}``: the participants of those rooms close
+  their connections, N at a time (benchmarks/churn.py); answers ``{"event": "left", ...}``.
 - ``{"cmd": "media", "rooms": ["mem-0", ...]}``: the publishers of those rooms start sending
   pre-generated packets: audio (``--audio-rate`` packets/s of ``--audio-payload`` bytes) and
   VP8-shaped video (benchmarks/packets.py), SRTP-protected straight onto the ICE socket
@@ -150,14 +153,16 @@ class Clients:
         self.video_shape = Shape(
             rate=args.video_rate, fps=args.fps, payload_size=args.video_payload
         )
-        self._gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
         self._pacing: asyncio.Task[None] | None = None
 
-    async def join(self, rooms: list[tuple[str, int]]) -> dict[str, Any]:
+    async def join(
+        self, rooms: list[tuple[str, int]], concurrency: int = CONNECT_CONCURRENCY
+    ) -> dict[str, Any]:
         started = time.monotonic()
         new = [Participant(room, f"p{i}") for room, size in rooms for i in range(size)]
         self.participants += new
-        await asyncio.gather(*(self._connect(p) for p in new))
+        gate = asyncio.Semaphore(max(1, concurrency))
+        await asyncio.gather(*(self._connect(p, gate) for p in new))
         sizes = dict(rooms)
         await asyncio.gather(*(self._settle(p, sizes[p.room]) for p in new if p.error is None))
         failed = [f"{p.room}/{p.name}: {p.error}" for p in new if p.error is not None]
@@ -168,8 +173,27 @@ class Clients:
             "seconds": round(time.monotonic() - started, 2),
         }
 
-    async def _connect(self, p: Participant) -> None:
-        async with self._gate:
+    async def leave(self, rooms: list[str], concurrency: int) -> dict[str, Any]:
+        """Close the participants of ``rooms``, ``concurrency`` at a time, and forget them."""
+        started = time.monotonic()
+        wanted = set(rooms)
+        leaving = [p for p in self.participants if p.room in wanted]
+        self.participants = [p for p in self.participants if p.room not in wanted]
+        self.sending = [p for p in self.sending if p.room not in wanted]
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def close(p: Participant) -> None:
+            async with gate:
+                if p.client is not None:
+                    with contextlib.suppress(Exception):
+                        async with asyncio.timeout(10.0):
+                            await p.client.close()
+
+        await asyncio.gather(*(close(p) for p in leaving))
+        return {"participants": len(leaving), "seconds": round(time.monotonic() - started, 2)}
+
+    async def _connect(self, p: Participant, gate: asyncio.Semaphore) -> None:
+        async with gate:
             try:
                 client = p.client = await SfuClient.open(self.args.url, request_timeout=30.0)
                 make_receivers_inert(client)
@@ -285,7 +309,12 @@ async def main(args: argparse.Namespace) -> None:
                 break
             if command["cmd"] == "join":
                 rooms = [(str(name), int(size)) for name, size in command["rooms"]]
-                emit("joined", **await clients.join(rooms))
+                concurrency = int(command.get("concurrency", CONNECT_CONCURRENCY))
+                emit("joined", **await clients.join(rooms, concurrency))
+            elif command["cmd"] == "leave":
+                rooms_left = [str(r) for r in command["rooms"]]
+                concurrency = int(command.get("concurrency", CONNECT_CONCURRENCY))
+                emit("left", **await clients.leave(rooms_left, concurrency))
             elif command["cmd"] == "media":
                 emit("media", sending=clients.start_media([str(r) for r in command["rooms"]]))
             elif command["cmd"] == "report":

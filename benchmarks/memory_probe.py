@@ -2,6 +2,7 @@
 
     python -m benchmarks.memory_probe serve --port 0 --ice-host 127.0.0.1
     python -m benchmarks.memory --tracemalloc        # runs the server this way
+    MEMORY_PROBE_FRAMES=0 python -m benchmarks.memory_probe serve ...   # census only (churn.py)
 
 Every SIGUSR1 runs a full garbage collection, takes a tracemalloc snapshot, groups the live
 allocations by the line that made them (``filename:lineno``, :data:`TOP` largest), also by the
@@ -13,6 +14,12 @@ server allocated, and still holds, in between. Only the per-line totals of the p
 are kept, not the snapshot. The collection first makes the snapshot show what is held, not cyclic
 garbage that happened to be waiting for the collector (which RSS does include); what it freed is
 reported too.
+
+Every snapshot also holds a census of the heap (benchmarks/heap.py): live objects by type (the
+classes of one participant always listed, and the types that changed since the first snapshot),
+pymalloc's and glibc malloc's totals. SIGUSR2 does the same and then calls ``malloc_trim(0)``,
+recording RSS before and after (what malloc kept free). With ``$MEMORY_PROBE_FRAMES`` = 0
+tracemalloc stays off: the census costs no CPU until a signal comes, and RSS is the server's own.
 
 tracemalloc costs memory (its traces; ``$MEMORY_PROBE_FRAMES`` frames, default
 :data:`DEFAULT_FRAMES`, are kept per allocation) and CPU (every allocation is traced), so a run
@@ -39,6 +46,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from benchmarks import heap
 from signaling.cli import main
 
 TOP = 30
@@ -148,6 +156,7 @@ class Probe:
         self.out = out
         self.seq = 0
         self.previous = Groups()
+        self.baseline: heap.Baseline | None = None  # what the first snapshot's census saw
         self._lock = threading.Lock()
         self._busy = False
 
@@ -156,17 +165,35 @@ class Probe:
             if self._busy:
                 return  # the snapshot under way answers this signal too
             self._busy = True
-        threading.Thread(target=self.write, name="memory-probe", daemon=True).start()
+        trim = signum == signal.SIGUSR2
+        threading.Thread(target=self.write, args=(trim,), name="memory-probe", daemon=True).start()
 
-    def write(self) -> None:
+    def write(self, trim: bool = False) -> None:
         try:
-            self._write()
+            self._write(trim)
         finally:
             with self._lock:
                 self._busy = False
 
-    def _write(self) -> None:
+    def _write(self, trim: bool) -> None:
         started = time.perf_counter()
+        self.seq += 1
+        document: dict[str, Any] = {"seq": self.seq, "pid": os.getpid()}
+        if tracemalloc.is_tracing():
+            document.update(self._tracemalloc())
+        census, baseline = heap.census(self.baseline)
+        if self.baseline is None:
+            self.baseline = baseline
+        document["census"] = census
+        if trim:
+            document["trim"] = heap.trim()
+        document["snapshot_seconds"] = round(time.perf_counter() - started, 3)
+        partial = self.out.with_suffix(".tmp")
+        partial.write_text(json.dumps(document, indent=1) + "\n")
+        partial.replace(self.out)  # the reader never sees half a file
+        print(f"memory-probe: snapshot {self.seq} -> {self.out}", file=sys.stderr, flush=True)
+
+    def _tracemalloc(self) -> dict[str, Any]:
         # unreachable cycles (old SDP objects, closed connections) wait for the collector's
         # oldest generation; count them, then snapshot only what is really held
         garbage_from = tracemalloc.get_traced_memory()[0]
@@ -177,11 +204,8 @@ class Probe:
         del snapshot
         traced, peak = tracemalloc.get_traced_memory()
         previous, self.previous = self.previous, current
-        self.seq += 1
         grew = diff(current.lines, previous.lines)
-        document = {
-            "seq": self.seq,
-            "pid": os.getpid(),
+        return {
             "frames": tracemalloc.get_traceback_limit(),
             "traced_bytes": traced,
             "gc_collected_objects": collected,
@@ -197,16 +221,14 @@ class Probe:
             "diff_owners": top(diff(current.owners, previous.owners)),
             "diff_files": top(diff(current.files, previous.files)),
             "diff_packages": top(diff(current.packages, previous.packages)),
-            "snapshot_seconds": round(time.perf_counter() - started, 3),
         }
-        partial = self.out.with_suffix(".tmp")
-        partial.write_text(json.dumps(document, indent=1) + "\n")
-        partial.replace(self.out)  # the reader never sees half a file
-        print(f"memory-probe: snapshot {self.seq} -> {self.out}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":
-    tracemalloc.start(int(os.environ.get(FRAMES_ENV, str(DEFAULT_FRAMES))))
+    frames = int(os.environ.get(FRAMES_ENV, str(DEFAULT_FRAMES)))
+    if frames > 0:
+        tracemalloc.start(frames)
     probe = Probe(Path(os.environ.get(OUT_ENV) or default_output(os.getpid())))
     signal.signal(signal.SIGUSR1, probe.on_signal)
+    signal.signal(signal.SIGUSR2, probe.on_signal)
     main()

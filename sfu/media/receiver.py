@@ -1,8 +1,14 @@
 """Ingress of one published track: parse each packet once, keep upstream state, fan out.
 
-Per packet this does the least it can: unwrap the sequence number, update reception statistics
-(for receiver reports), note losses (for NACKs), spot keyframes (video), keep a short history (for
-retransmissions to subscribers) and hand one :class:`IngressPacket` to every down-track.
+Per packet this does the least it can: validate the sequence number (``sfu.media.probation``),
+update reception statistics (for receiver reports), note losses (for NACKs), spot keyframes
+(video), keep a short history (for retransmissions to subscribers) and hand one
+:class:`IngressPacket` to every down-track.
+
+Two numberings: the validator's extended sequence numbers follow the wire (their low 16 bits are
+the publisher's, as NACKs and receiver reports need); what down-tracks and the history see is
+shifted so that a source that restarts (RFC 3550 §A.1) continues where it was — sequence numbers
+by one, timestamps by the time elapsed — as ``RtpMunger.switch_source`` does for one subscriber.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ from sfu.media.keyframe import KeyframeRequester
 from sfu.media.latency import FORWARDING, SAMPLE_MASK
 from sfu.media.nack import LossTracker, PacketHistory
 from sfu.media.params import URI_AUDIO_LEVEL, Codec, MediaParams
+from sfu.media.probation import DROP, HOLD, MAX_MISORDER, RESTARTED, SequenceValidator
 from sfu.media.reports import PublisherClock, ReceptionStats, SenderClock
-from sfu.media.seq import SequenceUnwrapper
 from sfu.rtp.codecs import is_keyframe
 from sfu.rtp.header import RTP_FIXED, abs_send_time, parse_extensions, payload_bounds, unwrap_rtx
 from sfu.rtp.rtcp import ReportBlock
@@ -28,6 +34,9 @@ if TYPE_CHECKING:
 #: At most this many packets are kept per video track to answer subscribers' NACKs (~2 s at
 #: 2.5 Mbit/s); fewer when the track's ``retransmission_window`` holds fewer.
 HISTORY_SIZE = 512
+#: How far behind the newest packet a missing one is still taken on a track that NACKs
+#: (LossTracker's 512); on one that does not, A.1's reordering tolerance (MAX_MISORDER).
+NACK_WINDOW = 512
 
 
 class Upstream(Protocol):
@@ -102,15 +111,21 @@ class TrackReceiver:
         self.clock_rate = codec.clock_rate
         self.is_video = info.kind == "video"
         self.ssrc: int | None = params.remote_ssrcs[0] if params.remote_ssrcs else None
+        #: the RTX SSRC repairing ``ssrc`` (RFC 4588), declared (a=ssrc-group:FID) or latched
+        self.rtx_ssrc: int | None = next(
+            (rtx for rtx, media in params.remote_rtx.items() if media == self.ssrc), None
+        )
         self.down_tracks: list[DownTrack] = []
         self.sender_clock = SenderClock(publisher_clock)
         self.packets_received = 0
         self.bytes_received = 0
+        #: packets refused by the sequence check: duplicates, jumps never confirmed, resends of
+        #: nothing missing (never forwarded, kept or NACKed)
+        self.packets_dropped = 0
         self._upstream = upstream
         self._wall_clock = wall_clock
         self._clock = clock
         self._payload_types = {codec.payload_type}
-        self._unwrapper = SequenceUnwrapper()
         self._stats = ReceptionStats(codec.clock_rate)
         self._keyframes = KeyframeRequester(keyframe_min_interval)
         self._keyframe_timer_armed = False
@@ -121,6 +136,13 @@ class TrackReceiver:
         self.history: PacketHistory[IngressPacket] | None = (
             PacketHistory(HISTORY_SIZE, retransmission_window) if self.is_video else None
         )
+        # (CPython keeps an instance's attributes in a shared-key table up to 30 of them, and
+        # reads them fastest there: mind the count before adding one)
+        self._validator = SequenceValidator(NACK_WINDOW if self.loss else MAX_MISORDER)
+        self._held: tuple[bytes, float] | None = None  # the packet in probation, its arrival
+        self._newest: IngressPacket | None = None  # the last packet taken
+        # after a restart of the source: (extended seq, timestamp) on the wire -> as forwarded
+        self._shift: tuple[int, int] | None = None
         self.closed = False
 
     def update(self, params: MediaParams) -> None:
@@ -135,8 +157,8 @@ class TrackReceiver:
 
     # --- packets in ---
 
-    def on_rtp(self, data: bytes, now: float) -> None:
-        """A decrypted packet of this track's media SSRC."""
+    def on_rtp(self, data: bytes, now: float, resent: bool = False) -> None:
+        """A decrypted packet of this track's media SSRC (``resent``: unwrapped from RTX)."""
         if len(data) < 12 or self.closed:
             return
         b0, b1, seq, timestamp, ssrc = RTP_FIXED.unpack_from(data)
@@ -148,10 +170,18 @@ class TrackReceiver:
             return
         if self.ssrc is None:
             self.ssrc = ssrc
-        ext_seq = self._unwrapper.unwrap(seq)
+        validator = self._validator
+        wire_seq = validator.check_retransmission(seq) if resent else validator.check(seq)
+        if wire_seq < 0:
+            self._not_in_sequence(wire_seq, data, now)
+            return
         self.packets_received += 1
         self.bytes_received += len(data)
-        self._stats.on_packet(ext_seq, timestamp, now)
+        self._stats.on_packet(wire_seq, timestamp, now)
+        ext_seq = wire_seq
+        if self._shift is not None:
+            ext_seq += self._shift[0]
+            timestamp = (timestamp + self._shift[1]) & 0xFFFFFFFF
         keyframe = False
         audio_level = None
         if self.is_video:
@@ -160,7 +190,7 @@ class TrackReceiver:
             if keyframe:
                 self._keyframes.on_keyframe(now)
             if self.loss is not None:
-                self.loss.on_packet(ext_seq, now)
+                self.loss.on_packet(wire_seq, now)
                 if self.loss.missing:
                     self._upstream.schedule_nack(self)
         elif self._audio_level_id is not None and b0 & 0x10:
@@ -183,6 +213,7 @@ class TrackReceiver:
         )
         if self.history is not None:
             self.history.put(ext_seq, packet, now)
+        self._newest = packet
         if self.packets_received & SAMPLE_MASK:
             for down_track in self.down_tracks:
                 down_track.forward(packet)
@@ -201,21 +232,67 @@ class TrackReceiver:
             down_track.forward(packet)
             observe(clock() - arrival)
 
+    def _not_in_sequence(self, verdict: int, data: bytes, now: float) -> None:
+        """A packet the validator did not take at once (RFC 3550 §A.1 probation)."""
+        if verdict == DROP:
+            self.packets_dropped += 1
+            return
+        held = self._held
+        if verdict == HOLD:
+            if held is not None:
+                self.packets_dropped += 1  # a jump nothing followed
+            self._held = (data, now)
+            return
+        # the held packet and this one are in sequence: feed both (the validator expects them)
+        self._held = None
+        if held is None:  # never: the validator syncs only on the successor of a held packet
+            return
+        if verdict == RESTARTED:
+            self._restart(*held)
+        self.on_rtp(*held)
+        self.on_rtp(data, now)
+
+    def _restart(self, first: bytes, arrival: float) -> None:
+        """The source starts over from ``first``: forward it as if it had never stopped."""
+        newest = self._newest
+        if newest is not None:
+            # sequence numbers on by one; the timestamp on by the time elapsed, as a new source
+            # on a reused m-line gets (RtpMunger.switch_source)
+            validator = self._validator
+            seq_shift = 0 if self._shift is None else self._shift[0]
+            forwarded_highest = validator.previous_highest + seq_shift
+            elapsed = max(1, int((arrival - newest.arrival) * self.clock_rate))
+            first_ts = RTP_FIXED.unpack_from(first)[3]
+            self._shift = (
+                forwarded_highest - validator.highest,  # the first: forwarded_highest + 1
+                (newest.timestamp + elapsed - first_ts) & 0xFFFFFFFF,
+            )
+        # RFC 3550 §A.1 init_seq: statistics and losses start over with the new numbers
+        self._stats = ReceptionStats(self.clock_rate)
+        if self.loss is not None:
+            self.loss = LossTracker()
+
     def on_rtx(self, data: bytes, now: float) -> None:
-        """A retransmission (RFC 4588) of this track, answering one of our NACKs."""
+        """A retransmission (RFC 4588) of this track, answering one of our NACKs.
+
+        Taken only if its original sequence number names a packet still missing: garbage, or a
+        padding probe repeating what arrived, is dropped.
+        """
         if self.ssrc is None or len(data) < 14:
             return
         try:
             original = unwrap_rtx(data, self.codec.payload_type, self.ssrc)
         except ValueError:
-            return
-        self.on_rtp(original, now)
+            return  # no original sequence number: a padding-only probe
+        self.on_rtp(original, now, True)
 
     # --- RTCP ---
 
     def on_sender_report(
         self, ntp_timestamp: int, rtp_timestamp: int, now: float, now_wall: float
     ) -> None:
+        if self._shift is not None:  # in the forwarded timeline, which a restart shifted
+            rtp_timestamp = (rtp_timestamp + self._shift[1]) & 0xFFFFFFFF
         self.sender_clock.on_sender_report(ntp_timestamp, rtp_timestamp, now_wall)
         self._stats.on_sender_report(ntp_timestamp, now)
 

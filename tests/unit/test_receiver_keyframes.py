@@ -87,6 +87,8 @@ def test_a_keyframe_arriving_cancels_the_pending_request() -> None:
     # a VP8 keyframe: descriptor S=1, payload header P bit clear
     packet = bytes([0x80, 96, 0, 1, 0, 0, 0, 0, 0, 0, 3, 9]) + bytes([0x10, 0x00, 0, 0]) + b"x" * 20
     receiver.on_rtp(packet, clock.now)
+    # a new source's first packet waits for its successor (RFC 3550 §A.1 probation)
+    receiver.on_rtp(packet[:2] + bytes([0, 2]) + packet[4:], clock.now)
     ((_, fire),) = upstream.timers
     clock.now = 100.6
     fire()

@@ -32,6 +32,10 @@ class MediaTotals:
     packets_forwarded_video: int = 0
     payload_bytes_forwarded_audio: int = 0
     payload_bytes_forwarded_video: int = 0
+    # RTP from publishers dropped before forwarding: refused by the sequence check (RFC 3550
+    # §A.1 probation, duplicates), or on an SSRC that no m-line declared or latched
+    packets_dropped_sequence: int = 0
+    packets_dropped_unknown_ssrc: int = 0
     # every SRTP and SRTCP datagram written (forwarded media, retransmissions, RTCP)
     packets_sent: int = 0
     bytes_sent: int = 0
@@ -56,6 +60,7 @@ class MediaTotals:
         return result
 
     def add_receiver(self, receiver: TrackReceiver) -> None:
+        self.packets_dropped_sequence += receiver.packets_dropped
         if receiver.is_video:
             self.packets_received_video += receiver.packets_received
             self.bytes_received_video += receiver.bytes_received
@@ -79,6 +84,7 @@ class MediaTotals:
             self.packets_sent += transport.packets_sent
             self.bytes_sent += transport.bytes_sent
             self.send_errors += transport.send_errors
+        self.packets_dropped_unknown_ssrc += connection.rtp_unroutable
         self.nacks_received += connection.nacks_received
         self.nacks_sent += connection.nacks_sent
         self.plis_received += connection.plis_received

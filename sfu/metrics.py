@@ -119,6 +119,15 @@ def _counters(t: MediaTotals) -> Iterator[Metric]:
         t.payload_bytes_forwarded_audio,
         t.payload_bytes_forwarded_video,
     )
+    dropped = CounterMetricFamily(
+        "sfu_rtp_packets_dropped",
+        "RTP packets from publishers not forwarded: refused by the sequence check (duplicates, "
+        "jumps not confirmed, RFC 3550 A.1), or on an SSRC no m-line declared or latched.",
+        labels=["reason"],
+    )
+    dropped.add_metric(["sequence"], t.packets_dropped_sequence)
+    dropped.add_metric(["unknown_ssrc"], t.packets_dropped_unknown_ssrc)
+    yield dropped
     plain = (
         ("sfu_packets_sent", "SRTP and SRTCP datagrams sent (media, RTCP).", t.packets_sent),
         ("sfu_bytes_sent", "Bytes of the SRTP and SRTCP datagrams sent.", t.bytes_sent),

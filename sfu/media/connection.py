@@ -1,7 +1,8 @@
 """One participant's peer connection, as the media plane sees it.
 
-Ingress: decrypted RTP is routed by SSRC (learned once from the SDP, the mid header extension or
-the payload type, then latched) to a :class:`TrackReceiver`; RTCP is routed to the receivers
+Ingress: decrypted RTP is routed by SSRC (declared in the SDP, else latched once per m-line from
+the mid header extension or the payload type) to a :class:`TrackReceiver`; packets on any other
+SSRC are dropped and counted. RTCP is routed to the receivers
 (sender reports from the publisher) and down-tracks (feedback from the subscriber).
 Egress: forwarded RTP, and the RTCP the server owes each side — receiver reports, REMB, NACK and
 PLI to publishers; sender reports to subscribers.
@@ -37,6 +38,17 @@ _NACK_INTERVAL = 0.02
 _TICK = 0.25
 #: SSRCs of removed tracks whose late packets are dropped (the oldest are forgotten first).
 _MAX_RETIRED = 64
+#: SSRCs remembered as unroutable, so their packets skip the header-extension parse; a flood of
+#: random SSRCs only ever empties this set, never the routes.
+_MAX_UNROUTABLE = 256
+
+
+def _open_to(receiver: TrackReceiver, payload_type: int) -> bool:
+    """Whether ``receiver`` would latch a new SSRC sending ``payload_type`` (see ``_latch``)."""
+    codec = receiver.codec
+    if payload_type == codec.payload_type:
+        return receiver.ssrc is None
+    return payload_type == codec.rtx_payload_type and receiver.rtx_ssrc is None
 
 
 def _drop(data: bytes, now: float) -> None:
@@ -60,7 +72,8 @@ class MediaConnection:
         self._on_failed = on_failed
         self._on_connected = on_connected
         self._receivers: dict[str, TrackReceiver] = {}  # by mid
-        self._routes: dict[int, RtpRoute | None] = {}  # ssrc -> handler (None: unroutable)
+        self._routes: dict[int, RtpRoute] = {}  # ssrc -> handler: declared or latched, no more
+        self._unroutable: set[int] = set()  # recent SSRCs no route would take
         self._retired: dict[int, str] = {}  # ssrc of a removed track -> its mid, oldest first
         self._down_tracks: dict[int, DownTrack] = {}  # by outgoing ssrc
         self._nack_pending: set[TrackReceiver] = set()
@@ -77,6 +90,7 @@ class MediaConnection:
         self.plis_received = 0
         self.firs_received = 0
         self.plis_sent = 0
+        self.rtp_unroutable = 0  # RTP packets on an SSRC no m-line declared or latched
         self.log = log if log is not None else structlog.get_logger("sfu")
         self.pc.on("connectionstatechange", self._on_state_change)
 
@@ -155,8 +169,8 @@ class MediaConnection:
         return self._receivers.values()
 
     def _forget_unroutable(self) -> None:
-        for ssrc in [s for s, route in self._routes.items() if route is None]:
-            del self._routes[ssrc]
+        """A new m-line may take SSRCs no route would take before."""
+        self._unroutable.clear()
 
     def _on_rtp(self, data: bytes, now: float) -> None:
         if len(data) < 12:
@@ -165,34 +179,63 @@ class MediaConnection:
         try:
             route = self._routes[ssrc]
         except KeyError:
-            route = self._learn(data, ssrc)
-        if route is not None:
-            route(data, now)
+            learned = self._learn(data, ssrc)
+            if learned is None:
+                self.rtp_unroutable += 1
+                return
+            route = learned
+        route(data, now)
 
     def _learn(self, data: bytes, ssrc: int) -> RtpRoute | None:
-        """Route a new SSRC by its mid extension, else by a payload type only one m-line has."""
+        """Latch a new SSRC to an m-line that has none yet, or None (the packet is dropped).
+
+        By the mid extension (RFC 8843 §15) if the packet has one, else by a payload type that
+        only one such m-line has. An m-line with an SSRC (declared or latched) takes no other:
+        what a packet claims cannot move a stream, nor add one to it.
+        """
+        if ssrc in self._unroutable:
+            return None
         payload_type = data[1] & 0x7F
-        receiver = None
-        if self._mid_ext_id is not None and data[0] & 0x10:
-            try:
-                mid = parse_extensions(data).get(self._mid_ext_id)
-            except ValueError:
-                mid = None
-            if mid is not None:
-                receiver = self._receivers.get(mid.decode(errors="replace"))
-        if receiver is None:
-            matches = [
-                r
-                for r in self._receivers.values()
-                if payload_type in (r.codec.payload_type, r.codec.rtx_payload_type)
-            ]
-            receiver = matches[0] if len(matches) == 1 else None
-        route: RtpRoute | None = None
-        if receiver is not None:
-            is_rtx = payload_type == receiver.codec.rtx_payload_type
-            route = receiver.on_rtx if is_rtx else receiver.on_rtp
-        if len(self._routes) < 1024:
-            self._routes[ssrc] = route
+        mid = self._mid(data)
+        if mid is not None:
+            receiver = self._receivers.get(mid)
+        else:
+            open_to = [r for r in self._receivers.values() if _open_to(r, payload_type)]
+            if len(open_to) > 1:
+                return None  # ambiguous: a later packet's mid may tell (not remembered)
+            receiver = open_to[0] if open_to else None
+        route = None if receiver is None else self._latch(receiver, ssrc, payload_type)
+        if route is None:
+            if len(self._unroutable) >= _MAX_UNROUTABLE:
+                self._unroutable.clear()
+            self._unroutable.add(ssrc)
+        return route
+
+    def _mid(self, data: bytes) -> str | None:
+        if self._mid_ext_id is None or not data[0] & 0x10:
+            return None
+        try:
+            mid = parse_extensions(data).get(self._mid_ext_id)
+        except ValueError:
+            return None
+        return None if mid is None else mid.decode(errors="replace")
+
+    def _latch(self, receiver: TrackReceiver, ssrc: int, payload_type: int) -> RtpRoute | None:
+        """Route ``ssrc`` to ``receiver``'s media or RTX stream, if that has no SSRC yet.
+
+        One media SSRC and one RTX SSRC per m-line. Simulcast will key these by rid (the rid and
+        repaired-rid extensions, RFC 8852) here: an m-line with an SSRC then takes a new one for
+        a rid it has no SSRC for.
+        """
+        if not _open_to(receiver, payload_type):
+            return None
+        route: RtpRoute
+        if payload_type == receiver.codec.payload_type:
+            receiver.ssrc, route = ssrc, receiver.on_rtp
+        else:
+            receiver.rtx_ssrc, route = ssrc, receiver.on_rtx
+        self._routes[ssrc] = route
+        self.log.debug("ssrc latched", mid=receiver.params.mid, ssrc=ssrc, pt=payload_type)
         return route
 
     # --- subscribers' down-tracks (egress) ---

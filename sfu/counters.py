@@ -33,8 +33,10 @@ class MediaTotals:
     payload_bytes_forwarded_audio: int = 0
     payload_bytes_forwarded_video: int = 0
     # RTP from publishers dropped before forwarding: refused by the sequence check (RFC 3550
-    # §A.1 probation, duplicates), or on an SSRC that no m-line declared or latched
+    # §A.1 probation, duplicates), RTX of nothing missing, or on an SSRC that no m-line declared
+    # or latched
     packets_dropped_sequence: int = 0
+    packets_dropped_retransmission: int = 0
     packets_dropped_unknown_ssrc: int = 0
     # every SRTP and SRTCP datagram written (forwarded media, retransmissions, RTCP)
     packets_sent: int = 0
@@ -61,6 +63,7 @@ class MediaTotals:
 
     def add_receiver(self, receiver: TrackReceiver) -> None:
         self.packets_dropped_sequence += receiver.packets_dropped
+        self.packets_dropped_retransmission += receiver.retransmissions_dropped
         if receiver.is_video:
             self.packets_received_video += receiver.packets_received
             self.bytes_received_video += receiver.bytes_received

@@ -122,10 +122,12 @@ def _counters(t: MediaTotals) -> Iterator[Metric]:
     dropped = CounterMetricFamily(
         "sfu_rtp_packets_dropped",
         "RTP packets from publishers not forwarded: refused by the sequence check (duplicates, "
-        "jumps not confirmed, RFC 3550 A.1), or on an SSRC no m-line declared or latched.",
+        "jumps not confirmed, RFC 3550 A.1), retransmissions of nothing missing, or on an SSRC "
+        "no m-line declared or latched.",
         labels=["reason"],
     )
     dropped.add_metric(["sequence"], t.packets_dropped_sequence)
+    dropped.add_metric(["retransmission"], t.packets_dropped_retransmission)
     dropped.add_metric(["unknown_ssrc"], t.packets_dropped_unknown_ssrc)
     yield dropped
     plain = (

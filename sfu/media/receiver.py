@@ -119,9 +119,10 @@ class TrackReceiver:
         self.sender_clock = SenderClock(publisher_clock)
         self.packets_received = 0
         self.bytes_received = 0
-        #: packets refused by the sequence check: duplicates, jumps never confirmed, resends of
-        #: nothing missing (never forwarded, kept or NACKed)
+        #: packets refused by the sequence check (never forwarded, kept or NACKed): duplicates and
+        #: jumps never confirmed; and RTX of nothing missing (Chrome probes bandwidth with those)
         self.packets_dropped = 0
+        self.retransmissions_dropped = 0
         self._upstream = upstream
         self._wall_clock = wall_clock
         self._clock = clock
@@ -173,7 +174,7 @@ class TrackReceiver:
         validator = self._validator
         wire_seq = validator.check_retransmission(seq) if resent else validator.check(seq)
         if wire_seq < 0:
-            self._not_in_sequence(wire_seq, data, now)
+            self._not_in_sequence(wire_seq, data, now, resent)
             return
         self.packets_received += 1
         self.bytes_received += len(data)
@@ -232,10 +233,13 @@ class TrackReceiver:
             down_track.forward(packet)
             observe(clock() - arrival)
 
-    def _not_in_sequence(self, verdict: int, data: bytes, now: float) -> None:
+    def _not_in_sequence(self, verdict: int, data: bytes, now: float, resent: bool) -> None:
         """A packet the validator did not take at once (RFC 3550 §A.1 probation)."""
         if verdict == DROP:
-            self.packets_dropped += 1
+            if resent:
+                self.retransmissions_dropped += 1
+            else:
+                self.packets_dropped += 1
             return
         held = self._held
         if verdict == HOLD:

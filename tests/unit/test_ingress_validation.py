@@ -174,7 +174,10 @@ async def test_rtx_is_taken_only_for_a_missing_packet(connection: MediaConnectio
     connection._on_rtp(rtx(packet(103), 5001), 1.2)  # twice: the second is a duplicate
     assert [s - 500 for s, _ in sent(sink)] == [0, 1, 2, 4, 5, 3]
     assert receiver.loss is not None and receiver.loss.missing == 0
-    assert receiver.packets_dropped == 2001
+    assert (receiver.retransmissions_dropped, receiver.packets_dropped) == (2001, 0)
+    totals = MediaTotals()
+    totals.add_receiver(receiver)
+    assert totals.packets_dropped_retransmission == 2001
 
 
 def publisher_params_with_rtx(ssrcs: tuple[int, ...] = (PUBLISHER_SSRC,)) -> MediaParams:
@@ -288,7 +291,10 @@ async def test_a_flood_of_random_ssrcs_costs_no_legitimate_route(
 
 def test_dropped_packets_are_exported_by_reason() -> None:
     service = Sfu()
-    service._departed.add(MediaTotals(packets_dropped_sequence=3, packets_dropped_unknown_ssrc=4))
+    totals = MediaTotals(
+        packets_dropped_sequence=3, packets_dropped_retransmission=5, packets_dropped_unknown_ssrc=4
+    )
+    service._departed.add(totals)
     text = generate_latest(build_registry(service, process=False)).decode()
     samples = {
         s.labels.get("reason"): s.value
@@ -296,4 +302,4 @@ def test_dropped_packets_are_exported_by_reason() -> None:
         for s in family.samples
         if s.name == "sfu_rtp_packets_dropped_total"
     }
-    assert samples == {"sequence": 3, "unknown_ssrc": 4}
+    assert samples == {"sequence": 3, "retransmission": 5, "unknown_ssrc": 4}

@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass
 
 import structlog
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
 from sfu.api import Event, ParticipantSession, RoomService, SessionClosed, SfuError
 from sfu.log import get_logger
@@ -118,7 +118,7 @@ class SignalingSession:
     async def _read_loop(self) -> None:
         while not self._closing:
             try:
-                msg = await self._ws.receive(timeout=self._time_to_join())
+                msg = await self._receive()
             except TimeoutError:
                 self._close_unjoined()
                 return
@@ -131,6 +131,15 @@ class SignalingSession:
                 return
             else:  # close, closing, closed
                 return
+
+    async def _receive(self) -> WSMessage:
+        """The next message; TimeoutError once the time to join is over."""
+        left = self._time_to_join()
+        if left is None:
+            return await self._ws.receive()
+        # not receive(timeout=...): that starts again after each pong, and clients answer pings
+        async with asyncio.timeout(left):
+            return await self._ws.receive()
 
     def _time_to_join(self) -> float | None:
         """Seconds left to join (raises TimeoutError when none are), or None once joined.

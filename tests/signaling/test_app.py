@@ -303,6 +303,20 @@ async def test_unjoined_websocket_is_closed(sfu_service: RoomService) -> None:
         await ann.close()
 
 
+async def test_answering_pings_does_not_keep_an_unjoined_websocket(
+    sfu_service: RoomService,
+) -> None:
+    # the server pings more often than the join timeout, and the client answers every ping
+    app = create_app(sfu_service, heartbeat=0.1, join_timeout=0.5)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
+        ws = await test_client.ws_connect("/ws")
+        # one bound for all: receive()'s own timeout starts again at each ping
+        async with asyncio.timeout(TIMEOUT):
+            assert await receive_type(ws, "bye") == {"type": "bye", "reason": "join-timeout"}
+            msg = await ws.receive()
+        assert (msg.type, msg.data, msg.extra) == (WSMsgType.CLOSE, 1008, "join-timeout")
+
+
 async def test_shutdown_says_bye(sfu_service: RoomService) -> None:
     server = TestServer(create_app(sfu_service), host="127.0.0.1")
     async with TestClient(server) as test_client:

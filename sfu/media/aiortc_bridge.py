@@ -61,7 +61,7 @@ from sfu.config import IceServer
 from sfu.media import sdp_check
 from sfu.media.candidate import InvalidValue, parse_candidate, show
 from sfu.media.params import Codec, MediaParams
-from sfu.media.srtp import Egress, SrtpSession, srtp_session
+from sfu.media.srtp import Egress, SrtpSession, forget_stream, srtp_session
 
 # --- ICE host addresses ---
 
@@ -299,6 +299,12 @@ class MediaTransport:
     async def _handle_rtcp_data(self, data: bytes) -> None:
         self.last_activity = time.monotonic()
         self.on_rtcp(data)
+
+    def forget_remote_ssrc(self, ssrc: int) -> None:
+        """The SFU routes no packet of ``ssrc``: libsrtp need not keep a stream for it."""
+        session = self._dtls._rx_srtp
+        if session is not None:
+            forget_stream(session, ssrc)
 
     def _send_rewritten_unopened(self, *args: Any) -> None:
         egress = self._open_egress()

@@ -209,6 +209,10 @@ class MediaConnection:
             if len(self._unroutable) >= _MAX_UNROUTABLE:
                 self._unroutable.clear()
             self._unroutable.add(ssrc)
+            if self.transport is not None:
+                # libsrtp made a stream for it when it decrypted this packet: a flood of random
+                # SSRCs would leave thousands, searched through for every packet after
+                self.transport.forget_remote_ssrc(ssrc)
         return route
 
     def _mid(self, data: bytes) -> str | None:

@@ -22,7 +22,7 @@ from pylibsrtp._binding import ffi, lib
 
 from sfu.media._packetio import MAX_PACKET, Egress, SrtpSession
 
-__all__ = ["MAX_PACKET", "Egress", "SrtpSession", "srtp_session"]
+__all__ = ["MAX_PACKET", "Egress", "SrtpSession", "forget_stream", "srtp_session"]
 
 
 def _address(cdata: Any) -> int:
@@ -46,3 +46,18 @@ def srtp_session(session: pylibsrtp.Session) -> SrtpSession:
         unprotect_rtp=_FUNCTIONS["unprotect"],
         unprotect_rtcp=_FUNCTIONS["unprotect_rtcp"],
     )
+
+
+def forget_stream(session: pylibsrtp.Session, ssrc: int) -> bool:
+    """Free what ``session`` keeps for the remote SSRC ``ssrc``; False if it keeps nothing.
+
+    An inbound session made for any SSRC (RFC 3711 §3.2.3; libsrtp's ssrc_any_inbound) creates a
+    stream — keys, replay window — for every new SSRC that decrypts, and looks streams up in a
+    list: without this, a peer sending on many SSRCs slows every later packet of its connection.
+    The next packet on ``ssrc`` starts a fresh stream.
+    """
+    try:
+        session.remove_stream(ssrc)
+    except pylibsrtp.Error:
+        return False
+    return True

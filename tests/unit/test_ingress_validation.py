@@ -289,6 +289,29 @@ async def test_a_flood_of_random_ssrcs_costs_no_legitimate_route(
     assert late.ssrc == 0xF00 and len(late_sink.packets) == 2
 
 
+class ForgettingTransport:
+    def __init__(self) -> None:
+        self.forgotten: list[int] = []
+
+    def forget_remote_ssrc(self, ssrc: int) -> None:
+        self.forgotten.append(ssrc)
+
+
+async def test_unroutable_ssrcs_are_forgotten_by_srtp_once(connection: MediaConnection) -> None:
+    """libsrtp keeps a stream per SSRC it decrypted: the unroutable ones are freed at once."""
+    transport = ForgettingTransport()
+    connection.transport = transport  # type: ignore[assignment]
+    receiver = publisher_receiver(connection)
+    sink = subscribe(receiver)
+    for seq in range(3):
+        connection._on_rtp(packet(seq, ssrc=0xBAD), 1.0)
+        connection._on_rtp(packet(seq), 1.0)
+    connection._on_rtp(packet(0, ssrc=0xBAD2), 1.0)
+    assert transport.forgotten == [0xBAD, 0xBAD2]
+    assert len(sink.packets) == 3
+    connection.transport = None
+
+
 def test_dropped_packets_are_exported_by_reason() -> None:
     service = Sfu()
     totals = MediaTotals(

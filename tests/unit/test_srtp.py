@@ -15,7 +15,7 @@ import pylibsrtp
 import pytest
 from pylibsrtp import _binding as srtp_binding
 
-from sfu.media.srtp import MAX_PACKET, Egress, srtp_session
+from sfu.media.srtp import MAX_PACKET, Egress, forget_stream, srtp_session
 from sfu.rtp.header import build_extension_block, rewrite
 
 PROFILES = {
@@ -130,6 +130,24 @@ def test_unprotected_is_what_pylibsrtp_protected(profile: str) -> None:
         assert session.unprotect_rtp(tx.protect(packet)) == packet
     report = rtcp_rr()
     assert session.unprotect_rtcp(tx.protect_rtcp(report)) == report
+
+
+def test_forgotten_streams_are_freed_and_start_again() -> None:
+    tx, rx = sessions("AEAD_AES_128_GCM")
+    session = srtp_session(rx)
+
+    def on(ssrc: int, seq: int) -> bytes:
+        return rtp(seq)[:8] + struct.pack("!I", ssrc) + rtp(seq)[12:]
+
+    for ssrc in (0x1111, 0x2222):
+        assert session.unprotect_rtp(tx.protect(on(ssrc, 1))) == on(ssrc, 1)
+    assert forget_stream(rx, 0x1111)
+    assert not forget_stream(rx, 0x1111)  # nothing kept for it any more
+    assert not forget_stream(rx, 0x3333)  # never seen
+    # the other stream is untouched, and the forgotten one starts afresh
+    assert session.unprotect_rtp(tx.protect(on(0x2222, 2))) == on(0x2222, 2)
+    assert session.unprotect_rtp(tx.protect(on(0x1111, 2))) == on(0x1111, 2)
+    assert forget_stream(rx, 0x1111)
 
 
 def test_forged_replayed_and_oversize_packets_are_refused() -> None:

@@ -760,9 +760,14 @@ def media_params(pc: ServerPeerConnection, transceiver: RTCRtpTransceiver) -> Me
     remote_ssrcs: tuple[int, ...] = ()
     remote_rtx: dict[int, int] = {}
     msid = None
-    remote = pc.remoteDescription
-    if remote is not None:
-        description = aiortc_sdp.SessionDescription.parse(remote.sdp)
+    # the description aiortc applied, as it keeps it: pc.remoteDescription would print it whole,
+    # and parsing that per m-line made every answer cost m-lines squared
+    private: Any = pc
+    description = (
+        private._RTCPeerConnection__pendingRemoteDescription
+        or private._RTCPeerConnection__currentRemoteDescription
+    )
+    if description is not None:
         for media in description.media:
             if media.rtp.muxId != transceiver.mid:
                 continue

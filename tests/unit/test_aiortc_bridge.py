@@ -20,6 +20,7 @@ import aioice.stun
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc import rtcpeerconnection as aiortc_rtcpeerconnection
+from aiortc import sdp as aiortc_sdp
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, State
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -145,6 +146,8 @@ async def test_private_attributes_of_live_objects() -> None:
             "_RTCPeerConnection__iceTransports",
             "_RTCPeerConnection__pendingLocalDescription",
             "_RTCPeerConnection__currentLocalDescription",
+            "_RTCPeerConnection__pendingRemoteDescription",
+            "_RTCPeerConnection__currentRemoteDescription",
             "_RTCPeerConnection__signalingState",
         ):
             assert hasattr(pc, name), f"aiortc moved RTCPeerConnection.{name}"
@@ -389,6 +392,55 @@ async def test_dtls_keeps_aiortc_certificate_and_offers_rsa_suites_too() -> None
         key = dtls._ssl.get_certificate(as_cryptography=True).public_key()
         assert isinstance(key, ec.EllipticCurvePublicKey)
         assert dtls._ssl.get_cipher_name().startswith("ECDHE-ECDSA-")
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def _subscriber_with_m_lines(count: int) -> tuple[bridge.ServerPeerConnection, Any]:
+    """A server connection that sent ``count`` m-lines (audio and video) and got the answer."""
+    server = bridge.ServerPeerConnection()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    opus = Codec(payload_type=111, name="opus", clock_rate=48000, channels=2)
+    vp8 = Codec(
+        payload_type=97,
+        name="VP8",
+        clock_rate=90000,
+        rtx_payload_type=98,
+        feedback=("nack", "nack pli", "goog-remb"),
+    )
+    codecs = {}
+    for i in range(count):
+        kind: Any = "audio" if i % 2 == 0 else "video"
+        codecs[bridge.add_send_transceiver(server, kind)] = opus if kind == "audio" else vp8
+    offer = await bridge.create_offer(server, codecs)
+    await client.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+    await client.setLocalDescription(await client.createAnswer())
+    await bridge.accept_answer(server, client.localDescription.sdp)
+    return server, client
+
+
+async def test_media_params_reads_the_applied_description_without_parsing_sdp(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Reading one m-line's parameters printed and re-parsed the whole remote SDP: an answer
+    with m m-lines cost m parses of m m-lines (240 ms of blocked loop at 56, 1 s at 112)."""
+    server, client = await _subscriber_with_m_lines(8)
+    try:
+        parse = aiortc_sdp.SessionDescription.parse
+        calls: list[str] = []
+
+        def counting_parse(sdp: str) -> Any:
+            calls.append(sdp)
+            return parse(sdp)
+
+        monkeypatch.setattr(aiortc_sdp.SessionDescription, "parse", staticmethod(counting_parse))
+        params = [bridge.media_params(server, t) for t in server.getTransceivers()]
+        assert calls == []
+        assert [p.kind for p in params] == ["audio", "video"] * 4
+        # what the answer said about each m-line is still read: its mid and codecs
+        assert [p.mid for p in params] == [t.mid for t in server.getTransceivers()]
+        assert all(p.primary is not None for p in params)
     finally:
         await client.close()
         await server.close()

@@ -61,6 +61,19 @@ class Options:
     logs: Path | None
 
 
+def start_probe_server(network: Network, workdir: Path, frames: int) -> tuple[Process, str]:
+    """``sfu serve`` under benchmarks/memory_probe.py, tracemalloc keeping ``frames`` (0: off)."""
+    saved = os.environ.get(memory_probe.FRAMES_ENV)
+    os.environ[memory_probe.FRAMES_ENV] = str(frames)
+    try:
+        return start_aiosfu(network, workdir, "benchmarks.memory_probe")
+    finally:
+        if saved is None:
+            del os.environ[memory_probe.FRAMES_ENV]
+        else:
+            os.environ[memory_probe.FRAMES_ENV] = saved
+
+
 class Probe:
     """Asks the server's memory probe for a census (SIGUSR1; SIGUSR2 also trims malloc)."""
 
@@ -170,8 +183,7 @@ class ModeRun:
 
     def execute(self) -> dict[str, Any]:
         options = self.options
-        os.environ[memory_probe.FRAMES_ENV] = str(options.tracemalloc)
-        server, url = start_aiosfu(self.network, self.workdir, "benchmarks.memory_probe")
+        server, url = start_probe_server(self.network, self.workdir, options.tracemalloc)
         probe = Probe(server)
         clients: PeerProcess | None = None
         concurrency = options.joiners if self.mode == "concurrent" else 1

@@ -43,7 +43,15 @@ WATCHED = (
     "signaling.session.SignalingSession",
     "aiohttp.web_ws.WebSocketResponse",
     "aiohttp.web_protocol.RequestHandler",
+    "sfu.media.munger.RtpMunger",
+    "sfu.media.params.MediaParams",
+    "sfu.media.params.Codec",
+    "sfu.media.aiortc_bridge._InertSender",
+    "sfu.media.aiortc_bridge._InertReceiver",
     "aiortc.rtcrtptransceiver.RTCRtpTransceiver",
+    "aiortc.rtcrtpparameters.RTCRtpCodecParameters",
+    "aiortc.rtcrtpparameters.RTCRtcpFeedback",
+    "aiortc.rtcrtpparameters.RTCRtpHeaderExtensionParameters",
     "aiortc.rtcdtlstransport.RTCDtlsTransport",
     "aiortc.rtcdtlstransport.RTCCertificate",
     "aiortc.rtcicetransport.RTCIceTransport",
@@ -61,7 +69,7 @@ WATCHED = (
     "structlog._config.BoundLoggerLazyProxy",
     "structlog.stdlib.BoundLogger",
 )
-TOP_TYPES = 40
+TOP_TYPES = 60
 
 
 def type_name(obj: object) -> str:

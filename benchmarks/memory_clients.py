@@ -9,6 +9,10 @@ Driven by benchmarks/memory.py through JSON lines: commands on stdin, events on 
   connects (ICE + DTLS); then each waits until it carries every other participant's tracks.
   Answers ``{"event": "joined", ...}`` with how many connected and what failed. ``"concurrency":
   N`` (default :data:`CONNECT_CONCURRENCY`) is how many join at once (1: one after another).
+  ``"autoSubscribe": false``: they join receiving nothing (each waits until it knows of the
+  others' tracks).
+- ``{"cmd": "subscribe", "room": R, "publishers": K}``: everyone in R subscribes to the tracks
+  of R's first K participants and waits until it carries them (benchmarks/downtracks.py).
 - ``{"cmd": "leave", "rooms": [...], "concurrency": N}``: the participants of those rooms close
   their connections, N at a time (benchmarks/churn.py); answers ``{"event": "left", ...}``.
 - ``{"cmd": "media", "rooms": ["mem-0", ...]}``: the publishers of those rooms start sending
@@ -35,6 +39,7 @@ import resource
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -145,6 +150,10 @@ class Participant:
         return self.dtls is not None and self.dtls.state == "connected"
 
 
+def _carries(client: SfuClient, tracks: set[str]) -> Callable[[], bool]:
+    return lambda: tracks <= client.remote_tracks.keys()
+
+
 class Clients:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -156,15 +165,22 @@ class Clients:
         self._pacing: asyncio.Task[None] | None = None
 
     async def join(
-        self, rooms: list[tuple[str, int]], concurrency: int = CONNECT_CONCURRENCY
+        self,
+        rooms: list[tuple[str, int]],
+        concurrency: int = CONNECT_CONCURRENCY,
+        auto_subscribe: bool = True,
     ) -> dict[str, Any]:
         started = time.monotonic()
-        new = [Participant(room, f"p{i}") for room, size in rooms for i in range(size)]
+        first = len(self.participants)
+        new = [Participant(room, f"p{first + i}") for i, room in enumerate(self._seats(rooms))]
         self.participants += new
         gate = asyncio.Semaphore(max(1, concurrency))
-        await asyncio.gather(*(self._connect(p, gate) for p in new))
-        sizes = dict(rooms)
-        await asyncio.gather(*(self._settle(p, sizes[p.room]) for p in new if p.error is None))
+        await asyncio.gather(*(self._connect(p, gate, auto_subscribe) for p in new))
+        # everyone in those rooms (who joined before too) must carry every other's tracks
+        joined = {room for room, _ in rooms}
+        present = [p for p in self.participants if p.room in joined and p.error is None]
+        sizes = {room: sum(1 for p in present if p.room == room) for room in joined}
+        await asyncio.gather(*(self._settle(p, sizes[p.room], auto_subscribe) for p in present))
         failed = [f"{p.room}/{p.name}: {p.error}" for p in new if p.error is not None]
         return {
             "participants": len(new),
@@ -172,6 +188,10 @@ class Clients:
             "failed": failed[:20],
             "seconds": round(time.monotonic() - started, 2),
         }
+
+    @staticmethod
+    def _seats(rooms: list[tuple[str, int]]) -> list[str]:
+        return [room for room, size in rooms for _ in range(size)]
 
     async def leave(self, rooms: list[str], concurrency: int) -> dict[str, Any]:
         """Close the participants of ``rooms``, ``concurrency`` at a time, and forget them."""
@@ -192,12 +212,46 @@ class Clients:
         await asyncio.gather(*(close(p) for p in leaving))
         return {"participants": len(leaving), "seconds": round(time.monotonic() - started, 2)}
 
-    async def _connect(self, p: Participant, gate: asyncio.Semaphore) -> None:
+    async def subscribe(self, room: str, publishers: int) -> dict[str, Any]:
+        """Everyone in ``room`` subscribes to the tracks of its first ``publishers`` participants
+        (in joining order; not to its own), one participant after another, each waiting until it
+        carries them: a burst of large renegotiations would measure the burst."""
+        started = time.monotonic()
+        present = [p for p in self.participants if p.room == room and p.client is not None]
+        chosen = [p.client.participant_id for p in present[:publishers] if p.client is not None]
+        tracks, failed = 0, []
+        for p in present:
+            client = p.client
+            assert client is not None
+            wanted = {
+                track_id
+                for pid in chosen
+                if pid != client.participant_id and pid in client.participants
+                for track_id in client.participants[pid].tracks
+            }
+            tracks += len(wanted)
+            try:
+                await client.subscribe(sorted(wanted))
+                await client.wait_until(
+                    _carries(client, wanted), SETTLE_TIMEOUT, f"for {len(wanted)} tracks"
+                )
+            except Exception as exc:
+                failed.append(f"{p.name}: {type(exc).__name__}: {exc}")
+        return {
+            "participants": len(present),
+            "tracks": tracks,
+            "failed": failed[:20],
+            "seconds": round(time.monotonic() - started, 2),
+        }
+
+    async def _connect(
+        self, p: Participant, gate: asyncio.Semaphore, auto_subscribe: bool = True
+    ) -> None:
         async with gate:
             try:
                 client = p.client = await SfuClient.open(self.args.url, request_timeout=30.0)
                 make_receivers_inert(client)
-                await client.join(p.room, p.name)
+                await client.join(p.room, p.name, auto_subscribe=auto_subscribe)
                 tracks: list[tuple[MediaStreamTrack, str]] = [
                     (SilentAudioTrack(), "microphone"),
                     (SilentVideoTrack(), "camera"),
@@ -222,19 +276,30 @@ class Clients:
             except Exception as exc:
                 p.error = f"{type(exc).__name__}: {exc}"
 
-    async def _settle(self, p: Participant, room_size: int) -> None:
-        """Wait until ``p`` carries the 2 tracks of each other participant of its room."""
+    async def _settle(self, p: Participant, room_size: int, auto_subscribe: bool = True) -> None:
+        """Wait until ``p`` carries the 2 tracks of each other participant of its room (without
+        ``auto_subscribe``: until it knows of them)."""
         client = p.client
         assert client is not None
         expected = 2 * (room_size - 1)
+
+        def settled() -> bool:
+            if auto_subscribe:
+                return len(client.remote_tracks) >= expected
+            return sum(len(other.tracks) for other in client.participants.values()) >= expected
+
         try:
             await client.wait_until(
-                lambda: len(client.remote_tracks) >= expected,
+                settled,
                 SETTLE_TIMEOUT,
                 f"for {expected} remote tracks",
             )
         except Exception as exc:
-            p.error = f"{type(exc).__name__}: {exc}"
+            known = sorted(len(other.tracks) for other in client.participants.values())
+            p.error = (
+                f"{type(exc).__name__}: {exc} (carries {len(client.remote_tracks)}; knows "
+                f"{len(known)} others publishing {known})"
+            )
 
     def start_media(self, rooms: list[str]) -> int:
         wanted = set(rooms)
@@ -310,7 +375,11 @@ async def main(args: argparse.Namespace) -> None:
             if command["cmd"] == "join":
                 rooms = [(str(name), int(size)) for name, size in command["rooms"]]
                 concurrency = int(command.get("concurrency", CONNECT_CONCURRENCY))
-                emit("joined", **await clients.join(rooms, concurrency))
+                auto = bool(command.get("autoSubscribe", True))
+                emit("joined", **await clients.join(rooms, concurrency, auto))
+            elif command["cmd"] == "subscribe":
+                room, publishers = str(command["room"]), int(command["publishers"])
+                emit("subscribed", **await clients.subscribe(room, publishers))
             elif command["cmd"] == "leave":
                 rooms_left = [str(r) for r in command["rooms"]]
                 concurrency = int(command.get("concurrency", CONNECT_CONCURRENCY))

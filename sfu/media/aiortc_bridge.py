@@ -507,7 +507,9 @@ async def create_offer(
         private._RTCPeerConnection__currentLocalDescription,
     )
     await pc.setLocalDescription(RTCSessionDescription(sdp=str(description), type="offer"))
-    return str(pc.localDescription.sdp)
+    sdp = str(pc.localDescription.sdp)
+    compact_descriptions(pc)
+    return sdp
 
 
 def _codec_parameters(
@@ -638,11 +640,70 @@ async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
                 for key, value in OPUS_PARAMETERS.items():
                     codec.parameters.setdefault(key, value)
     await pc.setLocalDescription(await pc.createAnswer())
-    return str(pc.localDescription.sdp)
+    answer = str(pc.localDescription.sdp)
+    compact_descriptions(pc)
+    return answer
 
 
 async def accept_answer(pc: ServerPeerConnection, sdp: str) -> None:
     await pc.setRemoteDescription(RTCSessionDescription(sdp=_bundle_candidates(sdp), type="answer"))
+    pc.before_offer = None  # answered: nothing left to roll back to (it held a whole offer)
+    compact_descriptions(pc)
+
+
+#: The descriptions aiortc keeps: up to four, each with every m-line of the connection.
+_KEPT_DESCRIPTIONS = tuple(
+    f"_RTCPeerConnection__{state}{side}Description"
+    for state in ("pending", "current")
+    for side in ("Local", "Remote")
+)
+
+
+def compact_descriptions(pc: ServerPeerConnection) -> None:
+    """Let the m-lines of each kept description share the values they have equal.
+
+    aiortc keeps every applied description parsed, and each m-line owns its copies: on a
+    BUNDLE connection every m-line carries the same ICE parameters, candidates and DTLS
+    fingerprints (for a local description, freshly computed per m-line; for a remote one, also
+    kept per transceiver to start the transport), and the m-lines (and transceivers) of one kind
+    the same codecs and extensions. A subscriber has an m-line per track it receives,
+    so these copies made its memory grow with the room. Only equal values are shared, so the
+    SDP the description prints is unchanged; aiortc never modifies a description once applied
+    (an offer or answer is parsed anew, and ours are built from the transceivers).
+    """
+    private: Any = pc
+    dtls: list[Any] = []
+    ice: list[Any] = []
+    candidates: list[Any] = []
+    codecs: list[Any] = []
+    extensions: list[Any] = []
+    for name in _KEPT_DESCRIPTIONS:
+        description = getattr(private, name)
+        for media in description.media if description is not None else ():
+            media.dtls = _shared(media.dtls, dtls)
+            media.ice = _shared(media.ice, ice)
+            media.ice_candidates = _shared(media.ice_candidates, candidates)
+            media.rtp.codecs = _shared(media.rtp.codecs, codecs)
+            media.rtp.headerExtensions = _shared(media.rtp.headerExtensions, extensions)
+    for transceiver in private._RTCPeerConnection__transceivers:
+        transceiver._codecs = _shared(transceiver._codecs, codecs)
+        transceiver._headerExtensions = _shared(transceiver._headerExtensions, extensions)
+    # what each transceiver's m-line said of the remote transport, kept to start it
+    for table, pool in (
+        (private._RTCPeerConnection__remoteDtls, dtls),
+        (private._RTCPeerConnection__remoteIce, ice),
+    ):
+        for key, value in table.items():
+            table[key] = _shared(value, pool)
+
+
+def _shared(value: Any, pool: list[Any]) -> Any:
+    """An equal value already in ``pool`` (a handful per description), else ``value``."""
+    for existing in pool:
+        if existing is value or existing == value:
+            return existing
+    pool.append(value)
+    return value
 
 
 #: what aiortc negotiates, for sdp_check: (codec name, clock rate) by kind, retransmission aside

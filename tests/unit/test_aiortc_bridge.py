@@ -444,3 +444,62 @@ async def test_media_params_reads_the_applied_description_without_parsing_sdp(
     finally:
         await client.close()
         await server.close()
+
+
+async def test_kept_descriptions_share_what_their_m_lines_have_equal() -> None:
+    """Each m-line of a kept description owned copies of the BUNDLE transport's parameters and
+    of its kind's codecs (~KBs per m-line, per description); and the offer before an answered
+    one was kept whole for a rollback that could no longer happen."""
+    server, client = await _subscriber_with_m_lines(8)
+    try:
+        assert server.before_offer is None
+        private: Any = server
+        for name in bridge._KEPT_DESCRIPTIONS:
+            assert hasattr(private, name), f"aiortc moved RTCPeerConnection.{name}"
+        remote_dtls = private._RTCPeerConnection__remoteDtls
+        remote_ice = private._RTCPeerConnection__remoteIce
+        assert len(remote_dtls) == len(remote_ice) == 8
+        assert len({id(v) for v in remote_dtls.values()}) == 1
+        assert len({id(v) for v in remote_ice.values()}) == 1
+        transceivers = server.getTransceivers()
+        assert len({id(t._codecs) for t in transceivers}) == 2  # audio, video
+        assert len({id(t._headerExtensions) for t in transceivers}) == 2
+        kept = [
+            private._RTCPeerConnection__pendingLocalDescription,
+            private._RTCPeerConnection__currentRemoteDescription,
+        ]
+        for description in kept:
+            media = description.media
+            assert len(media) == 8
+            assert len({id(m.dtls) for m in media}) == len({id(m.ice) for m in media}) == 1
+            for values in (
+                [m.ice_candidates for m in media],  # the first m-line's, or every m-line's
+                [m.rtp.codecs for m in media],  # audio, video
+                [m.rtp.headerExtensions for m in media],
+            ):
+                distinct: list[Any] = []
+                for value in values:
+                    if value not in distinct:
+                        distinct.append(value)
+                assert len({id(v) for v in values}) == len(distinct) <= 2
+        # sharing changes no value: a description parsed from the same text prints the same
+        local = kept[0]
+        fresh = aiortc_sdp.SessionDescription.parse(str(local))
+        fresh.type = local.type
+        text = str(fresh)
+        private._RTCPeerConnection__pendingLocalDescription = fresh
+        bridge.compact_descriptions(server)
+        assert str(fresh) == text == str(local)
+        assert len({id(m.dtls) for m in fresh.media}) == 1
+        # the connection still negotiates: one more m-line offered and answered
+        new = bridge.add_send_transceiver(server, "video")
+        vp8 = Codec(payload_type=97, name="VP8", clock_rate=90000, rtx_payload_type=98)
+        offer = await bridge.create_offer(server, {new: vp8})
+        assert offer.count("m=") == 9
+        await client.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        await client.setLocalDescription(await client.createAnswer())
+        await bridge.accept_answer(server, client.localDescription.sdp)
+        assert bridge.media_params(server, new).primary is not None
+    finally:
+        await client.close()
+        await server.close()

@@ -77,6 +77,12 @@ def is_loopback(url: str) -> bool:
 @click.option("--fps", type=click.IntRange(1, 60), default=30)
 @click.option("--video-bitrate", default="300k", help="Bits/s of the VP8 clip (e.g. 300k, 1.5M).")
 @click.option("--audio-bitrate", default="32k", help="Bits/s of the Opus clip.")
+@click.option(
+    "--audio-frame-ms",
+    type=click.Choice(["10", "20", "40", "60"]),
+    default="20",
+    help="Opus frame (and packet) duration; 60 sends a third of the packets.",
+)
 @click.option("--no-video", is_flag=True, help="Publish audio only.")
 @click.option("--no-audio", is_flag=True, help="Publish video only.")
 @click.option(
@@ -110,6 +116,7 @@ def main(
     fps: int,
     video_bitrate: str,
     audio_bitrate: str,
+    audio_frame_ms: str,
     no_video: bool,
     no_audio: bool,
     ice_host: tuple[str, ...],
@@ -136,6 +143,7 @@ def main(
         fps=fps,
         video_bitrate=parse_bitrate(video_bitrate),
         audio_bitrate=parse_bitrate(audio_bitrate),
+        audio_frame_ms=int(audio_frame_ms),
         video=not no_video,
         audio=not no_audio,
         room_prefix=room_prefix,

@@ -26,7 +26,7 @@ from av.stream import Stream
 from sfu.api import Kind
 
 AUDIO_RATE = 48_000
-AUDIO_FRAME = 960  # 20 ms
+AUDIO_FRAME_MS = (10, 20, 40, 60)
 VIDEO_CLOCK = 90_000
 
 
@@ -105,29 +105,34 @@ def encode_video(
 
 
 def encode_audio(
-    seconds: float = 2.0, bitrate: int = 32_000, tone_hz: float = 441.3
+    seconds: float = 2.0, bitrate: int = 32_000, tone_hz: float = 441.3, frame_ms: int = 20
 ) -> EncodedClip:
-    """``seconds`` of mono Opus in 20 ms packets: a tone with a little noise."""
+    """``seconds`` of mono Opus in ``frame_ms`` packets (RFC 6716 §2.1.4: 10 to 60 ms; WebRTC
+    sends 20): a tone with a little noise. Longer frames mean fewer packets to forward."""
+    if frame_ms not in AUDIO_FRAME_MS:
+        raise ValueError(f"Opus frames are {', '.join(map(str, AUDIO_FRAME_MS))} ms")
+    samples = AUDIO_RATE * frame_ms // 1000
     codec = av.CodecContext.create("libopus", "w")
     codec.sample_rate, codec.layout, codec.format = AUDIO_RATE, "mono", "s16"
     codec.bit_rate = bitrate
+    codec.options = {"frame_duration": str(frame_ms)}
     rng = np.random.default_rng(2)
-    count = max(1, round(seconds / 0.020))
+    count = max(1, round(seconds * 1000 / frame_ms))
     packets: list[bytes] = []
     for index in range(count):
-        t = np.arange(index * AUDIO_FRAME, (index + 1) * AUDIO_FRAME) / AUDIO_RATE
-        wave = 0.4 * np.sin(2 * math.pi * tone_hz * t) + 0.02 * rng.standard_normal(AUDIO_FRAME)
+        t = np.arange(index * samples, (index + 1) * samples) / AUDIO_RATE
+        wave = 0.4 * np.sin(2 * math.pi * tone_hz * t) + 0.02 * rng.standard_normal(samples)
         pcm = np.round(wave * 32767).astype(np.int16).reshape(1, -1)
         frame = av.AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = AUDIO_RATE
-        frame.pts = index * AUDIO_FRAME
+        frame.pts = index * samples
         packets.extend(bytes(p) for p in codec.encode(frame))
     packets.extend(bytes(p) for p in codec.encode(None))
     return EncodedClip(
         "audio",
         tuple(packets[:count]),
-        AUDIO_FRAME / AUDIO_RATE,
-        AUDIO_FRAME,
+        samples / AUDIO_RATE,
+        samples,
         fractions.Fraction(1, AUDIO_RATE),
     )
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import time
 from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from aiortc import MediaStreamTrack
 
 from loadtest import wire
 from loadtest.media import ClipTrack, EncodedClip
-from loadtest.stats import LatencyBook, ReceivedStream
+from loadtest.stats import LargestSdp, LatencyBook, ReceivedStream
 from sfu.rtp.header import payload_bounds
 from sfu_client import SfuClient
 
@@ -59,6 +60,10 @@ class LoadParticipant:
         self.rx_bytes = 0
         self.tx_packets = 0
         self.tx_bytes = 0
+        #: the server's offers and answers, and this client's (see :meth:`_record_sent_sdp`)
+        self.sdp_received = LargestSdp()
+        self.sdp_sent = LargestSdp()
+        self.track_ids: list[str] = []  # what it publishes, as the server named the tracks
         self._tracks: list[ClipTrack] = []
         self._sent_kinds: dict[int, str] = {}
         self._mids: dict[int, str] = {}
@@ -96,6 +101,7 @@ class LoadParticipant:
         client = self.client = await SfuClient.open(
             self.shared.url, request_timeout=self.shared.request_timeout
         )
+        self._record_sent_sdp(client)
         wire.install(client.pc, self._on_rtp_received, self._on_rtp_sent, self._on_keyframe_request)
         client.pc.on("connectionstatechange", self._on_connection_state)
         await client.join(self.room, self.name)
@@ -109,7 +115,8 @@ class LoadParticipant:
             pairs: list[tuple[MediaStreamTrack, str]] = [
                 (t, "camera" if t.kind == "video" else "microphone") for t in self._tracks
             ]
-            await client.publish_many(pairs)
+            local = await client.publish_many(pairs)
+            self.track_ids = [t.track_id for t in local]
             self._sent_kinds = wire.sender_kinds(client.pc)
 
     def _on_connection_state(self) -> None:
@@ -120,12 +127,28 @@ class LoadParticipant:
             if self.state == "joined":
                 self.state = "connected"
 
+    def _record_sent_sdp(self, client: SfuClient) -> None:
+        """Note the SDP of every offer and answer this client sends."""
+        send = client.send
+
+        async def send_noting_sdp(message: Mapping[str, Any]) -> None:
+            sdp = message.get("sdp")
+            if isinstance(sdp, str):
+                self.sdp_sent.note(sdp)
+            await send(message)
+
+        client.send = send_noting_sdp  # type: ignore[method-assign]
+
     async def _leave(self) -> None:
         for track in self._tracks:
             track.stop()
         client = self.client
         if client is None:
             return
+        for message in client.history:  # the server's offers and answers
+            sdp = message.data.get("sdp")
+            if isinstance(sdp, str):
+                self.sdp_received.note(sdp)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.leave(), LEAVE_TIMEOUT)
         with contextlib.suppress(Exception):

@@ -16,6 +16,8 @@ from loadtest.participant import LoadParticipant
 from loadtest.runner import RunData, Snapshot
 from loadtest.server import cpu_percent
 from loadtest.stats import ReceivedStream, histogram_quantile, summary
+from sfu.config import MAX_CLIENT_MLINES, MediaConfig, max_signaling_message, sdp_limit
+from sfu_client import ServerError
 
 #: Mean CPU of the load generator above this (percent of one core) makes its numbers suspect.
 GENERATOR_SATURATED = 85.0
@@ -41,12 +43,18 @@ def build(data: RunData) -> dict[str, Any]:
             )
             if config.video
             else None,
-            "audio": f"Opus {config.audio_bitrate // 1000} kbit/s" if config.audio else None,
+            "audio": (
+                f"Opus {config.audio_bitrate // 1000} kbit/s, {config.audio_frame_ms} ms packets"
+            )
+            if config.audio
+            else None,
         },
         "media": data.clip_info,
         "hold_window_s": round(window, 2) if window is not None else None,
         "joins": _joins(parts),
         "time_to_first_frame_ms": _first_frames(parts),
+        "tracks": _tracks(parts),
+        "sdp": _sdp(parts),
         "packets": _packets(hs, he, parts),
         "bitrate_per_subscriber_kbps": _bitrates(hs, he, parts, window),
         "latency_ms": summary(data.hold_latencies, 1000.0),
@@ -76,6 +84,70 @@ def _joins(parts: list[LoadParticipant]) -> dict[str, Any]:
         ),
         "errors": errors,
     }
+
+
+def _tracks(parts: list[LoadParticipant]) -> dict[str, Any]:
+    """Whether every participant received every track the others of its room published (at
+    least one packet of it, over the whole run)."""
+    published: dict[str, set[tuple[str, str]]] = {}
+    for p in parts:
+        if p.participant_id is not None:
+            for track_id in p.track_ids:
+                published.setdefault(p.room, set()).add((p.participant_id, track_id))
+    checked = [p for p in parts if p.joined_at is not None]
+    expected_counts: list[int] = []
+    missing_counts: list[int] = []
+    examples: list[str] = []
+    for p in checked:
+        expected = {t for pid, t in published.get(p.room, ()) if pid != p.participant_id}
+        received = {s.track_id for s in p.streams.values() if s.packets and s.track_id}
+        missing = expected - received
+        expected_counts.append(len(expected))
+        missing_counts.append(len(missing))
+        if missing and len(examples) < 10:
+            examples.append(
+                f"{p.name} ({p.state}): {len(missing)} of {len(expected)}"
+                + (f", {p.error}" if p.error else "")
+            )
+    return {
+        "published": sum(len(tracks) for tracks in published.values()),
+        "participants_checked": len(checked),
+        "expected_per_participant": summary(expected_counts, 1.0, 1),
+        "participants_missing_any": sum(n > 0 for n in missing_counts),
+        "missing": sum(missing_counts),
+        "examples": examples,
+    }
+
+
+def _sdp(parts: list[LoadParticipant]) -> dict[str, Any]:
+    """The largest SDP each participant received (the server's offers and answers) and sent
+    (its answers and offers), against what the server allows (sfu.config)."""
+    joined = [p for p in parts if p.joined_at is not None]
+    received = [p.sdp_received for p in joined if p.sdp_received.count]
+    sent = [p.sdp_sent for p in joined if p.sdp_sent.count]
+    errors: dict[str, int] = {}
+    for p in joined:
+        for error in p.client.errors if p.client is not None else ():
+            code = error.code if isinstance(error, ServerError) else type(error).__name__
+            errors[code] = errors.get(code, 0) + 1
+    largest_in = max(received, key=lambda s: s.chars, default=None)
+    largest_out = max(sent, key=lambda s: s.chars, default=None)
+    return {
+        "received_chars": summary([s.chars for s in received], 1.0, 0),
+        "received_m_lines": summary([s.m_lines for s in received], 1.0, 1),
+        "sent_chars": summary([s.chars for s in sent], 1.0, 0),
+        "sent_m_lines": summary([s.m_lines for s in sent], 1.0, 1),
+        "largest_received": _largest(largest_in),
+        "largest_sent": _largest(largest_out),
+        # a client's SDP is refused when larger than this for its m-lines and its own
+        "sent_over_budget": sum(s.chars > sdp_limit(s.m_lines + MAX_CLIENT_MLINES) for s in sent),
+        "message_limit_chars": max_signaling_message(MediaConfig()),
+        "server_errors": errors,
+    }
+
+
+def _largest(sdp: Any) -> dict[str, int] | None:
+    return None if sdp is None else {"chars": sdp.chars, "m_lines": sdp.m_lines}
 
 
 def _video_stream(subscriber: LoadParticipant, publisher_id: str) -> ReceivedStream | None:
@@ -267,6 +339,18 @@ def _warnings(report: dict[str, Any]) -> list[str]:
         warnings.append(
             f"{report['time_to_first_frame_ms']['missing']} subscriber/publisher pairs never "
             "got a video frame"
+        )
+    tracks = report["tracks"]
+    if tracks["participants_missing_any"]:
+        warnings.append(
+            f"{tracks['participants_missing_any']} participants missed {tracks['missing']} "
+            "tracks published in their room"
+        )
+    sdp = report["sdp"]
+    if sdp["sent_over_budget"] or sdp["server_errors"]:
+        warnings.append(
+            f"SDP: {sdp['sent_over_budget']} participants sent an SDP over its budget; "
+            f"server errors {sdp['server_errors']}"
         )
     if report["freezes"]["count"]:
         warnings.append(f"{report['freezes']['count']} video freezes (gaps > 500 ms)")

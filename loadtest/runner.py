@@ -36,6 +36,7 @@ class LoadConfig:
     fps: int = 30
     video_bitrate: int = 300_000
     audio_bitrate: int = 32_000
+    audio_frame_ms: int = 20
     video: bool = True
     audio: bool = True
     room_prefix: str = "load"
@@ -91,6 +92,7 @@ class LoadRun:
         self.lag = LoopLag()
         self.gc = GcPauses()
         self._last_totals = (0, 0, 0, 0)  # tx bytes, rx bytes, rx expected, rx packets
+        self._last_freezes = 0
         self._last_scrape: Scrape | None = None
 
     async def run(self) -> RunData:
@@ -101,7 +103,11 @@ class LoadRun:
             if config.video
             else None
         )
-        audio = encode_audio(2.0, config.audio_bitrate) if config.audio else None
+        audio = (
+            encode_audio(2.0, config.audio_bitrate, frame_ms=config.audio_frame_ms)
+            if config.audio
+            else None
+        )
         shared = Shared(config.url, video, audio, config.request_timeout)
         participants = self._participants(shared)
         data = RunData(config, time.time(), time.perf_counter(), participants)
@@ -209,6 +215,8 @@ class LoadRun:
             sum(s.packets for s in streams),
         )
         last, self._last_totals = self._last_totals, totals
+        freezes = sum(s.freezes for s in streams)
+        new_freezes, self._last_freezes = freezes - self._last_freezes, freezes
         interval = self.config.sample_interval
         expected, received = totals[2] - last[2], totals[3] - last[3]
         latencies, shared.latencies = shared.latencies, array("d")
@@ -239,6 +247,7 @@ class LoadRun:
             "latency_p50_ms": _ms(p50),
             "latency_p95_ms": _ms(p95),
             "latency_p99_ms": _ms(p99),
+            "freezes": new_freezes,  # video gaps > FREEZE_GAP that ended in this second
             "generator_cpu_percent": round(self.cpu.percent(), 1),
             "generator_loop_lag_ms": round(self.lag.take() * 1000, 1),
             "generator_gc_ms": round(gc_seconds * 1000, 1),

@@ -5,6 +5,7 @@
   :data:`FREEZE_GAP` between two frames).
 - :class:`LatencyBook`: when each recent packet was sent, keyed by its publisher and a hash of its
   payload, which the SFU forwards unchanged; a receiver in the same process looks it up.
+- :class:`LargestSdp`: the largest session description one side of a connection sent.
 - Percentiles, a quantile estimate from Prometheus histogram buckets, and a CPU meter.
 """
 
@@ -101,6 +102,28 @@ class ReceivedStream:
     @property
     def lost(self) -> int:
         return max(0, self.expected - self.packets)
+
+
+def m_lines(sdp: str) -> int:
+    """Media sections (``m=`` lines) of an SDP (RFC 8866 §5.14)."""
+    return sdp.count("\nm=") + sdp.startswith("m=")
+
+
+class LargestSdp:
+    """The largest SDP seen (characters) and its m-lines, and how many were seen."""
+
+    __slots__ = ("chars", "count", "m_lines")
+
+    def __init__(self) -> None:
+        self.chars = 0
+        self.m_lines = 0
+        self.count = 0
+
+    def note(self, sdp: str) -> None:
+        self.count += 1
+        if len(sdp) > self.chars:
+            self.chars = len(sdp)
+            self.m_lines = m_lines(sdp)
 
 
 class LatencyBook:

@@ -53,6 +53,23 @@ def render(report: dict[str, Any], console: Console) -> None:
     ttff = report["time_to_first_frame_ms"]
     missing = f", {ttff['missing']} never" if ttff.get("missing") else ""
     table.add_row("time to first frame", _spread(ttff, "ms") + missing)
+    tracks = report["tracks"]
+    table.add_row(
+        "tracks received",
+        f"{tracks['participants_checked'] - tracks['participants_missing_any']} of "
+        f"{tracks['participants_checked']} participants got every track of their room "
+        f"({_v(tracks['expected_per_participant'].get('max'))} at most; "
+        f"{tracks['missing']} missing in all)",
+    )
+    sdp = report["sdp"]
+    largest_in, largest_out = sdp["largest_received"] or {}, sdp["largest_sent"] or {}
+    table.add_row(
+        "largest SDP",
+        f"received {_v(largest_in.get('chars'))} chars ({_v(largest_in.get('m_lines'))} "
+        f"m-lines), sent {_v(largest_out.get('chars'))} ({_v(largest_out.get('m_lines'))} "
+        f"m-lines); {sdp['sent_over_budget']} over budget, server errors "
+        f"{sdp['server_errors'] or 'none'}",
+    )
     table.add_row(
         "packets (hold)",
         f"{_v(packets.get('sent'))} sent by publishers, {_v(packets.get('received'))} received "

@@ -26,6 +26,28 @@ def test_audio_clip_packets_are_all_different() -> None:
     assert 20_000 < clip.bitrate < 50_000
 
 
+def _opus_packet_ms(packet: bytes) -> float:
+    """Duration of an Opus packet from its TOC byte (RFC 6716 §3.1, §3.2.5)."""
+    config, code = packet[0] >> 3, packet[0] & 3
+    if config < 12:  # SILK
+        frame = (10.0, 20.0, 40.0, 60.0)[config % 4]
+    elif config < 16:  # hybrid
+        frame = (10.0, 20.0)[config % 2]
+    else:  # CELT
+        frame = (2.5, 5.0, 10.0, 20.0)[config % 4]
+    frames = 1 if code == 0 else 2 if code in (1, 2) else packet[1] & 0x3F
+    return frame * frames
+
+
+def test_audio_clip_of_longer_frames_has_fewer_packets() -> None:
+    clip = encode_audio(seconds=0.6, frame_ms=60)
+    assert len(clip.frames) == 10
+    assert clip.frame_period == 0.06 and clip.pts_step == 2880
+    assert {_opus_packet_ms(f) for f in clip.frames} == {60.0}
+    with pytest.raises(ValueError):
+        encode_audio(frame_ms=30)
+
+
 @pytest.mark.parametrize("size", [(0, 48), (63, 48)])
 def test_video_size_must_be_even(size: tuple[int, int]) -> None:
     with pytest.raises(ValueError):

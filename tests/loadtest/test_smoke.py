@@ -46,10 +46,20 @@ def test_a_tiny_run_joins_everyone_and_writes_the_report(
     assert report["packets"]["hold"]["sent"] > 0
     assert report["latency_ms"]["count"] > 0
     assert report["time_to_first_frame_ms"]["count"] == 2  # each sees the other's video
+    tracks = report["tracks"]
+    assert (tracks["published"], tracks["participants_checked"]) == (4, 2)
+    assert tracks["participants_missing_any"] == tracks["missing"] == 0
+    sdp = report["sdp"]
+    # the server's offer: the client's 2 m-lines and the other's 2 tracks
+    assert sdp["largest_received"]["m_lines"] == 4
+    assert sdp["largest_sent"]["m_lines"] in (2, 4)  # its offer, or its answer
+    assert sdp["sent_over_budget"] == 0 and sdp["server_errors"] == {}
+    assert "largest SDP" in done.stdout and "tracks received" in done.stdout
     assert report["bitrate_per_subscriber_kbps"]["min"] > 0
     assert report["server"]["metrics_available"]
     assert report["server"]["cpu_percent_mean"] is not None
     assert report["generator"]["cpu_percent_mean"] is not None
     assert len(report["timeline"]) >= 4
+    assert all(row["freezes"] == 0 for row in report["timeline"])
     assert (output / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "time to first frame" in done.stdout

@@ -13,16 +13,20 @@ import click
 import pytest
 
 from loadtest.cli import is_loopback, parse_bitrate, parse_size
+from loadtest.participant import LoadParticipant, Shared
+from loadtest.report import _sdp, _tracks
 from loadtest.server import Scrape, cpu_percent, metrics_url, parse
 from loadtest.stats import (
     FREEZE_GAP,
     CpuMeter,
     GcPauses,
+    LargestSdp,
     LatencyBook,
     LoopLag,
     MachineCpu,
     ReceivedStream,
     histogram_quantile,
+    m_lines,
     percentile,
     summary,
 )
@@ -222,3 +226,69 @@ def test_gc_pauses_are_timed() -> None:
     total, worst = pauses.take()
     assert total > 0 and worst > 0
     assert pauses.take() == (0.0, 0.0)
+
+
+# --- SDP sizes and tracks received ---
+
+
+def _sdp_text(kinds: list[str]) -> str:
+    return "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n" + "".join(
+        f"m={kind} 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:{i}\r\n" for i, kind in enumerate(kinds)
+    )
+
+
+def test_largest_sdp_keeps_the_largest_and_its_m_lines() -> None:
+    assert m_lines(_sdp_text(["audio", "video", "video"])) == 3
+    assert m_lines("m=audio 9 RTP/AVP 0\r\n") == 1
+    largest = LargestSdp()
+    for kinds in (["audio"], ["audio", "video", "video"], ["video"]):
+        largest.note(_sdp_text(kinds))
+    assert (largest.count, largest.m_lines) == (3, 3)
+    assert largest.chars == len(_sdp_text(["audio", "video", "video"]))
+
+
+def _participant(room: str, name: str, pid: str, tracks: list[str]) -> LoadParticipant:
+    p = LoadParticipant(Shared("ws://127.0.0.1:1/ws", None, None), room, name, bool(tracks))
+    p.participant_id, p.track_ids, p.joined_at, p.state = pid, tracks, 1.0, "connected"
+    return p
+
+
+def _receives(p: LoadParticipant, ssrc: int, track_id: str, packets: int = 1) -> None:
+    stream = p.streams[ssrc] = ReceivedStream(0.0)
+    stream.track_id = track_id
+    for seq in range(packets):
+        stream.on_packet(seq, False, 100, 0.0)
+
+
+def test_tracks_missing_are_counted_per_room_and_participant() -> None:
+    a = _participant("r1", "a", "PA_a", ["TR_a1", "TR_a2"])
+    b = _participant("r1", "b", "PA_b", [])
+    c = _participant("r1", "c", "PA_c", [])
+    other_room = _participant("r2", "d", "PA_d", ["TR_d1"])
+    _receives(b, 1, "TR_a1")
+    _receives(b, 2, "TR_a2")
+    _receives(c, 3, "TR_a1")
+    _receives(c, 4, "TR_a2", packets=0)  # an m-line that never carried a packet
+    report = _tracks([a, b, c, other_room])
+    assert report["published"] == 3
+    assert report["participants_checked"] == 4
+    assert report["participants_missing_any"] == 1
+    assert report["missing"] == 1
+    assert report["examples"] == ["c (connected): 1 of 2"]
+    assert report["expected_per_participant"]["max"] == 2
+
+
+def test_sdp_report_takes_the_largest_and_checks_the_budget() -> None:
+    a = _participant("r1", "a", "PA_a", [])
+    b = _participant("r1", "b", "PA_b", [])
+    a.sdp_received.note(_sdp_text(["audio"] * 12))
+    a.sdp_sent.note(_sdp_text(["audio"] * 12))
+    b.sdp_received.note(_sdp_text(["audio"] * 2))
+    b.sdp_sent.note("x" * 200_000 + "\nm=audio")  # over what 1 m-line (and 16 more) may take
+    report = _sdp([a, b])
+    assert report["largest_received"] == {"chars": len(_sdp_text(["audio"] * 12)), "m_lines": 12}
+    assert report["largest_sent"]["m_lines"] == 1
+    assert report["received_m_lines"]["max"] == 12
+    assert report["sent_over_budget"] == 1
+    assert report["message_limit_chars"] > 0
+    assert report["server_errors"] == {}

@@ -316,12 +316,7 @@ class SfuClient:
         message = {"type": "join", "v": PROTOCOL_VERSION, "room": room, "name": name}
         if not auto_subscribe:
             message["autoSubscribe"] = False
-        reply = await self.request(message, expect="joined")
-        self.participant_id = str(reply.data["participantId"])
-        for data in reply.data.get("participants", ()):
-            participant = _participant(data)
-            self.participants[participant.participant_id] = participant
-        self._notify()
+        await self.request(message, expect="joined")
 
     async def leave(self) -> None:
         """Send ``leave``, wait for ``left``, then close."""
@@ -556,6 +551,9 @@ class SfuClient:
 
     def _dispatch(self, message: ServerMessage) -> None:
         kind, data = message.type, message.data
+        if kind == "joined":
+            # here, not when join() resumes: the room's next events are read before that
+            self._on_joined(data)
         if self._resolve_pending(message):
             return
         if kind == "offer":
@@ -591,6 +589,12 @@ class SfuClient:
             error = ServerError(str(data.get("code")), str(data.get("message")), message.request_id)
             logger.info("server error: %s", error)
             self.errors.append(error)
+
+    def _on_joined(self, data: Mapping[str, Any]) -> None:
+        self.participant_id = str(data["participantId"])
+        for entry in data.get("participants", ()):
+            participant = _participant(entry)
+            self.participants[participant.participant_id] = participant
 
     def _resolve_pending(self, message: ServerMessage) -> bool:
         """Settle the request this message replies to (by requestId, else by reply type)."""

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import memory_probe
-from benchmarks.memory import client_command, machine, participants_metric, server_memory
+from benchmarks.memory import client_command, machine, participants_metric, save, server_memory
 from benchmarks.memory import parse_args as memory_args
 from benchmarks.processes import REPO, Network, PeerProcess, Process, start_aiosfu
 
@@ -312,14 +312,6 @@ def tables(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def save(document: dict[str, Any], out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = document["meta"]["started"].replace(":", "").replace("-", "")[:15]
-    path = out / f"churn-{stamp}.json"
-    path.write_text(json.dumps(document, indent=1) + "\n")
-    return path
-
-
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").split("\n\n")[0],
@@ -392,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "tracemalloc_frames": options.tracemalloc,
         "results": results,
     }
-    path = save(document, options.out)
+    path = save(document, options.out, "churn")
     print(tables(document))
     print(f"saved: {path}")
     return document

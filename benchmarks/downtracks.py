@@ -22,7 +22,6 @@ and line of the owner (as in benchmarks/memory.py). See benchmarks/README.md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import sys
@@ -43,6 +42,7 @@ from benchmarks.memory import (
     machine,
     participants_metric,
     per_participant_sites,
+    save,
     server_memory,
 )
 from benchmarks.memory import parse_args as memory_args
@@ -279,14 +279,6 @@ def tables(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def save(document: dict[str, Any], out: Path) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    stamp = document["meta"]["started"].replace(":", "").replace("-", "")[:15]
-    path = out / f"downtracks-{stamp}.json"
-    path.write_text(json.dumps(document, indent=1) + "\n")
-    return path
-
-
 def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(
         description=(__doc__ or "").split("\n\n")[0],
@@ -345,7 +337,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         },
         **document,
     }
-    path = save(document, options.out)
+    path = save(document, options.out, "downtracks")
     print(tables(document))
     print(f"saved: {path}")
     return document

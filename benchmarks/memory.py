@@ -516,10 +516,11 @@ def tables(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def save(document: dict[str, Any], out: Path) -> Path:
+def save(document: dict[str, Any], out: Path, name: str = "memory") -> Path:
+    """Write ``document`` to OUT/NAME-<start time>.json."""
     out.mkdir(parents=True, exist_ok=True)
     stamp = document["meta"]["started"].replace(":", "").replace("-", "")[:15]
-    path = out / f"memory-{stamp}.json"
+    path = out / f"{name}-{stamp}.json"
     path.write_text(json.dumps(document, indent=1) + "\n")
     return path
 

@@ -21,8 +21,6 @@ objects, pymalloc and malloc bytes in use and kept free. The last sample also tr
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
 import os
 import signal
 import sys
@@ -36,14 +34,27 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import memory_probe
-from benchmarks.memory import client_command, machine, participants_metric, save, server_memory
+from benchmarks.memory import (
+    ProbeReader,
+    client_command,
+    machine,
+    participants_metric,
+    save,
+    server_memory,
+)
 from benchmarks.memory import parse_args as memory_args
-from benchmarks.processes import REPO, Network, PeerProcess, Process, start_aiosfu
+from benchmarks.processes import (
+    REPO,
+    Network,
+    PeerProcess,
+    Process,
+    start_aiosfu,
+    stop_on_sigterm,
+)
 
 RESULTS = REPO / "benchmarks" / "results"
 JOIN_TIMEOUT = 300.0
 LEAVE_TIMEOUT = 60.0
-PROBE_TIMEOUT = 120.0
 ROOM = "churn"
 MODES = ("sequential", "concurrent")
 
@@ -72,32 +83,6 @@ def start_probe_server(network: Network, workdir: Path, frames: int) -> tuple[Pr
             del os.environ[memory_probe.FRAMES_ENV]
         else:
             os.environ[memory_probe.FRAMES_ENV] = saved
-
-
-class Probe:
-    """Asks the server's memory probe for a census (SIGUSR1; SIGUSR2 also trims malloc)."""
-
-    def __init__(self, server: Process) -> None:
-        self.server = server
-        self.path = memory_probe.default_output(server.pid)
-        self.seq = 0
-
-    def census(self, trim: bool = False) -> dict[str, Any]:
-        self.seq += 1
-        os.kill(self.server.pid, signal.SIGUSR2 if trim else signal.SIGUSR1)
-        deadline = time.monotonic() + PROBE_TIMEOUT
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError, ValueError):
-                document: dict[str, Any] = json.loads(self.path.read_text())
-                if document.get("seq") == self.seq:
-                    return document
-            if not self.server.alive():
-                break
-            time.sleep(0.1)
-        raise RuntimeError(f"the memory probe wrote no snapshot {self.seq}\n{self.server.logs()}")
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def _mb(n: int | None) -> float | None:
@@ -157,12 +142,12 @@ class ModeRun:
         self.started = time.monotonic()
 
     def sample(
-        self, server: Process, probe: Probe, url: str, phase: str, trim: bool = False
+        self, server: Process, probe: ProbeReader, url: str, phase: str, trim: bool = False
     ) -> None:
         time.sleep(self.options.settle)
         memory = server_memory(server.pid)  # before the census: its collection frees garbage
         baseline = self.samples[0]["watched"] if self.samples else None
-        census = summarize_census(probe.census(trim), baseline)
+        census = summarize_census(probe.snapshot(trim), baseline)
         row = {
             "phase": phase,
             "at_s": round(time.monotonic() - self.started, 1),
@@ -184,7 +169,7 @@ class ModeRun:
     def execute(self) -> dict[str, Any]:
         options = self.options
         server, url = start_probe_server(self.network, self.workdir, options.tracemalloc)
-        probe = Probe(server)
+        probe = ProbeReader(server)
         clients: PeerProcess | None = None
         concurrency = options.joiners if self.mode == "concurrent" else 1
         try:
@@ -348,14 +333,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
 
 
-def _stop_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds: every process is stopped
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     options = parse_args(argv)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
     started = datetime.now(UTC)
     print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
     results = []

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import metrics
-from benchmarks.churn import Probe, start_probe_server, summarize_census
+from benchmarks.churn import start_probe_server, summarize_census
 from benchmarks.memory import (
+    ProbeReader,
     client_command,
     fit,
     machine,
@@ -46,7 +47,7 @@ from benchmarks.memory import (
     server_memory,
 )
 from benchmarks.memory import parse_args as memory_args
-from benchmarks.processes import REPO, Network, PeerProcess, Process
+from benchmarks.processes import REPO, Network, PeerProcess, Process, stop_on_sigterm
 
 RESULTS = REPO / "benchmarks" / "results"
 JOIN_TIMEOUT = 600.0
@@ -74,10 +75,10 @@ class Run:
         self.steps: list[dict[str, Any]] = []
         self.started = time.monotonic()
 
-    def sample(self, server: Process, probe: Probe, url: str, phase: str) -> dict[str, Any]:
+    def sample(self, server: Process, probe: ProbeReader, url: str, phase: str) -> dict[str, Any]:
         time.sleep(self.options.settle)
         memory = server_memory(server.pid)
-        document = probe.census()
+        document = probe.snapshot()
         self.censuses.append(document)
         baseline = self.samples[0]["watched"] if self.samples else None
         row = {
@@ -103,7 +104,7 @@ class Run:
     def execute(self) -> dict[str, Any]:
         options = self.options
         server, url = start_probe_server(self.network, self.workdir, options.tracemalloc)
-        probe = Probe(server)
+        probe = ProbeReader(server)
         clients: PeerProcess | None = None
         try:
             self.sample(server, probe, url, "baseline")
@@ -310,14 +311,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
 
 
-def _stop_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds: every process is stopped
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     options = parse_args(argv)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
     started = datetime.now(UTC)
     print(f"load average {os.getloadavg()[0]:.2f}; {options.publishers} publishers", flush=True)
     with tempfile.TemporaryDirectory(prefix="aiosfu-downtracks-") as tmp:

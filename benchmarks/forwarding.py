@@ -53,6 +53,7 @@ from benchmarks.processes import (
     start_aiosfu,
     start_janus,
     status_field,
+    stop_on_sigterm,
     udp_counters,
     udp_drops,
 )
@@ -523,14 +524,10 @@ def _venv_py_spy() -> Path:
     return Path(sys.executable).parent / "py-spy"
 
 
-def _stop_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds: every process is stopped, the namespace deleted
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     options = parse_args(argv)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
     document = run(options)
     paths = report.save(document, options.out)
     print(report.tables(document))

@@ -50,6 +50,7 @@ from benchmarks.processes import (
     cpu_seconds,
     start_aiosfu,
     status_field,
+    stop_on_sigterm,
 )
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -130,16 +131,17 @@ def participants_metric(network: Network, url: str) -> int | None:
 
 
 class ProbeReader:
-    """Triggers benchmarks/memory_probe.py with SIGUSR1 and reads what it wrote."""
+    """Triggers benchmarks/memory_probe.py (SIGUSR1; SIGUSR2 also trims malloc) and reads what
+    it wrote."""
 
     def __init__(self, server: Process) -> None:
         self.server = server
         self.path = memory_probe.default_output(server.pid)
         self.seq = 0
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, trim: bool = False) -> dict[str, Any]:
         self.seq += 1
-        os.kill(self.server.pid, signal.SIGUSR1)
+        os.kill(self.server.pid, signal.SIGUSR2 if trim else signal.SIGUSR1)
         deadline = time.monotonic() + PROBE_TIMEOUT
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError, ValueError):
@@ -583,14 +585,10 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
 
 
-def _stop_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds: every process is stopped
-
-
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     options = parse_args(argv)
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _stop_on_sigterm)
+        signal.signal(signal.SIGTERM, stop_on_sigterm)
     history = _history_size()
     if history and options.video_rate * options.media_seconds < history:
         print(

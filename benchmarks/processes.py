@@ -309,3 +309,9 @@ def busy_cpu_seconds() -> float:
     fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = fields[3] + fields[4]  # idle, iowait
     return (sum(fields[:8]) - idle) / TICKS
+
+
+def stop_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM handler of the benchmark commands: unwinds, so every process they started is
+    stopped (and a namespace deleted)."""
+    raise SystemExit(128 + signum)

@@ -105,6 +105,26 @@ class ServerOffer:
 
 
 @dataclass(frozen=True, slots=True)
+class LayerActivity:
+    """Whether the server wants a publisher to send one simulcast layer (by its rid)."""
+
+    rid: str
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PublisherLayers:
+    """To a publisher: which simulcast layers of its track somebody receives.
+
+    A layer nobody receives costs the publisher's uplink for nothing: its client should stop
+    encoding it (``active: false``), and start again when it becomes wanted.
+    """
+
+    track_id: str
+    layers: tuple[LayerActivity, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class SessionClosed:
     """The server ended this participant's session (ICE failure, timeout, shutdown)."""
 
@@ -118,12 +138,30 @@ Event = (
     | TrackUnpublished
     | TrackMuted
     | ServerOffer
+    | PublisherLayers
     | SessionClosed
 )
 #: Called on the event loop, in the order events happen, never during the call that joins.
 #: A ServerOffer emitted while the client's own offer() is in progress is one the server has
 #: abandoned (glare): deliver it in order anyway — the client must see it before the answer.
 EventListener = Callable[[Event], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TrackSettings:
+    """What a subscriber wants of one video track it receives; the defaults ask for the best.
+
+    Layers are numbered from 0, the smallest, by their measured resolution (then bitrate), not
+    by rid. ``max_width``/``max_height`` pick the smallest layer at least that large (a tile of
+    that size), or the largest below it. Temporal layers (VP8) likewise, 0 the base.
+    ``paused``: forward nothing of this track until resumed.
+    """
+
+    paused: bool = False
+    max_layer: int | None = None
+    max_width: int | None = None
+    max_height: int | None = None
+    max_temporal_layer: int | None = None
 
 
 # --- errors ---
@@ -189,6 +227,14 @@ class ParticipantSession(Protocol):
 
         All-or-nothing: :class:`UnknownTrack` when any id is not another participant's track in
         the room. A change is delivered by the next :class:`ServerOffer`.
+        """
+        ...
+
+    async def set_track_settings(self, track_ids: Sequence[str], settings: TrackSettings) -> None:
+        """Replace what this subscriber wants of these tracks (all-or-nothing, as subscribe).
+
+        Settings of a track not (yet) received are kept for when it is; :class:`UnknownTrack`
+        when any id is not another participant's track in the room.
         """
         ...
 

@@ -30,6 +30,7 @@ from sfu.api import (
     ServerOffer,
     SessionClosed,
     TrackInfo,
+    TrackSettings,
     UnknownTrack,
 )
 from sfu.config import MAX_CLIENT_MLINES, MediaConfig, sdp_limit
@@ -97,6 +98,7 @@ class Participant:
         #: receive every track of the others unless unsubscribed (else only those subscribed to)
         self.auto_subscribe = auto_subscribe
         self._choices: dict[str, bool] = {}  # track id -> subscribed, as the client chose
+        self.track_settings: dict[str, TrackSettings] = {}  # track id -> what the client wants
         self.published: dict[str, TrackReceiver] = {}  # by mid of this connection
         self.subscriptions: list[Subscription] = []
         #: counters of the tracks this participant stopped publishing (see sfu.counters)
@@ -207,6 +209,17 @@ class Participant:
             self.log.info("subscriptions changed", tracks=list(track_ids), subscribed=subscribed)
             self._schedule_negotiation()
 
+    async def set_track_settings(self, track_ids: Sequence[str], settings: TrackSettings) -> None:
+        self._ensure_open()
+        tracks = self.room.others_tracks(self)
+        unknown = [t for t in track_ids if t not in tracks]
+        if unknown:
+            shown = ", ".join(repr(t) for t in unknown[:5])
+            raise UnknownTrack(f"no other participant in the room publishes {shown}")
+        for track_id in track_ids:
+            self.track_settings[track_id] = settings
+        self.log.debug("track settings", tracks=list(track_ids), settings=settings)
+
     # --- events ---
 
     def emit(self, event: Event) -> None:
@@ -225,6 +238,7 @@ class Participant:
     def forget_track(self, track_id: str) -> None:
         """A track of another participant ended: its subscription choice goes with it."""
         self._choices.pop(track_id, None)
+        self.track_settings.pop(track_id, None)
 
     # --- publishing ---
 

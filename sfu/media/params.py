@@ -52,6 +52,10 @@ class MediaParams:
     remote_ssrcs: tuple[int, ...] = ()  # a=ssrc of the remote side (media first)
     remote_rtx: Mapping[int, int] = field(default_factory=dict)  # rtx ssrc -> media ssrc (FID)
     msid: str | None = None  # the remote "stream track" ids
+    #: simulcast layers the remote sends on this m-line and we agreed to receive, by rid, in
+    #: the order of its a=simulcast line (RFC 8853 §5.1); empty: one stream, no simulcast.
+    #: The order says nothing about the layers' sizes: they are measured (sfu.media.layers).
+    rids: tuple[str, ...] = ()
 
     @property
     def primary(self) -> Codec | None:

@@ -30,11 +30,13 @@ from sfu.api import (
     ParticipantInfo,
     ParticipantJoined,
     ParticipantLeft,
+    PublisherLayers,
     ServerOffer,
     SessionClosed,
     TrackInfo,
     TrackMuted,
     TrackPublished,
+    TrackSettings,
     TrackUnpublished,
 )
 
@@ -45,6 +47,12 @@ MAX_CANDIDATE_LENGTH = 1024
 MAX_TRACKS_PER_OFFER = 64
 #: Track ids in one subscribe/unsubscribe: every track of a full room (100 x 4) fits.
 MAX_TRACKS_PER_SUBSCRIBE = 512
+#: Bounds of setTrackSettings: a layer number above the highest layer means the highest; sizes
+#: are in pixels (16384 is the largest frame VP8, VP9 and H.264 level 6.2 can carry); temporal
+#: layers 0-3 are what VP8/VP9 scalability modes define (L1T1..L1T3, RFC 7741 TID is 0-3).
+MAX_LAYER = 255
+MAX_DIMENSION = 16384
+MAX_TEMPORAL_LAYER = 3
 #: How many validation problems one error message lists.
 MAX_REPORTED_ERRORS = 3
 
@@ -195,8 +203,44 @@ class Unsubscribe(_ClientMessage):
     track_ids: TrackIds = Field(alias="trackIds")
 
 
+Dimension = Annotated[int, Field(ge=1, le=MAX_DIMENSION)]
+
+
+class SetTrackSettings(_ClientMessage):
+    """What a subscriber wants of some tracks it receives; replaces their previous settings."""
+
+    type: Literal["setTrackSettings"]
+    track_ids: TrackIds = Field(alias="trackIds")
+    paused: bool = False
+    max_layer: Annotated[int, Field(ge=0, le=MAX_LAYER)] | None = Field(
+        default=None, alias="maxLayer"
+    )
+    max_width: Dimension | None = Field(default=None, alias="maxWidth")
+    max_height: Dimension | None = Field(default=None, alias="maxHeight")
+    max_temporal_layer: Annotated[int, Field(ge=0, le=MAX_TEMPORAL_LAYER)] | None = Field(
+        default=None, alias="maxTemporalLayer"
+    )
+
+    def settings(self) -> TrackSettings:
+        return TrackSettings(
+            paused=self.paused,
+            max_layer=self.max_layer,
+            max_width=self.max_width,
+            max_height=self.max_height,
+            max_temporal_layer=self.max_temporal_layer,
+        )
+
+
 ClientMessage = Annotated[
-    Join | Offer | AnswerMessage | Candidate | Mute | Leave | Subscribe | Unsubscribe,
+    Join
+    | Offer
+    | AnswerMessage
+    | Candidate
+    | Mute
+    | Leave
+    | Subscribe
+    | Unsubscribe
+    | SetTrackSettings,
     Field(discriminator="type"),
 ]
 CLIENT_MESSAGE_TYPES = (
@@ -208,6 +252,7 @@ CLIENT_MESSAGE_TYPES = (
     "leave",
     "subscribe",
     "unsubscribe",
+    "setTrackSettings",
 )
 
 _client_message: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
@@ -375,6 +420,12 @@ def event_message(event: Event) -> JsonObject:
                 "participantId": participant_id,
                 "trackId": track_id,
                 "muted": muted,
+            }
+        case PublisherLayers(track_id=track_id, layers=layers):
+            return {
+                "type": "publisherLayers",
+                "trackId": track_id,
+                "layers": [{"rid": layer.rid, "active": layer.active} for layer in layers],
             }
         case ServerOffer(sdp=sdp, tracks=tracks):
             return {

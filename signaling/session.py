@@ -34,6 +34,7 @@ from signaling.messages import (
     Mute,
     Offer,
     ProtocolError,
+    SetTrackSettings,
     Subscribe,
     Unsubscribe,
     answer_message,
@@ -203,6 +204,8 @@ class SignalingSession:
                 await participant.subscribe(message.track_ids, True)
             case Unsubscribe():
                 await participant.subscribe(message.track_ids, False)
+            case SetTrackSettings():
+                await participant.set_track_settings(message.track_ids, message.settings())
             case Leave():
                 await self._leave_once()
                 self._send(left_message(message.request_id))

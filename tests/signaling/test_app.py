@@ -23,15 +23,18 @@ from sfu.api import (
     Answer,
     EventListener,
     InvalidSdp,
+    LayerActivity,
     ParticipantInfo,
     ParticipantJoined,
     ParticipantSession,
     PublishedTrack,
+    PublisherLayers,
     RoomFull,
     RoomService,
     ServerOffer,
     SessionClosed,
     TrackMuted,
+    TrackSettings,
     UnknownTrack,
 )
 from sfu.config import MediaConfig
@@ -221,6 +224,7 @@ async def test_not_joined(client: TestClient[Any, Any]) -> None:
         {"type": "answer", "sdp": "v=0"},
         {"type": "candidate", "candidate": None},
         {"type": "mute", "trackId": "t", "muted": True},
+        {"type": "setTrackSettings", "trackIds": ["t"], "paused": True},
         {"type": "leave"},
     ):
         reply = await request(ws, **message, requestId="n")
@@ -413,6 +417,11 @@ class FakeParticipant:
     async def subscribe(self, track_ids: Sequence[str], subscribed: bool) -> None:
         self.calls.append(f"subscribe {list(track_ids)} {subscribed}")
 
+    async def set_track_settings(self, track_ids: Sequence[str], settings: TrackSettings) -> None:
+        if "t9" in track_ids:
+            raise UnknownTrack("no other participant in the room publishes 't9'")
+        self.calls.append(f"settings {list(track_ids)} {settings}")
+
     async def leave(self, reason: str = "left") -> None:
         self.leave_calls += 1
         self.leave_reasons.append(reason)
@@ -496,6 +505,42 @@ async def test_errors_keep_the_connection(
         "candidate None None None",
     ]
     assert fake.participants[0].leave_calls == 1
+
+
+async def test_track_settings_are_passed_on(
+    fake_client: TestClient[Any, Any], fake: FakeService
+) -> None:
+    """setTrackSettings reaches the session as TrackSettings; no reply unless it fails."""
+    ws = await fake_client.ws_connect("/ws")
+    await request(ws, type="join", v=1, room="r", name="Ann")
+    await receive(ws)  # participant-joined
+    await ws.send_json(
+        {"type": "setTrackSettings", "trackIds": ["t1", "t2"], "maxWidth": 320, "maxHeight": 180}
+    )
+    await ws.send_json({"type": "setTrackSettings", "trackIds": ["t1"], "paused": True})
+    await ws.send_json(
+        {"type": "setTrackSettings", "trackIds": ["t2"], "maxLayer": 1, "maxTemporalLayer": 0}
+    )
+    reply = await request(ws, type="setTrackSettings", trackIds=["t1", "t9"], requestId="s")
+    assert (reply["type"], reply["code"], reply["requestId"]) == ("error", "unknown-track", "s")
+    reply = await request(ws, type="setTrackSettings", trackIds=["t1"], maxWidth=-1, requestId="w")
+    assert (reply["code"], reply["requestId"]) == ("invalid-message", "w")
+    assert reply["message"] == "maxWidth: input should be greater than or equal to 1"
+    assert fake.participants[0].calls == [
+        f"settings ['t1', 't2'] {TrackSettings(max_width=320, max_height=180)}",
+        f"settings ['t1'] {TrackSettings(paused=True)}",
+        f"settings ['t2'] {TrackSettings(max_layer=1, max_temporal_layer=0)}",
+    ]
+    # publisherLayers goes out as the room raises it
+    fake.participants[0].listener(
+        PublisherLayers("t1", (LayerActivity("q", True), LayerActivity("h", False)))
+    )
+    assert await receive(ws) == {
+        "type": "publisherLayers",
+        "trackId": "t1",
+        "layers": [{"rid": "q", "active": True}, {"rid": "h", "active": False}],
+    }
+    await ws.close()
 
 
 async def test_disconnect_leaves_once(fake_client: TestClient[Any, Any], fake: FakeService) -> None:

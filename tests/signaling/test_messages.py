@@ -8,16 +8,19 @@ import pytest
 from sfu.api import (
     Answer,
     Event,
+    LayerActivity,
     OfferedTrack,
     ParticipantInfo,
     ParticipantJoined,
     ParticipantLeft,
     PublishedTrack,
+    PublisherLayers,
     ServerOffer,
     SessionClosed,
     TrackInfo,
     TrackMuted,
     TrackPublished,
+    TrackSettings,
     TrackUnpublished,
 )
 from signaling.messages import (
@@ -28,6 +31,7 @@ from signaling.messages import (
     Mute,
     Offer,
     ProtocolError,
+    SetTrackSettings,
     Subscribe,
     TrackOptions,
     Unsubscribe,
@@ -99,6 +103,37 @@ VALID = [
         Mute(type="mute", trackId="t1", muted=True),
     ),
     (text(type="leave", requestId="r" * 64), Leave(type="leave", requestId="r" * 64)),
+    (
+        text(type="setTrackSettings", trackIds=["t1"]),
+        SetTrackSettings(type="setTrackSettings", trackIds=["t1"]),
+    ),
+    (
+        text(
+            type="setTrackSettings",
+            trackIds=["t1"] * 512,
+            paused=True,
+            maxLayer=0,
+            maxWidth=1,
+            maxHeight=16384,
+            maxTemporalLayer=3,
+            requestId="s",
+        ),
+        SetTrackSettings(
+            type="setTrackSettings",
+            trackIds=["t1"] * 512,
+            paused=True,
+            maxLayer=0,
+            maxWidth=1,
+            maxHeight=16384,
+            maxTemporalLayer=3,
+            requestId="s",
+        ),
+    ),
+    # null is "no limit", as leaving the field out
+    (
+        text(type="setTrackSettings", trackIds=["t1"], maxWidth=None, maxLayer=None),
+        SetTrackSettings(type="setTrackSettings", trackIds=["t1"]),
+    ),
 ]
 
 
@@ -107,6 +142,19 @@ def test_valid(raw: str, expected: object) -> None:
     message = parse_client_message(raw)
     if expected is not None:
         assert message == expected
+
+
+def test_track_settings() -> None:
+    message = parse_client_message(
+        text(type="setTrackSettings", trackIds=["t1"], maxWidth=640, maxHeight=360)
+    )
+    assert isinstance(message, SetTrackSettings)
+    assert message.settings() == TrackSettings(max_width=640, max_height=360)
+    message = parse_client_message(
+        text(type="setTrackSettings", trackIds=["t1"], paused=True, maxLayer=2, maxTemporalLayer=0)
+    )
+    assert isinstance(message, SetTrackSettings)
+    assert message.settings() == TrackSettings(paused=True, max_layer=2, max_temporal_layer=0)
 
 
 def test_offer_sources() -> None:
@@ -219,6 +267,79 @@ INVALID = [
     (text(type="mute", trackId="t", muted=1), "invalid-message", "muted:", None),
     (text(type="mute", trackId="t", muted="true"), "invalid-message", "muted:", None),
     (text(type="mute", trackId="", muted=True), "invalid-message", "trackId:", None),
+    # setTrackSettings
+    (text(type="setTrackSettings"), "invalid-message", "trackIds: field required", None),
+    (text(type="setTrackSettings", trackIds=[]), "invalid-message", "trackIds:", None),
+    (text(type="setTrackSettings", trackIds="t1"), "invalid-message", "trackIds:", None),
+    (text(type="setTrackSettings", trackIds=["t"] * 513), "invalid-message", "trackIds:", None),
+    (text(type="setTrackSettings", trackIds=[7]), "invalid-message", "trackIds.0:", None),
+    (text(type="setTrackSettings", trackIds=["t"], paused=1), "invalid-message", "paused:", None),
+    (
+        text(type="setTrackSettings", trackIds=["t"], paused="true"),
+        "invalid-message",
+        "paused:",
+        None,
+    ),
+    (
+        text(type="setTrackSettings", trackIds=["t"], maxLayer=-1, requestId="q"),
+        "invalid-message",
+        "maxLayer: input should be greater than or equal to 0",
+        "q",
+    ),
+    (
+        text(type="setTrackSettings", trackIds=["t"], maxLayer=True),
+        "invalid-message",
+        "maxLayer: input should be a valid integer",
+        None,
+    ),
+    (
+        text(type="setTrackSettings", trackIds=["t"], maxLayer=256),
+        "invalid-message",
+        "maxLayer:",
+        None,
+    ),
+    (
+        text(type="setTrackSettings", trackIds=["t"], maxWidth=0),
+        "invalid-message",
+        "maxWidth: input should be greater than or equal to 1",
+        None,
+    ),
+    (
+        text(type="setTrackSettings", trackIds=["t"], maxHeight=-360),
+        "invalid-message",
+        "maxHeight: input should be greater than or equal to 1",
+        None,
+    ),
+    (
+        text(type="setTrackSettings", trackIds=["t"], maxWidth=16385),
+        "invalid-message",
+        "maxWidth: input should be less than or equal to 16384",
+        None,
+    ),
+    (
+        text(type="setTrackSettings", trackIds=["t"], maxWidth=640.5),
+        "invalid-message",
+        "maxWidth: input should be a valid integer",
+        None,
+    ),
+    (
+        text(type="setTrackSettings", trackIds=["t"], maxHeight="360"),
+        "invalid-message",
+        "maxHeight: input should be a valid integer",
+        None,
+    ),
+    (
+        text(type="setTrackSettings", trackIds=["t"], maxTemporalLayer=4),
+        "invalid-message",
+        "maxTemporalLayer: input should be less than or equal to 3",
+        None,
+    ),
+    (
+        text(type="setTrackSettings", trackIds=["t"], maxWidth=10**30),
+        "invalid-message",
+        "maxWidth:",
+        None,
+    ),
 ]
 
 
@@ -358,6 +479,14 @@ EVENTS: list[tuple[Event, dict[str, Any]]] = [
     ),
     (ServerOffer("sdp"), {"type": "offer", "sdp": "sdp", "tracks": {}}),
     (SessionClosed("ice-failed"), {"type": "bye", "reason": "ice-failed"}),
+    (
+        PublisherLayers("t1", (LayerActivity("q", True), LayerActivity("f", False))),
+        {
+            "type": "publisherLayers",
+            "trackId": "t1",
+            "layers": [{"rid": "q", "active": True}, {"rid": "f", "active": False}],
+        },
+    ),
 ]
 
 

@@ -231,6 +231,9 @@ class SfuClient:
         self.close_reason: str | None = None
         #: how long :meth:`request` (join, offer, leave) waits for its reply.
         self.request_timeout = DEFAULT_TIMEOUT
+        #: called on ``publisherLayers`` with (track id, {rid: active}): which simulcast layers
+        #: of a published track somebody receives; a simulcast publisher stops encoding the rest.
+        self.on_publisher_layers: Callable[[str, dict[str, bool]], None] | None = None
 
         self._request_ids = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
@@ -415,6 +418,30 @@ class SfuClient:
         """Whether this client asked to receive ``track_id`` (explicitly or by auto-subscribe)."""
         return self._choices.get(track_id, self.auto_subscribe)
 
+    async def set_track_settings(
+        self,
+        track_ids: Sequence[str],
+        *,
+        paused: bool = False,
+        max_layer: int | None = None,
+        max_width: int | None = None,
+        max_height: int | None = None,
+        max_temporal_layer: int | None = None,
+    ) -> None:
+        """Replace what this client wants of these received tracks (``setTrackSettings``); the
+        defaults ask for the best layer. No reply: an error lands in :attr:`errors`."""
+        message: dict[str, Any] = {"type": "setTrackSettings", "trackIds": list(track_ids)}
+        if paused:
+            message["paused"] = True
+        limits = {
+            "maxLayer": max_layer,
+            "maxWidth": max_width,
+            "maxHeight": max_height,
+            "maxTemporalLayer": max_temporal_layer,
+        }
+        message.update({key: value for key, value in limits.items() if value is not None})
+        await self.send(message)
+
     # --- publishing ---
 
     async def publish(self, track: MediaStreamTrack, source: str = "camera") -> LocalTrack:
@@ -585,10 +612,23 @@ class SfuClient:
             self._drop_remote(lambda entry: str(entry.get("trackId")) == track_id)
         elif kind == "track-muted":
             self._on_track_muted(str(data["participantId"]), str(data["trackId"]), data["muted"])
+        elif kind == "publisherLayers":
+            self._on_publisher_layers(data)
         elif kind == "error":
             error = ServerError(str(data.get("code")), str(data.get("message")), message.request_id)
             logger.info("server error: %s", error)
             self.errors.append(error)
+
+    def _on_publisher_layers(self, data: Mapping[str, Any]) -> None:
+        layers = {str(layer["rid"]): bool(layer["active"]) for layer in data["layers"]}
+        hook = self.on_publisher_layers
+        if hook is None:
+            return
+        try:
+            hook(str(data["trackId"]), layers)
+        except Exception as exc:  # the hook is other code: it must not stop the reader
+            logger.exception("on_publisher_layers failed")
+            self.errors.append(exc)
 
     def _on_joined(self, data: Mapping[str, Any]) -> None:
         self.participant_id = str(data["participantId"])

@@ -38,6 +38,7 @@ WATCHED = (
     "sfu.media.aiortc_bridge.ServerPeerConnection",
     "sfu.media.aiortc_bridge.MediaTransport",
     "sfu.media.receiver.TrackReceiver",
+    "sfu.media.layer.LayerReceiver",
     "sfu.media.downtrack.DownTrack",
     "sfu.media.downtrack.OutgoingStream",
     "signaling.session.SignalingSession",

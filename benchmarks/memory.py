@@ -443,10 +443,10 @@ def machine(options: Options, started: datetime) -> dict[str, Any]:
 def _history_size() -> int | None:
     """Video packets the server keeps per published track for NACKs (read, not changed)."""
     try:
-        from sfu.media import receiver
+        from sfu.media import layer
     except ImportError:
         return None
-    return int(receiver.HISTORY_SIZE)
+    return int(layer.HISTORY_SIZE)
 
 
 # --- output ---

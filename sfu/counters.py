@@ -62,14 +62,15 @@ class MediaTotals:
         return result
 
     def add_receiver(self, receiver: TrackReceiver) -> None:
-        self.packets_dropped_sequence += receiver.packets_dropped
-        self.packets_dropped_retransmission += receiver.retransmissions_dropped
-        if receiver.is_video:
-            self.packets_received_video += receiver.packets_received
-            self.bytes_received_video += receiver.bytes_received
-        else:
-            self.packets_received_audio += receiver.packets_received
-            self.bytes_received_audio += receiver.bytes_received
+        for layer in receiver.layers:
+            self.packets_dropped_sequence += layer.packets_dropped
+            self.packets_dropped_retransmission += layer.retransmissions_dropped
+            if layer.is_video:
+                self.packets_received_video += layer.packets_received
+                self.bytes_received_video += layer.bytes_received
+            else:
+                self.packets_received_audio += layer.packets_received
+                self.bytes_received_audio += layer.bytes_received
 
     def add_stream(self, stream: OutgoingStream) -> None:
         if stream.params.kind == "video":

@@ -452,11 +452,9 @@ class Participant:
                 self.log.warning("codec mismatch, not forwarding", track=track.info.track_id)
                 continue
             subscription.down_track = down_track
-            track.add_down_track(down_track)
             self.connection.add_down_track(down_track)
-            if self.connection.connected:
-                # else _on_connected asks: a keyframe that came before could not be sent anyway
-                track.request_keyframe(time.monotonic())
+            # it waits for a keyframe, asked for once connected (_on_connected if not yet)
+            track.add_down_track(down_track)
 
     def _rollback(self) -> None:
         added = set(bridge.rollback_local_offer(self.connection.pc))

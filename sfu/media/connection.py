@@ -1,8 +1,9 @@
 """One participant's peer connection, as the media plane sees it.
 
-Ingress: decrypted RTP is routed by SSRC (declared in the SDP, else latched once per m-line from
-the mid header extension or the payload type) to a :class:`TrackReceiver`; packets on any other
-SSRC are dropped and counted. RTCP is routed to the receivers
+Ingress: decrypted RTP is routed by SSRC to the stream it belongs to (a track's
+:class:`LayerReceiver`): declared in the SDP, else latched once per stream from the mid and rid
+header extensions (RFC 8843 §15, RFC 8852) or the payload type; packets on any other SSRC are
+dropped and counted. RTCP is routed to the receivers
 (sender reports from the publisher) and down-tracks (feedback from the subscriber).
 Egress: forwarded RTP, and the RTCP the server owes each side — receiver reports, REMB, NACK and
 PLI to publishers; sender reports to subscribers.
@@ -21,7 +22,8 @@ import structlog
 from sfu.config import MediaConfig
 from sfu.media.aiortc_bridge import MediaTransport, ServerPeerConnection
 from sfu.media.downtrack import DownTrack
-from sfu.media.params import URI_MID
+from sfu.media.layer import LayerReceiver
+from sfu.media.params import URI_MID, URI_REPAIRED_RID, URI_RID
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import PublisherClock
 from sfu.rtp import rtcp
@@ -43,12 +45,12 @@ _MAX_RETIRED = 64
 _MAX_UNROUTABLE = 256
 
 
-def _open_to(receiver: TrackReceiver, payload_type: int) -> bool:
-    """Whether ``receiver`` would latch a new SSRC sending ``payload_type`` (see ``_latch``)."""
-    codec = receiver.codec
+def _open_to(layer: LayerReceiver, payload_type: int) -> bool:
+    """Whether ``layer`` would latch a new SSRC sending ``payload_type`` (see ``_latch``)."""
+    codec = layer.codec
     if payload_type == codec.payload_type:
-        return receiver.ssrc is None
-    return payload_type == codec.rtx_payload_type and receiver.rtx_ssrc is None
+        return layer.ssrc is None
+    return payload_type == codec.rtx_payload_type and layer.rtx_ssrc is None
 
 
 def _drop(data: bytes, now: float) -> None:
@@ -76,10 +78,12 @@ class MediaConnection:
         self._unroutable: set[int] = set()  # recent SSRCs no route would take
         self._retired: dict[int, str] = {}  # ssrc of a removed track -> its mid, oldest first
         self._down_tracks: dict[int, DownTrack] = {}  # by outgoing ssrc
-        self._nack_pending: set[TrackReceiver] = set()
+        self._nack_pending: set[LayerReceiver] = set()
         self._nack_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._mid_ext_id: int | None = None
+        self._rid_ext_id: int | None = None
+        self._repaired_rid_ext_id: int | None = None
         self._reports_task: asyncio.Task[None] | None = None
         self._negotiated_at: float | None = None
         self._was_connected = False
@@ -124,27 +128,34 @@ class MediaConnection:
     def add_receiver(self, receiver: TrackReceiver) -> None:
         params = receiver.params
         self._receivers[params.mid] = receiver
-        self._mid_ext_id = params.extensions.get(URI_MID, self._mid_ext_id)
+        extensions = params.extensions
+        self._mid_ext_id = extensions.get(URI_MID, self._mid_ext_id)
+        self._rid_ext_id = extensions.get(URI_RID, self._rid_ext_id)
+        self._repaired_rid_ext_id = extensions.get(URI_REPAIRED_RID, self._repaired_rid_ext_id)
         # the m-line publishes again: its SSRCs may come back, declared or not
         for ssrc in [s for s, mid in self._retired.items() if mid == params.mid]:
             del self._retired[ssrc]
             if self._routes.get(ssrc) is _drop:
                 del self._routes[ssrc]
-        for ssrc in params.remote_ssrcs[:1]:
-            self._routes[ssrc] = receiver.on_rtp
-        for rtx_ssrc, media_ssrc in params.remote_rtx.items():
-            if media_ssrc in params.remote_ssrcs:
-                self._routes[rtx_ssrc] = receiver.on_rtx
+        if not receiver.simulcast:
+            # simulcast layers are learned by rid: a declared SSRC does not say whose it is
+            layer = receiver.layers[0]
+            for ssrc in params.remote_ssrcs[:1]:
+                self._routes[ssrc] = layer.on_rtp
+            for rtx_ssrc, media_ssrc in params.remote_rtx.items():
+                if media_ssrc in params.remote_ssrcs:
+                    self._routes[rtx_ssrc] = layer.on_rtx
         self._forget_unroutable()
 
     def remove_receiver(self, receiver: TrackReceiver) -> None:
         mid = receiver.params.mid
         if self._receivers.get(mid) is receiver:
             del self._receivers[mid]
+        layers = set(receiver.layers)
         for ssrc, route in list(self._routes.items()):
-            if route is not None and getattr(route, "__self__", None) is receiver:
+            if getattr(route, "__self__", None) in layers:
                 self._retire(ssrc, mid)
-        self._nack_pending.discard(receiver)
+        self._nack_pending -= layers
 
     def _retire(self, ssrc: int, mid: str) -> None:
         """Drop what still arrives on a removed track's SSRC, rather than learn it anew.
@@ -187,24 +198,36 @@ class MediaConnection:
         route(data, now)
 
     def _learn(self, data: bytes, ssrc: int) -> RtpRoute | None:
-        """Latch a new SSRC to an m-line that has none yet, or None (the packet is dropped).
+        """Latch a new SSRC to a stream that has none yet, or None (the packet is dropped).
 
         By the mid extension (RFC 8843 §15) if the packet has one, else by a payload type that
-        only one such m-line has. An m-line with an SSRC (declared or latched) takes no other:
-        what a packet claims cannot move a stream, nor add one to it.
+        only one such m-line has; on a simulcast m-line, by the rid extension (its media stream)
+        or the repaired-rid one (its RTX stream, RFC 8852 §3). A stream with an SSRC (declared
+        or latched) takes no other: what a packet claims cannot move a stream, nor add one.
         """
         if ssrc in self._unroutable:
             return None
         payload_type = data[1] & 0x7F
-        mid = self._mid(data)
+        mid, rid, repaired_rid = self._stream_ids(data)
+        layer: LayerReceiver | None = None
         if mid is not None:
             receiver = self._receivers.get(mid)
+            if receiver is None:
+                pass
+            elif not receiver.simulcast:
+                layer = receiver.layers[0]
+            elif rid is not None or repaired_rid is not None:
+                layer = receiver.layer(rid if rid is not None else repaired_rid or "")
         else:
-            open_to = [r for r in self._receivers.values() if _open_to(r, payload_type)]
+            open_to = [
+                r.layers[0]
+                for r in self._receivers.values()
+                if not r.simulcast and _open_to(r.layers[0], payload_type)
+            ]
             if len(open_to) > 1:
                 return None  # ambiguous: a later packet's mid may tell (not remembered)
-            receiver = open_to[0] if open_to else None
-        route = None if receiver is None else self._latch(receiver, ssrc, payload_type)
+            layer = open_to[0] if open_to else None
+        route = None if layer is None else self._latch(layer, ssrc, payload_type)
         if route is None:
             if len(self._unroutable) >= _MAX_UNROUTABLE:
                 self._unroutable.clear()
@@ -215,31 +238,43 @@ class MediaConnection:
                 self.transport.forget_remote_ssrc(ssrc)
         return route
 
-    def _mid(self, data: bytes) -> str | None:
+    def _stream_ids(self, data: bytes) -> tuple[str | None, str | None, str | None]:
+        """The mid, rid and repaired-rid a packet carries (RFC 8852), each None if absent."""
         if self._mid_ext_id is None or not data[0] & 0x10:
-            return None
+            return None, None, None
         try:
-            mid = parse_extensions(data).get(self._mid_ext_id)
+            elements = parse_extensions(data)
         except ValueError:
-            return None
-        return None if mid is None else mid.decode(errors="replace")
+            return None, None, None
+        ids = (self._mid_ext_id, self._rid_ext_id, self._repaired_rid_ext_id)
+        mid, rid, repaired = (
+            None if key is None or (v := elements.get(key)) is None else v.decode(errors="replace")
+            for key in ids
+        )
+        return mid, rid, repaired
 
-    def _latch(self, receiver: TrackReceiver, ssrc: int, payload_type: int) -> RtpRoute | None:
-        """Route ``ssrc`` to ``receiver``'s media or RTX stream, if that has no SSRC yet.
+    def _latch(self, layer: LayerReceiver, ssrc: int, payload_type: int) -> RtpRoute | None:
+        """Route ``ssrc`` to ``layer``'s media or RTX stream, if that has no SSRC yet.
 
-        One media SSRC and one RTX SSRC per m-line. Simulcast will key these by rid (the rid and
-        repaired-rid extensions, RFC 8852) here: an m-line with an SSRC then takes a new one for
-        a rid it has no SSRC for.
+        One media SSRC and one RTX SSRC per stream. When the media SSRC is latched and the SDP
+        paired an RTX SSRC with it (a=ssrc-group:FID, as Firefox declares its layers), that RTX
+        SSRC follows it to this layer.
         """
-        if not _open_to(receiver, payload_type):
+        if not _open_to(layer, payload_type):
             return None
         route: RtpRoute
-        if payload_type == receiver.codec.payload_type:
-            receiver.ssrc, route = ssrc, receiver.on_rtp
+        if payload_type == layer.codec.payload_type:
+            layer.ssrc, route = ssrc, layer.on_rtp
+            for rtx_ssrc, media_ssrc in layer.track.params.remote_rtx.items():
+                if media_ssrc == ssrc and layer.rtx_ssrc is None and rtx_ssrc not in self._routes:
+                    layer.rtx_ssrc = rtx_ssrc
+                    self._routes[rtx_ssrc] = layer.on_rtx
         else:
-            receiver.rtx_ssrc, route = ssrc, receiver.on_rtx
+            layer.rtx_ssrc, route = ssrc, layer.on_rtx
         self._routes[ssrc] = route
-        self.log.debug("ssrc latched", mid=receiver.params.mid, ssrc=ssrc, pt=payload_type)
+        self.log.debug(
+            "ssrc latched", mid=layer.track.params.mid, rid=layer.rid, ssrc=ssrc, pt=payload_type
+        )
         return route
 
     # --- subscribers' down-tracks (egress) ---
@@ -286,8 +321,11 @@ class MediaConnection:
     def _on_sender_report(self, report: rtcp.SenderReport, now: float) -> None:
         now_wall = time.time()
         for receiver in self._receivers.values():
-            if receiver.ssrc == report.ssrc:
-                receiver.on_sender_report(report.ntp_timestamp, report.rtp_timestamp, now, now_wall)
+            for layer in receiver.layers:
+                if layer.ssrc == report.ssrc:
+                    layer.on_sender_report(
+                        report.ntp_timestamp, report.rtp_timestamp, now, now_wall
+                    )
 
     def _on_report_blocks(self, blocks: list[rtcp.ReportBlock]) -> None:
         now_wall = time.time()
@@ -316,10 +354,10 @@ class MediaConnection:
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
         self._loop.call_later(delay, callback)
 
-    def schedule_nack(self, receiver: TrackReceiver) -> None:
-        if receiver in self._nack_pending:
+    def schedule_nack(self, layer: LayerReceiver) -> None:
+        if layer in self._nack_pending:
             return
-        self._nack_pending.add(receiver)
+        self._nack_pending.add(layer)
         if self._nack_timer is None:
             # the first NACK for a gap goes out at once; retries follow on the timer
             self._send_nacks()
@@ -328,22 +366,22 @@ class MediaConnection:
         self._nack_timer = None
         now = time.monotonic()
         packets: list[rtcp.RtcpPacket] = []
-        for receiver in list(self._nack_pending):
-            loss = receiver.loss
-            if loss is None or receiver.ssrc is None or receiver.closed:
-                self._nack_pending.discard(receiver)
+        for layer in list(self._nack_pending):
+            loss = layer.loss
+            if loss is None or layer.ssrc is None or layer.closed:
+                self._nack_pending.discard(layer)
                 continue
             lost = loss.due(now, 0.02)
             if lost:
                 packets.append(
                     rtcp.Nack(
                         sender_ssrc=self.rtcp_ssrc,
-                        media_ssrc=receiver.ssrc,
+                        media_ssrc=layer.ssrc,
                         lost=[seq & 0xFFFF for seq in lost],
                     )
                 )
             if not loss.missing:
-                self._nack_pending.discard(receiver)
+                self._nack_pending.discard(layer)
         self.nacks_sent += len(packets)
         self.send_rtcp(packets)
         if self._nack_pending and not self.closed:
@@ -379,12 +417,13 @@ class MediaConnection:
 
     def _send_reports(self) -> None:
         now, now_wall = time.monotonic(), time.time()
-        blocks = [b for r in self._receivers.values() if (b := r.report_block(now)) is not None]
+        layers = [layer for r in self._receivers.values() for layer in r.layers]
+        blocks = [b for layer in layers if (b := layer.report_block(now)) is not None]
         reports = [sr for d in self._down_tracks.values() if (sr := d.sender_report(now, now_wall))]
         remb_ssrcs = [
-            r.ssrc
-            for r in self._receivers.values()
-            if r.is_video and r.ssrc is not None and "goog-remb" in r.codec.feedback
+            layer.ssrc
+            for layer in layers
+            if layer.is_video and layer.ssrc is not None and "goog-remb" in layer.codec.feedback
         ]
         compounds: list[list[rtcp.RtcpPacket]] = []
         first: list[rtcp.RtcpPacket] = [

@@ -14,9 +14,10 @@ from typing import Protocol
 
 import structlog
 
+from sfu.media.layer import IngressPacket, LayerReceiver
 from sfu.media.munger import RtpMunger
 from sfu.media.params import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, MediaParams
-from sfu.media.receiver import IngressPacket, TrackReceiver
+from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import ntp_timestamp, rtt_from_report
 from sfu.rtp.header import build_extension_block, rewrite, wrap_rtx
 from sfu.rtp.rtcp import ReportBlock, SenderReport
@@ -60,7 +61,7 @@ class OutgoingStream:
         self.packets_sent = 0
         self.octets_sent = 0
         self.retransmissions = 0
-        self.layer_switches = 0  # counted by simulcast layer selection, when it exists
+        self.layer_switches = 0  # simulcast: times it went on with another layer of its track
 
 
 class DownTrack:
@@ -78,7 +79,10 @@ class DownTrack:
         self._ssrc = stream.params.local_ssrc
         self._clock_rate = source.codec.clock_rate
         self.update(stream.params)
-        self._started = False  # video waits for a keyframe, audio for its first packet
+        #: the layer forwarded, and the one waited for (its next keyframe starts it); video waits
+        #: for a keyframe, audio for its first packet
+        self.layer: LayerReceiver | None = None
+        self.target: LayerReceiver | None = None
         self._ts_offset: int | None = None  # outgoing ts - source ts, for sender reports
         self.rtt: float | None = None
         self.fraction_lost = 0
@@ -107,10 +111,6 @@ class DownTrack:
 
     def forward(self, packet: IngressPacket) -> None:
         # the hot path: once per packet per subscriber, so everything is inlined here
-        if not self._started:
-            if not self.sink.connected or (self.source.is_video and not packet.keyframe):
-                return
-            self._start(packet)
         stream = self.stream
         mapped = stream.munger.forward(packet.ext_seq, packet.timestamp)
         if mapped is None:
@@ -139,21 +139,58 @@ class DownTrack:
         stream.packets_sent += 1
         stream.octets_sent += packet.payload_size
 
-    def _start(self, packet: IngressPacket) -> None:
+    def set_layer(self, layer: LayerReceiver | None, now: float) -> None:
+        """Forward ``layer`` from its next keyframe on (None: pause), the current one until then.
+
+        Never a frame of a layer not chosen: the current layer stops when the target starts, and
+        a target given up (another chosen while waiting) is left before it sent anything.
+        """
+        if layer is self.target or (layer is self.layer and self.target is None):
+            return
+        if self.target is not None:
+            self.target.unwait(self)
+            self.target = None
+        if layer is None:
+            if self.layer is not None:
+                self.layer.detach(self)
+                self.layer = None
+            return
+        if layer is self.layer:
+            return  # back to the current layer: the switch it waited for is off
+        self.target = layer
+        layer.wait(self, now)
+
+    def begin(self, layer: LayerReceiver, packet: IngressPacket) -> bool:
+        """``layer``'s packet ``packet`` can start this down-track: go on with it, if connected.
+
+        The caller (the layer) forwards ``packet`` next. Sequence numbers go on from the last
+        one sent; the timestamp by the wall-clock time since (the layers of a simulcast track
+        share a capture clock but not their RTP timestamps' origins).
+        """
+        if not self.sink.connected:
+            return False
+        previous = self.layer
+        if previous is not None:
+            previous.detach(self)
+            self.stream.layer_switches += 1
+        self.layer, self.target = layer, None
+        layer.down_tracks.append(self)
         stream = self.stream
         gap = 0
         if stream.last_sent is not None:
             gap = int((packet.arrival - stream.last_sent) * self._clock_rate)
         stream.munger.switch_source(packet.ext_seq, packet.timestamp, gap)
-        self._started = True
+        self._ts_offset = None  # for sender reports: this layer's RTP clock
         _log.debug(
-            "down-track started",
+            "down-track started" if previous is None else "down-track switched layer",
             track=self.source.info.track_id,
             ssrc=self._ssrc,
             pt=self._payload_type,
             mid=self.stream.params.mid,
+            rid=layer.rid,
             waited=round(packet.arrival - self._created, 3),
         )
+        return True
 
     def _refused(self, packet: IngressPacket) -> None:
         """The munger could not place ``packet``; once nothing else gets through, say so.
@@ -185,8 +222,9 @@ class DownTrack:
 
     def on_nack(self, lost: list[int]) -> None:
         """Retransmit what the subscriber lost, from the publisher's history (RFC 4585 §6.2.1)."""
-        history = self.source.history
-        if history is None or not self._started:
+        layer = self.layer
+        history = None if layer is None else layer.history
+        if history is None:
             return
         munger = self.stream.munger
         for seq in lost:
@@ -213,7 +251,9 @@ class DownTrack:
         self.sink.send_rtp(wrap_rtx(original, self._rtx_payload_type, stream.rtx_seq, rtx_ssrc))
 
     def on_keyframe_request(self) -> None:
-        self.source.request_keyframe(self._clock())
+        layer = self.target or self.layer
+        if layer is not None:
+            layer.request_keyframe(self._clock())
 
     def on_report_block(self, block: ReportBlock, now_wall: float) -> None:
         rtt = rtt_from_report(block.lsr, block.dlsr, now_wall)
@@ -232,9 +272,9 @@ class DownTrack:
         Both tracks of one publisher are mapped through that publisher's clock, so the
         subscriber can keep its audio and video in sync.
         """
-        if self._ts_offset is None:
+        if self._ts_offset is None or self.layer is None:
             return None
-        source_rtp = self.source.sender_clock.rtp_at(now_wall, self._clock_rate)
+        source_rtp = self.layer.sender_clock.rtp_at(now_wall, self._clock_rate)
         if source_rtp is None:
             return None
         return SenderReport(

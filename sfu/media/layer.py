@@ -409,9 +409,7 @@ class KeyframeRequests:
             return
         now = self._clock()
         requester = self._requester
-        if requester.due(now):
-            self._upstream.request_keyframe_now(layer.ssrc)
-        elif (
+        if requester.due(now) or (
             requester.next_due is None
             and any(d.sink.connected for d in layer.waiting)
             and requester.request(now)

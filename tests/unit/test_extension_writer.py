@@ -6,8 +6,8 @@ import pytest
 
 from sfu.api import Kind
 from sfu.media.downtrack import _ExtensionWriter
+from sfu.media.layer import IngressPacket
 from sfu.media.params import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, Codec, MediaParams
-from sfu.media.receiver import IngressPacket
 from sfu.rtp.header import build_extension_block, parse_extensions
 
 

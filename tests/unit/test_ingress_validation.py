@@ -103,10 +103,10 @@ async def test_random_sequence_numbers_on_the_declared_ssrc_are_not_forwarded(
     assert len(set(seqs)) == len(seqs)  # no number twice
     assert all(step < 17 or step > 0x10000 - 17 for step in steps(seqs, 0x10000))
     assert len(sink.packets) <= 3000
-    assert receiver.packets_dropped >= 2900
+    assert receiver.layers[0].packets_dropped >= 2900
     totals = MediaTotals()
     totals.add_receiver(receiver)
-    assert totals.packets_dropped_sequence == receiver.packets_dropped
+    assert totals.packets_dropped_sequence == receiver.layers[0].packets_dropped
 
 
 async def test_a_restarted_source_continues_the_subscribers_stream(
@@ -135,8 +135,9 @@ async def test_a_restarted_source_continues_the_subscribers_stream(
     assert [(p.media_ssrc, p.lost) for p in packets] == [(PUBLISHER_SSRC, [40020])]
     # the publisher's sender reports are read in the forwarded timeline
     munger_offset = (before[-1][1] - 149 * 3000) % 2**32
-    receiver.on_sender_report(ntp_timestamp(1000.0), 7_000_000, t0 + 2.4, 1000.0)
-    assert receiver.sender_clock.rtp_at(1000.0, 90000) == (after[0][1] - munger_offset) % 2**32
+    layer = receiver.layers[0]
+    layer.on_sender_report(ntp_timestamp(1000.0), 7_000_000, t0 + 2.4, 1000.0)
+    assert layer.sender_clock.rtp_at(1000.0, 90000) == (after[0][1] - munger_offset) % 2**32
     assert isinstance(packets[0], rtcp.Nack)
 
 
@@ -146,7 +147,7 @@ async def test_duplicates_are_dropped(connection: MediaConnection) -> None:
     for seq in (100, 101, 102, 102, 101, 103):
         connection._on_rtp(packet(seq), 1.0)
     assert [s - 500 for s, _ in sent(sink)] == [0, 1, 2, 3]
-    assert receiver.packets_dropped == 2
+    assert receiver.layers[0].packets_dropped == 2
 
 
 # --- retransmissions (RFC 4588) ---
@@ -173,8 +174,9 @@ async def test_rtx_is_taken_only_for_a_missing_packet(connection: MediaConnectio
     connection._on_rtp(rtx(packet(103), 5000), 1.2)
     connection._on_rtp(rtx(packet(103), 5001), 1.2)  # twice: the second is a duplicate
     assert [s - 500 for s, _ in sent(sink)] == [0, 1, 2, 4, 5, 3]
-    assert receiver.loss is not None and receiver.loss.missing == 0
-    assert (receiver.retransmissions_dropped, receiver.packets_dropped) == (2001, 0)
+    layer = receiver.layers[0]
+    assert layer.loss is not None and layer.loss.missing == 0
+    assert (layer.retransmissions_dropped, layer.packets_dropped) == (2001, 0)
     totals = MediaTotals()
     totals.add_receiver(receiver)
     assert totals.packets_dropped_retransmission == 2001
@@ -224,7 +226,7 @@ async def test_undeclared_ssrcs_do_not_reach_a_declared_track(connection: MediaC
         connection._on_rtp(with_mid(packet(seq, ssrc=ssrc + 1000), "0"), 1.0)
     assert len(sink.packets) == 2
     assert connection.rtp_unroutable == 100
-    assert receiver.ssrc == PUBLISHER_SSRC
+    assert receiver.layers[0].ssrc == PUBLISHER_SSRC
     connection._on_rtp(packet(2), 1.0)
     assert len(sink.packets) == 3
     totals = MediaTotals()
@@ -237,14 +239,14 @@ async def test_an_undeclared_track_latches_one_ssrc(connection: MediaConnection)
     sink = subscribe(receiver)
     for seq in range(3):  # by payload type: the only m-line without an SSRC sending it
         connection._on_rtp(packet(seq, ssrc=0xA), 1.0)
-    assert receiver.ssrc == 0xA and len(sink.packets) == 3
+    assert receiver.layers[0].ssrc == 0xA and len(sink.packets) == 3
     connection._on_rtp(packet(3, ssrc=0xB), 1.0)  # by payload type: taken
     connection._on_rtp(with_mid(packet(3, ssrc=0xC), "0"), 1.0)  # by mid: taken too
     assert len(sink.packets) == 3 and connection.rtp_unroutable == 2
     # its RTX stream latches once, by the RTX payload type
     connection._on_rtp(wrap_rtx(packet(1, ssrc=0xA), 97, 1, 0xD), 1.0)
     connection._on_rtp(wrap_rtx(packet(1, ssrc=0xA), 97, 2, 0xE), 1.0)
-    assert receiver.rtx_ssrc == 0xD and connection.rtp_unroutable == 3
+    assert receiver.layers[0].rtx_ssrc == 0xD and connection.rtp_unroutable == 3
 
 
 async def test_mid_latches_only_an_m_line_without_an_ssrc(connection: MediaConnection) -> None:
@@ -253,7 +255,7 @@ async def test_mid_latches_only_an_m_line_without_an_ssrc(connection: MediaConne
     # both m-lines send VP8 on 96: the payload type alone cannot tell them apart
 
     def ssrcs() -> tuple[int | None, int | None]:
-        return first.ssrc, second.ssrc
+        return first.layers[0].ssrc, second.layers[0].ssrc
 
     connection._on_rtp(packet(0, ssrc=0xA), 1.0)
     assert ssrcs() == (None, None) and connection.rtp_unroutable == 1
@@ -286,12 +288,17 @@ async def test_a_flood_of_random_ssrcs_costs_no_legitimate_route(
     late_sink = subscribe(late)
     connection._on_rtp(with_mid(packet(0, ssrc=0xF00, pt=98), "2"), 1.0)
     connection._on_rtp(packet(1, ssrc=0xF00, pt=98), 1.0)  # later packets carry no mid
-    assert late.ssrc == 0xF00 and len(late_sink.packets) == 2
+    assert late.layers[0].ssrc == 0xF00 and len(late_sink.packets) == 2
 
 
 class ForgettingTransport:
+    connected = True
+
     def __init__(self) -> None:
         self.forgotten: list[int] = []
+
+    def send_rtcp(self, packet: bytes) -> None:
+        return None
 
     def forget_remote_ssrc(self, ssrc: int) -> None:
         self.forgotten.append(ssrc)

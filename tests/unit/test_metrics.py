@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sfu.config import MediaConfig
 from sfu.counters import MediaTotals
 from sfu.media import latency
-from sfu.media import receiver as receiver_module
+from sfu.media import layer as layer_module
 from sfu.media.connection import MediaConnection
 from sfu.media.downtrack import DownTrack, OutgoingStream
 from sfu.media.latency import LatencyHistogram
@@ -65,16 +65,16 @@ async def test_one_packet_in_sample_every_is_timed_from_arrival_per_copy() -> No
         receiver.add_down_track(DownTrack(receiver, stream, sink))
     histogram = LatencyHistogram((0.000_015, 0.000_025, 0.000_035))
     try:
-        with patch.object(receiver_module, "FORWARDING", histogram):
+        with patch.object(layer_module, "FORWARDING", histogram):
             for seq in range(2 * latency.SAMPLE_EVERY):
                 now[0] = seq / 1000
-                receiver.on_rtp(vp8_packet(seq, keyframe=seq == 0), now[0])
+                receiver.layers[0].on_rtp(vp8_packet(seq, keyframe=seq == 0), now[0])
     finally:
         await connection.close()
     # two sampled packets, one observation per copy: the k-th copy k clock reads after arrival
     assert histogram.counts == [2, 2, 2, 0]
     assert histogram.count == 2 * 3
-    assert receiver.packets_received == 2 * latency.SAMPLE_EVERY
+    assert receiver.layers[0].packets_received == 2 * latency.SAMPLE_EVERY
     assert all(len(sink.packets) == 2 * latency.SAMPLE_EVERY for sink in sinks)
 
 
@@ -87,7 +87,7 @@ async def test_totals_read_receivers_streams_and_rtcp_feedback() -> None:
     connection.add_down_track(down_track)
     try:
         for seq in range(10):
-            receiver.on_rtp(vp8_packet(seq, keyframe=seq == 0), 1.0)
+            receiver.layers[0].on_rtp(vp8_packet(seq, keyframe=seq == 0), 1.0)
         connection._on_rtcp(
             rtcp.serialize(
                 [

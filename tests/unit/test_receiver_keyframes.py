@@ -7,10 +7,12 @@ from collections.abc import Callable
 import pytest
 
 from sfu.api import TrackInfo
+from sfu.media.downtrack import DownTrack, OutgoingStream
+from sfu.media.layer import KEYFRAME_RETRY, LayerReceiver
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import PublisherClock
 
-from .media_doubles import publisher_params
+from .media_doubles import RecordingSink, publisher_params, subscriber_params, vp8_packet
 
 
 class Upstream:
@@ -23,7 +25,7 @@ class Upstream:
     def request_keyframe_now(self, media_ssrc: int) -> None:
         self.requests.append(media_ssrc)
 
-    def schedule_nack(self, receiver: TrackReceiver) -> None:
+    def schedule_nack(self, layer: LayerReceiver) -> None:
         return None
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
@@ -38,10 +40,10 @@ class Clock:
         return self.now
 
 
-def make_receiver(upstream: Upstream, clock: Clock) -> TrackReceiver:
+def make_receiver(upstream: Upstream, clock: Clock) -> LayerReceiver:
     info = TrackInfo("TR_a", "PA_a", "video")
     params = publisher_params(777)
-    return TrackReceiver(info, params, upstream, 0.5, PublisherClock(), clock=clock)
+    return TrackReceiver(info, params, upstream, 0.5, PublisherClock(), clock=clock).layers[0]
 
 
 @pytest.mark.parametrize(
@@ -93,3 +95,46 @@ def test_a_keyframe_arriving_cancels_the_pending_request() -> None:
     clock.now = 100.6
     fire()
     assert upstream.requests == [777]
+
+
+def keyframe_packet(seq: int, keyframe: bool = True) -> bytes:
+    return vp8_packet(seq, keyframe=keyframe, ssrc=777)
+
+
+def test_a_waiting_subscriber_asks_again_until_a_keyframe_comes() -> None:
+    """A publisher may ignore a request (libwebrtc does within 300 ms of its last keyframe): a
+    subscriber that joined just after the first keyframe waited for ever (a flaky browser test's
+    camera at 0 packets for 25 s). While a down-track waits, the request is repeated."""
+    upstream, clock = Upstream(), Clock()
+    track = TrackReceiver(
+        TrackInfo("TR_a", "PA_a", "video"), publisher_params(777), upstream, 0.5,
+        PublisherClock(), clock=clock,
+    )  # fmt: skip
+    layer = track.layers[0]
+    for seq in (0, 1):  # the publisher's first keyframe, before anyone subscribes
+        layer.on_rtp(keyframe_packet(seq), clock.now)
+    sink = RecordingSink()
+    track.add_down_track(DownTrack(track, OutgoingStream(subscriber_params(), 500, 9000), sink))
+    assert upstream.requests == [777]  # asked at once ... and ignored by the publisher
+    for _ in range(3):  # ... so asked again, every KEYFRAME_RETRY, while nothing comes
+        ((delay, fire),) = upstream.timers
+        upstream.timers.clear()
+        assert delay == pytest.approx(KEYFRAME_RETRY)
+        clock.now += delay
+        layer.on_rtp(keyframe_packet(int(clock.now * 10), keyframe=False), clock.now)
+        fire()
+    assert upstream.requests == [777] * 4
+    layer.on_rtp(keyframe_packet(int(clock.now * 10) + 1), clock.now)
+    assert sink.packets  # started on the keyframe
+    ((_, fire),) = upstream.timers
+    upstream.timers.clear()
+    clock.now += KEYFRAME_RETRY
+    fire()
+    assert upstream.requests == [777] * 4 and upstream.timers == []  # nothing waits: no more
+
+
+def test_nobody_waiting_means_no_repeated_requests() -> None:
+    upstream, clock = Upstream(), Clock()
+    layer = make_receiver(upstream, clock)
+    layer.request_keyframe(clock.now)
+    assert upstream.requests == [777] and upstream.timers == []

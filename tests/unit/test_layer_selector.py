@@ -7,7 +7,7 @@ import pytest
 
 from sfu.api import LayerActivity, TrackSettings
 from sfu.media.layer_meter import Layer
-from sfu.media.layers import (
+from sfu.media.layer_selector import (
     LayerSelector,
     LayerTarget,
     VideoTrackDemand,

@@ -10,7 +10,10 @@ its ICE, DTLS and SDP handling and takes over the media plane:
   (sfu.media.srtp) — no queue, no await, no Python frame or bytes object per copy;
 * offers keep payload types and header-extension ids stable across renegotiation (JSEP §5.2.2),
   and a local offer can be rolled back (JSEP §5.7), which aiortc does not implement;
-* DTLS also offers the ECDHE-RSA suites, so peers with an RSA certificate connect.
+* DTLS also offers the ECDHE-RSA suites, so peers with an RSA certificate connect;
+* simulcast a client sends is negotiated (RFC 8851, RFC 8853, sfu.media.sdp_simulcast): aiortc
+  drops a=rid and a=simulcast lines and negotiates no rid header extension, so the server adds
+  both to its answers and offers itself.
 
 tests/unit/test_aiortc_bridge.py fails loudly when an upgrade moves one of these internals.
 """
@@ -58,9 +61,10 @@ from OpenSSL import SSL
 
 from sfu.api import Kind
 from sfu.config import IceServer
-from sfu.media import sdp_check
+from sfu.media import sdp_check, sdp_simulcast
 from sfu.media.candidate import InvalidValue, parse_candidate, show
 from sfu.media.params import Codec, MediaParams
+from sfu.media.sdp_simulcast import Layer
 from sfu.media.srtp import Egress, SrtpSession, forget_stream, srtp_session
 
 # --- ICE host addresses ---
@@ -411,6 +415,8 @@ class ServerPeerConnection(RTCPeerConnection):
         # the local descriptions in effect before our outstanding offer, for a rollback
         self.before_offer: tuple[Any, Any] | None = None
         self.on_media_transport: Callable[[MediaTransport], None] | None = None
+        #: the simulcast of each client m-line that has some, by mid, as last negotiated
+        self.simulcast: dict[str, NegotiatedSimulcast] = {}
 
     async def close(self) -> None:
         await super().close()
@@ -507,7 +513,9 @@ async def create_offer(
         private._RTCPeerConnection__currentLocalDescription,
     )
     await pc.setLocalDescription(RTCSessionDescription(sdp=str(description), type="offer"))
-    sdp = str(pc.localDescription.sdp)
+    # a subsequent offer keeps the simulcast negotiated (JSEP §5.2.2): without it a browser's
+    # answer would drop its layers but one
+    sdp = sdp_simulcast.with_layers(str(pc.localDescription.sdp), _layers(pc))
     compact_descriptions(pc)
     return sdp
 
@@ -631,7 +639,13 @@ OPUS_PARAMETERS = {"minptime": 10, "useinbandfec": 1}
 
 
 async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
-    """Apply a remote offer and return the applied answer's SDP."""
+    """Apply a remote offer and return the applied answer's SDP.
+
+    Raises ValueError with a message for the client, before anything is applied, if the offer
+    changes the simulcast layers of an m-line that keeps sending.
+    """
+    described = sdp_simulcast.receivable(sdp)
+    _check_layers_kept(pc, described, "offer")
     await pc.setRemoteDescription(RTCSessionDescription(sdp=_bundle_candidates(sdp), type="offer"))
     for transceiver in pc.getTransceivers():
         # aiortc answers Opus without fmtp, which turns the publisher's FEC off
@@ -639,16 +653,127 @@ async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
             if codec.mimeType.lower() == "audio/opus":
                 for key, value in OPUS_PARAMETERS.items():
                     codec.parameters.setdefault(key, value)
+    for mid, mline in described.items():
+        if mline.rids:
+            pc.simulcast[mid] = NegotiatedSimulcast(mline.rids, ())
+        else:
+            pc.simulcast.pop(mid, None)
+    _apply_simulcast(pc, described)
     await pc.setLocalDescription(await pc.createAnswer())
-    answer = str(pc.localDescription.sdp)
+    answer = sdp_simulcast.with_layers(str(pc.localDescription.sdp), _layers(pc))
     compact_descriptions(pc)
     return answer
 
 
 async def accept_answer(pc: ServerPeerConnection, sdp: str) -> None:
+    """Apply the answer to our offer.
+
+    Raises ValueError with a message for the client, before anything is applied, if its
+    simulcast names layers our offer did not have, or changes those of a sending m-line.
+    """
+    described = sdp_simulcast.receivable(sdp)
+    for mid, mline in described.items():
+        offered = _layers(pc).get(mid, ())
+        for rid in mline.rids:
+            if rid not in {layer.rid for layer in offered}:
+                raise InvalidValue(
+                    f"mid {show(mid)}: a=simulcast names rid {show(rid)}, which the server's "
+                    "offer did not have (RFC 8853 §5.3.2)"
+                )
+    _check_layers_kept(pc, described, "answer")
     await pc.setRemoteDescription(RTCSessionDescription(sdp=_bundle_candidates(sdp), type="answer"))
     pc.before_offer = None  # answered: nothing left to roll back to (it held a whole offer)
+    for mid, mline in described.items():
+        negotiated = pc.simulcast.get(mid)
+        if negotiated is not None and not mline.rids:
+            del pc.simulcast[mid]
+    _apply_simulcast(pc, described)
     compact_descriptions(pc)
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiatedSimulcast:
+    """The simulcast of one client m-line, as last negotiated."""
+
+    #: the rids of the client's last offer (first alternatives, in its order): while the m-line
+    #: sends, later offers and answers must keep them
+    rids: tuple[str, ...]
+    #: those the server receives: in the answer to that offer and in the server's later offers
+    layers: tuple[Layer, ...]
+
+
+def _layers(pc: ServerPeerConnection) -> dict[str, tuple[Layer, ...]]:
+    return {mid: negotiated.layers for mid, negotiated in pc.simulcast.items()}
+
+
+def _check_layers_kept(
+    pc: ServerPeerConnection, described: Mapping[str, sdp_simulcast.MLine], kind: str
+) -> None:
+    """Refuse a description that changes the layers of an m-line that sends and keeps sending.
+
+    A published track's layers are the rids it was published with: browsers cannot change the
+    rids of a sender (RTCRtpSender.setParameters refuses), and the server's track keeps
+    one receiver per layer. A rid's pause (``~``) may change; an m-line that stopped sending
+    may come back with other layers (it is published again as a new track).
+    """
+    for transceiver in pc.getTransceivers():
+        mline = described.get(str(transceiver.mid))
+        if (
+            mline is None
+            or not mline.sending
+            or transceiver.currentDirection not in ("recvonly", "sendrecv")
+        ):
+            continue
+        negotiated = pc.simulcast.get(mline.mid)
+        if kind == "offer":
+            before = negotiated.rids if negotiated else ()
+        else:
+            before = tuple(layer.rid for layer in negotiated.layers) if negotiated else ()
+        if mline.rids != before:
+            raise InvalidValue(
+                f"mid {show(mline.mid)}: the simulcast layers of a sending m-line cannot change "
+                f"(negotiated: {_listed(before)}; this {kind}: {_listed(mline.rids)}); "
+                "stop its transceiver and publish on a new one"
+            )
+
+
+def _listed(rids: Sequence[str]) -> str:
+    return ", ".join(rids) if rids else "one stream, no simulcast"
+
+
+def _apply_simulcast(
+    pc: ServerPeerConnection, described: Mapping[str, sdp_simulcast.MLine]
+) -> None:
+    """After a remote description: the layers the server receives, and the rid header
+    extensions on their m-lines (RFC 8852), with the ids the description gave them.
+
+    aiortc negotiates only the extensions of its own list, which has no rid: the transceiver's
+    list is extended here, for this connection only (aiortc's module list is left alone).
+    A layer whose pt= restriction allows no payload type negotiated is left out.
+    """
+    for transceiver in pc.getTransceivers():
+        mid = str(transceiver.mid)
+        mline = described.get(mid)
+        negotiated = pc.simulcast.get(mid)
+        if mline is None or negotiated is None:
+            continue
+        payload_types = {c.payloadType for c in transceiver._codecs}
+        layers = tuple(
+            layer
+            for layer in mline.layers
+            if not layer.payload_types or payload_types.intersection(layer.payload_types)
+        )
+        pc.simulcast[mid] = NegotiatedSimulcast(negotiated.rids, layers)
+        extensions = [
+            e for e in transceiver._headerExtensions if e.uri not in sdp_simulcast.RID_EXTENSIONS
+        ]
+        if layers:
+            extensions += [
+                RTCRtpHeaderExtensionParameters(id=ext_id, uri=uri)
+                for uri, ext_id in mline.extensions.items()
+            ]
+        # a new list: compact_descriptions may share the old one with other transceivers
+        transceiver._headerExtensions = extensions
 
 
 #: The descriptions aiortc keeps: up to four, each with every m-line of the connection.
@@ -840,6 +965,7 @@ def media_params(pc: ServerPeerConnection, transceiver: RTCRtpTransceiver) -> Me
             if remote_rtx:
                 remote_ssrcs = tuple(s for s in remote_ssrcs if s not in remote_rtx)
     kind: Kind = "audio" if transceiver.kind == "audio" else "video"
+    simulcast = pc.simulcast.get(str(transceiver.mid))
     return MediaParams(
         mid=str(transceiver.mid),
         kind=kind,
@@ -850,6 +976,7 @@ def media_params(pc: ServerPeerConnection, transceiver: RTCRtpTransceiver) -> Me
         remote_ssrcs=remote_ssrcs,
         remote_rtx=remote_rtx,
         msid=msid,
+        rids=tuple(layer.rid for layer in simulcast.layers) if simulcast else (),
     )
 
 

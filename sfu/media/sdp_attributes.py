@@ -3,8 +3,9 @@
 Each check raises InvalidValue saying what the value should look like; :func:`run` adds where
 the line is. Grammars: rtpmap and fmtp (RFC 8866), rtcp-fb (RFC 4585), extmap (RFC 8285), ssrc
 and ssrc-group (RFC 5576), rtcp (RFC 3605), fingerprint (RFC 8122), setup (RFC 4145), ice-ufrag,
-ice-pwd and candidate (RFC 8839), sctp-port and max-message-size (RFC 8841); and each value must
-have the shape aiortc's parser expects, as it splits and converts without checking.
+ice-pwd and candidate (RFC 8839), sctp-port and max-message-size (RFC 8841), rid (RFC 8851) and
+simulcast (RFC 8853; sfu.media.sdp_simulcast); and each value must have the shape aiortc's parser
+expects, as it splits and converts without checking.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from sfu.media.candidate import InvalidValue, number, parse_candidate, show
+from sfu.media.sdp_simulcast import parse_rid, parse_simulcast
 
 #: fingerprint hash functions the DTLS transport verifies (aiortc), and their digest sizes
 FINGERPRINT_BYTES = {"sha-256": 32, "sha-384": 48, "sha-512": 64}
@@ -163,6 +165,14 @@ def _sctpmap(value: str, _: Formats) -> None:
         raise InvalidValue("expected <port> <protocol>")
 
 
+def _rid(value: str, _: Formats) -> None:
+    parse_rid(value)
+
+
+def _simulcast(value: str, _: Formats) -> None:
+    parse_simulcast(value)
+
+
 #: checks of the attributes that may stand at session level (those of the transport)
 SESSION_CHECKS: dict[str, Check] = {
     "fingerprint": _fingerprint,
@@ -185,6 +195,8 @@ MEDIA_CHECKS: dict[str, Check] = {
     "sctp-port": _port,
     "max-message-size": _size,
     "sctpmap": _sctpmap,
+    "rid": _rid,
+    "simulcast": _simulcast,
 }
 
 

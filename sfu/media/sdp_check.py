@@ -8,9 +8,10 @@ first problem into one sentence for the client's author that says where it is, e
 
 Rules: SDP (RFC 8866), JSEP (RFC 8829), BUNDLE (RFC 8843), ICE (RFC 8839), DTLS (RFC 4145,
 RFC 8122, RFC 8842), rtcp-mux (RFC 5761), header extensions (RFC 8285), source attributes
-(RFC 5576); and every line aiortc reads must have the shape it expects. The server has one
-transport per participant, so every m-line in use must be bundled onto it. The work is linear in
-the size of the SDP, so a hostile one costs no more than its bytes.
+(RFC 5576), rid and simulcast (RFC 8851, RFC 8853); and every line aiortc reads must have the
+shape it expects. The server has one transport per participant, so every m-line in use must be
+bundled onto it. The work is linear in the size of the SDP, so a hostile one costs no more than
+its bytes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from sfu.media.sdp_attributes import (
     NoFormats,
     run,
 )
+from sfu.media.sdp_simulcast import check_section as check_simulcast
 
 #: audio/video transports a JSEP answerer accepts (RFC 8829 §5.1); all are DTLS-SRTP here
 RTP_PROFILES = frozenset(
@@ -220,6 +222,11 @@ def _check_section(
         check = MEDIA_CHECKS.get(key)
         if check is not None:
             run(check, key, value, where, section)
+    if section.kind in ("audio", "video"):
+        try:
+            check_simulcast(section.attributes, section.payload_types)
+        except InvalidValue as exc:
+            raise InvalidSdp(f"{where}: {exc}") from None
     _check_transport(where, shared + section.attributes, kind)
     if section.kind in ("audio", "video") and codecs is not None:
         _check_codecs(section, codecs.get(section.kind, ()))

@@ -21,6 +21,7 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
 from aiortc import rtcpeerconnection as aiortc_rtcpeerconnection
 from aiortc import sdp as aiortc_sdp
+from aiortc.codecs import HEADER_EXTENSIONS
 from aiortc.rtcdtlstransport import RTCCertificate, RTCDtlsTransport, State
 from aiortc.rtcrtpreceiver import RTCRtpReceiver
 from aiortc.rtcrtpsender import RTCRtpSender
@@ -28,10 +29,13 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sfu.media import aiortc_bridge as bridge
-from sfu.media.params import Codec
+from sfu.media.params import URI_REPAIRED_RID, URI_RID, Codec
 from sfu.rtp.header import build_extension_block, rewrite
 
 MID_BLOCK = build_extension_block([(1, b"0")])
+#: Chromium's offer of a 3-layer simulcast camera (tests/unit/sdp/README.md)
+CHROMIUM = (Path(__file__).parent / "sdp" / "chromium_156_simulcast_offer.sdp").read_text()
+CHROMIUM = CHROMIUM.replace("\n", "\r\n")
 
 
 @pytest.fixture(autouse=True)
@@ -502,4 +506,38 @@ async def test_kept_descriptions_share_what_their_m_lines_have_equal() -> None:
         assert bridge.media_params(server, new).primary is not None
     finally:
         await client.close()
+        await server.close()
+
+
+async def test_simulcast_is_added_by_the_bridge_for_the_server_connection_only() -> None:
+    """aiortc drops a=rid/a=simulcast and negotiates no rid header extension: the bridge adds
+    both (sfu.media.sdp_simulcast), on the transceivers of the server's connection only, after
+    each remote description (aiortc recomputes ``_headerExtensions`` from its module list).
+    If aiortc learns simulcast, these fail: the bridge would then write the lines twice."""
+    own_list = {kind: list(extensions) for kind, extensions in HEADER_EXTENSIONS.items()}
+    assert URI_RID not in {e.uri for extensions in own_list.values() for e in extensions}
+    parsed = aiortc_sdp.SessionDescription.parse(CHROMIUM)
+    assert "a=rid:" not in str(parsed) and "a=simulcast:" not in str(parsed)
+    assert not hasattr(parsed.media[1], "rid") and not hasattr(parsed.media[1], "simulcast")
+    assert hasattr(aiortc_rtcpeerconnection, "find_common_header_extensions")
+    server = bridge.ServerPeerConnection()
+    plain = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        answer = await bridge.accept_offer(server, CHROMIUM)
+        assert "a=simulcast:recv q;h;f" in answer and f"a=extmap:10 {URI_RID}" in answer
+        camera = server.getTransceivers()[1]
+        assert {e.uri for e in camera._headerExtensions} >= {URI_RID, URI_REPAIRED_RID}
+        # aiortc's module list is untouched, and another aiortc peer negotiates as before
+        assert {kind: list(e) for kind, e in HEADER_EXTENSIONS.items()} == own_list
+        await plain.setRemoteDescription(RTCSessionDescription(CHROMIUM, "offer"))
+        plain_camera = plain.getTransceivers()[1]
+        assert URI_RID not in {e.uri for e in plain_camera._headerExtensions}
+        await plain.setLocalDescription(await plain.createAnswer())
+        assert URI_RID not in plain.localDescription.sdp
+        assert "a=simulcast" not in plain.localDescription.sdp
+        # what each remote description leaves on a transceiver is aiortc's list only
+        await server.setRemoteDescription(RTCSessionDescription(CHROMIUM, "offer"))
+        assert URI_RID not in {e.uri for e in server.getTransceivers()[1]._headerExtensions}
+    finally:
+        await plain.close()
         await server.close()

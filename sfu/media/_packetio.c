@@ -272,19 +272,17 @@ as_int(PyObject *value, long min, long max, const char *name, long *out)
     return 0;
 }
 
-static PyObject *
-Egress_send_rewritten(Egress *self, PyObject *const *args, Py_ssize_t nargs)
+/* send_rewritten's first nine arguments: the rewritten packet written to egress_buffer. Its
+ * size, with *payload_at where its payload starts; 0 when it cannot be sent (counted), -1 with
+ * an exception set. */
+static int
+write_rewritten(Egress *self, PyObject *const *args, Py_ssize_t *payload_at)
 {
-    if (nargs != 9) {
-        PyErr_SetString(PyExc_TypeError, "send_rewritten(data, payload_start, payload_type, seq, "
-                                         "timestamp, ssrc, extensions, value_at, value)");
-        return NULL;
-    }
     PyObject *data = args[0], *extensions = args[6], *value = args[8];
     if (!PyBytes_CheckExact(data) || !PyBytes_CheckExact(extensions) ||
         !PyBytes_CheckExact(value)) {
         PyErr_SetString(PyExc_TypeError, "data, extensions and value must be bytes");
-        return NULL;
+        return -1;
     }
     long payload_start, payload_type, seq, value_at;
     unsigned long timestamp, ssrc;
@@ -293,11 +291,11 @@ Egress_send_rewritten(Egress *self, PyObject *const *args, Py_ssize_t nargs)
         as_int(args[2], 0, 127, "payload_type", &payload_type) < 0 ||
         as_int(args[3], 0, 0xFFFF, "seq", &seq) < 0 ||
         as_int(args[7], -1, 0xFFFF, "value_at", &value_at) < 0)
-        return NULL;
+        return -1;
     timestamp = PyLong_AsUnsignedLongMask(args[4]);
     ssrc = PyLong_AsUnsignedLongMask(args[5]);
     if (PyErr_Occurred())
-        return NULL;
+        return -1;
     const unsigned char *in = (const unsigned char *)PyBytes_AS_STRING(data);
     Py_ssize_t ext_size = PyBytes_GET_SIZE(extensions);
     Py_ssize_t value_size = PyBytes_GET_SIZE(value);
@@ -306,7 +304,7 @@ Egress_send_rewritten(Egress *self, PyObject *const *args, Py_ssize_t nargs)
     if (total > MAX_PACKET || ext_size % 4 != 0 ||
         (value_at >= 0 && value_at + value_size > ext_size)) {
         self->send_errors++;
-        Py_RETURN_NONE;
+        return 0;
     }
     unsigned char *out = egress_buffer;
     /* V=2, the packet's own padding bit, X when there are extensions, no CSRCs */
@@ -326,7 +324,102 @@ Egress_send_rewritten(Egress *self, PyObject *const *args, Py_ssize_t nargs)
     if (value_at >= 0)
         memcpy(out + 12 + value_at, PyBytes_AS_STRING(value), (size_t)value_size);
     memcpy(out + 12 + ext_size, in + payload_start, (size_t)payload_size);
-    return protect_and_send(self, (int)total, self->srtp ? self->srtp->protect_rtp : NULL);
+    *payload_at = 12 + ext_size;
+    return (int)total;
+}
+
+static PyObject *
+Egress_send_rewritten(Egress *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 9) {
+        PyErr_SetString(PyExc_TypeError, "send_rewritten(data, payload_start, payload_type, seq, "
+                                         "timestamp, ssrc, extensions, value_at, value)");
+        return NULL;
+    }
+    Py_ssize_t payload_at;
+    int total = write_rewritten(self, args, &payload_at);
+    if (total <= 0) {
+        if (total < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    return protect_and_send(self, total, self->srtp ? self->srtp->protect_rtp : NULL);
+}
+
+/* RFC 7741 §4.2: write picture id, TL0PICIDX and KEYIDX into the VP8 payload descriptor that
+ * starts the size octets at p (padding excluded); -1 leaves a field, and so does a packet
+ * without it. Each field keeps its width (the M bit stays); a descriptor cut short is left
+ * whole. The reference is sfu.rtp.vp8.patch_descriptor. */
+static void
+patch_vp8(unsigned char *p, Py_ssize_t size, long picture_id, long tl0picidx, long keyidx)
+{
+    Py_ssize_t pos = 2, pid_at = -1, tl0_at = -1, key_at = -1;
+    int long_pid = 0;
+    if (size < 2 || !(p[0] & 0x80)) /* no X: no field to write */
+        return;
+    unsigned char x = p[1];
+    if (x & 0x80) { /* I */
+        if (pos >= size)
+            return;
+        pid_at = pos;
+        long_pid = p[pos] & 0x80;
+        pos += long_pid ? 2 : 1;
+        if (pos > size)
+            return;
+    }
+    if (x & 0x40) { /* L */
+        if (pos >= size)
+            return;
+        tl0_at = pos++;
+    }
+    if (x & 0x30) { /* T or K: one octet; its KEYIDX bits only count with K */
+        if (pos >= size)
+            return;
+        if (x & 0x10)
+            key_at = pos;
+    }
+    if (picture_id >= 0 && pid_at >= 0) {
+        if (long_pid) {
+            p[pid_at] = (unsigned char)(0x80 | ((picture_id >> 8) & 0x7F));
+            p[pid_at + 1] = (unsigned char)picture_id;
+        } else {
+            p[pid_at] = (unsigned char)(picture_id & 0x7F);
+        }
+    }
+    if (tl0picidx >= 0 && tl0_at >= 0)
+        p[tl0_at] = (unsigned char)tl0picidx;
+    if (keyidx >= 0 && key_at >= 0)
+        p[key_at] = (unsigned char)((p[key_at] & 0xE0) | (keyidx & 0x1F));
+}
+
+static PyObject *
+Egress_send_vp8(Egress *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 12) {
+        PyErr_SetString(PyExc_TypeError,
+                        "send_vp8(data, payload_start, payload_type, seq, timestamp, ssrc, "
+                        "extensions, value_at, value, picture_id, tl0picidx, keyidx)");
+        return NULL;
+    }
+    long picture_id, tl0picidx, keyidx;
+    if (as_int(args[9], -1, 0x7FFF, "picture_id", &picture_id) < 0 ||
+        as_int(args[10], -1, 0xFF, "tl0picidx", &tl0picidx) < 0 ||
+        as_int(args[11], -1, 0x1F, "keyidx", &keyidx) < 0)
+        return NULL;
+    Py_ssize_t payload_at;
+    int total = write_rewritten(self, args, &payload_at);
+    if (total <= 0) {
+        if (total < 0)
+            return NULL;
+        Py_RETURN_NONE;
+    }
+    Py_ssize_t size = total - payload_at;
+    if (size > 0 && egress_buffer[0] & 0x20) { /* RTP padding (RFC 3550 §5.1) */
+        unsigned char padding = egress_buffer[total - 1];
+        size = padding == 0 || padding > size ? 0 : size - padding;
+    }
+    patch_vp8(egress_buffer + payload_at, size, picture_id, tl0picidx, keyidx);
+    return protect_and_send(self, total, self->srtp ? self->srtp->protect_rtp : NULL);
 }
 
 static PyObject *
@@ -373,6 +466,11 @@ static PyMethodDef Egress_methods[] = {
      "Send data's payload (and padding) under a new fixed header and extension block, SRTP-"
      "protected. The marker and padding bits are the packet's own; value, when value_at >= 0, "
      "is written over the extension block at that offset."},
+    {"send_vp8", (PyCFunction)(void (*)(void))Egress_send_vp8, METH_FASTCALL,
+     "send_vp8(data, payload_start, payload_type, seq, timestamp, ssrc, extensions, value_at, "
+     "value, picture_id, tl0picidx, keyidx)\n\n"
+     "send_rewritten, with the VP8 payload descriptor's picture id, TL0PICIDX and KEYIDX set "
+     "(-1: left as they are) as sfu.rtp.vp8.patch_descriptor sets them."},
     {"send_rtp", (PyCFunction)Egress_send_rtp, METH_O, "Protect and send one RTP packet."},
     {"send_rtcp", (PyCFunction)Egress_send_rtcp, METH_O,
      "Protect and send one RTCP compound packet."},

@@ -40,6 +40,22 @@ class Egress:
         value: bytes,
         /,
     ) -> None: ...
+    def send_vp8(
+        self,
+        data: bytes,
+        payload_start: int,
+        payload_type: int,
+        seq: int,
+        timestamp: int,
+        ssrc: int,
+        extensions: bytes,
+        value_at: int,
+        value: bytes,
+        picture_id: int,
+        tl0picidx: int,
+        keyidx: int,
+        /,
+    ) -> None: ...
     def send_rtp(self, packet: bytes, /) -> None: ...
     def send_rtcp(self, packet: bytes, /) -> None: ...
     def close(self) -> None: ...

@@ -27,22 +27,29 @@ from sfu_client.media import (
     file_tracks,
     frame_color,
 )
+from sfu_client.simulcast import DEFAULT_LAYERS, OutboundLayer, SimulcastPublisher
+from sfu_client.simulcast_media import LayerSize, PreEncodedLayers
 
 __all__ = [
+    "DEFAULT_LAYERS",
     "PALETTE",
     "TONES",
     "ConnectionClosed",
     "FileTracks",
     "FrameProbe",
     "FrameRecord",
+    "LayerSize",
     "LocalTrack",
     "MarkerVideoTrack",
+    "OutboundLayer",
+    "PreEncodedLayers",
     "RemoteParticipant",
     "RemoteTrack",
     "ServerError",
     "ServerMessage",
     "SfuClient",
     "SfuClientError",
+    "SimulcastPublisher",
     "ToneAudioTrack",
     "audio_samples",
     "closest_color",

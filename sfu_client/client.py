@@ -33,6 +33,8 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from sfu.api import Kind, TrackInfo
 from sfu.media.aiortc_bridge import set_ice_host_addresses
+from sfu_client.simulcast import DEFAULT_LAYERS, SimulcastPublisher
+from sfu_client.simulcast_media import LayerSize
 
 logger = logging.getLogger(__name__)
 
@@ -108,6 +110,8 @@ class LocalTrack:
     track: MediaStreamTrack
     transceiver: RTCRtpTransceiver
     muted: bool = False
+    #: the layers' sender when published with simulcast (``set_active``, counters per layer)
+    simulcast: SimulcastPublisher | None = None
 
 
 class SfuClientError(Exception):
@@ -239,6 +243,7 @@ class SfuClient:
         self._pending: dict[str, _Pending] = {}
         self._offered: dict[str, Mapping[str, Any]] = {}  # mid -> the server offer's track entry
         self._remote_by_mid: dict[str, RemoteTrack] = {}
+        self._simulcast: list[SimulcastPublisher] = []  # their m-lines' SDP is ours to edit
         self._negotiation = asyncio.Lock()
         self._own_offer_pending = False
         self._offers_sent = 0
@@ -444,10 +449,48 @@ class SfuClient:
 
     # --- publishing ---
 
-    async def publish(self, track: MediaStreamTrack, source: str = "camera") -> LocalTrack:
-        """Send ``track`` on a new m-line; returns it with the track id the server gave it."""
+    async def publish(
+        self, track: MediaStreamTrack, source: str = "camera", *, simulcast: bool = False
+    ) -> LocalTrack:
+        """Send ``track`` on a new m-line; returns it with the track id the server gave it.
+        ``simulcast``: as three VP8 layers (see :meth:`publish_simulcast`)."""
+        if simulcast:
+            return await self.publish_simulcast(track, source)
         (local,) = await self.publish_many([(track, source)])
         return local
+
+    async def publish_simulcast(
+        self,
+        track: MediaStreamTrack,
+        source: str = "camera",
+        *,
+        layers: Sequence[LayerSize] = DEFAULT_LAYERS,
+        fps: float = 30.0,
+        always_send_rid: bool = False,
+    ) -> LocalTrack:
+        """Send a video track as rid simulcast on one new m-line, as a browser does: each of
+        ``layers`` (rid, size divided by scale, bitrate; default q 1/4, h 1/2, f full) is its own
+        VP8 stream. ``track`` may be :class:`~sfu_client.simulcast_media.PreEncodedLayers`
+        (sent without encoding; its rids are the layers). ``LocalTrack.simulcast`` controls
+        the layers. Without simulcast in the server's answer, only the first layer is sent."""
+        publisher = SimulcastPublisher(track, layers, fps=fps, always_send_rid=always_send_rid)
+        async with self._negotiation:
+            transceiver = publisher.attach(self.pc)
+            self._simulcast.append(publisher)
+            try:
+                answer = await self._negotiate({transceiver: source})
+            except BaseException:
+                self._simulcast.remove(publisher)
+                await publisher.close()
+                raise
+            ids = {str(e.get("mid")): str(e.get("trackId")) for e in answer.data.get("tracks", ())}
+            mid = transceiver.mid
+            if mid is None or mid not in ids:
+                raise SfuClientError(f"the answer gave no track id to mid {mid}: {ids}")
+            local = LocalTrack(ids[mid], mid, "video", source, track, transceiver, False, publisher)
+            self.local_tracks[local.track_id] = local
+            self._notify()
+            return local
 
     async def publish_many(
         self, tracks: Sequence[tuple[MediaStreamTrack, str]], *, codecs: Sequence[str] = ()
@@ -476,6 +519,8 @@ class SfuClient:
     async def unpublish(self, track_id: str) -> None:
         """Stop sending a published track (its m-line turns inactive) and renegotiate."""
         local = self.local_tracks.pop(track_id)
+        if local.simulcast is not None:
+            await local.simulcast.close()  # its m-line's offers still leave its a=ssrc out
         async with self._negotiation:
             local.transceiver.sender.replaceTrack(None)
             local.transceiver.direction = "inactive"
@@ -499,10 +544,14 @@ class SfuClient:
             await self.pc.setLocalDescription(await self._create_offer())
             sources = {t.mid: {"source": t.source} for t in self.local_tracks.values()}
             sources.update({t.mid: {"source": source} for t, source in new.items() if t.mid})
+            sdp = self.pc.localDescription.sdp
+            for publisher in self._simulcast:
+                sdp = publisher.offer(sdp)
             answer = await self.request(
-                {"type": "offer", "sdp": self.pc.localDescription.sdp, "tracks": sources},
-                expect="answer",
+                {"type": "offer", "sdp": sdp, "tracks": sources}, expect="answer"
             )
+            for publisher in self._simulcast:  # before aiortc may start their senders
+                publisher.apply_answer(str(answer.data["sdp"]))
             await self.pc.setRemoteDescription(
                 RTCSessionDescription(sdp=str(answer.data["sdp"]), type="answer")
             )
@@ -621,6 +670,9 @@ class SfuClient:
 
     def _on_publisher_layers(self, data: Mapping[str, Any]) -> None:
         layers = {str(layer["rid"]): bool(layer["active"]) for layer in data["layers"]}
+        local = self.local_tracks.get(str(data["trackId"]))
+        if local is not None and local.simulcast is not None:
+            local.simulcast.set_layers(layers)  # stop encoding what nobody receives
         hook = self.on_publisher_layers
         if hook is None:
             return
@@ -698,7 +750,10 @@ class SfuClient:
         self._offered = dict(offer.data.get("tracks") or {})
         self._sync_remote_tracks()
         await self.pc.setLocalDescription(await self.pc.createAnswer())
-        await self.send({"type": "answer", "sdp": self.pc.localDescription.sdp})
+        answer = self.pc.localDescription.sdp
+        for publisher in self._simulcast:
+            answer = publisher.answer(answer, sdp)
+        await self.send({"type": "answer", "sdp": answer})
 
     def _check_extends_session(self, sdp: str) -> None:
         """Refuse an offer that drops or reorders negotiated m-lines (JSEP 5.2.2): aiortc would

@@ -1000,3 +1000,124 @@ def offered_m_lines(sdp: str) -> list[OfferedMLine]:
         )
         for media in description.media
     ]
+
+
+# --- client side: simulcast publishing for sfu_client ---
+#
+# aiortc sends one RTP stream per m-line. sfu_client.simulcast writes the m-line's packets itself
+# (three rid streams, RFC 8853), so the transceiver's aiortc sender must send nothing, RTCP for
+# the simulcast SSRCs must reach the publisher, and its packets go through the DTLS transport's
+# SRTP. tests/unit/test_aiortc_bridge_client.py pins what this section relies on.
+
+import logging  # noqa: E402 - kept in this section, which the rest of the module does not use
+import weakref  # noqa: E402
+from collections.abc import Awaitable  # noqa: E402
+
+from aiortc.mediastreams import MediaStreamTrack  # noqa: E402
+from aiortc.rtcrtpparameters import RTCRtpSendParameters  # noqa: E402
+
+_client_logger = logging.getLogger(__name__ + ".client")
+
+SenderStarted = Callable[[str, str], None]  # (mid, RTCP cname)
+SenderStopped = Callable[[], Awaitable[None]]
+RtcpTap = Callable[[bytes], None]
+
+
+async def _nothing_to_stop() -> None:
+    return None
+
+
+class _ExternalSender(RTCRtpSender):
+    """An aiortc sender that sends nothing: its owner writes the m-line's packets.
+
+    aiortc calls ``send()`` once the DTLS transport is up and the m-line negotiated as sending
+    (again after each renegotiation), and ``stop()`` when the transceiver or connection closes.
+    aiortc's own RTP and RTCP tasks never start: no packet or sender report with the SSRC in
+    aiortc's a=ssrc lines (which the simulcast offer removes) ever leaves.
+    """
+
+    def __init__(self, track_or_kind: MediaStreamTrack | str, transport: RTCDtlsTransport) -> None:
+        super().__init__(track_or_kind, transport)
+        self.on_started: SenderStarted | None = None
+        self.on_stopped: SenderStopped = _nothing_to_stop
+        self._external_started = False
+
+    async def send(self, parameters: RTCRtpSendParameters) -> None:
+        if self._external_started or self.on_started is None:
+            return
+        self._external_started = True
+        self.on_started(str(parameters.muxId), str(parameters.rtcp.cname or ""))
+
+    async def stop(self) -> None:
+        await self.on_stopped()
+
+
+def add_external_send_transceiver(
+    pc: RTCPeerConnection,
+    track: MediaStreamTrack,
+    on_started: SenderStarted,
+    on_stopped: SenderStopped,
+) -> RTCRtpTransceiver:
+    """A sendonly transceiver for ``track`` whose packets the caller sends itself.
+
+    ``on_started(mid, cname)`` runs once the transport is connected and the m-line negotiated;
+    ``on_stopped()`` is awaited when aiortc stops the sender (connection closed).
+    """
+    module: Any = aiortc_rtcpeerconnection
+    saved = module.RTCRtpSender
+    module.RTCRtpSender = _ExternalSender  # aiortc builds senders by this module-level name
+    try:
+        transceiver = pc.addTransceiver(track, direction="sendonly")
+    finally:
+        module.RTCRtpSender = saved
+    sender = transceiver.sender
+    if not isinstance(sender, _ExternalSender):
+        raise RuntimeError("aiortc no longer builds its senders by a module-level name")
+    sender.on_started = on_started
+    sender.on_stopped = on_stopped
+    return transceiver
+
+
+async def send_srtp(dtls: RTCDtlsTransport, packet: bytes) -> bool:
+    """Protect and send one RTP or RTCP packet; False when the transport is not connected.
+
+    Looked up on each call: a load client may have wrapped the instance's ``_send_rtp``.
+    """
+    try:
+        await cast(Any, dtls)._send_rtp(packet)
+    except ConnectionError:
+        return False
+    return True
+
+
+_rtcp_taps: weakref.WeakKeyDictionary[RTCDtlsTransport, list[RtcpTap]] = weakref.WeakKeyDictionary()
+
+
+def tap_rtcp(dtls: RTCDtlsTransport, tap: RtcpTap) -> Callable[[], None]:
+    """Call ``tap(compound)`` with every decrypted RTCP packet ``dtls`` receives, before aiortc
+    handles it (aiortc's router would drop RTCP for SSRCs none of its senders has, and routes
+    a FIR by its header's media SSRC, which RFC 5104 sets to 0). Returns the untap function.
+    """
+    taps = _rtcp_taps.get(dtls)
+    if taps is None:
+        taps = _rtcp_taps[dtls] = []
+        private: Any = dtls
+        handle = private._handle_rtcp_data
+        active = taps
+
+        async def tapped(data: bytes) -> None:
+            for each in tuple(active):
+                try:
+                    each(data)
+                except Exception:  # a bug in a tap must not end aiortc's receive loop
+                    _client_logger.exception("RTCP tap failed")
+            await handle(data)
+
+        private._handle_rtcp_data = tapped
+    taps.append(tap)
+
+    def untap() -> None:
+        if tap in taps:
+            taps.remove(tap)
+
+    return untap

@@ -1,0 +1,181 @@
+"""Guards on the aiortc internals the client side of sfu/media/aiortc_bridge.py relies on
+(the section "client side: simulcast publishing for sfu_client").
+
+A plain aiortc peer connection (the client) talks to a ServerPeerConnection over 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc import rtcpeerconnection as aiortc_rtcpeerconnection
+from aiortc import sdp as aiortc_sdp
+from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpsender import RTCRtpSender
+
+from sfu.media import aiortc_bridge as bridge
+
+WAIT = 10.0
+RR = bytes([0x80, 201, 0, 1, 0, 0, 0, 1])  # an empty receiver report
+
+
+@pytest.fixture(autouse=True)
+def loopback_only() -> object:
+    bridge.set_ice_host_addresses(["127.0.0.1"])
+    yield
+    bridge.set_ice_host_addresses([])
+
+
+async def _until(condition: Callable[[], bool], what: str) -> None:
+    for _ in range(int(WAIT / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)  # aiortc has no event for these states
+    raise AssertionError(f"no {what} within {WAIT} s")
+
+
+class Peers:
+    def __init__(self) -> None:
+        self.client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        self.server = bridge.ServerPeerConnection()
+        self.started: list[tuple[str, str]] = []
+        self.stopped = 0
+        self.rtp: list[bytes] = []
+        self.server.on_media_transport = lambda t: setattr(
+            t, "on_rtp", lambda data, now: self.rtp.append(data)
+        )
+        self.transceiver = bridge.add_external_send_transceiver(
+            self.client, VideoStreamTrack(), self._started, self._stopped
+        )
+
+    def _started(self, mid: str, cname: str) -> None:
+        self.started.append((mid, cname))
+
+    async def _stopped(self) -> None:
+        self.stopped += 1
+
+    @property
+    def dtls(self) -> RTCDtlsTransport:
+        return self.transceiver.sender.transport
+
+    async def negotiate(self) -> None:
+        await self.client.setLocalDescription(await self.client.createOffer())
+        answer = await bridge.accept_offer(self.server, self.client.localDescription.sdp)
+        await self.client.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    async def connect(self) -> None:
+        await self.negotiate()
+        await _until(lambda: bool(self.started), "sender start")
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.server.close()
+
+
+@pytest.fixture
+async def peers() -> AsyncIterator[Peers]:
+    pair = Peers()
+    try:
+        yield pair
+    finally:
+        await pair.close()
+
+
+def test_private_names_still_exist() -> None:
+    # the peer connection builds its senders by this module-level name
+    module: Any = aiortc_rtcpeerconnection
+    assert module.RTCRtpSender is RTCRtpSender
+    for name in ("_send_rtp", "_handle_rtcp_data"):
+        assert asyncio.iscoroutinefunction(getattr(RTCDtlsTransport, name)), name
+    for name in ("send", "stop"):
+        assert asyncio.iscoroutinefunction(getattr(RTCRtpSender, name)), name
+
+
+async def test_the_sender_aiortc_builds_is_ours_and_sends_nothing(peers: Peers) -> None:
+    sender: Any = peers.transceiver.sender
+    assert type(sender) is bridge._ExternalSender
+    module: Any = aiortc_rtcpeerconnection
+    assert module.RTCRtpSender is RTCRtpSender  # restored
+    assert sender.track is not None and sender.track.kind == "video"
+    await peers.connect()
+    # aiortc's send(parameters): the negotiated mid and the connection's RTCP cname, once
+    ((mid, cname),) = peers.started
+    assert mid == peers.transceiver.mid == "0" and cname
+    # aiortc's own RTP and RTCP tasks were never made
+    private: Any = sender
+    assert private._RTCRtpSender__rtp_task is None
+    assert private._RTCRtpSender__rtcp_task is None
+    await peers.negotiate()  # a renegotiation calls send() again: still one start
+    await peers.client.close()
+    assert peers.stopped == 1 and len(peers.started) == 1
+    assert peers.rtp == []  # nothing from the track: our owner sends
+
+
+async def test_send_srtp_protects_for_the_peer_and_reports_a_closed_transport(
+    peers: Peers,
+) -> None:
+    packet = struct.pack("!BBHII", 0x80, 0x80 | 97, 9, 1234, 0xABCD) + b"\x10" + b"\x42" * 200
+    assert not await bridge.send_srtp(peers.dtls, packet)  # not connected yet: dropped
+    await peers.connect()
+    assert await bridge.send_srtp(peers.dtls, packet)
+    await _until(lambda: bool(peers.rtp), "RTP at the server")
+    assert peers.rtp == [packet]
+    # a wrapper on the instance (as the load client installs) is honoured
+    seen: list[bytes] = []
+    private: Any = peers.dtls
+    send_rtp = private._send_rtp
+
+    async def counting(data: bytes) -> None:
+        seen.append(data)
+        await send_rtp(data)
+
+    private._send_rtp = counting
+    assert await bridge.send_srtp(peers.dtls, packet)
+    assert seen == [packet]
+
+
+async def test_tap_sees_rtcp_before_aiortc_and_a_failing_tap_harms_nothing(peers: Peers) -> None:
+    await peers.connect()
+    private: Any = peers.dtls
+    handled: list[bytes] = []
+    handle = private._handle_rtcp_data
+
+    async def aiortc_handles(data: bytes) -> None:
+        handled.append(data)
+        await handle(data)
+
+    private._handle_rtcp_data = aiortc_handles  # what aiortc's receive loop calls
+    tapped: list[bytes] = []
+
+    def failing(data: bytes) -> None:
+        raise RuntimeError("a bug")
+
+    untap_failing = bridge.tap_rtcp(peers.dtls, failing)
+    untap = bridge.tap_rtcp(peers.dtls, tapped.append)
+    transport = peers.server.media_transport
+    assert transport is not None
+    transport.send_rtcp(RR)
+    await _until(lambda: bool(handled), "RTCP handled by aiortc")
+    assert tapped == [RR] and handled == [RR]
+    assert peers.dtls.state == "connected"
+    untap()
+    untap_failing()
+    transport.send_rtcp(RR)
+    await _until(lambda: len(handled) == 2, "more RTCP")
+    assert tapped == [RR]
+
+
+def test_aiortc_reads_past_rid_and_simulcast_lines() -> None:
+    """The client reads those lines of the server's answer itself; aiortc must not choke."""
+    sdp = (
+        "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 97\r\n"
+        "c=IN IP4 0.0.0.0\r\na=mid:0\r\na=recvonly\r\na=rtpmap:97 VP8/90000\r\n"
+        "a=rid:q recv\r\na=rid:h recv\r\na=simulcast:recv q;h\r\n"
+    )
+    text = str(aiortc_sdp.SessionDescription.parse(sdp))
+    assert "a=rid" not in text and "a=simulcast" not in text

@@ -2,12 +2,16 @@
 // All protocol work is in sfu-client.js; this file only turns its events into tiles.
 //
 // Query parameters (all optional): room, name; autojoin (join at once, without the form);
-// video=WIDTHxHEIGHT and fps (capture size, e.g. video=320x180&fps=15).
+// video=WIDTHxHEIGHT and fps (capture size, e.g. video=320x180&fps=15); simulcast=0 (send the
+// camera as one encoding; by default a capture at least 640 wide is sent as three); adaptive=0
+// (no adaptive stream: receive every video at its best layer, whatever the tile's size).
 
 import { SfuClient } from "./sfu-client.js";
 import { QualityMonitor } from "./sfu-stats.js";
 
 const STATS_INTERVAL_MS = 1000;
+/** Narrower captures are sent as one encoding: their layers would be too small to be of use. */
+const SIMULCAST_MIN_WIDTH = 640;
 const params = new URLSearchParams(location.search);
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -140,7 +144,10 @@ async function join(room, name) {
     setStatus(`No camera/microphone (${error.name}): joining to watch only`, "join-status", true);
   }
   setStatus("Connecting…", "join-status");
-  client = new SfuClient(undefined, { log: (...args) => console.warn("[sfu]", ...args) });
+  client = new SfuClient(undefined, {
+    log: (...args) => console.warn("[sfu]", ...args),
+    adaptiveStream: params.get("adaptive") !== "0",
+  });
   listen(client);
   try {
     await client.join(room, name);
@@ -159,7 +166,7 @@ async function join(room, name) {
     // both in one offer
     const published = await Promise.allSettled([
       audio ? client.publish(audio, { source: "microphone" }) : null,
-      video ? client.publish(video, { source: "camera" }) : null,
+      video ? client.publish(video, { source: "camera", simulcast: wantsSimulcast(video) }) : null,
     ]);
     [local.mic, local.camera] = published.map((p) => (p.status === "fulfilled" ? p.value : null));
     published
@@ -169,6 +176,11 @@ async function join(room, name) {
   updateControls();
   quality = new QualityMonitor(client);
   statsTimer = setInterval(updateStats, STATS_INTERVAL_MS);
+}
+
+/** @param {MediaStreamTrack} video */
+function wantsSimulcast(video) {
+  return params.get("simulcast") !== "0" && (video.getSettings().width ?? 0) >= SIMULCAST_MIN_WIDTH;
 }
 
 function listen(sfu) {
@@ -273,7 +285,10 @@ function attachRemote(remote) {
   if (remote.kind === "audio") {
     tiles.get(remote.participantId)?.addAudio(remote.trackId, remote.track);
   } else if (remote.source === "camera") {
-    tiles.get(remote.participantId)?.setVideo(remote.track);
+    const tile = tiles.get(remote.participantId);
+    tile?.setVideo(remote.track);
+    // adaptive stream: the tile's size and visibility choose the layer (until the track ends)
+    if (tile) client.observeElement(remote.trackId, tile.video);
   } else {
     const tile = new Tile(`screen:${remote.trackId}`, participant.name, {
       screen: true,
@@ -283,6 +298,7 @@ function attachRemote(remote) {
     tile.el.dataset.trackId = remote.trackId;
     addTile(tile);
     tile.setVideo(remote.track);
+    client.observeElement(remote.trackId, tile.video);
   }
   refreshParticipant(remote.participantId);
 }

@@ -23,13 +23,35 @@
 //
 // Connection quality per track (RTT, loss, bitrate) is in sfu-stats.js.
 //
+// Simulcast (`publish(track, {simulcast: true})`): the camera is sent as three encodings (rids
+// q, h, f); the server tells which ones somebody receives (`publisherLayers`) and the others
+// are set inactive, so the browser stops encoding them. Receiving: `setTrackSettings()` says
+// what this client wants of a track (pause, a layer, a size), and adaptive stream (on by
+// default; adaptive-stream.js) does it by itself for the <video> elements registered with
+// `observeElement()`: a small tile gets a small layer, a hidden one is paused.
+//
 // Mute (see `setMuted`): the sender's encoding is deactivated (`active: false`), so no RTP is sent
 // for a muted track at all, and the track is disabled (`enabled = false`) as well, so that a browser
 // that cannot deactivate an encoding sends silence / black frames instead.
 
+import { AdaptiveStream } from "./adaptive-stream.js";
+
 export const PROTOCOL_VERSION = 1;
 
 const DEFAULT_REQUEST_TIMEOUT_MS = 10000;
+/** Track ids in one setTrackSettings (the protocol's limit). */
+const MAX_TRACK_IDS = 512;
+
+/**
+ * The encodings of a simulcast camera, smallest first (a 1280x720 capture gives 320x180,
+ * 640x360, 1280x720). The server ranks layers by what it measures, not by rid or order.
+ * @type {RTCRtpEncodingParameters[]}
+ */
+export const SIMULCAST_ENCODINGS = Object.freeze([
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: "f", maxBitrate: 1_500_000 },
+]);
 
 /**
  * @typedef {object} TrackInfo            what a participant publishes (from the server's events)
@@ -62,6 +84,15 @@ const DEFAULT_REQUEST_TIMEOUT_MS = 10000;
  * @property {RTCRtpTransceiver} transceiver
  * @property {boolean} muted
  * @property {boolean} published          false once unpublished
+ * @property {boolean} simulcast          sent as several encodings (rids)
+ * @property {Map<string, boolean>} layers  rid -> wanted, as the server last said (publisherLayers)
+ *
+ * @typedef {object} TrackSettings        what this client wants of a received video track
+ * @property {boolean} [paused]           forward nothing of it
+ * @property {number} [maxLayer]          0 the smallest layer
+ * @property {number} [maxWidth]          pixels: the smallest layer at least this large
+ * @property {number} [maxHeight]
+ * @property {number} [maxTemporalLayer]  0-3
  */
 
 export class SfuError extends Error {
@@ -87,13 +118,17 @@ export function defaultSignalingUrl() {
  *   "track"               RemoteTrack (its media is now carried; play `detail.track`)
  *   "track-ended"         RemoteTrack (no longer carried: detach it)
  *   "connectionstatechange" {state}              "closed"             {reason}
+ *   "publisher-layers"    {local, layers} (LocalTrack; rid -> wanted: the others are turned off)
  *   "error"               {error} (a server error no call was waiting for, a failed negotiation)
  */
 export class SfuClient extends EventTarget {
   /**
    * @param {string} [url] signaling WebSocket URL; defaults to this page's server
-   * @param {{iceServers?: RTCIceServer[], requestTimeoutMs?: number, log?: (...args: any[]) => void}} [options]
+   * @param {{iceServers?: RTCIceServer[], requestTimeoutMs?: number, log?: (...args: any[]) => void,
+   *          adaptiveStream?: boolean, adaptiveStreamDebounceMs?: number}} [options]
    *   `iceServers` stays empty unless the server's operator gives STUN/TURN servers.
+   *   `adaptiveStream: false`: `observeElement()` does nothing (every track at its best layer,
+   *   unless `setTrackSettings()` says otherwise).
    */
   constructor(url = defaultSignalingUrl(), options = {}) {
     super();
@@ -134,6 +169,24 @@ export class SfuClient extends EventTarget {
     this._queuedCandidates = [];
     /** @type {Set<RTCRtpTransceiver>} the sending transceivers this client added */
     this._ownTransceivers = new Set();
+    /** @type {Set<RTCRtpTransceiver>} those of them made with simulcast encodings */
+    this._simulcastTransceivers = new Set();
+    /** @type {Map<string, Map<string, boolean>>} publisherLayers for a track id not known yet */
+    this._pendingLayers = new Map();
+    /** @type {WeakMap<RTCRtpSender, Promise<void>>} setParameters calls, one at a time per sender */
+    this._encodingUpdates = new WeakMap();
+    /** @type {Map<string, TrackSettings>} trackId -> what setTrackSettings() asked */
+    this._appSettings = new Map();
+    /** @type {Map<string, string>} trackId -> the settings last sent for it (JSON) */
+    this._sentSettings = new Map();
+    this._settingsRequests = 0;
+    /** @type {AdaptiveStream|null} */
+    this.adaptiveStream =
+      options.adaptiveStream === false
+        ? null
+        : new AdaptiveStream((trackIds) => this._sendSettings(trackIds, true), {
+            debounceMs: options.adaptiveStreamDebounceMs,
+          });
   }
 
   get closed() {
@@ -192,6 +245,31 @@ export class SfuClient extends EventTarget {
     this._send({ type: "unsubscribe", trackIds });
   }
 
+  /**
+   * Say what this client wants of these received video tracks; replaces what was set before
+   * for them (`{}`: the best layer). Adaptive stream adds to it: a size limit is the smaller of
+   * the two, and a track is paused if either says so. No reply: an unknown id comes back as an
+   * "error" event.
+   * @param {string[]} trackIds @param {TrackSettings} [settings]
+   */
+  setTrackSettings(trackIds, settings = {}) {
+    for (const trackId of trackIds) this._appSettings.set(trackId, { ...settings });
+    this._sendSettings(trackIds, false);
+  }
+
+  /**
+   * Adaptive stream: report the rendered size of `element` (a <video> playing the remote
+   * video track `trackId`) and whether it is visible, so that the server sends a layer that
+   * fits it and nothing while it is hidden. Call it on each "track" event you render; it lasts
+   * until the returned function is called or the track ends. Nothing is asked before the
+   * element is first measured.
+   * @param {string} trackId @param {Element} element @returns {() => void} stops observing it
+   */
+  observeElement(trackId, element) {
+    if (!this.adaptiveStream || this.closed) return () => {};
+    return this.adaptiveStream.observe(trackId, element);
+  }
+
   /** Send `leave`, wait for `left` (briefly), and close everything. */
   async leave() {
     if (this.closed) return;
@@ -219,6 +297,7 @@ export class SfuClient extends EventTarget {
     this._pending.clear();
     for (const change of this._changes.splice(0)) change.done(new Error(`connection closed: ${reason}`));
     for (const remote of [...this.remoteTracks.values()]) this._endRemote(remote);
+    this.adaptiveStream?.close();
     if (this.pc) this.pc.close();
     this._emit("closed", { reason });
   }
@@ -239,12 +318,19 @@ export class SfuClient extends EventTarget {
 
   /**
    * Publish `track` on an m-line of its own (one offer for the calls made in the same task).
+   * `simulcast: true` (video only) sends it as SIMULCAST_ENCODINGS, or give the encodings
+   * (each with a `rid`); the server must negotiate simulcast (protocol section 8).
    * @param {MediaStreamTrack} track
-   * @param {{source?: string}} [options] the label the others see (default: microphone / camera)
+   * @param {{source?: string, simulcast?: boolean|RTCRtpEncodingParameters[]}} [options]
+   *   `source`: the label the others see (default: microphone / camera)
    * @returns {Promise<LocalTrack>} once the server's answer has given it a track id
    */
   publish(track, options = {}) {
     const source = options.source ?? (track.kind === "audio" ? "microphone" : "camera");
+    const encodings = options.simulcast === true ? SIMULCAST_ENCODINGS : options.simulcast || null;
+    if (encodings && track.kind !== "video") {
+      return Promise.reject(new TypeError("publish: simulcast is for video tracks"));
+    }
     /** @type {LocalTrack} */
     const local = {
       trackId: null,
@@ -254,9 +340,11 @@ export class SfuClient extends EventTarget {
       transceiver: /** @type {any} */ (null),
       muted: false,
       published: true,
+      simulcast: Boolean(encodings),
+      layers: new Map(),
     };
     return this._change(() => {
-      local.transceiver = this._sendingTransceiver(track);
+      local.transceiver = this._sendingTransceiver(local, encodings);
       this.localTracks.push(local);
     }).then(
       () => {
@@ -299,15 +387,20 @@ export class SfuClient extends EventTarget {
     local.muted = muted;
     if (local.track) local.track.enabled = !muted;
     try {
-      await setActive(local.transceiver.sender, !muted);
+      await this._updateEncodings(local);
     } catch (error) {
       this.log("setParameters failed; the disabled track sends silence/black instead:", error);
     }
     if (local.trackId && !this.closed) this._send({ type: "mute", trackId: local.trackId, muted });
   }
 
-  /** A sendonly transceiver for `track`: an inactive one of ours of the same kind, or a new one. */
-  _sendingTransceiver(track) {
+  /**
+   * A sendonly transceiver for `local`: an inactive one of ours of the same kind (and made with
+   * simulcast or not, as asked: encodings are fixed when a transceiver is made), or a new one.
+   * @param {LocalTrack} local @param {readonly RTCRtpEncodingParameters[]|null} encodings
+   */
+  _sendingTransceiver(local, encodings) {
+    const track = /** @type {MediaStreamTrack} */ (local.track);
     const reusable = this.pc
       .getTransceivers()
       .find(
@@ -316,17 +409,42 @@ export class SfuClient extends EventTarget {
           t.direction === "inactive" &&
           t.receiver.track.kind === track.kind &&
           this._ownTransceivers.has(t) &&
+          this._simulcastTransceivers.has(t) === Boolean(encodings) &&
           !this.localTracks.some((l) => l.transceiver === t),
       );
     if (reusable) {
       reusable.direction = "sendonly";
       reusable.sender.replaceTrack(track);
-      setActive(reusable.sender, true).catch((error) => this.log("setParameters:", error));
+      local.transceiver = reusable;
+      this._updateEncodings(local).catch((error) => this.log("setParameters:", error));
       return reusable;
     }
-    const transceiver = this.pc.addTransceiver(track, { direction: "sendonly" });
+    const init = { direction: /** @type {RTCRtpTransceiverDirection} */ ("sendonly") };
+    if (encodings) init.sendEncodings = encodings.map((encoding) => ({ ...encoding }));
+    const transceiver = this.pc.addTransceiver(track, init);
     this._ownTransceivers.add(transceiver);
+    if (encodings) this._simulcastTransceivers.add(transceiver);
     return transceiver;
+  }
+
+  /**
+   * Set each encoding of `local`'s sender active unless the track is muted or the server said
+   * nobody receives that layer (publisherLayers); one setParameters at a time per sender.
+   * @param {LocalTrack} local
+   */
+  _updateEncodings(local) {
+    const sender = local.transceiver.sender;
+    const previous = this._encodingUpdates.get(sender) ?? Promise.resolve();
+    const next = previous.catch(() => {}).then(() => applyEncodings(sender, local));
+    this._encodingUpdates.set(sender, next);
+    return next;
+  }
+
+  /** @param {LocalTrack} local @param {Map<string, boolean>} layers */
+  _setLayers(local, layers) {
+    local.layers = layers;
+    this._updateEncodings(local).catch((error) => this.log("setParameters (publisherLayers):", error));
+    this._emit("publisher-layers", { local, layers });
   }
 
   /** @param {LocalTrack} local */
@@ -417,9 +535,13 @@ export class SfuClient extends EventTarget {
         // encoding could not be turned off before
         if (renamed && trackId && local.muted) {
           this._send({ type: "mute", trackId, muted: true });
-          setActive(local.transceiver.sender, false).catch((error) => this.log("setParameters:", error));
+          this._updateEncodings(local).catch((error) => this.log("setParameters:", error));
         }
+        const layers = trackId ? this._pendingLayers.get(trackId) : undefined;
+        if (layers) this._setLayers(local, layers);
       }
+      // raised while our offer was handled, before the answer named the track: applied above
+      this._pendingLayers.clear();
       for (const change of changes) change.done();
     } catch (error) {
       this._ownOfferOutstanding = false;
@@ -533,6 +655,9 @@ export class SfuClient extends EventTarget {
         const info = participant?.tracks.get(message.trackId);
         participant?.tracks.delete(message.trackId);
         this._dropReceiving((entry) => entry.trackId === message.trackId);
+        // the server forgets a track's settings with it
+        this._appSettings.delete(message.trackId);
+        this._sentSettings.delete(message.trackId);
         if (info) this._emit("track-unpublished", info);
         break;
       }
@@ -544,10 +669,19 @@ export class SfuClient extends EventTarget {
         if (info) this._emit("track-muted", info);
         break;
       }
+      case "publisherLayers": {
+        const layers = new Map((message.layers ?? []).map((layer) => [String(layer.rid), Boolean(layer.active)]));
+        const local = this.localTracks.find((l) => l.trackId === message.trackId);
+        if (local) this._setLayers(local, layers);
+        else this._pendingLayers.set(message.trackId, layers);
+        break;
+      }
       case "bye":
         this.close(message.reason || "bye");
         break;
       case "error":
+        // adaptive stream's report for a track that ended while it was on its way: no matter
+        if (message.code === "unknown-track" && String(message.requestId).startsWith("adaptive-")) break;
         this._fail(`server error ${message.code}`, new SfuError(message.code, message.message));
         break;
       default: // later servers may add message types: ignore them
@@ -614,7 +748,68 @@ export class SfuClient extends EventTarget {
   _endRemote(remote) {
     if (this.remoteTracks.get(remote.trackId) !== remote) return;
     this.remoteTracks.delete(remote.trackId);
+    if (this.adaptiveStream) {
+      // what adaptive stream asked (a pause, say) must not outlive its elements if the track
+      // is received again: back to what the application asked
+      this.adaptiveStream.forget(remote.trackId);
+      this._sendSettings([remote.trackId], true);
+    }
     this._emit("track-ended", remote);
+  }
+
+  // --- track settings ---
+
+  /**
+   * Send the settings of these tracks: what the application asked, narrowed by what adaptive
+   * stream sees. `adaptive`: only those that changed since last sent, and only for tracks still
+   * published (the others need nothing more).
+   * @param {string[]} trackIds @param {boolean} adaptive
+   */
+  _sendSettings(trackIds, adaptive) {
+    if (this.closed) return;
+    /** @type {Map<string, {settings: TrackSettings, trackIds: string[]}>} */
+    const groups = new Map();
+    for (const trackId of trackIds) {
+      if (adaptive && !this._isPublished(trackId)) continue;
+      const settings = this._effectiveSettings(trackId);
+      const key = JSON.stringify(settings);
+      if (adaptive && (this._sentSettings.get(trackId) ?? "{}") === key) continue;
+      this._sentSettings.set(trackId, key);
+      const group = groups.get(key) ?? { settings, trackIds: [] };
+      group.trackIds.push(trackId);
+      groups.set(key, group);
+    }
+    for (const { settings, trackIds: ids } of groups.values()) {
+      for (let i = 0; i < ids.length; i += MAX_TRACK_IDS) {
+        const message = { type: "setTrackSettings", trackIds: ids.slice(i, i + MAX_TRACK_IDS), ...settings };
+        if (adaptive) message.requestId = `adaptive-${++this._settingsRequests}`;
+        this._send(message);
+      }
+    }
+  }
+
+  /** @param {string} trackId @returns {TrackSettings} */
+  _effectiveSettings(trackId) {
+    const app = this._appSettings.get(trackId) ?? {};
+    const view = this.adaptiveStream?.view(trackId) ?? null;
+    /** @type {TrackSettings} */
+    const settings = {};
+    if (app.paused || view?.paused) settings.paused = true;
+    if (app.maxLayer != null) settings.maxLayer = app.maxLayer;
+    if (!settings.paused) {
+      const width = Math.min(app.maxWidth ?? Infinity, view?.width ?? Infinity);
+      const height = Math.min(app.maxHeight ?? Infinity, view?.height ?? Infinity);
+      if (width !== Infinity) settings.maxWidth = width;
+      if (height !== Infinity) settings.maxHeight = height;
+    }
+    if (app.maxTemporalLayer != null) settings.maxTemporalLayer = app.maxTemporalLayer;
+    return settings;
+  }
+
+  /** @param {string} trackId */
+  _isPublished(trackId) {
+    for (const participant of this.participants.values()) if (participant.tracks.has(trackId)) return true;
+    return false;
   }
 
   _emit(type, detail) {
@@ -622,13 +817,24 @@ export class SfuClient extends EventTarget {
   }
 }
 
-/** Turn a sender's encodings on or off (off: no RTP at all, without renegotiating). */
-async function setActive(sender, active) {
+/**
+ * Turn a sender's encodings on or off (off: no RTP at all, without renegotiating): all off
+ * while muted, else those the server wants (an encoding without rid, or a rid it did not name,
+ * stays on).
+ * @param {RTCRtpSender} sender @param {LocalTrack} local
+ */
+async function applyEncodings(sender, local) {
   const parameters = sender.getParameters();
   if (!parameters.encodings || parameters.encodings.length === 0) return; // not negotiated yet
-  if (parameters.encodings.every((encoding) => encoding.active === active)) return;
-  for (const encoding of parameters.encodings) encoding.active = active;
-  await sender.setParameters(parameters);
+  let changed = false;
+  for (const encoding of parameters.encodings) {
+    const active = !local.muted && (encoding.rid === undefined || local.layers.get(encoding.rid) !== false);
+    if (encoding.active !== active) {
+      encoding.active = active;
+      changed = true;
+    }
+  }
+  if (changed) await sender.setParameters(parameters);
 }
 
 /** @returns {Participant} */

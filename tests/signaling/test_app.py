@@ -250,6 +250,21 @@ async def test_invalid_sdp_is_an_error_and_the_socket_stays(client: TestClient[A
     await ws.close()
 
 
+async def test_track_settings_of_unknown_tracks(client: TestClient[Any, Any]) -> None:
+    """Errors as subscribe gets them; the connection stays usable."""
+    ann, _ = await join(client, "room-1", "Ann")
+    reply = await request(ann, type="setTrackSettings", trackIds=["TR_nope"], requestId="s")
+    assert (reply["type"], reply["code"], reply["requestId"]) == ("error", "unknown-track", "s")
+    assert "'TR_nope'" in reply["message"]
+    reply = await request(ann, type="setTrackSettings", trackIds=["t"] * 513, maxHeight=0)
+    assert reply["code"] == "invalid-message"
+    assert reply["message"].startswith("trackIds: list should have at most 512 items")
+    assert "maxHeight: input should be greater than or equal to 1" in reply["message"]
+    reply = await request(ann, type="mute", trackId="none", muted=True, requestId="m")
+    assert (reply["code"], reply["requestId"]) == ("unknown-track", "m")
+    await ann.close()
+
+
 async def test_leave(client: TestClient[Any, Any]) -> None:
     ann, _ = await join(client, "room-1", "Ann")
     bob, bob_joined = await join(client, "room-1", "Bob")
@@ -572,7 +587,7 @@ async def test_static_index(fake_client: TestClient[Any, Any]) -> None:
     assert '<script type="module" src="app.js">' in await response.text()
     response = await fake_client.get("/index.html")
     assert response.status == 200
-    for module in ("app.js", "sfu-client.js", "sfu-stats.js"):
+    for module in ("app.js", "sfu-client.js", "sfu-stats.js", "adaptive-stream.js"):
         response = await fake_client.get(f"/{module}")
         assert response.status == 200
         # browsers run an ES module only when it is served as JavaScript

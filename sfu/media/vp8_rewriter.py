@@ -122,9 +122,8 @@ class Vp8Rewriter:
     def forward(self, d: Vp8Descriptor) -> tuple[int, int, int] | None:
         """(picture id, TL0PICIDX, KEYIDX) to write into a packet to send, or None to drop it.
 
-        -1 for a field the packet does not carry; each value in the packet's own width. Asking
-        again for a packet already forwarded (a retransmission) gives the same values and
-        changes nothing.
+        -1 for a field the packet does not carry; each value in the packet's own width. For a
+        retransmission, :meth:`resend`.
         """
         if not self._started:
             self.switch_source()  # the very first packet starts the first source
@@ -182,7 +181,46 @@ class Vp8Rewriter:
                 # later drops shrank the offset after this picture's turn: add them back
                 out_pid = ext + self._pid_offset + len(drops) - bisect_left(drops, ext)
             out_pid &= 0x7FFF if d.long_picture_id else 0x7F
-        return out_pid, self._map_tl0(d.tl0picidx), self._map_keyidx(d.keyidx)
+        tl0 = d.tl0picidx
+        if tl0 >= 0:
+            tl0 = self._map_tl0(tl0)
+        keyidx = d.keyidx
+        if keyidx >= 0:
+            keyidx = self._map_keyidx(keyidx)
+        return out_pid, tl0, keyidx
+
+    def resend(self, d: Vp8Descriptor) -> tuple[int, int, int] | None:
+        """The values a packet already forwarded was sent with, for a retransmission; None if
+        it was not forwarded (or is too old to tell). Changes nothing."""
+        if not self._started:
+            return None
+        pid = d.picture_id
+        out_pid = -1
+        if pid >= 0:
+            newest = self._pid_newest
+            if newest is None:
+                return None
+            mask = 0x7FFF if d.long_picture_id else 0x7F
+            diff = (pid - newest) & mask
+            if diff > mask >> 1:
+                diff -= mask + 1
+            ext = newest + diff
+            if (
+                diff > 0
+                or -diff >= PICTURE_HISTORY
+                or ext < self._pid_start
+                or self._decisions[ext & (PICTURE_HISTORY - 1)] != _KEPT
+            ):
+                return None
+            drops = self._drops
+            out_pid = (ext + self._pid_offset + len(drops) - bisect_left(drops, ext)) & mask
+        tl0 = d.tl0picidx
+        if tl0 >= 0:
+            tl0 = (tl0 + self._tl0_offset) & 0xFF
+        keyidx = d.keyidx
+        if keyidx >= 0:
+            keyidx = (keyidx + self._key_offset) & 0x1F
+        return out_pid, tl0, keyidx
 
     def drop(self, d: Vp8Descriptor) -> None:
         """The caller will not send the picture ``d`` belongs to; later ones close the gap.
@@ -251,8 +289,6 @@ class Vp8Rewriter:
             del drops[: bisect_left(drops, oldest + 1)]
 
     def _map_tl0(self, tl0: int) -> int:
-        if tl0 < 0:
-            return -1
         newest = self._tl0_newest
         if newest is None:
             last = self._tl0_last
@@ -265,8 +301,6 @@ class Vp8Rewriter:
         return (tl0 + self._tl0_offset) & 0xFF
 
     def _map_keyidx(self, keyidx: int) -> int:
-        if keyidx < 0:
-            return -1
         newest = self._key_newest
         if newest is None:
             last = self._key_last

@@ -42,6 +42,14 @@ class F:
 
 
 @dataclass(frozen=True)
+class R:
+    """resend(d) returns ``out``."""
+
+    d: Vp8Descriptor
+    out: Out
+
+
+@dataclass(frozen=True)
 class Drop:
     """drop(d)."""
 
@@ -67,7 +75,7 @@ class Layer:
     layer: int
 
 
-Step = F | Drop | Switch | Max | Layer
+Step = F | R | Drop | Switch | Max | Layer
 
 
 def pids(*pairs: tuple[int, int | None]) -> list[Step]:
@@ -297,17 +305,38 @@ SCENARIOS: dict[str, list[Step]] = {
         Drop(vp8(1)),
         F(vp8(4), (3, -1, -1)),
     ],
-    "retransmissions give the same values and change nothing": [
+    "retransmissions give the values sent and change nothing": [
+        R(vp8(1, key=True), None),  # nothing sent yet
         Max(1),
         F(vp8(1, tid=0, tl0=3, key=True), (1, 3, -1)),
         F(vp8(2, tid=2, tl0=3), None),
-        F(vp8(3, tid=1, tl0=3, y=True), (2, 3, -1)),
-        F(vp8(1, tid=0, tl0=3, key=True), (1, 3, -1)),
-        F(vp8(3, tid=1, tl0=3, y=True), (2, 3, -1)),
-        F(vp8(2, tid=2, tl0=3), None),
+        F(vp8(4, tid=1, tl0=3, y=True), (3, 3, -1)),  # 3 not here yet
+        Max(0),
+        R(vp8(1, tid=0, tl0=3, key=True), (1, 3, -1)),  # would sync every layer if new
+        R(vp8(4, tid=1, tl0=3, y=True), (3, 3, -1)),
+        R(vp8(2, tid=2, tl0=3), None),  # dropped
+        R(vp8(3, tid=2, tl0=3), None),  # never seen
+        R(vp8(5, tid=0, tl0=4), None),  # not yet seen
         Layer(1),
-        F(vp8(4, tid=2, tl0=3), None),
-        F(vp8(5, tid=0, tl0=4), (3, 4, -1)),
+        F(vp8(5, tid=0, tl0=4), (4, 4, -1)),
+        Layer(0),
+        R(vp8(5, tid=0, tl0=4, first=False), (4, 4, -1)),
+        Switch(),
+        R(vp8(5, tid=0, tl0=4), None),  # another source's
+        F(vp8(70, tid=0, tl0=0, key=True), (5, 5, -1)),
+        R(vp8(5, tid=0, tl0=4), None),  # before this source's start
+    ],
+    "retransmissions without picture ids leave the layer": [
+        Max(1),
+        F(vp8(tid=0, tl0=0, keyidx=1, key=True), (-1, 0, 1)),
+        F(vp8(tid=1, tl0=0, y=True, keyidx=1), (-1, 0, 1)),
+        Max(0),
+        R(vp8(tid=0, tl0=0, keyidx=1, key=True), (-1, 0, 1)),
+        R(vp8(tid=1, tl0=0, y=True, keyidx=1), (-1, 0, 1)),
+        Layer(1),
+        Switch(),
+        F(vp8(tid=0, tl0=9, keyidx=7, key=True), (-1, 1, 2)),
+        R(vp8(tid=0, tl0=9, keyidx=7, first=False), (-1, 1, 2)),
     ],
 }
 
@@ -317,6 +346,8 @@ def run(rewriter: Vp8Rewriter, steps: list[Step]) -> None:
         where = f"step {i}: {step}"
         if isinstance(step, F):
             assert rewriter.forward(step.d) == step.out, where
+        elif isinstance(step, R):
+            assert rewriter.resend(step.d) == step.out, where
         elif isinstance(step, Drop):
             rewriter.drop(step.d)
         elif isinstance(step, Switch):
@@ -393,6 +424,27 @@ def test_packets_reordered_within_pictures_change_nothing() -> None:
                 rng.shuffle(order)
             for i, d in order:
                 results[n, i] = rewriter.forward(d)
+        return results
+
+    assert outcome(True) == outcome(False)
+
+
+def test_resending_changes_nothing_and_gives_what_was_sent() -> None:
+    pictures = l1t3(600, 4321, keyframe_every=200)
+    packets = [d for picture in pictures for d in picture]
+
+    def outcome(resend: bool) -> list[Out]:
+        layers, picks = random.Random(11), random.Random(12)
+        rewriter = Vp8Rewriter()
+        results: list[Out] = []
+        for n, d in enumerate(packets):
+            if n % 97 == 0:
+                rewriter.max_temporal_layer = layers.randint(0, 3)
+            results.append(rewriter.forward(d))
+            if resend:
+                for _ in range(3):
+                    old = picks.randrange(max(0, n - 60), n + 1)
+                    assert rewriter.resend(packets[old]) == results[old], (n, old)
         return results
 
     assert outcome(True) == outcome(False)

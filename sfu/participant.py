@@ -25,8 +25,10 @@ from sfu.api import (
     EventListener,
     InvalidSdp,
     InvalidState,
+    LayerActivity,
     OfferedTrack,
     PublishedTrack,
+    PublisherLayers,
     ServerOffer,
     SessionClosed,
     TrackInfo,
@@ -40,6 +42,7 @@ from sfu.media.connection import MediaConnection
 from sfu.media.downtrack import DownTrack, OutgoingStream
 from sfu.media.params import Codec
 from sfu.media.receiver import TrackReceiver
+from sfu.media.vp8_downtrack import Vp8DownTrack
 
 if TYPE_CHECKING:
     from sfu.room import Room
@@ -61,6 +64,9 @@ _NEGOTIATION_ERRORS = (
 #: rejected in a row; the session ends once this many answers in a row were rejected.
 REOFFER_DELAY = 0.5
 MAX_REJECTED_ANSWERS = 5
+
+
+DEFAULT_SETTINGS = TrackSettings()
 
 
 def new_id(prefix: str) -> str:
@@ -116,7 +122,10 @@ class Participant:
         self.log = structlog.get_logger("sfu").bind(
             room=room.room_id, participant=self.participant_id
         )
-        self.connection = MediaConnection(config, self._on_failed, self._on_connected, self.log)
+        self.connection = MediaConnection(
+            config, self._on_failed, self._on_connected, self.log, self._settings_of
+        )
+        self.connection.on_layer_activity = self._on_layer_activity
 
     # --- the ParticipantSession interface ---
 
@@ -219,6 +228,7 @@ class Participant:
         for track_id in track_ids:
             self.track_settings[track_id] = settings
         self.log.debug("track settings", tracks=list(track_ids), settings=settings)
+        self.connection.choose_layers(time.monotonic())  # at once, not at the next tick
 
     # --- events ---
 
@@ -446,8 +456,11 @@ class Participant:
                 )
             else:
                 subscription.stream.params = params
+            kind = (
+                Vp8DownTrack if track.simulcast and track.codec.name.upper() == "VP8" else DownTrack
+            )
             try:
-                down_track = DownTrack(track, subscription.stream, transport)
+                down_track = kind(track, subscription.stream, transport)
             except ValueError:
                 self.log.warning("codec mismatch, not forwarding", track=track.info.track_id)
                 continue
@@ -470,6 +483,18 @@ class Participant:
         self._offer_outstanding = False
 
     # --- connection events ---
+
+    def _settings_of(self, track_id: str) -> TrackSettings:
+        return self.track_settings.get(track_id) or DEFAULT_SETTINGS
+
+    def _on_layer_activity(self, track_id: str, layers: tuple[LayerActivity, ...]) -> None:
+        self.log.info(
+            "publisher layers",
+            track=track_id,
+            active=[a.rid for a in layers if a.active],
+            inactive=[a.rid for a in layers if not a.active],
+        )
+        self.emit(PublisherLayers(track_id, layers))
 
     def _on_connected(self) -> None:
         self.log.info("connected")

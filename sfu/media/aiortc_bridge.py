@@ -236,6 +236,7 @@ class MediaTransport:
         self.on_rtcp: RtcpHandler = _ignore_rtcp
         self.last_activity = time.monotonic()
         self.send_rewritten: Callable[..., None] = self._send_rewritten_unopened
+        self.send_vp8: Callable[..., None] = self._send_vp8_unopened
         self._egress: Egress | None = None
         self._closed_counts = (0, 0, 0)  # packets, bytes, errors of egresses closed before
         self._rx: tuple[Any, SrtpSession] | None = None  # (pylibsrtp session, its C view)
@@ -315,6 +316,11 @@ class MediaTransport:
         if egress is not None:
             egress.send_rewritten(*args)
 
+    def _send_vp8_unopened(self, *args: Any) -> None:
+        egress = self._open_egress()
+        if egress is not None:
+            egress.send_vp8(*args)
+
     def send_rtp(self, packet: bytes) -> None:
         """Protect and send one RTP packet now; dropped silently when not connected."""
         egress = self._egress or self._open_egress()
@@ -354,6 +360,7 @@ class MediaTransport:
             return None
         self._egress = egress
         self.send_rewritten = egress.send_rewritten
+        self.send_vp8 = egress.send_vp8
         return egress
 
     def _relay_sender(self, pair: Any) -> Callable[[bytes], None]:
@@ -382,7 +389,7 @@ class MediaTransport:
             )
             egress.close()
             self._egress = None
-        self.send_rewritten = self._send_dropped
+        self.send_rewritten = self.send_vp8 = self._send_dropped
 
     def _send_dropped(self, *args: Any) -> None:
         return None

@@ -19,8 +19,10 @@ from typing import Any
 
 import structlog
 
+from sfu.api import LayerActivity, TrackSettings
 from sfu.config import MediaConfig
 from sfu.media.aiortc_bridge import MediaTransport, ServerPeerConnection
+from sfu.media.allocation import PublisherSide, SubscriberAllocation
 from sfu.media.downtrack import DownTrack
 from sfu.media.layer import LayerReceiver
 from sfu.media.params import URI_MID, URI_REPAIRED_RID, URI_RID
@@ -64,6 +66,7 @@ class MediaConnection:
         on_failed: Callable[[str], None],
         on_connected: Callable[[], None],
         log: Any = None,
+        track_settings: Callable[[str], TrackSettings] = lambda track_id: TrackSettings(),
     ) -> None:
         self.pc = ServerPeerConnection(config.ice_servers)
         self.pc.on_media_transport = self._attach
@@ -95,6 +98,9 @@ class MediaConnection:
         self.firs_received = 0
         self.plis_sent = 0
         self.rtp_unroutable = 0  # RTP packets on an SSRC no m-line declared or latched
+        #: the subscriber side's layer choices; and where a publisher's wanted layers go
+        self.allocation = SubscriberAllocation(track_settings)
+        self.on_layer_activity: Callable[[str, tuple[LayerActivity, ...]], None] | None = None
         self.log = log if log is not None else structlog.get_logger("sfu")
         self.pc.on("connectionstatechange", self._on_state_change)
 
@@ -128,6 +134,8 @@ class MediaConnection:
     def add_receiver(self, receiver: TrackReceiver) -> None:
         params = receiver.params
         self._receivers[params.mid] = receiver
+        if receiver.is_video and receiver.publisher_side is None:
+            receiver.publisher_side = PublisherSide(receiver)
         extensions = params.extensions
         self._mid_ext_id = extensions.get(URI_MID, self._mid_ext_id)
         self._rid_ext_id = extensions.get(URI_RID, self._rid_ext_id)
@@ -398,10 +406,27 @@ class MediaConnection:
                 return
             self._check_liveness()
             now = time.monotonic()
+            self.allocate_layers(now)
             if now >= next_report and self.connected:
                 # RFC 3550 §6.3.1: randomize to 0.5-1.5 times the interval
                 next_report = now + interval * (0.5 + random.random())
                 self._send_reports()
+
+    def allocate_layers(self, now: float) -> None:
+        """Measure this publisher's layers, say which it must send; choose this subscriber's."""
+        for receiver in self._receivers.values():
+            side = receiver.publisher_side
+            if side is None:
+                continue
+            side.sample(now)
+            activity = side.activity(now)
+            if activity is not None and self.on_layer_activity is not None:
+                self.on_layer_activity(receiver.info.track_id, activity)
+        self.choose_layers(now)
+
+    def choose_layers(self, now: float) -> None:
+        """Point each of this subscriber's video down-tracks at the layer it should receive."""
+        self.allocation.run(self._down_tracks.values(), now, None)
 
     def _check_liveness(self) -> None:
         now = time.monotonic()

@@ -15,10 +15,12 @@ from typing import Protocol
 import structlog
 
 from sfu.media.layer import IngressPacket, LayerReceiver
+from sfu.media.layer_selector import LayerTarget
 from sfu.media.munger import RtpMunger
 from sfu.media.params import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, MediaParams
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import ntp_timestamp, rtt_from_report
+from sfu.media.vp8_rewriter import Vp8Rewriter
 from sfu.rtp.header import build_extension_block, rewrite, wrap_rtx
 from sfu.rtp.rtcp import ReportBlock, SenderReport
 
@@ -46,6 +48,24 @@ class PacketSink(Protocol):
     ) -> None:
         """Send what :func:`sfu.rtp.header.rewrite` would make of these (without making it)."""
 
+    def send_vp8(
+        self,
+        data: bytes,
+        payload_start: int,
+        payload_type: int,
+        seq: int,
+        timestamp: int,
+        ssrc: int,
+        extensions: bytes,
+        value_at: int,
+        value: bytes,
+        picture_id: int,
+        tl0picidx: int,
+        keyidx: int,
+        /,
+    ) -> None:
+        """As ``send_rewritten``, with these VP8 descriptor fields (-1: as they are)."""
+
     @property
     def connected(self) -> bool: ...
 
@@ -62,6 +82,7 @@ class OutgoingStream:
         self.octets_sent = 0
         self.retransmissions = 0
         self.layer_switches = 0  # simulcast: times it went on with another layer of its track
+        self.vp8: Vp8Rewriter | None = None  # VP8 simulcast: picture ids etc. across layers
 
 
 class DownTrack:
@@ -83,6 +104,8 @@ class DownTrack:
         #: for a keyframe, audio for its first packet
         self.layer: LayerReceiver | None = None
         self.target: LayerReceiver | None = None
+        #: what the subscriber's layer selection chose last (video)
+        self.choice: LayerTarget | None = None
         self._ts_offset: int | None = None  # outgoing ts - source ts, for sender reports
         self.rtt: float | None = None
         self.fraction_lost = 0
@@ -159,6 +182,9 @@ class DownTrack:
             return  # back to the current layer: the switch it waited for is off
         self.target = layer
         layer.wait(self, now)
+
+    def set_temporal_layer(self, layer: int | None) -> None:
+        """Forward temporal layers up to ``layer`` (None: all); only codecs that have them."""
 
     def begin(self, layer: LayerReceiver, packet: IngressPacket) -> bool:
         """``layer``'s packet ``packet`` can start this down-track: go on with it, if connected.

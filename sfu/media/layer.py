@@ -29,6 +29,7 @@ from sfu.media.reports import PublisherClock, ReceptionStats, SenderClock
 from sfu.rtp.codecs import is_keyframe
 from sfu.rtp.header import RTP_FIXED, abs_send_time, parse_extensions, payload_bounds, unwrap_rtx
 from sfu.rtp.rtcp import ReportBlock
+from sfu.rtp.vp8 import Vp8Descriptor, keyframe_size, parse_descriptor
 
 if TYPE_CHECKING:
     from sfu.media.downtrack import DownTrack
@@ -65,6 +66,7 @@ class IngressPacket:
         "payload_size",
         "payload_start",
         "timestamp",
+        "vp8",
     )
 
     def __init__(
@@ -78,6 +80,7 @@ class IngressPacket:
         arrival: float,
         abs_send_time: bytes,
         audio_level: bytes | None,
+        vp8: Vp8Descriptor | None = None,
     ) -> None:
         self.data = data
         self.ext_seq = ext_seq
@@ -87,6 +90,9 @@ class IngressPacket:
         self.arrival = arrival
         self.abs_send_time = abs_send_time
         self.audio_level = audio_level
+        #: the VP8 payload descriptor, parsed for simulcast tracks only (their down-tracks
+        #: rewrite it); None otherwise
+        self.vp8 = vp8
         # payload octets without padding, as a sender report counts them (RFC 3550 §6.4.1)
         self.payload_size = payload_end - payload_start
 
@@ -143,6 +149,8 @@ class LayerReceiver:
         self._stats = ReceptionStats(codec.clock_rate)
         self.keyframes = KeyframeRequests(self, upstream, keyframe_min_interval, clock)
         self._codec_name = codec.name.upper()
+        #: parse VP8 payload descriptors: the down-tracks of a simulcast track rewrite them
+        self._vp8 = self._codec_name == "VP8" and track.simulcast
         self._audio_level_id = params.extensions.get(URI_AUDIO_LEVEL)
         can_nack = any(f == "nack" for f in codec.feedback)
         self.loss: LossTracker | None = LossTracker() if self.is_video and can_nack else None
@@ -196,11 +204,17 @@ class LayerReceiver:
             timestamp = (timestamp + self._shift[1]) & 0xFFFFFFFF
         keyframe = False
         audio_level = None
+        vp8 = None
         if self.is_video:
-            if start < end:
+            if self._vp8:
+                vp8 = parse_descriptor(data, start, end)
+                keyframe = vp8 is not None and vp8.keyframe
+            elif start < end:
                 keyframe = is_keyframe(self._codec_name, memoryview(data)[start:end])
             if keyframe:
                 self.keyframes.on_keyframe()
+                if self._vp8:
+                    self.frame_size = keyframe_size(data, start, end) or self.frame_size
             if self.loss is not None:
                 self.loss.on_packet(wire_seq, now)
                 if self.loss.missing:
@@ -222,6 +236,7 @@ class LayerReceiver:
             now,
             abs_send_time(self._wall_clock()) if self.is_video else b"",
             audio_level,
+            vp8,
         )
         if self.history is not None:
             self.history.put(ext_seq, packet, now)

@@ -54,7 +54,7 @@ class MediaParams:
     msid: str | None = None  # the remote "stream track" ids
     #: simulcast layers the remote sends on this m-line and we agreed to receive, by rid, in
     #: the order of its a=simulcast line (RFC 8853 §5.1); empty: one stream, no simulcast.
-    #: The order says nothing about the layers' sizes: they are measured (sfu.media.layers).
+    #: The order says nothing about the layers' sizes: they are measured (sfu.media.layer_meter).
     rids: tuple[str, ...] = ()
 
     @property

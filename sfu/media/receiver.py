@@ -18,6 +18,7 @@ from sfu.media.params import Codec, MediaParams
 from sfu.media.reports import PublisherClock
 
 if TYPE_CHECKING:
+    from sfu.media.allocation import PublisherSide
     from sfu.media.downtrack import DownTrack
 
 
@@ -44,6 +45,8 @@ class TrackReceiver:
         self.is_video = info.kind == "video"
         self.down_tracks: list[DownTrack] = []  # every subscriber's, whatever layer it forwards
         self.closed = False
+        #: measurements and wanted layers (video; set by the publisher's connection)
+        self.publisher_side: PublisherSide | None = None
         self._clock = clock
 
         def layer(rid: str | None, ssrc: int | None) -> LayerReceiver:

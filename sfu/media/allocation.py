@@ -1,0 +1,118 @@
+"""Which layer of each video track every subscriber receives, and which a publisher must send.
+
+Both run on the connections' periodic tick, never per packet:
+
+- publisher side, per simulcast track (:class:`PublisherSide`): sample each layer's counters
+  (:class:`~sfu.media.layer_meter.LayerMeter`), rank the layers by measured size, and from what
+  its subscribers chose work out which layers somebody needs (``PublisherLayers``);
+- subscriber side, per connection (:class:`SubscriberAllocation`): the subscriber's settings,
+  the ranked layers and a budget go through its :class:`~sfu.media.layer_selector.LayerSelector`,
+  and each down-track is pointed at its target layer (it switches at that layer's keyframe).
+
+The budget is unlimited until the bandwidth estimator exists (the next step): then a subscriber
+gets the best layer its settings allow, and the selector's hysteresis is already in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from sfu.api import LayerActivity, TrackSettings
+from sfu.media.downtrack import DownTrack
+from sfu.media.layer import LayerReceiver
+from sfu.media.layer_meter import Layer, LayerMeter, LayerRanking
+from sfu.media.layer_selector import LayerSelector, VideoTrackDemand, WantedLayers, wanted_layers
+from sfu.media.receiver import TrackReceiver
+
+#: The rid a track without simulcast goes by in the selector: its one stream.
+SINGLE = ""
+
+
+def rid_of(layer: LayerReceiver) -> str:
+    return SINGLE if layer.rid is None else layer.rid
+
+
+class PublisherSide:
+    """Measurements and wanted layers of one published video track."""
+
+    __slots__ = ("_meters", "_ranking", "_wanted", "ranked", "track")
+
+    def __init__(self, track: TrackReceiver) -> None:
+        self.track = track
+        self._meters = {layer: LayerMeter() for layer in track.layers}
+        self._ranking = LayerRanking()
+        self._wanted = WantedLayers()
+        #: the layers smallest first, as of the last tick
+        self.ranked: tuple[Layer, ...] = tuple(
+            Layer(rid_of(layer), width=None, height=None) for layer in track.layers
+        )
+
+    def sample(self, now: float) -> None:
+        layers = []
+        for layer, meter in self._meters.items():
+            meter.sample(layer.bytes_received, layer.packets_received, now)
+            if layer.frame_size is not None:
+                meter.on_frame_size(*layer.frame_size)
+            layers.append(meter.layer(rid_of(layer)))
+        self.ranked = self._ranking.rank(layers)
+
+    def activity(self, now: float) -> tuple[LayerActivity, ...] | None:
+        """The layers' activity for the publisher if it changed (simulcast only), else None.
+
+        A layer is wanted when a subscriber forwards it, switches to it or would take it, and
+        so is every smaller one: a subscriber's estimate may fall at any time, and a layer that
+        must first be turned back on costs it a round trip and a keyframe.
+        """
+        track = self.track
+        if not track.simulcast:
+            return None
+        chosen = wanted_layers(
+            (d.choice for d in track.down_tracks if d.choice is not None),
+            (None if d.layer is None else d.layer.rid for d in track.down_tracks),
+        )
+        ranks = [layer.rid for layer in self.ranked]
+        top = max((ranks.index(rid) for rid in chosen if rid in ranks), default=-1)
+        wanted = set(ranks[: top + 1])
+        return self._wanted.update(track.params.rids, wanted, now)
+
+
+class SubscriberAllocation:
+    """The layer choices of one subscriber connection."""
+
+    __slots__ = ("_selector", "_settings")
+
+    def __init__(self, settings: Callable[[str], TrackSettings]) -> None:
+        self._selector = LayerSelector()
+        self._settings = settings
+
+    def run(self, down_tracks: Iterable[DownTrack], now: float, budget: float | None) -> None:
+        demands: list[VideoTrackDemand] = []
+        by_track: dict[str, DownTrack] = {}
+        for down_track in down_tracks:
+            track = down_track.source
+            side = track.publisher_side
+            if side is None or track.closed or down_track.closed:
+                continue  # audio: always forwarded
+            track_id = track.info.track_id
+            by_track[track_id] = down_track
+            current = down_track.target or down_track.layer
+            demands.append(
+                VideoTrackDemand(
+                    track_id,
+                    side.ranked,
+                    self._settings(track_id),
+                    track.info.source,
+                    None if current is None else rid_of(current),
+                )
+            )
+        for track_id, target in self._selector.select(demands, budget, now).items():
+            down_track = by_track[track_id]
+            down_track.choice = target
+            track = down_track.source
+            if target.paused:
+                down_track.set_layer(None, now)
+            elif target.rid is not None:
+                layer = track.layers[0] if target.rid == SINGLE else track.layer(target.rid)
+                if layer is not None:
+                    down_track.set_layer(layer, now)
+                down_track.set_temporal_layer(target.temporal)

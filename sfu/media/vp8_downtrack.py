@@ -79,7 +79,7 @@ class Vp8DownTrack(DownTrack):
         vp8 = self.stream.vp8
         if packet.vp8 is None or vp8 is None:
             return data
-        fields = vp8.forward(packet.vp8)  # a retransmission: the values it was sent with
+        fields = vp8.resend(packet.vp8)  # the values it was sent with
         if fields is None:
             return data
         # the rewritten packet's payload starts where its new header ends

@@ -64,6 +64,8 @@ class Vp8Rewriter:
     """Maps each packet's (picture id, TL0PICIDX, KEYIDX) to the outgoing ones, or drops it."""
 
     __slots__ = (
+        "_cached",
+        "_cached_for",
         "_decisions",
         "_drops",
         "_key_last",
@@ -100,6 +102,10 @@ class Vp8Rewriter:
         self._key_offset = 0
         self._drops: list[int] = []  # extended picture ids dropped while newest, ascending
         self._decisions = bytearray(PICTURE_HISTORY)  # _UNSEEN/_KEPT/_DROPPED by picture id
+        # a kept picture's values never change within a source, and most packets are more of a
+        # picture just seen: the last result, by the descriptor fields it came from
+        self._cached_for: tuple[object, ...] | None = None
+        self._cached: tuple[int, int, int] = (-1, -1, -1)
 
     @property
     def temporal_layer(self) -> int:
@@ -118,6 +124,7 @@ class Vp8Rewriter:
         self._drops.clear()
         self._layer = self.max_temporal_layer
         self._started = True
+        self._cached_for = None
 
     def forward(self, d: Vp8Descriptor) -> tuple[int, int, int] | None:
         """(picture id, TL0PICIDX, KEYIDX) to write into a packet to send, or None to drop it.
@@ -125,6 +132,9 @@ class Vp8Rewriter:
         -1 for a field the packet does not carry; each value in the packet's own width. For a
         retransmission, :meth:`resend`.
         """
+        key = d[:6]  # picture id, its width, TL0PICIDX, TID, Y, KEYIDX
+        if key == self._cached_for and not d.keyframe:
+            return self._cached
         if not self._started:
             self.switch_source()  # the very first packet starts the first source
         pid = d.picture_id
@@ -187,7 +197,10 @@ class Vp8Rewriter:
         keyidx = d.keyidx
         if keyidx >= 0:
             keyidx = self._map_keyidx(keyidx)
-        return out_pid, tl0, keyidx
+        result = out_pid, tl0, keyidx
+        if pid >= 0:
+            self._cached_for, self._cached = key, result
+        return result
 
     def resend(self, d: Vp8Descriptor) -> tuple[int, int, int] | None:
         """The values a packet already forwarded was sent with, for a retransmission; None if

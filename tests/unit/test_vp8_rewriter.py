@@ -223,6 +223,23 @@ SCENARIOS: dict[str, list[Step]] = {
         F(vp8(78, tid=2, tl0=200), None),  # the maximum holds across sources
         F(vp8(79, tid=0, tl0=201), (12, 7, -1)),
     ],
+    "the new source's numbers are its own, even where they equal the old one's": [
+        F(vp8(10, tid=0, tl0=3, key=True), (10, 3, -1)),
+        F(vp8(10, tid=0, tl0=3, first=False), (10, 3, -1)),
+        Switch(),
+        F(vp8(10, tid=0, tl0=3, first=False), (11, 4, -1)),
+        F(vp8(10, tid=0, tl0=3, key=True), (11, 4, -1)),
+    ],
+    "a keyframe whose first packet comes late still syncs every layer": [
+        Max(0),
+        F(vp8(0, tid=0, tl0=0, key=True), (0, 0, -1)),
+        Max(2),
+        F(vp8(1, tid=0, tl0=1, first=False), (1, 1, -1)),
+        Layer(0),
+        F(vp8(1, tid=0, tl0=1, key=True), (1, 1, -1)),
+        Layer(2),
+        F(vp8(2, tid=2, tl0=1), (2, 1, -1)),
+    ],
     "a source without picture ids between two with": [
         F(vp8(10, tl0=3, key=True), (10, 3, -1)),
         Switch(),

@@ -383,6 +383,8 @@ class SimulcastPublisher:
                             self._outbox.put_nowait(packet)
         except MediaStreamError:
             logger.debug("simulcast source of m-line %s ended", self.mid)
+        except Exception:  # an encoder failing must say so, not end the layers silently
+            logger.exception("simulcast m-line %s stopped sending", self.mid)
 
     async def _run_writer(self, dtls: RTCDtlsTransport) -> None:
         while True:

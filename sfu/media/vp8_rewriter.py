@@ -167,7 +167,8 @@ class Vp8Rewriter:
                 if diff >= PICTURE_HISTORY and d.keyframe:
                     return self._restart(d)
                 keep = self._next_frame(d)
-                self._skip_to(ext, newest)
+                if diff > 1 and newest is not None:
+                    self._skip_to(ext, newest)
                 self._pid_newest = ext
                 if not keep:
                     decisions[slot] = _DROPPED
@@ -249,7 +250,8 @@ class Vp8Rewriter:
         if diff == 0 or diff > mask >> 1:
             return
         ext = newest + diff
-        self._skip_to(ext, newest)
+        if diff > 1:
+            self._skip_to(ext, newest)
         self._pid_newest = ext
         self._decisions[ext & (PICTURE_HISTORY - 1)] = _DROPPED
         self._dropped(ext)
@@ -282,10 +284,8 @@ class Vp8Rewriter:
         self._pid_start = pid
         return pid
 
-    def _skip_to(self, ext: int, newest: int | None) -> None:
+    def _skip_to(self, ext: int, newest: int) -> None:
         """Forget what the ring knew of the pictures between ``newest`` and ``ext``."""
-        if newest is None or ext - newest == 1:
-            return
         decisions = self._decisions
         if ext - newest > PICTURE_HISTORY:
             decisions[:] = bytes(PICTURE_HISTORY)

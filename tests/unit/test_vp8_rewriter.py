@@ -299,6 +299,13 @@ SCENARIOS: dict[str, list[Step]] = {
         F(vp8(201, first=False), None),  # PICTURE_HISTORY behind the newest
         F(vp8(202, first=False), (103, -1, -1)),
     ],
+    "a picture skipped over is unseen, not what its slot held a cycle before": [
+        Max(0),
+        F(vp8(0, tid=0, tl0=0, key=True), (0, 0, -1)),
+        *(F(vp8(i, tid=0, tl0=i), (i, i, -1)) for i in range(1, PICTURE_HISTORY)),
+        F(vp8(PICTURE_HISTORY + 1, tid=0, tl0=128), (PICTURE_HISTORY + 1, 128, -1)),
+        F(vp8(PICTURE_HISTORY, tid=1, tl0=127), None),  # late, above the layer
+    ],
     "a keyframe far behind restarts the numbering": [
         F(vp8(20000, tl0=50, key=True), (20000, 50, -1)),
         F(vp8(20001, tl0=51), (20001, 51, -1)),

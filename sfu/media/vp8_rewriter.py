@@ -38,7 +38,8 @@ and the layer moves only at a packet that starts a frame.
 
 Clock-free: the caller feeds the packets of the current source alone (the SSRC tells), calls
 :meth:`Vp8Rewriter.switch_source` before the first packet of a new one, and drops from the
-munger (``RtpMunger.drop``) what :meth:`Vp8Rewriter.forward` refuses.
+munger (``RtpMunger.drop``) what :meth:`Vp8Rewriter.forward` refuses. A retransmission asks
+:meth:`Vp8Rewriter.resend` for the values its packet was sent with.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ from sfu_client.media import (
     file_tracks,
     frame_color,
 )
-from sfu_client.simulcast import DEFAULT_LAYERS, OutboundLayer, SimulcastPublisher
+from sfu_client.simulcast import DEFAULT_LAYERS, SimulcastPublisher
+from sfu_client.simulcast_layer import OutboundLayer
 from sfu_client.simulcast_media import LayerSize, PreEncodedLayers
 
 __all__ = [

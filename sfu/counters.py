@@ -3,17 +3,20 @@
 Nothing here runs per packet: the receivers, outgoing streams and transports count as they go
 (plain integer increments), and these functions add those counters up when someone asks — a
 Prometheus scrape. The counters of a participant who left are folded into a running total kept
-by the service (:meth:`MediaTotals.add`), so totals never go backwards.
+by the service (:meth:`MediaTotals.add`), so totals never go backwards. The gauges of
+:func:`layer_gauges` are read off the live tracks the same way.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from sfu.media.connection import MediaConnection
-    from sfu.media.downtrack import OutgoingStream
+    from sfu.media.downtrack import DownTrack, OutgoingStream
     from sfu.media.receiver import TrackReceiver
     from sfu.participant import Participant
 
@@ -51,6 +54,10 @@ class MediaTotals:
     plis_received: int = 0
     firs_received: int = 0
     plis_sent: int = 0
+    # keyframe requests to publishers by reason (sfu.media.layer.KeyframeReason)
+    keyframe_requests_subscriber: int = 0
+    keyframe_requests_start: int = 0
+    keyframe_requests_retry: int = 0
 
     def add(self, other: MediaTotals) -> None:
         for f in fields(self):
@@ -65,6 +72,10 @@ class MediaTotals:
         for layer in receiver.layers:
             self.packets_dropped_sequence += layer.packets_dropped
             self.packets_dropped_retransmission += layer.retransmissions_dropped
+            sent = layer.keyframes.sent
+            self.keyframe_requests_subscriber += sent["subscriber"]
+            self.keyframe_requests_start += sent["start"]
+            self.keyframe_requests_retry += sent["retry"]
             if layer.is_video:
                 self.packets_received_video += layer.packets_received
                 self.bytes_received_video += layer.bytes_received
@@ -106,3 +117,38 @@ def participant_totals(participant: Participant) -> MediaTotals:
             totals.add_stream(subscription.stream)
     totals.add_connection(participant.connection)
     return totals
+
+
+#: What a down-track does: forwards a layer; forwards one and waits for another's keyframe;
+#: waits for the first keyframe (or first audio packet) it can start with; forwards nothing.
+DOWN_TRACK_STATES = ("forwarding", "switching", "starting", "paused")
+
+
+def down_track_state(down_track: DownTrack) -> str:
+    if down_track.layer is None:
+        return "paused" if down_track.target is None else "starting"
+    return "forwarding" if down_track.target is None else "switching"
+
+
+@dataclass(slots=True)
+class LayerGauges:
+    """What the live tracks' down-tracks and simulcast layers are doing now."""
+
+    #: (kind, state) -> down-tracks, state one of DOWN_TRACK_STATES
+    down_tracks: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: simulcast layers of published tracks the publisher sends, or was told to stop sending
+    layers_active: int = 0
+    layers_inactive: int = 0
+
+
+def layer_gauges(tracks: Iterable[TrackReceiver]) -> LayerGauges:
+    gauges = LayerGauges()
+    for track in tracks:
+        for down_track in track.down_tracks:
+            gauges.down_tracks[track.info.kind, down_track_state(down_track)] += 1
+        side = track.publisher_side
+        if side is not None and track.simulcast:
+            inactive = len(side.inactive.intersection(track.params.rids))
+            gauges.layers_inactive += inactive
+            gauges.layers_active += len(track.layers) - inactive
+    return gauges

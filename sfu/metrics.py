@@ -27,7 +27,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from sfu.counters import MediaTotals
+from sfu.counters import DOWN_TRACK_STATES, LayerGauges, MediaTotals, layer_gauges
 from sfu.media.latency import FORWARDING, SAMPLE_EVERY, LatencyHistogram
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class SfuCollector:
             ),
             down_tracks,
         )
+        yield from _layer_gauges(layer_gauges(published))
         yield CounterMetricFamily(
             "sfu_participants_joined", "Participants admitted.", service.joined_total
         )
@@ -85,6 +86,29 @@ def _by_kind(family: GaugeMetricFamily, counts: Mapping[str, int]) -> GaugeMetri
     for kind in KINDS:
         family.add_metric([kind], counts[kind])
     return family
+
+
+def _layer_gauges(g: LayerGauges) -> Iterator[Metric]:
+    states = GaugeMetricFamily(
+        "sfu_down_tracks_by_state",
+        "Down-tracks by what they do: forwarding one layer; switching (forwarding one, waiting "
+        "for a keyframe of another); starting (waiting for the first keyframe, or audio packet, "
+        "it can start with); paused (the subscriber paused the track: nothing forwarded).",
+        labels=["kind", "state"],
+    )
+    for kind in KINDS:
+        for state in DOWN_TRACK_STATES:
+            states.add_metric([kind, state], g.down_tracks[kind, state])
+    yield states
+    layers = GaugeMetricFamily(
+        "sfu_publisher_layers",
+        "Simulcast layers of published tracks: active, or inactive (nobody receives it: its "
+        "publisher was told to stop sending it, publisherLayers).",
+        labels=["state"],
+    )
+    layers.add_metric(["active"], g.layers_active)
+    layers.add_metric(["inactive"], g.layers_inactive)
+    yield layers
 
 
 def _counter_by_kind(name: str, documentation: str, audio: int, video: int) -> Metric:
@@ -130,6 +154,18 @@ def _counters(t: MediaTotals) -> Iterator[Metric]:
     dropped.add_metric(["retransmission"], t.packets_dropped_retransmission)
     dropped.add_metric(["unknown_ssrc"], t.packets_dropped_unknown_ssrc)
     yield dropped
+    keyframes = CounterMetricFamily(
+        "sfu_keyframe_requests",
+        "Keyframe requests (PLI) sent to publishers, by the reason of the first request each "
+        "answers (others within the throttle interval join it): subscriber (a subscriber's "
+        "PLI/FIR), start (a down-track starting, or switching layer, waits for a keyframe), "
+        "retry (repeated every second while down-tracks still wait).",
+        labels=["reason"],
+    )
+    keyframes.add_metric(["subscriber"], t.keyframe_requests_subscriber)
+    keyframes.add_metric(["start"], t.keyframe_requests_start)
+    keyframes.add_metric(["retry"], t.keyframe_requests_retry)
+    yield keyframes
     plain = (
         ("sfu_packets_sent", "SRTP and SRTCP datagrams sent (media, RTCP).", t.packets_sent),
         ("sfu_bytes_sent", "Bytes of the SRTP and SRTCP datagrams sent.", t.bytes_sent),
@@ -143,7 +179,12 @@ def _counters(t: MediaTotals) -> Iterator[Metric]:
             "Packets resent to subscribers that NACKed them.",
             t.retransmissions,
         ),
-        ("sfu_layer_switches", "Simulcast layer switches of down-tracks.", t.layer_switches),
+        (
+            "sfu_layer_switches",
+            "Simulcast layer switches: a down-track went on with another layer of its track "
+            "(at that layer's keyframe).",
+            t.layer_switches,
+        ),
         (
             "sfu_nacks_received",
             "Generic NACK messages received from subscribers.",

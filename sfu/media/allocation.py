@@ -35,7 +35,7 @@ def rid_of(layer: LayerReceiver) -> str:
 class PublisherSide:
     """Measurements and wanted layers of one published video track."""
 
-    __slots__ = ("_meters", "_ranking", "_wanted", "ranked", "track")
+    __slots__ = ("_meters", "_ranking", "_wanted", "inactive", "ranked", "track")
 
     def __init__(self, track: TrackReceiver) -> None:
         self.track = track
@@ -46,6 +46,8 @@ class PublisherSide:
         self.ranked: tuple[Layer, ...] = tuple(
             Layer(rid_of(layer), width=None, height=None) for layer in track.layers
         )
+        #: the rids the publisher was last told to stop sending (for /metrics)
+        self.inactive: frozenset[str] = frozenset()
 
     def sample(self, now: float) -> None:
         layers = []
@@ -73,7 +75,10 @@ class PublisherSide:
         ranks = [layer.rid for layer in self.ranked]
         top = max((ranks.index(rid) for rid in chosen if rid in ranks), default=-1)
         wanted = set(ranks[: top + 1])
-        return self._wanted.update(track.params.rids, wanted, now)
+        activity = self._wanted.update(track.params.rids, wanted, now)
+        if activity is not None:
+            self.inactive = frozenset(a.rid for a in activity if not a.active)
+        return activity
 
 
 class SubscriberAllocation:

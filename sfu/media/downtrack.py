@@ -168,8 +168,19 @@ class DownTrack:
         Never a frame of a layer not chosen: the current layer stops when the target starts, and
         a target given up (another chosen while waiting) is left before it sent anything.
         """
-        if layer is self.target or (layer is self.layer and self.target is None):
-            return
+        if (layer is not None and layer is self.target) or (
+            layer is self.layer and self.target is None
+        ):
+            return  # (a pause of a forwarding down-track: its target is None too, not a no-op)
+        _log.debug(
+            "down-track target",
+            track=self.source.info.track_id,
+            ssrc=self._ssrc,
+            layer=None if self.layer is None else self.layer.rid,
+            target=None if layer is None else layer.rid,
+            paused=layer is None,
+            switches=self.stream.layer_switches,
+        )
         if self.target is not None:
             self.target.unwait(self)
             self.target = None
@@ -214,6 +225,9 @@ class DownTrack:
             pt=self._payload_type,
             mid=self.stream.params.mid,
             rid=layer.rid,
+            previous=None if previous is None else previous.rid,
+            size=None if layer.frame_size is None else "{}x{}".format(*layer.frame_size),
+            switches=stream.layer_switches,
             waited=round(packet.arrival - self._created, 3),
         )
         return True
@@ -279,7 +293,7 @@ class DownTrack:
     def on_keyframe_request(self) -> None:
         layer = self.target or self.layer
         if layer is not None:
-            layer.request_keyframe(self._clock())
+            layer.request_keyframe(self._clock(), "subscriber")
 
     def on_report_block(self, block: ReportBlock, now_wall: float) -> None:
         rtt = rtt_from_report(block.lsr, block.dlsr, now_wall)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from sfu.media.keyframe import KeyframeRequester
 from sfu.media.latency import FORWARDING, SAMPLE_MASK
@@ -340,9 +340,9 @@ class LayerReceiver:
             return None
         return self._stats.report_block(self.ssrc, now)
 
-    def request_keyframe(self, now: float) -> None:
+    def request_keyframe(self, now: float, reason: KeyframeReason = "subscriber") -> None:
         """A subscriber needs a keyframe: coalesced and throttled across all of them."""
-        self.keyframes.request(now)
+        self.keyframes.request(now, reason)
 
     # --- subscribers ---
 
@@ -351,7 +351,7 @@ class LayerReceiver:
         if down_track not in self.waiting:
             self.waiting.append(down_track)
         if self.is_video and down_track.sink.connected:
-            self.keyframes.request(now)
+            self.keyframes.request(now, "start")
 
     def unwait(self, down_track: DownTrack) -> None:
         if down_track in self.waiting:
@@ -374,12 +374,20 @@ class LayerReceiver:
 #: joins just after the first keyframe and asks at once would otherwise wait for ever.
 KEYFRAME_RETRY = 1.0
 
+#: Why a keyframe was asked of a publisher: a subscriber's PLI/FIR; a down-track starting or
+#: switching to a layer; the repeat while down-tracks still wait (``sfu_keyframe_requests_total``)
+KeyframeReason = Literal["subscriber", "start", "retry"]
+KEYFRAME_REASONS: tuple[KeyframeReason, ...] = ("subscriber", "start", "retry")
+
 
 class KeyframeRequests:
     """Keyframe requests for one stream: throttled (:class:`KeyframeRequester`), sent late when
-    throttled, and repeated while down-tracks wait for a keyframe and nothing came."""
+    throttled, and repeated while down-tracks wait for a keyframe and nothing came.
 
-    __slots__ = ("_armed", "_clock", "_layer", "_requester", "_upstream")
+    ``sent`` counts the requests sent, by the reason of the first request each one answers.
+    """
+
+    __slots__ = ("_armed", "_clock", "_layer", "_pending_reason", "_requester", "_upstream", "sent")
 
     def __init__(
         self,
@@ -393,14 +401,24 @@ class KeyframeRequests:
         self._requester = KeyframeRequester(min_interval)
         self._clock = clock
         self._armed = False
+        self._pending_reason: KeyframeReason = "subscriber"
+        self.sent: dict[KeyframeReason, int] = dict.fromkeys(KEYFRAME_REASONS, 0)
 
-    def request(self, now: float) -> None:
+    def request(self, now: float, reason: KeyframeReason) -> None:
         layer = self._layer
         if not layer.is_video or layer.ssrc is None or layer.closed:
             return
-        if self._requester.request(now):
-            self._upstream.request_keyframe_now(layer.ssrc)
+        requester = self._requester
+        idle = requester.next_due is None
+        if requester.request(now):
+            self._send(layer.ssrc, reason)
+        elif idle:  # held back: the late request answers this one (later ones join it)
+            self._pending_reason = reason
         self._arm(now)
+
+    def _send(self, ssrc: int, reason: KeyframeReason) -> None:
+        self.sent[reason] += 1
+        self._upstream.request_keyframe_now(ssrc)
 
     def on_keyframe(self) -> None:
         self._requester.on_keyframe(0.0)
@@ -424,10 +442,12 @@ class KeyframeRequests:
             return
         now = self._clock()
         requester = self._requester
-        if requester.due(now) or (
+        if requester.due(now):
+            self._send(layer.ssrc, self._pending_reason)
+        elif (
             requester.next_due is None
             and any(d.sink.connected for d in layer.waiting)
             and requester.request(now)
         ):
-            self._upstream.request_keyframe_now(layer.ssrc)
+            self._send(layer.ssrc, "retry")
         self._arm(now)

@@ -112,10 +112,11 @@ class TrackReceiver:
         return max(self.layers, key=_size)
 
     def request_keyframe(self, now: float) -> None:
-        """Every subscriber of this track needs a keyframe: asked of the layers they use."""
+        """Every subscriber of this track needs a keyframe: asked of the layers they use
+        (a subscriber connected: its down-track waits to start)."""
         for layer in self.layers:
             if layer.down_tracks or layer.waiting:
-                layer.request_keyframe(now)
+                layer.request_keyframe(now, "start")
 
     def close(self) -> None:
         self.closed = True

@@ -33,10 +33,13 @@ UPGRADE_MARGIN = 1.2
 UPGRADE_HOLD = 4.0
 
 #: Seconds a layer must stay unwanted before the publisher is told to stop it. Restarting an
-#: encoding costs the publisher a keyframe and a rate ramp, and the subscriber waits for both;
-#: wants flicker for shorter than this (a budget dip and recovery, adaptive-stream sizes during
-#: a window resize, a subscriber reconnecting). Costs at most this long of an unused layer.
-UNWANTED_GRACE = 2.0
+#: encoding costs more than that layer: libwebrtc re-creates its VP8 simulcast encoder, so every
+#: layer pauses and restarts with a keyframe, and the new layer is dropped again while the
+#: sender's allocation ramps up (seen in Chromium: subscribers of the other layers fell back,
+#: and one switched to the restarted layer and away again within a second). Wants flicker for
+#: seconds (a subscriber flipping tiles, a budget dip, a window resize, a reconnect): stop a
+#: layer only when it has clearly gone out of use. Costs at most this long of an unused layer.
+UNWANTED_GRACE = 10.0
 
 #: Allocation order of sources: lower first. Text on a shared screen is unreadable at a low
 #: layer where a face still is, so a screen share gets its upgrades before any camera.

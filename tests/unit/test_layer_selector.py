@@ -361,13 +361,13 @@ WANTED: dict[str, tuple[list[Wants], str]] = {
 @pytest.mark.parametrize("name", WANTED)
 def test_wanted_grace(name: str) -> None:
     steps, _why = WANTED[name]
-    gate = WantedLayers()
+    gate = WantedLayers(grace=2.0)  # the mechanism; the default is UNWANTED_GRACE
     for now, wanted, expected in steps:
         assert gate.update(RIDS, wanted, now) == expected, (name, now)
 
 
 def test_wanted_layers_added_and_gone() -> None:
-    gate = WantedLayers()
+    gate = WantedLayers(grace=2.0)  # the mechanism; the default is UNWANTED_GRACE
     assert gate.update(("q", "h"), {"q"}, 0.0) is None
     assert gate.update(("q", "h"), {"q"}, 2.0) == (
         LayerActivity("q", True),

@@ -11,6 +11,7 @@ from sfu.media.connection import MediaConnection
 from sfu.media.params import URI_ABS_SEND_TIME, URI_MID, Codec, MediaParams
 from sfu.media.receiver import TrackReceiver
 from sfu.rtp.header import rewrite
+from sfu.rtp.vp8 import patch_descriptor
 
 VP8 = Codec(96, "VP8", 90000, rtx_payload_type=97, feedback=("nack", "nack pli", "goog-remb"))
 PUBLISHER_SSRC = 0x1234
@@ -43,6 +44,28 @@ class RecordingSink:
                 data, payload_start, payload_type, seq, timestamp, ssrc, extensions, value_at, value
             )
         )
+
+    def send_vp8(
+        self,
+        data: bytes,
+        payload_start: int,
+        payload_type: int,
+        seq: int,
+        timestamp: int,
+        ssrc: int,
+        extensions: bytes,
+        value_at: int,
+        value: bytes,
+        picture_id: int,
+        tl0picidx: int,
+        keyidx: int,
+        /,
+    ) -> None:
+        packet = rewrite(
+            data, payload_start, payload_type, seq, timestamp, ssrc, extensions, value_at, value
+        )
+        start = len(packet) - (len(data) - payload_start)
+        self.packets.append(patch_descriptor(packet, start, picture_id, tl0picidx, keyidx))
 
 
 def vp8_packet(seq: int, keyframe: bool, ssrc: int = PUBLISHER_SSRC) -> bytes:

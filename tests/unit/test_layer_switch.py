@@ -1,0 +1,122 @@
+"""A down-track's layer switch at the target's keyframe: H264 simulcast (no descriptor to rewrite).
+
+Rows drive one down-track of a two-layer H264 track packet by packet: which packets reach the
+subscriber, with which outgoing sequence numbers. The switch waits for an IDR of the target
+layer; until then the current layer keeps flowing; after it, nothing of the old layer passes.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from itertools import pairwise
+
+import pytest
+
+from sfu.api import TrackInfo
+from sfu.media.downtrack import DownTrack, OutgoingStream
+from sfu.media.layer import LayerReceiver
+from sfu.media.params import URI_MID, Codec, MediaParams
+from sfu.media.receiver import TrackReceiver
+from sfu.media.reports import PublisherClock
+
+from .media_doubles import RecordingSink
+
+H264 = Codec(102, "H264", 90000, fmtp={"packetization-mode": "1", "profile-level-id": "42e01f"})
+SSRC = {"q": 0x10, "f": 0x20}
+IDR, SLICE = b"\x65", b"\x41"  # NAL unit types 5 (IDR) and 1 (non-IDR slice)
+
+
+class Upstream:
+    def __init__(self) -> None:
+        self.requests: list[int] = []
+
+    def request_keyframe_now(self, media_ssrc: int) -> None:
+        self.requests.append(media_ssrc)
+
+    def schedule_nack(self, layer: LayerReceiver) -> None:
+        return None
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        return None
+
+
+def packet(rid: str, seq: int, nal: bytes) -> bytes:
+    header = struct.pack("!BBHII", 0x80, 0x80 | H264.payload_type, seq, seq * 3000, SSRC[rid])
+    return header + nal + b"\xaa" * 50
+
+
+def make() -> tuple[TrackReceiver, DownTrack, RecordingSink, Upstream]:
+    params = MediaParams(
+        mid="0", kind="video", codecs=(H264,), extensions={URI_MID: 1}, local_ssrc=1,
+        local_rtx_ssrc=2, rids=("q", "f"),
+    )  # fmt: skip
+    upstream = Upstream()
+    track = TrackReceiver(
+        TrackInfo("TR_h", "PA_h", "video"), params, upstream, 0.5, PublisherClock()
+    )
+    for layer in track.layers:
+        assert layer.rid is not None
+        layer.ssrc = SSRC[layer.rid]
+    sub = MediaParams("3", "video", (H264,), {URI_MID: 4}, local_ssrc=0xBEEF, local_rtx_ssrc=0xBEF0)
+    sink = RecordingSink()
+    down_track = DownTrack(track, OutgoingStream(sub, 500, 9000), sink)
+    track.down_tracks.append(down_track)
+    return track, down_track, sink, upstream
+
+
+# (rid, NAL, forwarded?) after starting on q and asking for f
+ROWS: list[tuple[str, bytes, bool, str]] = [
+    ("q", SLICE, True, "the current layer flows while the switch waits"),
+    ("f", SLICE, False, "the target's frames before its IDR are not forwarded"),
+    ("q", SLICE, True, "still the current layer"),
+    ("f", IDR, True, "the target's IDR: the switch"),
+    ("q", SLICE, False, "the old layer stops at once"),
+    ("f", SLICE, True, "the new layer flows"),
+    ("q", IDR, False, "even an IDR of the old layer"),
+]
+
+
+def test_an_h264_switch_happens_at_the_targets_idr_and_numbers_stay_continuous() -> None:
+    track, down_track, sink, upstream = make()
+    q, f = track.layers
+    seq = {"q": 100, "f": 40000}
+
+    def send(rid: str, nal: bytes) -> None:
+        layer = q if rid == "q" else f
+        layer.on_rtp(packet(rid, seq[rid], nal), 1.0)
+        seq[rid] += 1
+
+    down_track.set_layer(q, 1.0)
+    for _ in range(2):  # probation (RFC 3550 A.1) takes the second packet of each layer
+        send("q", IDR)
+        send("f", SLICE)
+    assert down_track.layer is q
+    started = len(sink.packets)
+    upstream.requests.clear()
+    down_track.set_layer(f, 1.0)
+    assert upstream.requests == [SSRC["f"]], "a keyframe asked of the target layer only"
+    for rid, nal, forwarded, why in ROWS:
+        before = len(sink.packets)
+        send(rid, nal)
+        assert (len(sink.packets) > before) == forwarded, why
+    out = [struct.unpack_from("!H", p, 2)[0] for p in sink.packets[started - 1 :]]
+    assert [b - a for a, b in pairwise(out)] == [1] * (len(out) - 1)
+    assert down_track.layer is f and down_track.stream.layer_switches == 1
+
+
+@pytest.mark.parametrize("again", ["target", "current"])
+def test_changing_the_target_while_waiting_leaves_no_trace(again: str) -> None:
+    """Asked for f twice: one wait, one switch. Asked for f, then q again: f's IDRs start
+    nothing (the switch is off), and the down-track waits on no layer."""
+    track, down_track, _, _ = make()
+    q, f = track.layers
+    down_track.set_layer(q, 1.0)
+    q.on_rtp(packet("q", 1, IDR), 1.0)
+    q.on_rtp(packet("q", 2, IDR), 1.0)
+    down_track.set_layer(f, 1.0)
+    down_track.set_layer(f if again == "target" else q, 1.0)
+    assert f.waiting == ([down_track] if again == "target" else [])
+    for s in (1, 2):
+        f.on_rtp(packet("f", s, IDR), 1.0)
+    assert down_track.layer is (f if again == "target" else q)

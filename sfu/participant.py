@@ -200,13 +200,18 @@ class Participant:
     async def leave(self, reason: str = "left") -> None:
         await self.room.remove(self, reason)
 
-    async def subscribe(self, track_ids: Sequence[str], subscribed: bool) -> None:
+    def _others_tracks(self, track_ids: Sequence[str]) -> dict[str, TrackReceiver]:
+        """Others' tracks in the room by id; UnknownTrack if any of ``track_ids`` is not one."""
         self._ensure_open()
         tracks = self.room.others_tracks(self)
         unknown = [t for t in track_ids if t not in tracks]
         if unknown:
             shown = ", ".join(repr(t) for t in unknown[:5])
             raise UnknownTrack(f"no other participant in the room publishes {shown}")
+        return tracks
+
+    async def subscribe(self, track_ids: Sequence[str], subscribed: bool) -> None:
+        tracks = self._others_tracks(track_ids)
         changed = False
         for track_id in track_ids:
             track = tracks[track_id]
@@ -219,12 +224,7 @@ class Participant:
             self._schedule_negotiation()
 
     async def set_track_settings(self, track_ids: Sequence[str], settings: TrackSettings) -> None:
-        self._ensure_open()
-        tracks = self.room.others_tracks(self)
-        unknown = [t for t in track_ids if t not in tracks]
-        if unknown:
-            shown = ", ".join(repr(t) for t in unknown[:5])
-            raise UnknownTrack(f"no other participant in the room publishes {shown}")
+        self._others_tracks(track_ids)
         for track_id in track_ids:
             self.track_settings[track_id] = settings
         self.log.debug("track settings", tracks=list(track_ids), settings=settings)

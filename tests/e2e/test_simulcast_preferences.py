@@ -107,3 +107,24 @@ async def test_each_subscriber_gets_the_layer_it_asks_for_and_switches_cleanly(
     await decode_layer(small_track, MEDIUM)
     for client in (publisher, small, tile, best, late):
         assert not client.errors, client.errors
+
+
+async def test_a_layer_that_stops_arriving_makes_its_subscribers_fall_back_and_climb_again(
+    make_client: ClientFactory, room: str
+) -> None:
+    """The publisher stops sending its top layer by itself (as a CPU- or bandwidth-limited
+    browser does): its subscriber falls to the best layer still arriving, and climbs back to
+    the top layer when it returns — no preference changed."""
+    publisher = await make_client(room, "publisher")
+    local = await publisher.publish_simulcast(
+        MarkerVideoTrack(PALETTE[COLOUR], WIDTH, HEIGHT, FPS), fps=FPS
+    )
+    simulcast = local.simulcast
+    assert simulcast is not None and publisher.participant_id is not None
+    viewer, remote = await subscribe(make_client, room, "viewer", publisher.participant_id)
+    await decode_layer(remote, LARGE)
+    simulcast.set_active("f", False)
+    await decode_layer(remote, MEDIUM)
+    simulcast.set_active("f", True)
+    await decode_layer(remote, LARGE)
+    assert not publisher.errors and not viewer.errors

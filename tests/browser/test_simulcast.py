@@ -224,6 +224,7 @@ async def test_a_paused_track_costs_nothing_and_unwanted_layers_are_turned_off(
     rid_widths = await wait_for_layers(publisher)
     tracks = await wait_flowing(subscriber, PUBLISHER, timeout=SWITCH_TIMEOUT)
     track_id = tracks["camera"].track_id
+    all_layers = await upload_rate(publisher)
 
     await subscriber.evaluate(_REQUEST_JS, [track_id, {"paused": True}])
     await asyncio.sleep(1.0)
@@ -244,6 +245,11 @@ async def test_a_paused_track_costs_nothing_and_unwanted_layers_are_turned_off(
         if grew == {smallest}:
             break
         assert time.monotonic() < deadline, f"layers still sent: {grew}"
+    smallest_only = await upload_rate(publisher)
+    print(
+        f"\npublisher upload: {all_layers / 1000:.0f} kbit/s with every layer, "
+        f"{smallest_only / 1000:.0f} kbit/s with the smallest only"
+    )
 
     await subscriber.evaluate(_REQUEST_JS, [track_id, {}])
     deadline = time.monotonic() + SWITCH_TIMEOUT
@@ -251,6 +257,14 @@ async def test_a_paused_track_costs_nothing_and_unwanted_layers_are_turned_off(
         assert time.monotonic() < deadline, "the top layer never came back"
         await asyncio.sleep(0.25)
     browser.assert_no_page_errors()
+
+
+async def upload_rate(publisher: Page, seconds: float = 2.0) -> float:
+    """The publisher's video upload over ``seconds``, bit/s (all its layers)."""
+    first = await sent_bytes_by_rid(publisher)
+    await asyncio.sleep(seconds)
+    second = await sent_bytes_by_rid(publisher)
+    return sum(second[rid] - first.get(rid, 0) for rid in second) * 8 / seconds
 
 
 async def sent_bytes_by_rid(publisher: Page) -> dict[str, int]:
@@ -267,3 +281,39 @@ async def sent_bytes_by_rid(publisher: Page) -> dict[str, int]:
         }"""
     )
     return {rid: int(value) for rid, value in rows.items()}
+
+
+async def test_adaptive_stream_picks_the_layer_of_the_tile_size(
+    browser: Browser, room: str
+) -> None:
+    """The demo page with adaptive stream on (its default): the tile's size, reported by
+    sfu-client.js, chooses the layer — the smallest at least as wide as the tile (a 960-wide
+    window's tile gets the 640x360 layer, a narrow window's the 320x180 one, a wide one's the
+    1280x720 one)."""
+    publisher = await join(browser, room, PUBLISHER, "1280x720")
+    subscriber = await browser.new_page("sub")
+    query = {"room": room, "name": "sub", "autojoin": "1", "video": "320x180", "fps": "15"}
+    await subscriber.goto(browser.url(**query))
+    await wait_joined(subscriber)
+    await wait_for_layers(publisher)
+    seen = set()
+    for viewport in ((960, 600), (300, 600), (2600, 1500)):
+        await subscriber.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+        await asyncio.sleep(0.5)  # the grid lays out again
+        tile: float = await subscriber.evaluate(
+            """(name) => document.querySelector(
+                 `#grid .tile[data-name="${name}"][data-source="camera"] video`
+               ).getBoundingClientRect().width""",
+            PUBLISHER,
+        )
+        # the layer the page should get: the smallest at least as wide as the tile
+        expected = min((w for w in WIDTHS.values() if w >= tile), default=WIDTHS[2])
+        seen.add(expected)
+        deadline = time.monotonic() + SWITCH_TIMEOUT
+        while (await received(subscriber, PUBLISHER)).get("camera") is None or (
+            await received(subscriber, PUBLISHER)
+        )["camera"].frame_width != expected:
+            assert time.monotonic() < deadline, f"tile {tile:.0f} px wide: not {expected}"
+            await asyncio.sleep(0.25)
+    assert seen == set(WIDTHS.values()), f"the window sizes did not cover every layer: {seen}"
+    browser.assert_no_page_errors()

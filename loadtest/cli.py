@@ -16,21 +16,18 @@ from loadtest.plot import plot
 from loadtest.progress import Display, NullDisplay, RichDisplay
 from loadtest.report import build, write_json
 from loadtest.runner import LoadConfig, LoadRun
+from loadtest.simulcast import DEFAULT_LAYERS, parse_layers, parse_subscriber_layers
+from loadtest.simulcast import parse_bitrate as bitrate_of
 from loadtest.summary import render
 from sfu.media.aiortc_bridge import set_ice_host_addresses
 
 
 def parse_bitrate(text: str) -> int:
     """``300k``, ``1.5M`` or ``64000`` -> bits per second."""
-    value = text.strip().lower()
-    scale = {"k": 1_000, "m": 1_000_000}.get(value[-1:], 1)
     try:
-        number = float(value[:-1] if scale > 1 else value)
-    except ValueError:
-        raise click.BadParameter(f"not a bitrate: {text!r} (e.g. 300k, 1.5M)") from None
-    if number <= 0:
-        raise click.BadParameter("a bitrate must be positive")
-    return round(number * scale)
+        return bitrate_of(text)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -83,6 +80,31 @@ def is_loopback(url: str) -> bool:
     default="20",
     help="Opus frame (and packet) duration; 60 sends a third of the packets.",
 )
+@click.option(
+    "--simulcast",
+    is_flag=True,
+    help="Publish video as rid simulcast: one pre-encoded VP8 clip per --layers entry "
+    "(instead of --video-size and --video-bitrate).",
+)
+@click.option(
+    "--layers",
+    default=None,
+    help="With --simulcast: its layers, WIDTHxHEIGHT@BITRATE,... (2 to 4). "
+    f"[default: {DEFAULT_LAYERS}]",
+)
+@click.option(
+    "--subscriber-layers",
+    default="best",
+    help="With --simulcast: what subscribers ask for (setTrackSettings maxLayer): best (nothing "
+    "asked), spread (layer = index in the room mod layers), cycle (spread, then the next layer "
+    "every --switch-every seconds) or a layer index (0 = smallest).",
+)
+@click.option(
+    "--switch-every",
+    type=click.FloatRange(0.5),
+    default=5.0,
+    help="With --subscriber-layers cycle: seconds between a subscriber's layer changes.",
+)
 @click.option("--no-video", is_flag=True, help="Publish audio only.")
 @click.option("--no-audio", is_flag=True, help="Publish video only.")
 @click.option(
@@ -117,6 +139,10 @@ def main(
     video_bitrate: str,
     audio_bitrate: str,
     audio_frame_ms: str,
+    simulcast: bool,
+    layers: str | None,
+    subscriber_layers: str,
+    switch_every: float,
     no_video: bool,
     no_audio: bool,
     ice_host: tuple[str, ...],
@@ -127,10 +153,20 @@ def main(
 ) -> None:
     """Fill the aiosfu server at URL with ROOMS x PARTICIPANTS load participants.
 
-    Publishers loop a VP8 clip and an Opus clip encoded once at start; everyone subscribes and
-    counts RTP without decoding. At the end: a summary here, and report.json and report.png.
+    Publishers loop a VP8 clip (or, with --simulcast, one per layer) and an Opus clip encoded
+    once at start; everyone subscribes and counts RTP without decoding. At the end: a summary
+    here, and report.json and report.png.
     """
     width, height = parse_size(video_size)
+    if layers is not None and not simulcast:
+        raise click.UsageError("--layers needs --simulcast")
+    if subscriber_layers != "best" and not simulcast:
+        raise click.UsageError("--subscriber-layers needs --simulcast")
+    try:
+        specs = parse_layers(layers or DEFAULT_LAYERS) if simulcast else None
+        choice = parse_subscriber_layers(subscriber_layers, len(specs) if specs else 1)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     config = LoadConfig(
         url=url,
         rooms=rooms,
@@ -148,6 +184,9 @@ def main(
         audio=not no_audio,
         room_prefix=room_prefix,
         request_timeout=request_timeout,
+        layers=specs,
+        subscriber_layers=choice,
+        switch_every=switch_every,
     )
     if no_video and no_audio:
         raise click.UsageError("--no-video and --no-audio leave nothing to publish")

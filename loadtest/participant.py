@@ -1,6 +1,9 @@
 """One load participant: an :class:`~sfu_client.SfuClient` that sends pre-encoded media and
 counts what it receives at the RTP level (see ``loadtest.wire``) instead of decoding it.
 
+With simulcast its video goes out as pre-encoded rid layers, and it may ask for a layer of the
+video it receives (``loadtest.simulcast``); received VP8 keyframes tell which layer arrives.
+
 All times are ``time.perf_counter()`` values of this process.
 """
 
@@ -8,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from array import array
 from collections.abc import Mapping
@@ -18,9 +22,12 @@ from aiortc import MediaStreamTrack
 
 from loadtest import wire
 from loadtest.media import ClipTrack, EncodedClip
-from loadtest.stats import LargestSdp, LatencyBook, ReceivedStream
+from loadtest.simulcast import LayerPlan
+from loadtest.stats import LargestSdp, LatencyBook, ReceivedStream, vp8_descriptor_size
 from sfu.rtp.header import payload_bounds
+from sfu.rtp.vp8 import keyframe_size
 from sfu_client import SfuClient
+from sfu_client.simulcast_media import PreEncodedLayers
 
 #: A stream not yet matched to a remote track is looked up again at most this often (seconds).
 RESOLVE_INTERVAL = 0.1
@@ -35,6 +42,8 @@ class Shared:
     video: EncodedClip | None
     audio: EncodedClip | None
     request_timeout: float = 10.0
+    #: simulcast: one clip per layer, by rid (then ``video`` is not sent)
+    layers: Mapping[str, EncodedClip] | None = None
     book: LatencyBook = field(default_factory=LatencyBook)
     #: latency samples (seconds) since the sampler last took them
     latencies: array[float] = field(default_factory=lambda: array("d"))
@@ -42,11 +51,22 @@ class Shared:
 
 
 class LoadParticipant:
-    def __init__(self, shared: Shared, room: str, name: str, publishes: bool) -> None:
+    def __init__(
+        self,
+        shared: Shared,
+        room: str,
+        name: str,
+        publishes: bool,
+        layer_plan: LayerPlan | None = None,
+    ) -> None:
         self.shared = shared
         self.room = room
         self.name = name
         self.publishes = publishes
+        #: the ``maxLayer`` it asks for the video it receives (None: asks nothing, the best)
+        self.layer_plan = layer_plan
+        #: (time, track id, maxLayer) of every ``setTrackSettings`` it sent
+        self.layer_requests: list[tuple[float, str, int]] = []
         self.state = "waiting"  # joining, joined, connected, failed, left
         self.error: str | None = None
         self.participant_id: str | None = None
@@ -65,6 +85,7 @@ class LoadParticipant:
         self.sdp_sent = LargestSdp()
         self.track_ids: list[str] = []  # what it publishes, as the server named the tracks
         self._tracks: list[ClipTrack] = []
+        self._layers: PreEncodedLayers | None = None
         self._sent_kinds: dict[int, str] = {}
         self._mids: dict[int, str] = {}
         self._remote_sdp: str | None = None
@@ -86,13 +107,20 @@ class LoadParticipant:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Join, publish, stay until ``stop`` is set, leave. Never raises."""
+        chooser: asyncio.Task[None] | None = None
         try:
             await self._join()
+            if self.layer_plan is not None and self.client is not None:
+                chooser = asyncio.create_task(self._choose_layers(self.client, self.layer_plan))
             await stop.wait()
         except Exception as exc:
             self.state = "failed"
             self.error = f"{type(exc).__name__}: {exc}"
         finally:
+            if chooser is not None:
+                chooser.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await chooser
             await self._leave()
 
     async def _join(self) -> None:
@@ -111,13 +139,58 @@ class LoadParticipant:
             self.shared.by_participant_id[self.participant_id] = self
         self.state = "joined"
         if self.publishes:
-            self._tracks = [ClipTrack(c) for c in (self.shared.video, self.shared.audio) if c]
+            layers = self.shared.layers
+            video = self.shared.video if layers is None else None
+            self._tracks = [ClipTrack(c) for c in (video, self.shared.audio) if c]
             pairs: list[tuple[MediaStreamTrack, str]] = [
                 (t, "camera" if t.kind == "video" else "microphone") for t in self._tracks
             ]
-            local = await client.publish_many(pairs)
+            local = await client.publish_many(pairs) if pairs else []
+            if layers is not None:
+                self._layers = PreEncodedLayers(layers)
+                local.append(await client.publish_simulcast(self._layers, "camera"))
             self.track_ids = [t.track_id for t in local]
-            self._sent_kinds = wire.sender_kinds(client.pc)
+            self._sent_kinds = self._sender_kinds(client)
+
+    async def _choose_layers(self, client: SfuClient, plan: LayerPlan) -> None:
+        """Ask for the plan's layer of every video track as soon as the server offers it, and
+        every ``plan.every`` seconds for the next layer of all of them."""
+        asked: set[str] = set()
+        step = 0
+        every = plan.every
+        next_step = time.perf_counter() + every if every else math.inf
+
+        def video() -> set[str]:
+            return {
+                t.track_id for t in client.remote_tracks.values() if t.kind == "video" and t.active
+            }
+
+        while not client.closed:
+            wait = min(5.0, max(0.0, next_step - time.perf_counter()))
+            with contextlib.suppress(TimeoutError):
+                await client.wait_until(lambda: bool(video() - asked), timeout=wait)
+            if every and time.perf_counter() >= next_step:
+                step += 1
+                next_step += every
+                await self._ask_layer(client, sorted(video() & asked), plan.layer(step))
+            fresh = video() - asked
+            asked.update(fresh)
+            await self._ask_layer(client, sorted(fresh), plan.layer(step))
+
+    async def _ask_layer(self, client: SfuClient, track_ids: list[str], layer: int) -> None:
+        if track_ids:
+            now = time.perf_counter()
+            self.layer_requests.extend((now, track_id, layer) for track_id in track_ids)
+            await client.set_track_settings(track_ids, max_layer=layer)
+
+    @staticmethod
+    def _sender_kinds(client: SfuClient) -> dict[int, str]:
+        """SSRC -> kind of what it sends: aiortc's senders and the simulcast layers."""
+        kinds = wire.sender_kinds(client.pc)
+        for local in client.local_tracks.values():
+            if local.simulcast is not None:
+                kinds.update({layer.ssrc: "video" for layer in local.simulcast.layers.values()})
+        return kinds
 
     def _on_connection_state(self) -> None:
         client = self.client
@@ -142,6 +215,8 @@ class LoadParticipant:
     async def _leave(self) -> None:
         for track in self._tracks:
             track.stop()
+        if self._layers is not None:
+            self._layers.stop()
         client = self.client
         if client is None:
             return
@@ -163,10 +238,10 @@ class LoadParticipant:
             return
         ssrc = int.from_bytes(data[8:12], "big")
         kind = self._sent_kinds.get(ssrc)
-        if kind is None:  # a retransmission (RTX), or sent before publish_many returned
+        if kind is None:  # a retransmission (RTX), or sent before publishing returned
             client = self.client
             if client is not None:
-                self._sent_kinds = wire.sender_kinds(client.pc)
+                self._sent_kinds = self._sender_kinds(client)
             kind = self._sent_kinds.get(ssrc)
             if kind is None:
                 return
@@ -175,8 +250,10 @@ class LoadParticipant:
         if kind == "video" and self.first_video_sent_at is None:
             self.first_video_sent_at = now
         if self.participant_id is not None:
-            with contextlib.suppress(ValueError):
+            with contextlib.suppress(ValueError, IndexError):
                 start, end = payload_bounds(data)
+                if kind == "video":  # VP8: a simulcast down-track rewrites the descriptor
+                    start += vp8_descriptor_size(data, start)
                 self.shared.book.sent(self.participant_id, hash(data[start:end]), now)
 
     def _on_rtp_received(self, data: bytes, now: float) -> None:
@@ -191,15 +268,24 @@ class LoadParticipant:
         stream.on_packet((data[2] << 8) | data[3], data[1] >= 0x80, len(data), now)
         self.rx_packets += 1
         self.rx_bytes += len(data)
-        publisher_id = stream.publisher_id
-        if publisher_id is not None:
-            try:
-                start, end = payload_bounds(data)
-            except ValueError:
+        kind = stream.kind
+        try:
+            start, end = payload_bounds(data)
+            # S=1, PID=0 (RFC 7741 §4.2): the first packet of a frame, maybe of a keyframe
+            if kind != "audio" and start < end and data[start] & 0x1F == 0x10:
+                size = keyframe_size(data, start, end)
+                if size is not None:
+                    stream.on_keyframe(size[0], size[1], now)
+            publisher_id = stream.publisher_id
+            if publisher_id is None:
                 return
-            sent = self.shared.book.sent_at(publisher_id, hash(data[start:end]))
-            if sent is not None:
-                self.shared.latencies.append(now - sent)
+            if kind == "video":
+                start += vp8_descriptor_size(data, start)
+        except (ValueError, IndexError):
+            return
+        sent = self.shared.book.sent_at(publisher_id, hash(data[start:end]))
+        if sent is not None:
+            self.shared.latencies.append(now - sent)
 
     def _resolve(self, stream: ReceivedStream, ssrc: int, now: float) -> None:
         """Which remote track an SSRC carries: SSRC -> mid (server SDP) -> track (its map)."""

@@ -1,4 +1,5 @@
-"""The picture of a run: bitrate, loss, latency and CPU over time, one panel each."""
+"""The picture of a run: bitrate, loss, latency and CPU over time, one panel each, and with
+simulcast the layer the video streams received."""
 
 from __future__ import annotations
 
@@ -13,6 +14,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 from matplotlib.ticker import FuncFormatter, NullFormatter
+
+#: up to this many video streams, the layer panel draws each; above, counts per layer
+STREAMS_DRAWN = 8
 
 
 def _series(rows: list[dict[str, Any]], key: str) -> list[float]:
@@ -29,8 +33,12 @@ def plot(report: dict[str, Any], path: Path) -> None:
     config = report["config"]
     ramp = float(config["ramp_s"])
     t = _series(rows, "t")
-    fig, axes = plt.subplots(4, 1, figsize=(10, 11), sharex=True, constrained_layout=True)
-    bitrate, loss, latency, cpu = axes
+    simulcast = bool(config.get("simulcast"))
+    panels = 5 if simulcast else 4
+    fig, axes = plt.subplots(
+        panels, 1, figsize=(10, 2.75 * panels), sharex=True, constrained_layout=True
+    )
+    bitrate, loss, latency, cpu = axes[:4]
     fig.suptitle(
         f"aiosfu load test: {config['rooms']} rooms x {config['participants_per_room']} "
         f"participants ({config['publishers_per_room']} publishing per room), "
@@ -85,7 +93,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
     if report["generator"]["cpus"]:
         cpu.axhline(100 * report["generator"]["cpus"], color="k", lw=0.5, ls="--")
     cpu.set_ylabel("% of one core")
-    cpu.set_xlabel("seconds since start")
+    cpu.set_xlabel("" if simulcast else "seconds since start")
     cpu.set_title("CPU (and server memory)", loc="left", fontsize=10)
     cpu.set_ylim(bottom=0)
     memory = cpu.twinx()
@@ -97,5 +105,56 @@ def plot(report: dict[str, Any], path: Path) -> None:
     more = memory.get_legend_handles_labels()
     cpu.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right", fontsize=8)
 
+    if simulcast:
+        streams = report["layers"]["streams"]
+        if 0 < len(streams) <= STREAMS_DRAWN:
+            _stream_layers(axes[4], streams, config["simulcast"], t[-1] if t else 0.0)
+        else:
+            _layers(axes[4], rows, t)
+
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _layers(ax: Axes, rows: list[dict[str, Any]], t: list[float]) -> None:
+    """Video streams by the layer they got frames of, per second, stacked small to large."""
+    labels: set[str] = set()
+    for row in rows:
+        labels.update(row.get("video_layers") or {})
+    ordered = sorted(labels, key=lambda label: math.prod(int(v) for v in label.split("x")))
+    series = [
+        [float((r.get("video_layers") or {}).get(label, 0)) for r in rows] for label in ordered
+    ]
+    if series:
+        ax.stackplot(t, *series, labels=ordered, step="post", alpha=0.8)
+        ax.legend(loc="upper left", fontsize=8)
+    switches = _series(rows, "layer_switches")
+    ax.plot(t, switches, color="k", ls=":", drawstyle="steps-post", label="switches in the second")
+    ax.set_ylabel("video streams")
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("seconds since start")
+    ax.set_title(
+        "layer received (keyframe size; dotted: layer switches per second)", loc="left", fontsize=10
+    )
+
+
+def _stream_layers(ax: Axes, streams: list[dict[str, Any]], order: list[str], end: float) -> None:
+    """The layer each video stream got over time, one step line per stream."""
+    rank = {label: index for index, label in enumerate(order)}
+    for number, item in enumerate(streams):
+        changes = item["changes"]
+        times = [float(t) for t, _ in changes] + [max(end, float(changes[-1][0]))]
+        levels = [rank.get(size, -1) for _, size in changes]
+        offset = (number - (len(streams) - 1) / 2) * 0.04  # overlapping lines stay visible
+        ax.step(
+            times,
+            [v + offset for v in [*levels, levels[-1]]],
+            where="post",
+            label=f"{item['subscriber']} ← {item['publisher']}",
+        )
+    ax.set_yticks(range(len(order)), order)
+    ax.set_ylim(-0.5, len(order) - 0.5)
+    ax.set_ylabel("layer")
+    ax.set_xlabel("seconds since start")
+    ax.legend(loc="upper left", fontsize=8)
+    ax.set_title("layer each subscriber received (keyframe size)", loc="left", fontsize=10)

@@ -15,6 +15,8 @@ from typing import Any
 from loadtest.participant import LoadParticipant
 from loadtest.runner import RunData, Snapshot
 from loadtest.server import cpu_percent
+from loadtest.simulcast import describe
+from loadtest.simulcast import report as layers_report
 from loadtest.stats import ReceivedStream, histogram_quantile, summary
 from sfu.config import MAX_CLIENT_MLINES, MediaConfig, max_signaling_message, sdp_limit
 from sfu_client import ServerError
@@ -40,9 +42,13 @@ def build(data: RunData) -> dict[str, Any]:
             "video": (
                 f"{config.width}x{config.height}@{config.fps} VP8 "
                 f"{config.video_bitrate // 1000} kbit/s"
+                if config.layers is None
+                else describe(config.layers, config.fps)
             )
             if config.video
             else None,
+            "simulcast": [la.label for la in config.layers] if config.layers else None,
+            "subscriber_layers": config.subscriber_layers if config.layers else None,
             "audio": (
                 f"Opus {config.audio_bitrate // 1000} kbit/s, {config.audio_frame_ms} ms packets"
             )
@@ -59,6 +65,13 @@ def build(data: RunData) -> dict[str, Any]:
         "bitrate_per_subscriber_kbps": _bitrates(hs, he, parts, window),
         "latency_ms": summary(data.hold_latencies, 1000.0),
         "freezes": _freezes(parts),
+        "layers": layers_report(
+            parts,
+            data.t0,
+            he.at if he is not None else data.t0,
+            config.layers,
+            config.subscriber_layers,
+        ),
         "generator": _generator(data, hs, he, window),
         "server": _server(data, hs, he),
     }
@@ -351,6 +364,12 @@ def _warnings(report: dict[str, Any]) -> list[str]:
         warnings.append(
             f"SDP: {sdp['sent_over_budget']} participants sent an SDP over its budget; "
             f"server errors {sdp['server_errors']}"
+        )
+    layers = report["layers"]["on_expected_layer"]
+    if layers["matched"] < layers["checked"]:
+        warnings.append(
+            f"{layers['checked'] - layers['matched']} of {layers['checked']} video streams "
+            "ended on another layer than the one asked for (or the best)"
         )
     if report["freezes"]["count"]:
         warnings.append(f"{report['freezes']['count']} video freezes (gaps > 500 ms)")

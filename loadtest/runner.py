@@ -20,6 +20,14 @@ from loadtest.media import encode_audio, encode_video
 from loadtest.participant import LEAVE_TIMEOUT, LoadParticipant, Shared
 from loadtest.progress import Display, NullDisplay
 from loadtest.server import Scrape, ServerMetrics, cpu_percent
+from loadtest.simulcast import (
+    LayerSpec,
+    clip_info,
+    counts_now,
+    encode_layers,
+    plan_for,
+    switches,
+)
 from loadtest.stats import CpuMeter, GcPauses, LoopLag, MachineCpu, percentiles
 
 
@@ -42,6 +50,12 @@ class LoadConfig:
     room_prefix: str = "load"
     request_timeout: float = 10.0
     sample_interval: float = 1.0
+    #: simulcast: the layers publishers send, small to large (None: one VP8 stream)
+    layers: tuple[LayerSpec, ...] | None = None
+    #: "best", "spread" (maxLayer round robin by index in the room), "cycle" (spread, then the
+    #: next layer every ``switch_every`` seconds) or one maxLayer for all
+    subscriber_layers: str | int = "best"
+    switch_every: float = 5.0
 
     @property
     def total(self) -> int:
@@ -93,6 +107,7 @@ class LoadRun:
         self.gc = GcPauses()
         self._last_totals = (0, 0, 0, 0)  # tx bytes, rx bytes, rx expected, rx packets
         self._last_freezes = 0
+        self._last_switches = 0
         self._last_scrape: Scrape | None = None
 
     async def run(self) -> RunData:
@@ -100,15 +115,18 @@ class LoadRun:
         encode_started = time.process_time()
         video = (
             encode_video(config.width, config.height, config.fps, 3.0, config.video_bitrate)
-            if config.video
+            if config.video and config.layers is None
             else None
+        )
+        layers = (
+            encode_layers(config.layers, config.fps) if config.video and config.layers else None
         )
         audio = (
             encode_audio(2.0, config.audio_bitrate, frame_ms=config.audio_frame_ms)
             if config.audio
             else None
         )
-        shared = Shared(config.url, video, audio, config.request_timeout)
+        shared = Shared(config.url, video, audio, config.request_timeout, layers)
         participants = self._participants(shared)
         data = RunData(config, time.time(), time.perf_counter(), participants)
         data.clip_info = {
@@ -116,6 +134,8 @@ class LoadRun:
             "video_kbps": round(video.bitrate / 1000, 1) if video else None,
             "audio_kbps": round(audio.bitrate / 1000, 1) if audio else None,
         }
+        if layers is not None and config.layers is not None:
+            data.clip_info["video_layers"] = clip_info(config.layers, layers)
         async with aiohttp.ClientSession() as http:
             server = ServerMetrics(http, config.url)
             await self._drive(data, shared, server)
@@ -126,12 +146,18 @@ class LoadRun:
         config = self.config
         run_id = secrets.token_hex(3)
         publishers = config.publishers_per_room()
+        count = len(config.layers) if config.layers else 1
         result = []
         for k in range(config.total):
             room, index = k % config.rooms, k // config.rooms
             name = f"{config.room_prefix}-{room}-{index}"
             room_id = f"{config.room_prefix}-{run_id}-{room}"
-            result.append(LoadParticipant(shared, room_id, name, publishes=index < publishers))
+            plan = (
+                plan_for(config.subscriber_layers, index, count, config.switch_every)
+                if config.layers
+                else None
+            )
+            result.append(LoadParticipant(shared, room_id, name, index < publishers, plan))
         return result
 
     async def _drive(self, data: RunData, shared: Shared, server: ServerMetrics) -> None:
@@ -217,6 +243,8 @@ class LoadRun:
         last, self._last_totals = self._last_totals, totals
         freezes = sum(s.freezes for s in streams)
         new_freezes, self._last_freezes = freezes - self._last_freezes, freezes
+        switched = switches(streams)
+        new_switches, self._last_switches = switched - self._last_switches, switched
         interval = self.config.sample_interval
         expected, received = totals[2] - last[2], totals[3] - last[3]
         latencies, shared.latencies = shared.latencies, array("d")
@@ -248,6 +276,9 @@ class LoadRun:
             "latency_p95_ms": _ms(p95),
             "latency_p99_ms": _ms(p99),
             "freezes": new_freezes,  # video gaps > FREEZE_GAP that ended in this second
+            # video streams by the layer (keyframe size) they got a frame of in this second
+            "video_layers": counts_now(streams, now, interval),
+            "layer_switches": new_switches,  # keyframes of another size than the last one
             "generator_cpu_percent": round(self.cpu.percent(), 1),
             "generator_loop_lag_ms": round(self.lag.take() * 1000, 1),
             "generator_gc_ms": round(gc_seconds * 1000, 1),

@@ -1,8 +1,9 @@
 """What the load generator measures, as plain state machines (time is always an argument).
 
 - :class:`ReceivedStream`: one RTP stream a load client receives — packets, bytes, losses (from
-  sequence-number gaps), frames (a packet with the marker bit ends one), and freezes (more than
-  :data:`FREEZE_GAP` between two frames).
+  sequence-number gaps), frames (a packet with the marker bit ends one), freezes (more than
+  :data:`FREEZE_GAP` between two frames), and the size of its VP8 keyframes (which simulcast
+  layer it carries, ``loadtest.simulcast``).
 - :class:`LatencyBook`: when each recent packet was sent, keyed by its publisher and a hash of its
   payload, which the SFU forwards unchanged; a receiver in the same process looks it up.
 - :class:`LargestSdp`: the largest session description one side of a connection sent.
@@ -35,12 +36,15 @@ class ReceivedStream:
         "frames",
         "freezes",
         "frozen",
+        "keyframes",
         "kind",
         "last_frame_at",
         "longest_gap",
         "max_seq",
         "packets",
         "publisher_id",
+        "size",
+        "sizes",
         "started_at",
         "track_id",
     )
@@ -60,6 +64,10 @@ class ReceivedStream:
         self.freezes = 0
         self.frozen = 0.0  # seconds spent in gaps longer than FREEZE_GAP
         self.longest_gap = 0.0
+        self.keyframes = 0
+        self.size: tuple[int, int] | None = None  # (width, height) of the last keyframe
+        #: (time, width, height) of the first keyframe and of every one of another size
+        self.sizes: list[tuple[float, int, int]] = []
         self._unwrapper = SequenceUnwrapper()
 
     def on_packet(self, seq: int, marker: bool, size: int, now: float) -> None:
@@ -72,6 +80,13 @@ class ReceivedStream:
         self.bytes += size
         if marker:
             self._on_frame(now)
+
+    def on_keyframe(self, width: int, height: int, now: float) -> None:
+        """A packet started a keyframe of this size: the layer from this frame on."""
+        self.keyframes += 1
+        if self.size != (width, height):
+            self.size = (width, height)
+            self.sizes.append((now, width, height))
 
     def _on_frame(self, now: float) -> None:
         last = self.last_frame_at
@@ -102,6 +117,23 @@ class ReceivedStream:
     @property
     def lost(self) -> int:
         return max(0, self.expected - self.packets)
+
+
+def vp8_descriptor_size(data: bytes, start: int) -> int:
+    """Octets of the VP8 payload descriptor at ``data[start]`` (RFC 7741 §4.2), which a simulcast
+    down-track rewrites; IndexError when the packet ends inside it."""
+    b0 = data[start]
+    if not b0 & 0x80:  # X: no extension byte
+        return 1
+    x = data[start + 1]
+    size = 2
+    if x & 0x80:  # I: picture id, 15 bits when M is set
+        size += 2 if data[start + 2] & 0x80 else 1
+    if x & 0x40:  # L: TL0PICIDX
+        size += 1
+    if x & 0x30:  # T/K: one byte for both
+        size += 1
+    return size
 
 
 def m_lines(sdp: str) -> int:

@@ -23,6 +23,45 @@ def _spread(stats: dict[str, Any], unit: str, keys: tuple[str, ...] = ("p50", "p
     return f"{shown} {unit}  (n={stats['count']:,})"
 
 
+#: streams shown one per line, at most
+STREAMS_SHOWN = 12
+
+
+def _layer_rows(table: Table, layers: dict[str, Any], simulcast: bool) -> None:
+    """Which layer (keyframe size) the video streams got: at the end, per stream, how fast."""
+    if not simulcast or not layers["video_streams"]:
+        return
+    by_layer = layers["by_layer"]
+    expected = layers["on_expected_layer"]
+    table.add_row(
+        "layers received",
+        ", ".join(f"{v['streams_at_end']} on {k}" for k, v in by_layer.items())
+        + f" at the end ({expected['matched']} of {expected['checked']} on the layer asked "
+        f"for, subscribers: {layers['subscriber_layers']}); {layers['switches']} switches",
+    )
+    table.add_row(
+        "first frame per layer",
+        "; ".join(
+            f"{k} {_spread(v['first_frame_ms'], 'ms', ('p50', 'max'))}" for k, v in by_layer.items()
+        ),
+    )
+    moved = layers["settings_to_layer_ms"]
+    if moved.get("count") or moved["already"] or moved["missing"]:
+        table.add_row(
+            "setTrackSettings → layer",
+            _spread(moved, "ms", ("p50", "p95", "max"))
+            + f"; {moved['already']} already on it, {moved['missing']} never came, "
+            f"{moved['pending']} asked in the last second",
+        )
+    streams = layers["streams"]
+    if len(streams) <= STREAMS_SHOWN:
+        for item in streams:
+            asked = [layer for _, layer in item["asked_layers"]]
+            shown = "best" if not asked else "asked " + ",".join(map(str, asked))
+            path = " → ".join(f"{size} at {t:g} s" for t, size in item["changes"])
+            table.add_row(f"  {item['subscriber']} ← {item['publisher']}", f"{shown}: {path}")
+
+
 def render(report: dict[str, Any], console: Console) -> None:
     config = report["config"]
     joins = report["joins"]
@@ -86,6 +125,7 @@ def render(report: dict[str, Any], console: Console) -> None:
         f"video streams, {freezes['frozen_s']} s frozen, "
         f"longest gap {freezes['longest_gap_ms']} ms",
     )
+    _layer_rows(table, report["layers"], bool(config.get("simulcast")))
     if server["metrics_available"]:
         table.add_row(
             "server",

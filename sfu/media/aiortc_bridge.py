@@ -999,12 +999,10 @@ class OfferedMLine:
 def offered_m_lines(sdp: str) -> list[OfferedMLine]:
     """The m-lines of a remote offer that :func:`parse_sdp` accepted."""
     description = aiortc_sdp.SessionDescription.parse(sdp)
+    # aiortc's parser drops a=bundle-only, which makes a port-0 m-line one that sends
+    sending = {mid for mid, mline in sdp_simulcast.receivable(sdp).items() if mline.sending}
     return [
-        OfferedMLine(
-            str(media.rtp.muxId),
-            media.kind,
-            media.port != 0 and media.direction in ("sendonly", "sendrecv"),
-        )
+        OfferedMLine(str(media.rtp.muxId), media.kind, str(media.rtp.muxId) in sending)
         for media in description.media
     ]
 

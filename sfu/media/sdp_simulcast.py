@@ -192,7 +192,7 @@ class MLine:
     """What one audio/video m-line of a client's offer or answer says of simulcast."""
 
     mid: str
-    sending: bool  # port not 0, direction sendonly or sendrecv
+    sending: bool  # port not 0 (or a=bundle-only), direction sendonly or sendrecv
     layers: tuple[Layer, ...]  # what the server can receive; empty: one stream, no simulcast
     extensions: Mapping[str, int]  # rid and repaired-rid header-extension ids it offers
 
@@ -211,6 +211,9 @@ def receivable(sdp: str) -> dict[str, MLine]:
         if kind not in ("audio", "video") or mid is None:
             continue
         direction = next((k for k, _ in attributes if k in _DIRECTIONS), "sendrecv")
+        # port 0 with a=bundle-only is not a rejected m-line: it is carried only by the
+        # BUNDLE transport (RFC 8843 §6); Firefox offers every m-line after the first so
+        used = port != 0 or "bundle-only" in values
         extensions: dict[str, int] = {}
         for key, value in attributes:
             if key == "extmap" and value is not None:
@@ -219,7 +222,7 @@ def receivable(sdp: str) -> dict[str, MLine]:
                     extensions.setdefault(uri, int(ext_id.partition("/")[0]))
         layers: tuple[Layer, ...] = ()
         simulcast = values.get("simulcast")
-        if kind == "video" and port != 0 and simulcast is not None and URI_RID in extensions:
+        if kind == "video" and used and simulcast is not None and URI_RID in extensions:
             rids = {
                 rid.id: rid
                 for key, value in attributes
@@ -232,7 +235,7 @@ def receivable(sdp: str) -> dict[str, MLine]:
             )
         result[mid] = MLine(
             mid,
-            port != 0 and direction in ("sendonly", "sendrecv"),
+            used and direction in ("sendonly", "sendrecv"),
             layers,
             extensions if layers else {},
         )

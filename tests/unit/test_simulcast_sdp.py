@@ -33,6 +33,8 @@ def fixture(name: str) -> str:
 
 CHROMIUM = fixture("chromium_156_simulcast_offer")
 FIREFOX = fixture("firefox_simulcast_offer")
+# captured: the camera's m-line at port 0 with a=bundle-only
+FIREFOX_153 = fixture("firefox_153_simulcast_offer")
 ANDROID = fixture("libwebrtc_android_simulcast_offer")
 FIREFOX_MEDIA_SSRCS = (2835771402, 1168036549, 3927150286)
 FIREFOX_RTX = {418262907: 2835771402, 2290647713: 1168036549, 3360912854: 3927150286}
@@ -61,8 +63,8 @@ QHF = (Layer("q"), Layer("h"), Layer("f"))
 
 @pytest.mark.parametrize(
     ("sdp", "ids"),
-    [(CHROMIUM, (10, 11)), (FIREFOX, (8, 9)), (ANDROID, (10, 11))],
-    ids=["chromium", "firefox", "android"],
+    [(CHROMIUM, (10, 11)), (FIREFOX, (8, 9)), (FIREFOX_153, (9, 10)), (ANDROID, (10, 11))],
+    ids=["chromium", "firefox", "firefox-153", "android"],
 )
 def test_stacks_simulcast_offers_are_taken(sdp: str, ids: tuple[int, int]) -> None:
     check_description(sdp, "offer", bridge.SUPPORTED_CODECS)
@@ -70,6 +72,20 @@ def test_stacks_simulcast_offers_are_taken(sdp: str, ids: tuple[int, int]) -> No
     assert described["0"].layers == ()  # audio: one stream
     assert described["1"].layers == QHF
     assert described["1"].extensions == {URI_RID: ids[0], URI_REPAIRED_RID: ids[1]}
+
+
+def test_a_bundle_only_m_line_at_port_0_sends() -> None:
+    """Firefox puts every m-line after the first at port 0 with a=bundle-only (RFC 8843 §6):
+    it sends on it (its layers are taken, it counts against the track limit); a port-0 m-line
+    without a=bundle-only is rejected and sends nothing."""
+    assert receivable(FIREFOX_153)["1"].sending
+    assert [m.sending for m in bridge.offered_m_lines(FIREFOX_153)] == [True, True]
+    rejected = edit(FIREFOX_153, r"^a=bundle-only\n", "")
+    rejected = edit(rejected, r"^a=group:BUNDLE 0 1$", "a=group:BUNDLE 0")
+    check_description(rejected, "offer")
+    assert not receivable(rejected)["1"].sending
+    assert receivable(rejected)["1"].layers == ()
+    assert [m.sending for m in bridge.offered_m_lines(rejected)] == [True, False]
 
 
 def test_rid_lines_may_follow_the_simulcast_line() -> None:
@@ -200,7 +216,9 @@ async def server() -> AsyncIterator[bridge.ServerPeerConnection]:
 
 
 @pytest.mark.parametrize(
-    "sdp", [CHROMIUM, FIREFOX, ANDROID], ids=["chromium", "firefox", "android"]
+    "sdp",
+    [CHROMIUM, FIREFOX, FIREFOX_153, ANDROID],
+    ids=["chromium", "firefox", "firefox-153", "android"],
 )
 async def test_answer_receives_every_layer(server: bridge.ServerPeerConnection, sdp: str) -> None:
     answer = await bridge.accept_offer(server, sdp)

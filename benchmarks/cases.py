@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-_CASE = re.compile(r"^(?:(\d+)x)?(\d+)@(\d+)$")
+_CASE = re.compile(r"^(sim:)?(?:(\d+)x)?(\d+)@(\d+)$")
 
 #: name -> Janus event_loops (None: Janus's default threading); "aiosfu" is `sfu serve`.
 JANUS_FORWARDERS: dict[str, int | None] = {"janus-el2": 2, "janus-default": None}
@@ -19,42 +19,143 @@ LABELS = {
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
+@dataclass(frozen=True, slots=True)
+class SimulcastLayer:
+    """One encoding of a simulcast publisher: its rid, keyframe size and the bitrate a
+    browser's encoder targets for it (which sets its share of the publisher's packets)."""
+
+    rid: str
+    width: int
+    height: int
+    bitrate: int
+
+    @property
+    def size(self) -> str:
+        return f"{self.width}x{self.height}"
+
+
+#: smallest first: a layer's index here is aiosfu's ``maxLayer`` and Janus's ``substream``
+SIMULCAST_LAYERS = (
+    SimulcastLayer("q", 320, 180, 150_000),
+    SimulcastLayer("h", 640, 360, 500_000),
+    SimulcastLayer("f", 1280, 720, 1_500_000),
+)
+#: the rid order of each forwarder's offer. aiosfu ranks layers by measured size, so it gets
+#: Chromium's (the order a page lists its encodings, low to high); Janus takes the first rid
+#: as the highest layer, so it gets them high to low: its substream N is then our layer N.
+SIMULCAST_RIDS = {"aiosfu": ("q", "h", "f"), "janus": ("f", "h", "q")}
+#: ``--case simulcast``: two publishers, each with 12 subscribers, 4 per layer
+SIMULCAST_CASE = "sim:2x12@2000"
+
+
+def layer_index(rid: str) -> int:
+    return next(i for i, layer in enumerate(SIMULCAST_LAYERS) if layer.rid == rid)
+
+
+def layer_rates(rate: int, fps: int) -> tuple[int, ...]:
+    """Packets/s of each layer (smallest first): ``rate`` split in proportion to the layers'
+    bitrates (equal payload sizes), at least one packet per frame."""
+    total = sum(layer.bitrate for layer in SIMULCAST_LAYERS)
+    return tuple(max(fps, round(rate * layer.bitrate / total)) for layer in SIMULCAST_LAYERS)
+
+
+def subscriber_layer(index: int) -> int:
+    """The layer the ``index``-th subscriber of a room asks for: a third on each."""
+    return index % len(SIMULCAST_LAYERS)
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Case:
-    """``rooms`` rooms, each with one publisher sending ``rate`` packets/s to ``subscribers``."""
+    """``rooms`` rooms, each with one publisher sending ``rate`` packets/s to ``subscribers``.
+
+    ``simulcast``: the publisher sends ``rate`` packets/s in three rid layers
+    (:data:`SIMULCAST_LAYERS`, :func:`layer_rates`) and each subscriber asks for one layer
+    (:func:`subscriber_layer`).
+    """
 
     rooms: int
     subscribers: int
     rate: int
+    simulcast: bool = False
 
     @classmethod
     def parse(cls, text: str) -> Case:
-        """``K@RATE`` (one room, K subscribers) or ``RxK@RATE`` (R rooms of K subscribers)."""
-        match = _CASE.match(text.strip())
+        """``K@RATE`` (one room, K subscribers), ``RxK@RATE`` (R rooms of K subscribers),
+        ``sim:K@RATE`` / ``sim:RxK@RATE`` (simulcast), ``simulcast`` (:data:`SIMULCAST_CASE`)."""
+        text = text.strip()
+        if text == "simulcast":
+            text = SIMULCAST_CASE
+        match = _CASE.match(text)
         if match is None:
-            raise ValueError(f"bad case {text!r}: want K@RATE or RxK@RATE, e.g. 16@4000, 4x4@2000")
+            raise ValueError(
+                f"bad case {text!r}: want K@RATE, RxK@RATE or sim:RxK@RATE, "
+                "e.g. 16@4000, 4x4@2000, sim:2x12@2000"
+            )
         rooms, subscribers, rate = (
-            int(match.group(1) or 1),
-            int(match.group(2)),
+            int(match.group(2) or 1),
             int(match.group(3)),
+            int(match.group(4)),
         )
         if min(rooms, subscribers, rate) < 1:
             raise ValueError(f"bad case {text!r}: every number must be positive")
-        return cls(rooms, subscribers, rate)
+        return cls(rooms, subscribers, rate, bool(match.group(1)))
 
     @property
     def key(self) -> str:
         prefix = f"{self.rooms}x" if self.rooms > 1 else ""
-        return f"{prefix}{self.subscribers}@{self.rate}"
+        return f"{'sim:' if self.simulcast else ''}{prefix}{self.subscribers}@{self.rate}"
 
     @property
     def label(self) -> str:
         rooms = f"{self.rooms} rooms x " if self.rooms > 1 else ""
-        return f"{rooms}1→{self.subscribers} x {self.rate:,}/s"
+        layers = " in 3 layers" if self.simulcast else ""
+        return f"{rooms}1→{self.subscribers} x {self.rate:,}/s{layers}"
 
     @property
     def forwarded_rate(self) -> int:
-        return self.rooms * self.subscribers * self.rate
+        if not self.simulcast:
+            return self.rooms * self.subscribers * self.rate
+        rates = layer_rates(self.rate, 30)
+        per_room = sum(rates[subscriber_layer(j)] for j in range(self.subscribers))
+        return self.rooms * per_room
+
+
+def layer_stats(
+    sent_by_layer: dict[str, list[int]],
+    subscribers: list[dict[str, Any]],
+    seconds: float,
+    payload: int,
+) -> list[dict[str, Any]]:
+    """Per simulcast layer, over one window: what each publisher sent of it (``sent_by_layer``:
+    room -> packets per layer, sent in the window) and what the subscribers asking for it got
+    (``subscribers``: one ``{"room", "layer", "by_layer"}`` each, the packets of each layer
+    they received of those sent in the window). ``other_layers`` counts packets of a layer
+    they did not ask for: it must be 0."""
+    stats = []
+    for index, layer in enumerate(SIMULCAST_LAYERS):
+        mine = [s for s in subscribers if s["layer"] == index]
+        own = [s["by_layer"][index] for s in mine]
+        per_s = [n / seconds for n in own] or [0.0]
+        stats.append(
+            {
+                "layer": index,
+                "rid": layer.rid,
+                "size": layer.size,
+                "subscribers": len(mine),
+                "sent_per_s": sum(c[index] for c in sent_by_layer.values())
+                / max(len(sent_by_layer), 1)
+                / seconds,
+                "expected": sum(sent_by_layer[s["room"]][index] for s in mine),
+                "received": sum(own),
+                "forwarded_per_s": sum(own) / seconds,
+                "per_subscriber_per_s": [min(per_s), max(per_s)],
+                "per_subscriber_kbit_s": [r * payload * 8 / 1000 for r in (min(per_s), max(per_s))],
+                # every packet they got, by the layer it belongs to: only ``index`` may be > 0
+                "received_by_layer": [sum(s["by_layer"][i] for s in mine) for i in range(3)],
+                "other_layers": sum(sum(s["by_layer"]) - s["by_layer"][index] for s in mine),
+            }
+        )
+    return stats
 
 
 def percentile_key(p: float) -> str:
@@ -89,6 +190,7 @@ class Trial:
     srtp_rejected: int  # packets the subscribers' SRTP refused
     sfu_latency_ms: dict[str, float] | None = None
     notes: list[str] = field(default_factory=list)
+    layers: list[dict[str, Any]] | None = None  # simulcast: per layer (see layer_stats)
 
     @property
     def lost(self) -> int:

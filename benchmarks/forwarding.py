@@ -36,7 +36,15 @@ from typing import Any
 import numpy as np
 
 from benchmarks import metrics, report
-from benchmarks.cases import FORWARDERS, JANUS_FORWARDERS, PERCENTILES, Case, Trial
+from benchmarks.cases import (
+    FORWARDERS,
+    JANUS_FORWARDERS,
+    PERCENTILES,
+    SIMULCAST_RIDS,
+    Case,
+    Trial,
+    layer_stats,
+)
 from benchmarks.cases import percentile_key as pkey
 from benchmarks.processes import (
     REPO,
@@ -112,7 +120,9 @@ def run_trial(
     kind = "aiosfu" if forwarder == "aiosfu" else "janus"
     peers: list[PeerProcess] = []
     try:
-        shape = {"rate": case.rate, "fps": options.fps, "payload": options.payload}
+        shape: dict[str, Any] = {"rate": case.rate, "fps": options.fps, "payload": options.payload}
+        if case.simulcast:
+            shape["simulcast"] = ",".join(SIMULCAST_RIDS[kind])
         publisher = PeerProcess(
             "publisher",
             peer_command(network, "publisher", kind, url, rooms=case.rooms, **shape),
@@ -209,6 +219,7 @@ def _measure(
     received: dict[str, int] = {}
     latencies = []
     per_subscriber = []
+    layers: list[dict[str, Any]] = []
     rejected = 0
     for process in subscribers:
         process.command(cmd="report", t0=t0, t1=t1)
@@ -217,9 +228,15 @@ def _measure(
             received[room] = received.get(room, 0) + count
         per_subscriber += [got["per_subscriber_min"], got["per_subscriber_max"]]
         rejected += got["srtp_rejected"]
+        layers += got.get("layers", [])
         latencies.append(np.load(got["latency_file"]))
     seconds = (t1 - t0) / 1e9
     sent = sum(sent_report["sent"].values())
+    expected = sent * case.subscribers
+    layer_rows = None
+    if case.simulcast:
+        layer_rows = layer_stats(sent_report["sent_by_layer"], layers, seconds, options.payload)
+        expected = sum(row["expected"] for row in layer_rows)
     latency = np.concatenate(latencies) / 1e3  # ms
     trial = Trial(
         forwarder=forwarder,
@@ -227,7 +244,7 @@ def _measure(
         run=run,
         seconds=seconds,
         sent=sent,
-        expected=sent * case.subscribers,
+        expected=expected,
         received=sum(received.values()),
         server_cpu_s=server_cpu,
         server_system_s=server_system,
@@ -255,6 +272,7 @@ def _measure(
             "publisher": drops1["publisher"] - drops0["publisher"],
             "subscribers": sum(drops1[s.name] - drops0[s.name] for s in subscribers),
         },
+        layers=layer_rows,
     )
     if histogram_before and histogram_after:
         trial.sfu_latency_ms = _sfu_latency(histogram_before, histogram_after)
@@ -414,7 +432,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument(
         "--case",
         action="append",
-        help=f"K@RATE or RxK@RATE, repeatable (default {' '.join(DEFAULT_CASES)})",
+        help="K@RATE or RxK@RATE; sim:RxK@RATE or `simulcast` (sim:2x12@2000) for three "
+        f"simulcast layers; repeatable (default {' '.join(DEFAULT_CASES)})",
     )
     parser.add_argument(
         "--forwarders",

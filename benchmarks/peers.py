@@ -6,9 +6,10 @@
 
 One publisher per room sends pre-generated VP8-shaped packets (benchmarks/packets.py) through
 :class:`benchmarks.wire.RawSender`, paced at ``--rate`` packets/s; subscribers only record each
-packet's send time (from its trailer) and arrival time. The orchestrator (benchmarks/forwarding.py)
-reads JSON events on stdout (``ready``, ``report``) and writes JSON commands on stdin
-(``{"cmd": "report", "t0": NS, "t1": NS}``, ``{"cmd": "stop"}``).
+packet's send time (from its trailer) and arrival time. With ``--simulcast RIDS`` publishers send
+three rid layers (benchmarks/simulcast_peers.py) and each subscriber asks for one. The orchestrator
+(benchmarks/forwarding.py) reads JSON events on stdout (``ready``, ``report``) and writes JSON
+commands on stdin (``{"cmd": "report", "t0": NS, "t1": NS}``, ``{"cmd": "stop"}``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from aiortc import (
 )
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 
+from benchmarks.cases import subscriber_layer
 from benchmarks.janus import ADMIN_KEY, JanusSession
 from benchmarks.packets import MAGIC, TRAILER, PacketSource, Shape
 from benchmarks.wire import (
@@ -218,6 +220,30 @@ class Recorder:
         self.foreign += 1
 
 
+class LayerRecorder(Recorder):
+    """A simulcast subscriber's recorder: also the layer of each packet (the top byte of the
+    trailer's index, ``simulcast_peers``) and which layers arrived at all."""
+
+    __slots__ = ("layers", "seen")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers: array[int] = array("B")
+        self.seen = bytearray(256)
+
+    def on_packet(self, packet: bytes, arrival_ns: int) -> None:
+        if len(packet) >= 12 + TRAILER.size:
+            magic, sent, index = TRAILER.unpack_from(packet, len(packet) - TRAILER.size)
+            if magic == MAGIC:
+                self.sends.append(sent)
+                self.arrivals.append(arrival_ns)
+                layer = index >> 24
+                self.layers.append(layer)
+                self.seen[layer] = 1
+                return
+        self.foreign += 1
+
+
 @dataclass
 class Subscriber:
     room: str
@@ -225,6 +251,14 @@ class Subscriber:
     receiver: RawReceiver
     close: Closer
     joined_ns: int
+    layer: int | None = None  # simulcast: the layer asked for (0 the smallest)
+
+    def has_media(self) -> bool:
+        """Got a packet (of its layer, when it asked for one)."""
+        recorder = self.recorder
+        if self.layer is not None and isinstance(recorder, LayerRecorder):
+            return bool(recorder.seen[self.layer])
+        return bool(recorder.arrivals)
 
 
 async def hook_when_ready(hook: Callable[[], bool]) -> None:
@@ -236,16 +270,25 @@ async def hook_when_ready(hook: Callable[[], bool]) -> None:
 
 
 async def connect_subscriber(
-    args: argparse.Namespace, room: str, feed: str, name: str, janus: JanusSession | None
+    args: argparse.Namespace,
+    room: str,
+    feed: str,
+    name: str,
+    janus: JanusSession | None,
+    layer: int | None = None,
 ) -> Subscriber:
-    recorder = Recorder()
+    """``layer``: ask for this simulcast layer (aiosfu: ``setTrackSettings`` ``maxLayer``;
+    Janus: ``configure`` ``substream``, the same layer with the rid order Janus is offered)."""
+    recorder = Recorder() if layer is None else LayerRecorder()
     joined_ns = time.monotonic_ns()
     if janus is None:
         client = await SfuClient.connect(args.url, room, name, request_timeout=20.0)
-        await client.wait_for_track(feed, "video", CONNECT_TIMEOUT)
+        remote = await client.wait_for_track(feed, "video", CONNECT_TIMEOUT)
         receiver = RawReceiver(dtls_transport(client.pc), recorder.on_packet)
         await hook_when_ready(receiver.hook_sockets)
-        return Subscriber(room, recorder, receiver, client.close, joined_ns)
+        if layer is not None:
+            await client.set_track_settings([remote.track_id], max_layer=layer)
+        return Subscriber(room, recorder, receiver, client.close, joined_ns, layer)
     handle = await janus.attach()
     join = {"request": "join", "ptype": "subscriber", "room": int(room)}
     _, offer = await janus.message(handle, {**join, "streams": [{"feed": int(feed)}]})
@@ -259,7 +302,9 @@ async def connect_subscriber(
     answer = {"type": "answer", "sdp": pc.localDescription.sdp}
     await janus.message(handle, {"request": "start"}, answer)
     await janus.trickle_done(handle)
-    return Subscriber(room, recorder, receiver, pc.close, joined_ns)
+    if layer is not None:
+        await janus.message(handle, {"request": "configure", "substream": layer})
+    return Subscriber(room, recorder, receiver, pc.close, joined_ns, layer)
 
 
 def subscriber_report(
@@ -269,6 +314,7 @@ def subscriber_report(
     per_subscriber: list[int] = []
     latencies: list[Any] = []
     foreign = rejected = outside = 0
+    layers: list[dict[str, Any]] = []
     for s in subscribers:
         sends = np.frombuffer(s.recorder.sends, dtype=np.int64)
         arrivals = np.frombuffer(s.recorder.arrivals, dtype=np.int64)[: len(sends)]
@@ -281,6 +327,10 @@ def subscriber_report(
         foreign += s.recorder.foreign
         rejected += s.receiver.rejected
         outside += len(sends) - count
+        if s.layer is not None and isinstance(s.recorder, LayerRecorder):
+            got = np.frombuffer(s.recorder.layers, dtype=np.uint8)[: len(sends)][in_window]
+            by_layer = np.bincount(got, minlength=3).tolist()
+            layers.append({"room": s.room, "layer": s.layer, "by_layer": by_layer})
     np.save(latency_file, np.concatenate(latencies) if latencies else np.zeros(0, np.float32))
     return {
         "received": received,
@@ -290,6 +340,7 @@ def subscriber_report(
         "srtp_rejected": rejected,
         "outside_window": outside,
         "latency_file": str(latency_file),
+        "layers": layers,
     }
 
 
@@ -299,23 +350,22 @@ async def run_subscribers(args: argparse.Namespace, commands: asyncio.StreamRead
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
     subscribers: list[Subscriber] = []
 
-    async def one(room: str, feed: str, name: str) -> None:
+    async def one(room: str, feed: str, j: int) -> None:
+        layer = subscriber_layer(j) if args.simulcast else None
         async with gate:
-            subscribers.append(await connect_subscriber(args, room, feed, name, janus))
+            subscriber = await connect_subscriber(args, room, feed, f"sub{j}", janus, layer)
+            subscribers.append(subscriber)
 
     try:
         await asyncio.gather(
-            *(
-                one(room, feed, f"sub{j}")
-                for room, feed in feeds.items()
-                for j in range(args.subscribers)
-            )
+            *(one(room, feed, j) for room, feed in feeds.items() for j in range(args.subscribers))
         )
         deadline = time.monotonic() + CONNECT_TIMEOUT
-        while not all(s.recorder.arrivals for s in subscribers):
+        while not all(s.has_media() for s in subscribers):
             if time.monotonic() > deadline:
-                waiting = sum(1 for s in subscribers if not s.recorder.arrivals)
-                raise TimeoutError(f"{waiting} subscribers received nothing")
+                waiting = sum(1 for s in subscribers if not s.has_media())
+                what = "their layer" if args.simulcast else "anything"
+                raise TimeoutError(f"{waiting} subscribers received nothing of {what}")
             await asyncio.sleep(0.01)
         first_ms = [(s.recorder.arrivals[0] - s.joined_ns) / 1e6 for s in subscribers]
         emit("ready", first_packet_ms=max(first_ms))
@@ -362,7 +412,11 @@ async def main(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     commands = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(commands), sys.stdin)
-    if args.role == "publisher":
+    if args.role == "publisher" and args.simulcast:
+        from benchmarks import simulcast_peers  # it imports this module
+
+        await simulcast_peers.run_publishers(args, commands)
+    elif args.role == "publisher":
         await run_publishers(args, commands)
     else:
         await run_subscribers(args, commands)
@@ -380,6 +434,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--payload", type=int, default=1100, help="RTP payload bytes")
     parser.add_argument("--feeds", default="{}", help="JSON {room: feed} from the publisher")
     parser.add_argument("--subscribers", type=int, default=1, help="subscribers per room")
+    parser.add_argument(
+        "--simulcast",
+        default="",
+        metavar="RIDS",
+        help="publish three simulcast layers, offering these rids in this order (q,h,f: small "
+        "to large); subscribers ask for a layer each (benchmarks/simulcast_peers.py)",
+    )
     parser.add_argument("--latency-file", default=f"/tmp/latency-{os.getpid()}.npy")
     return parser.parse_args(argv)
 

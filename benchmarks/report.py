@@ -61,8 +61,77 @@ def summarize(
                 {pkey(p): _median([s[pkey(p)] for s in sfu]) for p in PERCENTILES} if sfu else None
             )
             row["send_lag_p99_us"] = _median([r["send_lag_us"]["p99"] for r in runs])
+            if case.simulcast:
+                row["layers"] = _layer_medians([r["layers"] for r in runs if r["layers"]])
             rows.append(row)
     return rows
+
+
+def _layer_medians(runs: Sequence[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per simulcast layer over the runs: medians of the rates, the extremes of what one
+    subscriber got, and every packet of another layer."""
+    rows = []
+    for layers in zip(*runs, strict=True):
+        first = layers[0]
+        rows.append(
+            {
+                "layer": first["layer"],
+                "rid": first["rid"],
+                "size": first["size"],
+                "subscribers": first["subscribers"],
+                "sent_per_s": _median([x["sent_per_s"] for x in layers]),
+                "forwarded_per_s": _median([x["forwarded_per_s"] for x in layers]),
+                "loss_pct": _median(
+                    [100 * (1 - x["received"] / x["expected"]) for x in layers if x["expected"]]
+                ),
+                "per_subscriber_per_s": [
+                    min(x["per_subscriber_per_s"][0] for x in layers),
+                    max(x["per_subscriber_per_s"][1] for x in layers),
+                ],
+                "per_subscriber_kbit_s": [
+                    min(x["per_subscriber_kbit_s"][0] for x in layers),
+                    max(x["per_subscriber_kbit_s"][1] for x in layers),
+                ],
+                "received_by_layer": [
+                    sum(x["received_by_layer"][i] for x in layers) for i in range(3)
+                ],
+                "other_layers": sum(x["other_layers"] for x in layers),
+            }
+        )
+    return rows
+
+
+def layer_table(summary: Sequence[dict[str, Any]]) -> list[str]:
+    """The simulcast cases: per forwarder and layer, what went in and what each subscriber got."""
+    rows = [r for r in summary if r.get("layers")]
+    if not rows:
+        return []
+    out = [
+        "\nSimulcast, per layer (medians): packets/s each publisher sent of the layer, "
+        "subscribers asking for it, packets/s forwarded of it (all rooms), what one subscriber "
+        "got (min-max over subscribers and runs), packets of the layer lost, and what its "
+        "subscribers got of the other layers (all runs; must be 0)\n",
+        "| case | forwarder | layer | in pkt/s | subscribers | fwd pkt/s | per subscriber pkt/s "
+        "| per subscriber kbit/s | lost | packets of other layers (q / h / f) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        for layer in row["layers"]:
+            low, high = layer["per_subscriber_per_s"]
+            kbit_low, kbit_high = layer["per_subscriber_kbit_s"]
+            others = [
+                "-" if i == layer["layer"] else f"{n:,}"
+                for i, n in enumerate(layer["received_by_layer"])
+            ]
+            out.append(
+                f"| {row['label']} | {row['forwarder']} | {layer['rid']} {layer['size']} | "
+                f"{layer['sent_per_s']:,.0f} | {layer['subscribers']} | "
+                f"{layer['forwarded_per_s']:,.0f} | {low:,.0f}-{high:,.0f} | "
+                f"{kbit_low:,.0f}-{kbit_high:,.0f} | {_fmt(layer['loss_pct'], 3)} % | "
+                + " / ".join(others)
+                + " |"
+            )
+    return out
 
 
 def progress(trial: Trial) -> None:
@@ -76,7 +145,14 @@ def progress(trial: Trial) -> None:
         f"SRTP rejected {trial.srtp_rejected})  "
         f"p50 {trial.latency_ms['p50']:.2f} p99 {trial.latency_ms['p99']:.2f} ms  "
         f"load CPU {trial.publisher_cpu_pct:.0f}+{trial.subscribers_cpu_pct:.0f} %  "
-        f"others {trial.other_cpu_pct:.0f} %",
+        f"others {trial.other_cpu_pct:.0f} %"
+        + (
+            "  per layer fwd "
+            + " / ".join(f"{x['forwarded_per_s']:.0f}" for x in trial.layers)
+            + f" pkt/s, other layers {sum(x['other_layers'] for x in trial.layers)}"
+            if trial.layers
+            else ""
+        ),
         flush=True,
     )
 
@@ -164,6 +240,7 @@ def tables(document: dict[str, Any]) -> str:
                 f"{row['publisher_cpu_pct']:.0f} + {row['subscribers_cpu_pct']:.0f} | "
                 f"{max(0.0, row['other_cpu_pct']):.0f} |"
             )
+    out += layer_table(summary)
     if all(r["sfu_latency_ms"] is None for r in summary if r["forwarder"] == "aiosfu"):
         out.append(
             "\nSFU-internal latency: not measured (the server exposes no forwarding-latency "

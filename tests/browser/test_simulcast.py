@@ -317,3 +317,67 @@ async def test_adaptive_stream_picks_the_layer_of_the_tile_size(
             await asyncio.sleep(0.25)
     assert seen == set(WIDTHS.values()), f"the window sizes did not cover every layer: {seen}"
     browser.assert_no_page_errors()
+
+
+_FRAMES_DECODED_JS = """async () => {
+  let frames = 0;
+  for (const r of window.sfuApp.client.pc.getReceivers()) {
+    if (r.track.kind !== "video") continue;
+    (await r.getStats()).forEach((s) => {
+      if (s.type === "inbound-rtp") frames += s.framesDecoded;
+    });
+  }
+  return frames;
+}"""
+
+_SCALABILITY_JS = """async () => {
+  const modes = {};
+  for (const s of window.sfuApp.client.pc.getSenders()) {
+    if (!s.track || s.track.kind !== "video") continue;
+    (await s.getStats()).forEach((r) => {
+      if (r.type === "outbound-rtp" && r.rid) modes[r.rid] = r.scalabilityMode ?? null;
+    });
+  }
+  return modes;
+}"""
+
+
+async def decoded_rate(page: Page, seconds: float = 3.0) -> float:
+    first: int = await page.evaluate(_FRAMES_DECODED_JS)
+    await asyncio.sleep(seconds)
+    second: int = await page.evaluate(_FRAMES_DECODED_JS)
+    return (second - first) / seconds
+
+
+async def test_temporal_layers_above_the_chosen_one_are_dropped(
+    browser: Browser, room: str
+) -> None:
+    """Chromium encodes each simulcast layer with temporal layers (L1T3 here): asking for the
+    base temporal layer only lowers the frame rate the subscriber decodes (a quarter); asking
+    for all again restores it (going up waits for a layer-sync frame), without a freeze.
+    (Chromium counts the step down itself as one: a frame interval over three times the
+    average is its definition of a freeze.)"""
+    publisher = await join(browser, room, PUBLISHER, "1280x720")
+    subscriber = await join(browser, room, "sub", "320x180")
+    await wait_for_layers(publisher)
+    modes: dict[str, str | None] = await publisher.evaluate(_SCALABILITY_JS)
+    tracks = await wait_flowing(subscriber, PUBLISHER, timeout=SWITCH_TIMEOUT)
+    track_id = tracks["camera"].track_id
+    await subscriber.evaluate(_REQUEST_JS, [track_id, {"maxLayer": 1}])
+    await asyncio.sleep(1.0)
+    full = await decoded_rate(subscriber)
+    await subscriber.evaluate(_REQUEST_JS, [track_id, {"maxLayer": 1, "maxTemporalLayer": 0}])
+    await asyncio.sleep(1.0)
+    base = await decoded_rate(subscriber)
+    freezes_before: list[float] = await subscriber.evaluate(_FREEZES_JS)
+    await subscriber.evaluate(_REQUEST_JS, [track_id, {"maxLayer": 1}])
+    await asyncio.sleep(1.0)
+    again = await decoded_rate(subscriber)
+    freezes_after: list[float] = await subscriber.evaluate(_FREEZES_JS)
+    print(
+        f"\ntemporal layers {modes}: {full:.1f} fps, base layer only {base:.1f}, again {again:.1f}"
+    )
+    assert base < full * 0.6, f"base temporal layer only: {base:.1f} fps of {full:.1f}"
+    assert again > full * 0.8, f"all temporal layers again: {again:.1f} fps of {full:.1f}"
+    assert freezes_after[0] == freezes_before[0], "a freeze going back to every temporal layer"
+    browser.assert_no_page_errors()

@@ -209,7 +209,7 @@ def report(
                 for at, track, layer in sub.layer_requests
                 if track == stream.track_id and at <= end
             ]
-            expected = _expected(order, asks, sub.layer_plan is None, end)
+            expected = _expected(order, asks, sub.layer_plan is None, end, final)
             if expected is not None:
                 checked += 1
                 matched += final == expected
@@ -253,15 +253,21 @@ def _label(order: Sequence[str], layer: int) -> str:
 
 
 def _expected(
-    order: Sequence[str], asks: Sequence[tuple[float, int]], asks_nothing: bool, end: float
+    order: Sequence[str],
+    asks: Sequence[tuple[float, int]],
+    asks_nothing: bool,
+    end: float,
+    final: str,
 ) -> str | None:
-    """The layer a stream should be on at ``end``: that of the last ask old enough to have
-    arrived, or the best when its subscriber asks nothing; None when unknown."""
+    """The layer a stream should be on at ``end``: that of the last ask, unless it came less
+    than :data:`GRACE` before and did not land yet (then the one before); the best when its
+    subscriber asks nothing; None when unknown."""
     if not order:
         return None
-    settled = [layer for at, layer in asks if at <= end - GRACE]
-    if settled:
-        return _label(order, settled[-1])
+    for at, layer in reversed(asks):
+        label = _label(order, layer)
+        if at <= end - GRACE or label == final:
+            return label
     return order[-1] if asks_nothing else None
 
 

@@ -243,22 +243,28 @@ def test_the_report_checks_each_stream_against_the_layer_asked_for() -> None:
     cycling.layer_requests = [(2.0, "TR_v", 1), (4.0, "TR_v", 2), (6.0, "TR_v", 0)]
     cycling.layer_requests.append((10.0 - GRACE / 2, "TR_v", 1))
     cycling.streams[1] = stream_with([(1.5, 640, 360), (4.1, 1280, 720)])
-    parts = [publisher, best, low, cycling]
+    landed = participant("landed", "PA_4")  # its last ask, in the grace period, already came
+    landed.layer_plan = LayerPlan(0, 3, 7.5)
+    landed.layer_requests = [(2.0, "TR_v", 0), (9.5, "TR_v", 2), (10.5, "TR_v", 0)]
+    landed.streams[1] = stream_with([(2.1, 320, 180), (9.6, 1280, 720), (10.6, 320, 180)])
+    parts = [publisher, best, low, cycling, landed]
 
     section = report(parts, 0.0, 10.0, LAYERS, "cycle")
 
-    assert section["video_streams"] == 3 and section["switches"] == 2
-    assert section["on_expected_layer"] == {"checked": 3, "matched": 2}  # cycling: not on 0
+    assert section["video_streams"] == 4
+    assert section["switches"] == 3  # what came after the end (10.6) is not counted
+    assert section["on_expected_layer"] == {"checked": 4, "matched": 3}  # cycling: not on 0
     moved = section["settings_to_layer_ms"]
-    assert moved["count"] == 2 and moved["min"] == pytest.approx(100.0)  # 4.0 -> 4.1
+    assert moved["count"] == 4 and moved["min"] == pytest.approx(100.0)  # 4.0 -> 4.1
     assert moved["max"] == pytest.approx(150.0)  # 1.1 -> 1.25
     assert (moved["already"], moved["missing"], moved["pending"]) == (1, 1, 1)
     by_layer = section["by_layer"]
     assert list(by_layer) == ["320x180", "640x360", "1280x720"]
-    assert by_layer["1280x720"]["streams_at_end"] == 2
+    assert by_layer["1280x720"]["streams_at_end"] == 3
     assert by_layer["640x360"]["stream_seconds"] == pytest.approx(2.6)
     # from the later of joined (0) and the publisher's first video (1.0)
-    assert by_layer["320x180"]["first_frame_ms"]["max"] == pytest.approx(250.0)
+    assert by_layer["320x180"]["first_frame_ms"]["min"] == pytest.approx(250.0)
+    assert by_layer["320x180"]["first_frame_ms"]["max"] == pytest.approx(1100.0)
     (listed,) = [s for s in section["streams"] if s["subscriber"] == "cycling"]
     assert listed["changes"] == [[1.5, "640x360"], [4.1, "1280x720"]]
     assert listed["expected"] == "320x180" and listed["final"] == "1280x720"

@@ -271,17 +271,19 @@ class LoadParticipant:
         kind = stream.kind
         try:
             start, end = payload_bounds(data)
-            # S=1, PID=0 (RFC 7741 §4.2): the first packet of a frame, maybe of a keyframe
-            if kind != "audio" and start < end and data[start] & 0x1F == 0x10:
-                size = keyframe_size(data, start, end)
-                if size is not None:
-                    stream.on_keyframe(size[0], size[1], now)
-            publisher_id = stream.publisher_id
-            if publisher_id is None:
-                return
-            if kind == "video":
-                start += vp8_descriptor_size(data, start)
+            if kind != "audio":  # video, or not matched to a track yet
+                skip = vp8_descriptor_size(data, start)
+                # S=1, PID=0 (RFC 7741 §4.2) and the frame tag's P bit clear (RFC 6386 §9.1):
+                # this packet starts a keyframe, the only kind that says its size
+                if data[start] & 0x1F == 0x10 and not data[start + skip] & 0x01:
+                    size = keyframe_size(data, start, end)
+                    if size is not None:
+                        stream.on_keyframe(size[0], size[1], now)
+                start += skip
         except (ValueError, IndexError):
+            return
+        publisher_id = stream.publisher_id
+        if publisher_id is None:
             return
         sent = self.shared.book.sent_at(publisher_id, hash(data[start:end]))
         if sent is not None:

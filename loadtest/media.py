@@ -24,6 +24,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from av.stream import Stream
 
 from sfu.api import Kind
+from sfu_client.media import realtime_vp8_encoder
 
 AUDIO_RATE = 48_000
 AUDIO_FRAME_MS = (10, 20, 40, 60)
@@ -63,23 +64,8 @@ def encode_video(
     """``seconds`` of VP8 at ``bitrate`` (libvpx CBR, realtime), one keyframe at the start."""
     if width % 2 or height % 2 or width <= 0 or height <= 0:
         raise ValueError(f"video size must be positive and even, got {width}x{height}")
-    codec = av.CodecContext.create("libvpx", "w")
-    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
-    codec.time_base = fractions.Fraction(1, fps)
-    codec.framerate = fractions.Fraction(fps)
-    codec.bit_rate = bitrate
-    codec.gop_size = 1_000_000  # no keyframe but the first
-    codec.options = {
-        "deadline": "realtime",
-        "cpu-used": "8",
-        "lag-in-frames": "0",
-        "minrate": str(bitrate),
-        "maxrate": str(bitrate),
-        "bufsize": str(bitrate),
-        "undershoot-pct": "100",
-        "overshoot-pct": "15",
-        "static-thresh": "1",
-    }
+    codec = realtime_vp8_encoder(width, height, bitrate, fractions.Fraction(1, fps))
+    codec.framerate = fractions.Fraction(fps)  # no keyframe but the first
     texture = _texture(height * 2, width * 2, seed=1)
     luma = width * height
     planes = np.empty(luma * 3 // 2, dtype=np.uint8)

@@ -352,3 +352,28 @@ async def collect(
 ) -> FrameProbe:
     """Probe ``track`` for ``count`` frames or ``duration`` seconds (at most ``timeout``)."""
     return await FrameProbe(track).run(duration=duration, count=count, timeout=timeout)
+
+
+def realtime_vp8_encoder(
+    width: int, height: int, bitrate: int, time_base: fractions.Fraction
+) -> av.VideoCodecContext:
+    """libvpx at a constant ``bitrate``, realtime, no look-ahead, one thread; keyframes only
+    when asked for (a frame with ``pict_type`` I) or at the first frame."""
+    codec = av.CodecContext.create("libvpx", "w")
+    codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
+    codec.time_base = time_base
+    codec.bit_rate = bitrate
+    codec.gop_size = 1_000_000
+    codec.thread_count = 1
+    codec.options = {
+        "deadline": "realtime",
+        "cpu-used": "8",
+        "lag-in-frames": "0",
+        "minrate": str(bitrate),
+        "maxrate": str(bitrate),
+        "bufsize": str(bitrate),
+        "undershoot-pct": "100",
+        "overshoot-pct": "15",
+        "static-thresh": "1",
+    }
+    return codec

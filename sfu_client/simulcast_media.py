@@ -19,6 +19,8 @@ from typing import Protocol
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from sfu_client.media import realtime_vp8_encoder
+
 VIDEO_CLOCK_RATE = 90_000
 #: RTP payload bytes per packet, VP8 descriptor included (room for SRTP and headers in 1280)
 MAX_PAYLOAD = 1200
@@ -108,24 +110,8 @@ class _LayerEncoder:
         bitrate = self.layer.bitrate or max(
             MIN_BITRATE, round(width * height * fps * BITS_PER_PIXEL)
         )
-        codec = av.CodecContext.create("libvpx", "w")
-        codec.width, codec.height, codec.pix_fmt = width, height, "yuv420p"
-        codec.time_base = fractions.Fraction(1, VIDEO_CLOCK_RATE)
-        codec.bit_rate = bitrate
-        codec.gop_size = 1_000_000  # keyframes only when asked (PLI/FIR, a layer turned on)
-        codec.thread_count = 1
-        codec.options = {
-            "deadline": "realtime",
-            "cpu-used": "8",
-            "lag-in-frames": "0",
-            "minrate": str(bitrate),
-            "maxrate": str(bitrate),
-            "bufsize": str(bitrate),
-            "undershoot-pct": "100",
-            "overshoot-pct": "15",
-            "static-thresh": "1",
-        }
-        return codec
+        # keyframes only when asked (PLI/FIR, a layer turned on)
+        return realtime_vp8_encoder(width, height, bitrate, fractions.Fraction(1, VIDEO_CLOCK_RATE))
 
 
 class EncodedLayers:

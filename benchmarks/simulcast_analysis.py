@@ -13,6 +13,7 @@ import json
 import statistics
 from collections.abc import Sequence
 from datetime import datetime
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,9 @@ def analyse_switch(
     new, old = WIDTHS[layer], WIDTHS[was]
     result: dict[str, Any] = {"index": index, "from": old, "to": new, "at": round(at, 1)}
     sub_offset = offsets["subscriber"]
-    frames = window["frames"]  # [callback now, width, presentationTime, receiveTime, rtp ts]
+    # [callback now, width, presentationTime, receiveTime, rtp ts], from 0.5 s before the request
+    earlier = [f for f in window["frames"] if f[0] + sub_offset < at]
+    frames = window["frames"][len(earlier) :]
     widths = [int(f[1]) for f in frames]
     first = widths.index(new) if new in widths else None
     result["presented_ms"] = result["received_ms"] = None
@@ -55,6 +58,11 @@ def analyse_switch(
     result["third_layer_frames"] = sum(1 for w in widths if w not in (old, new))
     result["third_layer_widths"] = sorted({w for w in widths if w not in (old, new)})
     result["old_frames_after_new"] = sum(1 for w in widths[first or len(widths) :] if w == old)
+    # the longest time between presented frames from the last before the request to 1 s after
+    shown = [f[2] + sub_offset for f in earlier[-1:] + frames if f[2] + sub_offset < at + 1000]
+    result["longest_gap_ms"] = (
+        round(max(b - a for a, b in pairwise(shown)), 1) if len(shown) > 1 else None
+    )
 
     stats = window["stats"]  # [poll time, frameWidth, keyFramesDecoded, freezeCount, report ts]
     seen = next((s for s in stats if int(s[1]) == new), None)
@@ -78,9 +86,23 @@ def analyse_switch(
     result["publisher_keyframe_ms"] = _first_rise(rows, target, 4, before[target]["keyframes"], at)
 
     sub_before, sub_after = subscriber
+    counted = next((row for row in stats if int(row[3]) > sub_before.get("freezes", 0)), None)
+    result["freeze_counted_ms"] = round(counted[4] - at, 1) if counted else None
     for key in ("freezes", "freeze_s", "keyframes", "plis", "nacks", "lost", "dropped"):
         result[f"subscriber_{key}"] = round(sub_after.get(key, 0) - sub_before.get(key, 0), 3)
     return result
+
+
+def longest_gaps(frames: list[list[Any]], start: float, seconds: int) -> list[float]:
+    """The longest time between presented frames in each second from ``start`` (page ms)."""
+    shown = [f[2] for f in frames]
+    out = []
+    for second in range(seconds):
+        low, high = start + 1000 * second, start + 1000 * (second + 1)
+        inside = [t for t in shown if low <= t < high]
+        if len(inside) > 1:
+            out.append(round(max(b - a for a, b in pairwise(inside)), 1))
+    return out
 
 
 def _first_rise(
@@ -141,6 +163,10 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
     )
     encoded = sum(sum(s["keyframes_encoded"].values()) for s in switches)
     out["keyframes_encoded_per_switch"] = round(encoded / n, 2)
+    out["longest_gap_ms"] = distribution([s["longest_gap_ms"] for s in switches])
+    baseline = run["baseline"]
+    out["baseline_freezes"] = f"{baseline['freezes']} in {baseline['seconds']:.0f} s"
+    out["baseline_longest_gap_ms"] = distribution(baseline["longest_gaps_ms"])
     start, end = run["subscriber_start"], run["subscriber_end"]
     out["freezes"] = end["freezes"] - start["freezes"]
     out["freeze_s"] = round(end["freeze_s"] - start["freeze_s"], 3)
@@ -209,6 +235,15 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         ),
         ("keyframes encoded per switch", [str(r["keyframes_encoded_per_switch"]) for r in rows]),
         ("freezes (their total s)", [f"{r['freezes']} ({r['freeze_s']})" for r in rows]),
+        ("freezes before the switches, no switching", [r["baseline_freezes"] for r in rows]),
+        (
+            "longest time between presented frames around a switch, ms: median / p90 / max",
+            [spread(r["longest_gap_ms"]) for r in rows],
+        ),
+        (
+            "the same in each second before the switches, no switching",
+            [spread(r["baseline_longest_gap_ms"]) for r in rows],
+        ),
         (
             "CPU %: SFU / SFU + Chromium + harness / other processes (of 200)",
             [f"{r['server_cpu_pct']} / {r['ours_cpu_pct']} / {r['others_cpu_pct']}" for r in rows],

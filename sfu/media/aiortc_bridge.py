@@ -653,7 +653,9 @@ async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
     """
     described = sdp_simulcast.receivable(sdp)
     _check_layers_kept(pc, described, "offer")
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=_bundle_candidates(sdp), type="offer"))
+    await pc.setRemoteDescription(
+        RTCSessionDescription(sdp=_bundle_candidates(_bundle_setup(sdp)), type="offer")
+    )
     for transceiver in pc.getTransceivers():
         # aiortc answers Opus without fmtp, which turns the publisher's FEC off
         for codec in transceiver._codecs:
@@ -688,7 +690,9 @@ async def accept_answer(pc: ServerPeerConnection, sdp: str) -> None:
                     "offer did not have (RFC 8853 §5.3.2)"
                 )
     _check_layers_kept(pc, described, "answer")
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=_bundle_candidates(sdp), type="answer"))
+    await pc.setRemoteDescription(
+        RTCSessionDescription(sdp=_bundle_candidates(_bundle_setup(sdp)), type="answer")
+    )
     pc.before_offer = None  # answered: nothing left to roll back to (it held a whole offer)
     for mid, mline in described.items():
         negotiated = pc.simulcast.get(mid)
@@ -860,6 +864,30 @@ def parse_sdp(sdp: str, kind: sdp_check.Kind = "offer") -> Any:
     except (ValueError, LookupError, AttributeError, TypeError, AssertionError) as exc:
         # sdp_check lets through a line aiortc cannot read: a gap to close there
         raise ValueError("the SDP could not be parsed") from exc
+
+
+def _bundle_setup(sdp: str) -> str:
+    """``sdp`` with the DTLS role (a=setup) of its BUNDLE-tagged m-line on every a=setup line.
+
+    Every m-line uses the tagged m-line's transport (RFC 8843 §7; a=setup is a TRANSPORT
+    attribute, RFC 8859), but aiortc takes the DTLS role from the last m-line that states one.
+    Firefox, answering a server offer made while its DTLS handshake was still under way,
+    states setup:passive in the tagged m-line and setup:active in the new ones: aiortc
+    switched to the other role mid-handshake and derived the other side's SRTP keys, so no
+    packet authenticated in either direction.
+    """
+    lines = sdp.splitlines()
+    group = next((line.split()[1:] for line in lines if line.startswith("a=group:BUNDLE ")), [])
+    sections: list[list[str]] = [[]]  # the session part, then each m-section
+    for line in lines:
+        if line.startswith("m="):
+            sections.append([])
+        sections[-1].append(line)
+    tagged = next((s for s in sections[1:] if group and f"a=mid:{group[0]}" in s), [])
+    setup = next((line for line in tagged + sections[0] if line.startswith("a=setup:")), None)
+    if setup is None:
+        return sdp
+    return "\r\n".join(setup if line.startswith("a=setup:") else line for line in lines) + "\r\n"
 
 
 def _bundle_candidates(sdp: str) -> str:

@@ -323,6 +323,33 @@ async def test_renegotiation_keeps_payload_types_and_extension_ids() -> None:
         await server.close()
 
 
+async def test_the_dtls_role_comes_from_the_bundle_tagged_m_line() -> None:
+    """Firefox, answering a server offer made while its DTLS handshake was under way, said
+    setup:passive in the tagged m-line and setup:active in the new ones; aiortc took the last
+    and turned DTLS server mid-handshake (swapped SRTP keys: nothing authenticated)."""
+    server = bridge.ServerPeerConnection()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        client.addTrack(VideoStreamTrack())
+        await _client_offers(client, server)
+        # the role the handshake and the SRTP keys use (getLocalParameters() says "auto")
+        transport = server.getTransceivers()[0].receiver.transport
+        assert transport._role == "client"  # it answered setup:active
+        new = bridge.add_send_transceiver(server, "video")
+        vp8 = Codec(payload_type=97, name="VP8", clock_rate=90000, rtx_payload_type=98)
+        offer = await bridge.create_offer(server, {new: vp8})
+        await client.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+        await client.setLocalDescription(await client.createAnswer())
+        tagged, added = client.localDescription.sdp.split("m=video")[1:]
+        assert "a=setup:passive" in tagged and "a=setup:passive" in added
+        answer = client.localDescription.sdp.replace(added, added.replace("passive", "active"))
+        await bridge.accept_answer(server, answer)
+        assert transport._role == "client"
+    finally:
+        await client.close()
+        await server.close()
+
+
 def test_stun_module_still_has_transaction_error() -> None:
     assert issubclass(aioice.stun.TransactionError, Exception)
 

@@ -171,4 +171,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
             report.sections.append(("sfu server logs", server.logs()))
         for log in getattr(item, "browser_logs", []):
             report.sections.append((f"browser console: {log.name}", "\n".join(log.lines[-200:])))
+        firefox = getattr(item, "firefox", None)  # tests/browser/firefox.py
+        if firefox is not None:
+            report.sections.append(("firefox console", "\n".join(firefox.console()[-200:])))
     return report

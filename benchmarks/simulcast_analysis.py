@@ -143,10 +143,11 @@ def distribution(values: Sequence[float | None]) -> dict[str, float | None]:
     }
 
 
-def summarize(run: dict[str, Any]) -> dict[str, Any]:
-    switches = run["switches"]
+def summarize(sfu: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One SFU's rounds together."""
+    switches = [s for run in runs for s in run["switches"]]
     n = max(len(switches), 1)
-    out: dict[str, Any] = {"sfu": run["sfu"], "switches": len(switches)}
+    out: dict[str, Any] = {"sfu": sfu, "rounds": len(runs), "switches": len(switches)}
     for key in ("presented_ms", "received_ms", "stats_ms"):
         out[key] = distribution([s[key] for s in switches])
     out["third_layer_switches"] = sum(
@@ -164,14 +165,24 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
     encoded = sum(sum(s["keyframes_encoded"].values()) for s in switches)
     out["keyframes_encoded_per_switch"] = round(encoded / n, 2)
     out["longest_gap_ms"] = distribution([s["longest_gap_ms"] for s in switches])
-    baseline = run["baseline"]
-    out["baseline_freezes"] = f"{baseline['freezes']} in {baseline['seconds']:.0f} s"
-    out["baseline_longest_gap_ms"] = distribution(baseline["longest_gaps_ms"])
-    start, end = run["subscriber_start"], run["subscriber_end"]
-    out["freezes"] = end["freezes"] - start["freezes"]
-    out["freeze_s"] = round(end["freeze_s"] - start["freeze_s"], 3)
-    for key in ("server_cpu_pct", "ours_cpu_pct", "others_cpu_pct", "loadavg_before"):
-        out[key] = run[key]
+    baseline_s = sum(run["baseline"]["seconds"] for run in runs)
+    baseline_freezes = sum(run["baseline"]["freezes"] for run in runs)
+    out["baseline_freezes"] = f"{baseline_freezes} in {baseline_s:.0f} s"
+    out["baseline_longest_gap_ms"] = distribution(
+        [gap for run in runs for gap in run["baseline"]["longest_gaps_ms"]]
+    )
+    out["freezes"] = sum(
+        run["subscriber_end"]["freezes"] - run["subscriber_start"]["freezes"] for run in runs
+    )
+    out["freeze_s"] = round(
+        sum(
+            run["subscriber_end"]["freeze_s"] - run["subscriber_start"]["freeze_s"] for run in runs
+        ),
+        3,
+    )
+    for key in ("server_cpu_pct", "ours_cpu_pct", "others_cpu_pct"):
+        out[key] = round(statistics.mean(run[key] for run in runs), 1)
+    out["loadavg_before"] = [run["loadavg_before"][0] for run in runs]
     out["presented_ms_by_width"] = {
         width: distribution([s["presented_ms"] for s in switches if s["to"] == width])["median"]
         for width in WIDTHS
@@ -183,7 +194,7 @@ def summarize(run: dict[str, Any]) -> dict[str, Any]:
             if s["presented_ms"] is not None and s["received_ms"] is not None
         ]
     )["median"]
-    timeline = run.get("server_timeline")
+    timeline = [row for run in runs for row in run.get("server_timeline", [])]
     if timeline:
         out["server_timeline"] = {
             key: distribution([row.get(key) for row in timeline])["median"]
@@ -204,7 +215,7 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
 
     lines = ["| | " + " | ".join(r["sfu"] for r in rows) + " |", "|---|" + "---|" * len(rows)]
     cells: list[tuple[str, list[str]]] = [
-        ("switches", [str(r["switches"]) for r in rows]),
+        ("switches (rounds)", [f"{r['switches']} ({r['rounds']})" for r in rows]),
         (
             "request → first frame of the new layer presented (rVFC), ms: median / p90 / max",
             [spread(r["presented_ms"]) for r in rows],
@@ -248,7 +259,10 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
             "CPU %: SFU / SFU + Chromium + harness / other processes (of 200)",
             [f"{r['server_cpu_pct']} / {r['ours_cpu_pct']} / {r['others_cpu_pct']}" for r in rows],
         ),
-        ("load average before", [" ".join(str(x) for x in r["loadavg_before"]) for r in rows]),
+        (
+            "1-min load average before each round",
+            [" ".join(str(x) for x in r["loadavg_before"]) for r in rows],
+        ),
     ]
     lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in cells]
     return "\n".join(lines)

@@ -206,7 +206,7 @@ _PUBLISHER_SNAPSHOT_JS = """async () => {
     out[r.rid] = {
       ssrc: r.ssrc, width: r.frameWidth ?? 0, pli: r.pliCount ?? 0, fir: r.firCount ?? 0,
       keyframes: r.keyFramesEncoded ?? 0, bytes: r.bytesSent ?? 0, frames: r.framesEncoded ?? 0,
-      limitation: r.qualityLimitationReason ?? "",
+      limitation: r.qualityLimitationReason ?? "", target: r.targetBitrate ?? 0,
     };
   });
   return out;
@@ -228,7 +228,24 @@ _SUBSCRIBER_SNAPSHOT_JS = """async () => {
 }"""
 
 
+# the publisher's bandwidth estimate (the pacer sends at a multiple of what it allows)
+_AVAILABLE_BITRATE_JS = """async () => {
+  let out = 0;
+  (await window.__bench.pc.getStats()).forEach((s) => {
+    if (s.type === "candidate-pair" && s.nominated && s.availableOutgoingBitrate) {
+      out = s.availableOutgoingBitrate;
+    }
+  });
+  return out;
+}"""
+
+
 # --- calls ---
+
+
+async def available_bitrate(page: Page) -> float:
+    bitrate: float = await page.evaluate(_AVAILABLE_BITRATE_JS)
+    return bitrate
 
 
 async def open_camera(page: Page, width: int, height: int, fps: int) -> dict[str, Any]:

@@ -1,29 +1,37 @@
 """Simulcast layer switches, Chromium → SFU → Chromium, aiosfu and Janus VideoRoom in one run.
 
     .venv/bin/python -m benchmarks.simulcast_switch [--switches 24] [--interval 5] [--fps 30] \\
-        [--sfu aiosfu|janus|both]
+        [--sfu aiosfu|janus|both] [--rounds 2] [--nice -5]
 
 A Chromium publisher sends its fake camera at 1280x720 as three VP8 encodings (320x180,
 640x360, 1280x720); a Chromium subscriber plays what the SFU forwards. Every ``--interval``
 seconds the harness asks for another layer, in the cycle 0, 1, 2, 1, 0, 2 (smallest = 0)
-starting from the top layer, so each cycle has every ordered pair of layers once. Per switch:
+starting from the top layer, so each cycle has every ordered pair of layers once. The switches
+are split over ``--rounds`` (a fresh SFU and Chromium each), the SFUs alternating A B, B A, so
+that a machine whose load drifts weighs on both alike. Per switch:
 
 - **switch time**: request → first presented frame of the new layer's width (the subscriber's
   ``requestVideoFrameCallback``, its ``presentationTime``); also → that frame's last packet
-  received (the callback's ``receiveTime``) and → the first ``getStats()`` poll (every 10 ms)
-  whose inbound-rtp ``frameWidth`` is the new width;
+  received (the callback's ``receiveTime``) and → the first ``getStats()`` report (polled every
+  10 ms; Chromium serves a cached report for 50 ms) whose inbound-rtp ``frameWidth`` is the new
+  width;
 - **third-layer frames**: frames of a width neither the old nor the new layer's, presented
   (``requestVideoFrameCallback``) or seen by ``getStats()``, from the request to the next one;
 - **keyframe requests** the publisher received per rid (outbound-rtp ``pliCount``, ``firCount``)
   and keyframes it encoded per rid, from the request to the next one;
-- **freezes**: the subscriber's inbound-rtp ``freezeCount`` / ``totalFreezesDuration``.
+- **freezes**: the subscriber's inbound-rtp ``freezeCount`` / ``totalFreezesDuration``, and the
+  longest time between presented frames around each switch; both also for ``--baseline``
+  seconds of the top layer without switching, before the switches.
 
 The request is timed where it leaves for the SFU: against aiosfu in the subscriber page, just
 before ``setTrackSettings`` (sfu-client.js); against Janus in this process, just before the
 ``configure`` request (``substream``) goes out on Janus's WebSocket. Page clocks are mapped to
 this process's wall clock by round trips (error ≤ half the shortest, ~1 ms). aiosfu runs with
-``--log-level debug`` by default: its "down-track target", "keyframe requested" and "down-track
-switched layer" lines (a few per switch) split the switch time at the server.
+``--log-level debug`` by default: its "track settings", "down-track target", "keyframe
+requested" and "down-track switched layer" lines (a few per switch) split the switch time at
+the server. The Janus room is created with ``fir_freq = 0`` (no periodic keyframe requests,
+as aiosfu); aiosfu's publisher page ignores ``publisherLayers`` (all three layers encoded
+throughout, as with Janus).
 
 Everything runs in a network namespace of its own (lo + a veth with 127.0.0.2, as
 ``benchmarks/forwarding.py``), entered by this process so that Chromium starts inside it. Needs
@@ -116,6 +124,8 @@ class Options:
     janus_fir_freq: int
     janus_configs: Path
     baseline: float
+    rounds: int
+    server_module: str
     out: Path
     logs: Path | None
     nice: int
@@ -249,10 +259,10 @@ async def blank_page_server() -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def start_aiosfu(workdir: Path, log_level: str) -> tuple[Process, str]:
-    argv = [sys.executable, "-m", "signaling.cli", "serve", "--host", "127.0.0.1", "--port", "0"]
+def start_aiosfu(workdir: Path, log_level: str, name: str, module: str) -> tuple[Process, str]:
+    argv = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", "0"]
     argv += ["--ice-host", "127.0.0.1", "--log-level", log_level, "--log-format", "json"]
-    server = Process("aiosfu", argv, workdir)
+    server = Process(name, argv, workdir)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         match = LISTENING.search(server.stdout_path.read_text(errors="replace"))
@@ -287,7 +297,9 @@ async def new_page(browser: Browser, log: list[str], name: str) -> Page:
     return page
 
 
-async def run_sfu(harness: Harness, options: Options, server_pid: int) -> dict[str, Any]:
+async def run_sfu(
+    harness: Harness, options: Options, server_pid: int, switches: int
+) -> dict[str, Any]:
     console: list[str] = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
@@ -297,7 +309,7 @@ async def run_sfu(harness: Harness, options: Options, server_pid: int) -> dict[s
             publisher = await new_page(browser, console, "publisher")
             subscriber = await new_page(browser, console, "subscriber")
             try:
-                return await _measure(harness, options, server_pid, publisher, subscriber)
+                return await _measure(harness, options, server_pid, publisher, subscriber, switches)
             except Exception:
                 print("\n".join(console[-40:]), file=sys.stderr)
                 raise
@@ -307,7 +319,12 @@ async def run_sfu(harness: Harness, options: Options, server_pid: int) -> dict[s
 
 
 async def _measure(
-    harness: Harness, options: Options, server_pid: int, publisher: Page, subscriber: Page
+    harness: Harness,
+    options: Options,
+    server_pid: int,
+    publisher: Page,
+    subscriber: Page,
+    count: int,
 ) -> dict[str, Any]:
     started = time.time()
     load_before = os.getloadavg()
@@ -335,6 +352,12 @@ async def _measure(
     if isinstance(harness, AiosfuHarness):
         harness.offset = offsets["subscriber"]
 
+    bandwidth = {
+        "available_outgoing_bitrate": await pages.available_bitrate(publisher),
+        "target_bitrates": {
+            rid: v["target"] for rid, v in (await pages.publisher_snapshot(publisher)).items()
+        },
+    }
     quiet = await pages.subscriber_snapshot(subscriber)
     quiet_from = time.time() * 1000 - offsets["subscriber"]
     await asyncio.sleep(options.baseline)
@@ -351,7 +374,7 @@ async def _measure(
     sub_start = await pages.subscriber_snapshot(subscriber)
     switches = []
     was = 2
-    for index in range(options.switches):
+    for index in range(count):
         layer = CYCLE[index % len(CYCLE)]
         pub_before = await pages.publisher_snapshot(publisher)
         sub_before = await pages.subscriber_snapshot(subscriber)
@@ -384,6 +407,7 @@ async def _measure(
         print(f"  {harness.name} {progress(switches[-1])}", flush=True)
 
     wall = time.time() - wall_before
+    bandwidth["available_outgoing_bitrate_end"] = await pages.available_bitrate(publisher)
     busy, ours = busy_cpu_seconds(), namespace_cpu_seconds()
     sub_end = await pages.subscriber_snapshot(subscriber)
     offsets_end = {
@@ -406,6 +430,7 @@ async def _measure(
             str(v["ssrc"]): rid for rid, v in (await pages.publisher_snapshot(publisher)).items()
         },
         "baseline": baseline,
+        "publisher_bandwidth": bandwidth,
         "subscriber_start": sub_start,
         "subscriber_end": sub_end,
         "switches": switches,
@@ -463,17 +488,32 @@ def enter_namespace(name: str) -> contextlib.AbstractContextManager[None]:
 
 
 async def run_all(options: Options, network: Network, workdir: Path) -> list[dict[str, Any]]:
+    """The rounds, each SFU once per round, in the order A B, B A, A B... (a load that drifts
+    during the run then weighs on both alike)."""
     runs = []
-    for sfu in options.sfus:
-        print(f"{sfu}: {options.switches} switches, every {options.interval} s", flush=True)
-        runs.append(await (run_aiosfu if sfu == "aiosfu" else run_janus)(options, network, workdir))
+    for number, switches in enumerate(rounds(options.switches, options.rounds)):
+        order = options.sfus if number % 2 == 0 else tuple(reversed(options.sfus))
+        for sfu in order:
+            print(f"round {number + 1}, {sfu}: {switches} switches", flush=True)
+            run = run_aiosfu if sfu == "aiosfu" else run_janus
+            runs.append(await run(options, network, workdir, number, switches))
     return runs
 
 
-async def run_aiosfu(options: Options, network: Network, workdir: Path) -> dict[str, Any]:
-    server, url = start_aiosfu(workdir, options.server_log)
+def rounds(switches: int, count: int) -> list[int]:
+    """``switches`` dealt over ``count`` rounds, the first ones getting the remainder."""
+    count = max(1, min(count, switches))
+    return [switches // count + (1 if i < switches % count else 0) for i in range(count)]
+
+
+async def run_aiosfu(
+    options: Options, network: Network, workdir: Path, number: int, switches: int
+) -> dict[str, Any]:
+    server, url = start_aiosfu(
+        workdir, options.server_log, f"aiosfu-{number + 1}", options.server_module
+    )
     try:
-        run = await run_sfu(AiosfuHarness(url), options, server.pid)
+        run = await run_sfu(AiosfuHarness(url), options, server.pid, switches)
     finally:
         server.stop()
     if options.server_log == "debug":
@@ -483,12 +523,14 @@ async def run_aiosfu(options: Options, network: Network, workdir: Path) -> dict[
     return run
 
 
-async def run_janus(options: Options, network: Network, workdir: Path) -> dict[str, Any]:
+async def run_janus(
+    options: Options, network: Network, workdir: Path, number: int, switches: int
+) -> dict[str, Any]:
     server, ws_url = start_janus(network, workdir, options.janus_configs, None)
     try:
         async with blank_page_server() as page_url:
             harness = JanusHarness(ws_url, page_url, options.janus_fir_freq)
-            return await run_sfu(harness, options, server.pid)
+            return await run_sfu(harness, options, server.pid, switches)
     finally:
         server.stop()
 
@@ -522,6 +564,8 @@ def machine(options: Options) -> dict[str, Any]:
         "janus_fir_freq": options.janus_fir_freq,
         "nice": options.nice,
         "baseline_s": options.baseline,
+        "rounds": options.rounds,
+        "server_module": options.server_module,
     }
 
 
@@ -548,6 +592,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="seconds the subscriber plays the top layer before the switches (its freezes "
         "then are the baseline)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="split the switches over this many rounds, the SFUs alternating (fresh server and "
+        "browser each)",
+    )
     parser.add_argument("--sfu", choices=("aiosfu", "janus", "both"), default="both")
     parser.add_argument(
         "--server-log",
@@ -561,6 +612,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         default=0,
         help="the Janus room's periodic keyframe requests, s (0: none, as aiosfu; the testbed's "
         "room 1234 has 10)",
+    )
+    parser.add_argument(
+        "--server-module",
+        default="signaling.cli",
+        help="run aiosfu as `python -m MODULE serve` (a variant's wrapper, for experiments)",
     )
     parser.add_argument("--janus-configs", type=Path, default=DEFAULT_JANUS_CONFIGS)
     parser.add_argument(
@@ -594,6 +650,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         logs=args.logs,
         nice=args.nice,
         baseline=args.baseline,
+        rounds=args.rounds,
+        server_module=args.server_module,
     )
 
 
@@ -612,7 +670,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         network = stack.enter_context(namespace(f"switch-{os.getpid()}"))
         stack.enter_context(enter_namespace(network.namespace or ""))
         runs = asyncio.run(run_all(options, network, workdir))
-    summary = [summarize(run) for run in runs]
+    summary = [summarize(sfu, [r for r in runs if r["sfu"] == sfu]) for sfu in options.sfus]
     document = {"meta": meta, "summary": summary, "runs": runs}
     path = save(document, options.out)
     print(summary_table(summary))

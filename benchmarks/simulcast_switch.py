@@ -90,7 +90,7 @@ CHROMIUM_FLAGS = [
     "--headless=new",
     "--no-sandbox",
     "--disable-gpu",
-    "--use-fake-device-for-media-stream",
+    # (the fake camera's frame rate is given with this flag below: it captures 20 fps otherwise)
     "--use-fake-ui-for-media-stream",
     "--allow-loopback-in-peer-connection",
     "--autoplay-policy=no-user-gesture-required",
@@ -126,6 +126,7 @@ class Options:
     baseline: float
     rounds: int
     server_module: str
+    raw: bool
     out: Path
     logs: Path | None
     nice: int
@@ -138,6 +139,7 @@ class Harness:
     """One SFU with a publisher and a subscriber page connected through it."""
 
     name = ""
+    camera: dict[str, Any] = {}  # the publisher's getSettings(), set by connect
 
     async def connect(self, publisher: Page, subscriber: Page, fps: int) -> None:
         raise NotImplementedError
@@ -161,7 +163,7 @@ class AiosfuHarness(Harness):
     async def connect(self, publisher: Page, subscriber: Page, fps: int) -> None:
         room = f"switch-{secrets.token_hex(4)}"
         await publisher.goto(self.base_url + "/")
-        await pages.open_camera(publisher, 1280, 720, fps)
+        self.camera = await pages.open_camera(publisher, 1280, 720, fps)
         await pages.aiosfu_publish(publisher, room)
         await subscriber.goto(self.base_url + "/")
         await pages.aiosfu_subscribe(subscriber, room)
@@ -199,7 +201,7 @@ class JanusHarness(Harness):
             handle, {"request": "join", "ptype": "publisher", "room": JANUS_ROOM, "display": "pub"}
         )
         await publisher.goto(self.page_url)
-        await pages.open_camera(publisher, 1280, 720, fps)
+        self.camera = await pages.open_camera(publisher, 1280, 720, fps)
         offer = await pages.janus_offer(publisher)
         _, answer = await session.message(
             handle, {"request": "publish", "audio": False, "video": True}, _jsep("offer", offer)
@@ -303,7 +305,9 @@ async def run_sfu(
     console: list[str] = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True
+            executable_path=str(CHROMIUM),
+            args=[*CHROMIUM_FLAGS, f"--use-fake-device-for-media-stream=fps={options.fps}"],
+            headless=True,
         )
         try:
             publisher = await new_page(browser, console, "publisher")
@@ -368,6 +372,7 @@ async def _measure(
         "freezes": quiet_end["freezes"] - quiet["freezes"],
         "freeze_s": round(quiet_end["freeze_s"] - quiet["freeze_s"], 3),
         "longest_gaps_ms": longest_gaps(quiet_frames, quiet_from, int(options.baseline)),
+        "presented_fps": round(len(quiet_frames) / options.baseline, 1),
     }
     cpu_before, ours_before = cpu_seconds(server_pid), namespace_cpu_seconds()
     busy_before, wall_before = busy_cpu_seconds(), time.time()
@@ -403,6 +408,8 @@ async def _measure(
                 rid_of,
             )
         )
+        if options.raw:
+            switches[-1]["raw"] = window
         was = layer
         print(f"  {harness.name} {progress(switches[-1])}", flush=True)
 
@@ -429,6 +436,7 @@ async def _measure(
         "ssrcs": {
             str(v["ssrc"]): rid for rid, v in (await pages.publisher_snapshot(publisher)).items()
         },
+        "camera": harness.camera,
         "baseline": baseline,
         "publisher_bandwidth": bandwidth,
         "subscriber_start": sub_start,
@@ -618,6 +626,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         default="signaling.cli",
         help="run aiosfu as `python -m MODULE serve` (a variant's wrapper, for experiments)",
     )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="keep every switch's probe rows (frames, getStats, publisher counters) in the JSON",
+    )
     parser.add_argument("--janus-configs", type=Path, default=DEFAULT_JANUS_CONFIGS)
     parser.add_argument(
         "--nice",
@@ -652,6 +665,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         baseline=args.baseline,
         rounds=args.rounds,
         server_module=args.server_module,
+        raw=args.raw,
     )
 
 

@@ -180,6 +180,17 @@ def summarize(sfu: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
         ),
         3,
     )
+
+    # what the subscriber's jitter buffer and decoder took per frame, over the switching
+    def change(key: str) -> float:
+        return sum(
+            r["subscriber_end"].get(key, 0) - r["subscriber_start"].get(key, 0) for r in runs
+        )
+
+    buffered, emitted = change("jitter_buffer_s"), change("jitter_buffer_frames")
+    decoding, decoded = change("decode_s"), change("frames")
+    out["jitter_buffer_ms_per_frame"] = round(1000 * buffered / max(emitted, 1), 1)
+    out["decode_ms_per_frame"] = round(1000 * decoding / max(decoded, 1), 1)
     for key in ("server_cpu_pct", "ours_cpu_pct", "others_cpu_pct"):
         out[key] = round(statistics.mean(run[key] for run in runs), 1)
     out["loadavg_before"] = [run["loadavg_before"][0] for run in runs]
@@ -232,6 +243,10 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
         (
             "median last packet received → presented, ms",
             [ms(r["received_to_presented_ms"]) for r in rows],
+        ),
+        (
+            "subscriber's jitter buffer / decode time per frame, ms",
+            [f"{r['jitter_buffer_ms_per_frame']} / {r['decode_ms_per_frame']}" for r in rows],
         ),
         (
             "switches showing a third layer (its frames)",

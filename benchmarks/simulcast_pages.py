@@ -222,8 +222,8 @@ _SUBSCRIBER_SNAPSHOT_JS = """async () => {
       pauses: s.pauseCount ?? 0, pause_s: s.totalPausesDuration ?? 0,
       dropped: s.framesDropped ?? 0, plis: s.pliCount ?? 0, nacks: s.nackCount ?? 0,
       lost: s.packetsLost ?? 0, packets: s.packetsReceived ?? 0,
-      jitter_buffer_s: s.jitterBufferDelay ?? 0, jitter_buffer_frames: s.jitterBufferEmittedCount ?? 0,
-      decode_s: s.totalDecodeTime ?? 0, jitter_s: s.jitter ?? 0,
+      jitter_buffer_s: s.jitterBufferDelay ?? 0, decode_s: s.totalDecodeTime ?? 0,
+      jitter_buffer_frames: s.jitterBufferEmittedCount ?? 0, jitter_s: s.jitter ?? 0,
     };
   });
   return out;

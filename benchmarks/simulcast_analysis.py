@@ -183,9 +183,8 @@ def summarize(sfu: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
 
     # what the subscriber's jitter buffer and decoder took per frame, over the switching
     def change(key: str) -> float:
-        return sum(
-            r["subscriber_end"].get(key, 0) - r["subscriber_start"].get(key, 0) for r in runs
-        )
+        ends = [r["subscriber_end"].get(key, 0) - r["subscriber_start"].get(key, 0) for r in runs]
+        return float(sum(ends))
 
     buffered, emitted = change("jitter_buffer_s"), change("jitter_buffer_frames")
     decoding, decoded = change("decode_s"), change("frames")

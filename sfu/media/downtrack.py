@@ -26,6 +26,9 @@ from sfu.rtp.rtcp import ReportBlock, SenderReport
 
 _log = structlog.get_logger("sfu.downtrack")
 
+#: How long a keyframe of the layer a down-track is leaving is held back for the target's (s):
+#: libwebrtc's keyframes of all layers arrive within a few milliseconds of each other.
+HOLD_LIMIT = 0.04
 #: Packets a down-track refuses in a row (forwarding none between) before it logs that it stalled.
 STALL_REFUSALS = 50
 
@@ -106,6 +109,8 @@ class DownTrack:
         self.target: LayerReceiver | None = None
         #: what the subscriber's layer selection chose last (video)
         self.choice: LayerTarget | None = None
+        #: the current layer's keyframe held back during a switch (on_leaving_packet)
+        self._held: list[IngressPacket] | None = None
         self._ts_offset: int | None = None  # outgoing ts - source ts, for sender reports
         self.rtt: float | None = None
         self.fraction_lost = 0
@@ -184,15 +189,56 @@ class DownTrack:
         if self.target is not None:
             self.target.unwait(self)
             self.target = None
+        current = self.layer
         if layer is None:
-            if self.layer is not None:
-                self.layer.detach(self)
+            self._held = None
+            if current is not None:
+                current.detach(self)
                 self.layer = None
             return
-        if layer is self.layer:
+        if current is not None and self in current.leaving:
+            current.leaving.remove(self)
+            self._release()
+        if layer is current:
             return  # back to the current layer: the switch it waited for is off
         self.target = layer
+        if current is not None:
+            current.leaving.append(self)
         layer.wait(self, now)
+
+    def on_leaving_packet(self, layer: LayerReceiver, packet: IngressPacket) -> None:
+        """A packet of the layer this down-track forwards while it waits for another (before
+        the layer forwards it to its ``down_tracks``).
+
+        A keyframe of the layer being left is held back, a frame at most, for HOLD_LIMIT: the
+        publisher answers the keyframe request for the target with keyframes on every layer
+        (libwebrtc encodes them together), the old layer's first. Sent, it would reach the
+        subscriber a few milliseconds before the target's, and Chromium then shows the old
+        frame and skips the new one (the first frame of the new layer shown is the next one).
+        Dropped when the target's keyframe starts, sent late if it does not come in time.
+        """
+        held = self._held
+        if held is None:
+            if packet.keyframe and self in layer.down_tracks:
+                layer.down_tracks.remove(self)
+                held = self._held = [packet]
+                layer.call_later(HOLD_LIMIT, lambda: self._release(held))
+            return
+        if packet.timestamp == held[0].timestamp:
+            held.append(packet)
+        else:
+            self._release()  # the next frame: the held one goes first, then this (the layer's)
+
+    def _release(self, only: list[IngressPacket] | None = None) -> None:
+        """Send the held frame after all (``only``: if it is still that one), and go on."""
+        held, layer = self._held, self.layer
+        if held is None or (only is not None and held is not only):
+            return
+        self._held = None
+        if layer is not None and not self.closed:
+            layer.down_tracks.append(self)
+            for packet in held:
+                self.forward(packet)
 
     def set_temporal_layer(self, layer: int | None) -> None:
         """Forward temporal layers up to ``layer`` (None: all); only codecs that have them."""
@@ -210,6 +256,7 @@ class DownTrack:
         if previous is not None:
             previous.detach(self)
             self.stream.layer_switches += 1
+        self._held = None  # the old layer's keyframe, never sent (on_leaving_packet)
         self.layer, self.target = layer, None
         layer.down_tracks.append(self)
         stream = self.stream

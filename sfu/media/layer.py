@@ -102,8 +102,9 @@ class LayerReceiver:
 
     ``down_tracks`` forward this stream; ``waiting`` are down-tracks that will, from the next
     packet that can start them (a keyframe on video, any packet on audio). A down-track is in
-    at most one list of one layer of its track at a time, so a packet costs nothing for the
-    subscribers of the other layers.
+    at most one of those lists of one layer of its track at a time, so a packet costs nothing
+    for the subscribers of the other layers. ``leaving``: down-tracks that forward this layer
+    while they wait for another one (see :meth:`DownTrack.on_leaving_packet`).
     """
 
     def __init__(
@@ -133,6 +134,7 @@ class LayerReceiver:
         )
         self.down_tracks: list[DownTrack] = []
         self.waiting: list[DownTrack] = []
+        self.leaving: list[DownTrack] = []
         self.sender_clock = SenderClock(publisher_clock)
         self.packets_received = 0
         self.bytes_received = 0
@@ -140,8 +142,6 @@ class LayerReceiver:
         #: jumps never confirmed; and RTX of nothing missing (Chrome probes bandwidth with those)
         self.packets_dropped = 0
         self.retransmissions_dropped = 0
-        #: (width, height) of the latest keyframe, where the codec says (VP8)
-        self.frame_size: tuple[int, int] | None = None
         self._upstream = upstream
         self._wall_clock = wall_clock
         self._clock = clock
@@ -214,7 +214,8 @@ class LayerReceiver:
             if keyframe:
                 self.keyframes.on_keyframe()
                 if self._vp8:
-                    self.frame_size = keyframe_size(data, start, end) or self.frame_size
+                    keyframes = self.keyframes
+                    keyframes.frame_size = keyframe_size(data, start, end) or keyframes.frame_size
             if self.loss is not None:
                 self.loss.on_packet(wire_seq, now)
                 if self.loss.missing:
@@ -243,6 +244,9 @@ class LayerReceiver:
         self._newest = packet
         if self.waiting and (keyframe or not self.is_video):
             self._start_waiting(packet)
+        if self.leaving:
+            for down_track in self.leaving:
+                down_track.on_leaving_packet(self, packet)
         if self.packets_received & SAMPLE_MASK:
             for down_track in self.down_tracks:
                 down_track.forward(packet)
@@ -260,6 +264,18 @@ class LayerReceiver:
         for down_track in self.down_tracks:
             down_track.forward(packet)
             observe(clock() - arrival)
+
+    @property
+    def frame_size(self) -> tuple[int, int] | None:
+        """(width, height) of the latest keyframe, where the codec says (VP8)."""
+        return self.keyframes.frame_size
+
+    @frame_size.setter
+    def frame_size(self, size: tuple[int, int] | None) -> None:
+        self.keyframes.frame_size = size
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        self._upstream.call_later(delay, callback)
 
     def _start_waiting(self, packet: IngressPacket) -> None:
         """Down-tracks waiting for this stream start with ``packet`` (they forward it next)."""
@@ -361,12 +377,15 @@ class LayerReceiver:
         """``down_track`` no longer forwards nor waits for this stream."""
         if down_track in self.down_tracks:
             self.down_tracks.remove(down_track)
+        if down_track in self.leaving:
+            self.leaving.remove(down_track)
         self.unwait(down_track)
 
     def close(self) -> None:
         self.closed = True
         self.down_tracks.clear()
         self.waiting.clear()
+        self.leaving.clear()
 
 
 #: How often a layer with down-tracks waiting for its keyframe asks again (seconds). A publisher
@@ -387,7 +406,16 @@ class KeyframeRequests:
     ``sent`` counts the requests sent, by the reason of the first request each one answers.
     """
 
-    __slots__ = ("_armed", "_clock", "_layer", "_pending_reason", "_requester", "_upstream", "sent")
+    __slots__ = (
+        "_armed",
+        "_clock",
+        "_layer",
+        "_pending_reason",
+        "_requester",
+        "_upstream",
+        "frame_size",
+        "sent",
+    )
 
     def __init__(
         self,
@@ -403,6 +431,9 @@ class KeyframeRequests:
         self._armed = False
         self._pending_reason: KeyframeReason = "subscriber"
         self.sent: dict[KeyframeReason, int] = dict.fromkeys(KEYFRAME_REASONS, 0)
+        #: the layer's (width, height) as its latest keyframe said (kept here, with what is
+        #: known of its keyframes, rather than as a 31st attribute of the layer)
+        self.frame_size: tuple[int, int] | None = None
 
     def request(self, now: float, reason: KeyframeReason) -> None:
         layer = self._layer

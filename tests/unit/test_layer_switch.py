@@ -30,6 +30,7 @@ IDR, SLICE = b"\x65", b"\x41"  # NAL unit types 5 (IDR) and 1 (non-IDR slice)
 class Upstream:
     def __init__(self) -> None:
         self.requests: list[int] = []
+        self.timers: list[tuple[float, Callable[[], None]]] = []
 
     def request_keyframe_now(self, media_ssrc: int) -> None:
         self.requests.append(media_ssrc)
@@ -38,11 +39,12 @@ class Upstream:
         return None
 
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
-        return None
+        self.timers.append((delay, callback))
 
 
-def packet(rid: str, seq: int, nal: bytes) -> bytes:
-    header = struct.pack("!BBHII", 0x80, 0x80 | H264.payload_type, seq, seq * 3000, SSRC[rid])
+def packet(rid: str, seq: int, nal: bytes, ts: int | None = None) -> bytes:
+    ts = seq * 3000 if ts is None else ts
+    header = struct.pack("!BBHII", 0x80, 0x80 | H264.payload_type, seq, ts, SSRC[rid])
     return header + nal + b"\xaa" * 50
 
 
@@ -70,7 +72,8 @@ ROWS: list[tuple[str, bytes, bool, str]] = [
     ("q", SLICE, True, "the current layer flows while the switch waits"),
     ("f", SLICE, False, "the target's frames before its IDR are not forwarded"),
     ("q", SLICE, True, "still the current layer"),
-    ("f", IDR, True, "the target's IDR: the switch"),
+    ("q", IDR, False, "the current layer's IDR is held back: the target's may follow"),
+    ("f", IDR, True, "the target's IDR: the switch (the held one is never sent)"),
     ("q", SLICE, False, "the old layer stops at once"),
     ("f", SLICE, True, "the new layer flows"),
     ("q", IDR, False, "even an IDR of the old layer"),
@@ -99,7 +102,7 @@ def test_an_h264_switch_happens_at_the_targets_idr_and_numbers_stay_continuous()
     for rid, nal, forwarded, why in ROWS:
         before = len(sink.packets)
         send(rid, nal)
-        assert (len(sink.packets) > before) == forwarded, why
+        assert len(sink.packets) - before == int(forwarded), why
     out = [struct.unpack_from("!H", p, 2)[0] for p in sink.packets[started - 1 :]]
     assert [b - a for a, b in pairwise(out)] == [1] * (len(out) - 1)
     assert down_track.layer is f and down_track.stream.layer_switches == 1
@@ -120,3 +123,37 @@ def test_changing_the_target_while_waiting_leaves_no_trace(again: str) -> None:
     for s in (1, 2):
         f.on_rtp(packet("f", s, IDR), 1.0)
     assert down_track.layer is (f if again == "target" else q)
+
+
+@pytest.mark.parametrize("release", ["next frame", "timer", "switch called off"])
+def test_a_held_keyframe_is_sent_late_when_the_targets_does_not_come(release: str) -> None:
+    """Held back for the target's keyframe, the current layer's keyframe goes out after all —
+    before the next frame, when the hold times out, or when the switch is called off — and
+    the subscriber's sequence numbers have no gap."""
+    track, down_track, sink, upstream = make()
+    q, f = track.layers
+    down_track.set_layer(q, 1.0)
+    for seq in (1, 2):
+        q.on_rtp(packet("q", seq, IDR), 1.0)
+    down_track.set_layer(f, 1.0)
+    upstream.timers.clear()
+    sent = len(sink.packets)
+    q.on_rtp(packet("q", 3, IDR, ts=9000), 1.0)
+    q.on_rtp(packet("q", 4, SLICE, ts=9000), 1.0)  # the rest of that frame: held too
+    assert len(sink.packets) == sent
+    ((_, fire),) = upstream.timers
+    if release == "next frame":
+        q.on_rtp(packet("q", 5, SLICE, ts=12000), 1.0)
+        expected = [3, 4, 5]
+    elif release == "timer":
+        fire()
+        expected = [3, 4]
+    else:
+        down_track.set_layer(q, 1.0)
+        expected = [3, 4]
+    fire()  # a late timer after a release changes nothing
+    timestamps = [struct.unpack_from("!I", p, 4)[0] for p in sink.packets[sent:]]
+    assert len(timestamps) == len(expected)
+    out = [struct.unpack_from("!H", p, 2)[0] for p in sink.packets[sent - 1 :]]
+    assert [b - a for a, b in pairwise(out)] == [1] * len(expected)
+    assert down_track.layer is q and q.down_tracks == [down_track]

@@ -25,26 +25,24 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
 from tests.browser.conftest import Browser, _unavailable, wait_joined
 from tests.browser.firefox import Firefox, FirefoxPage, firefox_missing, running_firefox
+from tests.browser.simulcast_probes import (
+    RECORD_FRAMES_JS,
+    WIDTHS,
+    Evaluates,
+    wait_for_layers,
+)
 from tests.e2e.conftest import SfuServer
 
 pytestmark = pytest.mark.browser
 
-#: layer index (smallest first) -> frame width of the demo's three encodings at 1280x720
-WIDTHS = {0: 320, 1: 640, 2: 1280}
 TIMEOUT = 20.0  # generous: two browsers encode and decode 720p on a shared 2-core machine
 SETTLE = 0.6  # seconds of frames looked at after a switch: only the new layer's
-
-
-class Evaluates(Protocol):
-    """A playwright page or a FirefoxPage."""
-
-    async def evaluate(self, expression: str, arg: Any = None) -> Any: ...
 
 
 @pytest.fixture
@@ -85,18 +83,6 @@ _JOINED_JS = """() => { const a = window.sfuApp; return Boolean(a && a.client
   && a.client.participantId && a.local.mic && a.local.mic.trackId && a.local.camera
   && a.local.camera.trackId); }"""
 
-# the publisher's layers: rid -> frame width it encodes now
-_SENT_WIDTHS_JS = """async () => {
-  const widths = {};
-  for (const s of window.sfuApp.client.pc.getSenders()) {
-    if (!s.track || s.track.kind !== "video") continue;
-    (await s.getStats()).forEach((r) => {
-      if (r.type === "outbound-rtp" && r.rid) widths[r.rid] = r.frameWidth ?? 0;
-    });
-  }
-  return widths;
-}"""
-
 # the camera of participant `name` as this page receives it: its track id, and what its
 # receiver's inbound-rtp says (frameWidth, framesDecoded; the rest for the report of a failure)
 _CAMERA_JS = """async (name) => {
@@ -131,53 +117,12 @@ _CONNECTION_JS = """async () => {
   };
 }"""
 
-# times and widths of the frames shown in `name`'s camera tile
-_RECORD_FRAMES_JS = """(name) => {
-  const video = document.querySelector(
-    `#grid .tile[data-name="${name}"][data-source="camera"] video`);
-  if (!video || !video.requestVideoFrameCallback) return false;
-  window.__frames = [];
-  const tick = (now, meta) => {
-    window.__frames.push([now, meta.width]);
-    if (window.__frames.length > 4000) window.__frames.splice(0, 2000);
-    video.requestVideoFrameCallback(tick);
-  };
-  video.requestVideoFrameCallback(tick);
-  return true;
-}"""
-
 _REQUEST_JS = """([trackId, settings]) => {
   window.sfuApp.client.setTrackSettings([trackId], settings);
   return performance.now();
 }"""
 
 _WIDTHS_SINCE_JS = "(at) => window.__frames.filter(([t]) => t >= at).map(([, w]) => w)"
-
-
-# the publisher keeps its layers' sizes: on a busy machine both browsers would scale their
-# capture down (Firefox sends its top layer at 960x540 then), and a width would no longer tell
-# which layer a frame came from
-_KEEP_RESOLUTION_JS = """async () => {
-  for (const s of window.sfuApp.client.pc.getSenders()) {
-    if (!s.track || s.track.kind !== "video") continue;
-    s.track.contentHint = "detail";
-    const params = s.getParameters();
-    params.degradationPreference = "maintain-resolution";
-    await s.setParameters(params);
-  }
-}"""
-
-
-async def wait_for_layers(publisher: Evaluates) -> dict[str, int]:
-    """The publisher sends three layers of distinct widths (its bandwidth estimate ramps up)."""
-    await publisher.evaluate(_KEEP_RESOLUTION_JS)
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        widths: dict[str, int] = await publisher.evaluate(_SENT_WIDTHS_JS)
-        if sorted(widths.values()) == sorted(WIDTHS.values()):
-            return widths
-        assert time.monotonic() < deadline, f"the publisher's layers never all came: {widths}"
-        await asyncio.sleep(0.5)
 
 
 async def wait_camera(page: Evaluates, publisher: str, width: int) -> str:
@@ -218,7 +163,7 @@ async def sweep(page: Evaluates, publisher: str, order: list[int]) -> tuple[str,
     """The best layer unasked, then each layer of ``order``: the track's id, and for each
     layer the frame width the receiver's statistics gave."""
     track_id = await wait_camera(page, publisher, WIDTHS[2])
-    assert await page.evaluate(_RECORD_FRAMES_JS, publisher), "no requestVideoFrameCallback"
+    assert await page.evaluate(RECORD_FRAMES_JS, publisher), "no requestVideoFrameCallback"
     shown = {}
     was = 2
     for layer in order:

@@ -27,28 +27,13 @@ from playwright.async_api import Page
 
 from tests.browser.conftest import Browser, wait_joined
 from tests.browser.pages import received, wait_flowing
+from tests.browser.simulcast_probes import RECORD_FRAMES_JS, SENT_WIDTHS_JS, WIDTHS, wait_for_layers
 
 pytestmark = pytest.mark.browser
 
-#: layer index (smallest first) -> the frame width Chromium's three encodings have at 1280x720
-WIDTHS = {0: 320, 1: 640, 2: 1280}
 SWITCH_TIMEOUT = 20.0  # generous: two Chromiums encode and decode 720p on a shared 2-core machine
 SWITCHES = int(os.environ.get("SIMULCAST_SWITCHES", "6"))
 PUBLISHER = "pub"
-
-_RECORD_FRAMES_JS = """(name) => {
-  const video = document.querySelector(
-    `#grid .tile[data-name="${name}"][data-source="camera"] video`);
-  if (!video || !video.requestVideoFrameCallback) return false;
-  window.__frames = [];
-  const tick = (now, meta) => {
-    window.__frames.push([now, meta.width]);
-    if (window.__frames.length > 4000) window.__frames.splice(0, 2000);
-    video.requestVideoFrameCallback(tick);
-  };
-  video.requestVideoFrameCallback(tick);
-  return true;
-}"""
 
 _REQUEST_JS = """async ([trackId, settings]) => {
   const at = performance.now();
@@ -81,17 +66,6 @@ _PLIS_BY_RID_JS = """async () => {
     });
   }
   return plis;
-}"""
-
-_RID_WIDTHS_JS = """async () => {
-  const widths = {};
-  for (const s of window.sfuApp.client.pc.getSenders()) {
-    if (!s.track || s.track.kind !== "video") continue;
-    (await s.getStats()).forEach((r) => {
-      if (r.type === "outbound-rtp" && r.rid) widths[r.rid] = r.frameWidth ?? 0;
-    });
-  }
-  return widths;
 }"""
 
 
@@ -132,35 +106,12 @@ async def switch(page: Page, publisher: Page, track_id: str, layer: int, was: in
     await asyncio.sleep(0.5)  # frames after the switch: only the new layer's
     widths = await shown_widths(page, at)
     first = widths.index(WIDTHS[layer])
-    sending = await publisher.evaluate(_RID_WIDTHS_JS)
+    sending = await publisher.evaluate(SENT_WIDTHS_JS)
     assert set(widths[:first]) <= {WIDTHS[was]}, f"unchosen layer: {widths}, sent: {sending}"
     assert set(widths[first:]) == {WIDTHS[layer]}, f"went back or elsewhere: {widths}"
     plis_after: dict[str, int] = await publisher.evaluate(_PLIS_BY_RID_JS)
     plis = {rid: plis_after.get(rid, 0) - plis_before.get(rid, 0) for rid in plis_after}
     return Switch(layer, seconds, plis)
-
-
-_KEEP_RESOLUTION_JS = """async () => {
-  for (const s of window.sfuApp.client.pc.getSenders()) {
-    if (!s.track || s.track.kind !== "video") continue;
-    s.track.contentHint = "detail";
-    const params = s.getParameters();
-    params.degradationPreference = "maintain-resolution";
-    await s.setParameters(params);
-  }
-}"""
-
-
-async def wait_for_layers(publisher: Page) -> dict[str, int]:
-    """The publisher sends its three layers at their sizes (its bandwidth estimate ramps up)."""
-    await publisher.evaluate(_KEEP_RESOLUTION_JS)
-    deadline = time.monotonic() + SWITCH_TIMEOUT
-    while True:
-        widths: dict[str, int] = await publisher.evaluate(_RID_WIDTHS_JS)
-        if sorted(widths.values()) == sorted(WIDTHS.values()):
-            return widths
-        assert time.monotonic() < deadline, f"the publisher's layers never all came: {widths}"
-        await asyncio.sleep(0.5)
 
 
 async def test_a_subscriber_switches_layers_of_a_chromium_simulcast_camera(
@@ -172,7 +123,7 @@ async def test_a_subscriber_switches_layers_of_a_chromium_simulcast_camera(
     rid_of = {width: rid for rid, width in rid_widths.items()}
     tracks = await wait_flowing(subscriber, PUBLISHER, timeout=SWITCH_TIMEOUT)
     track_id = tracks["camera"].track_id
-    assert await subscriber.evaluate(_RECORD_FRAMES_JS, PUBLISHER), "no requestVideoFrameCallback"
+    assert await subscriber.evaluate(RECORD_FRAMES_JS, PUBLISHER), "no requestVideoFrameCallback"
     # no preference: the best layer
     deadline = time.monotonic() + SWITCH_TIMEOUT
     while (await received(subscriber, PUBLISHER))["camera"].frame_width != WIDTHS[2]:

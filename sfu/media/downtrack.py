@@ -23,9 +23,11 @@ from sfu.media.reports import ntp_timestamp, rtt_from_report
 from sfu.media.vp8_rewriter import Vp8Rewriter
 from sfu.rtp.header import build_extension_block, rewrite, wrap_rtx
 from sfu.rtp.rtcp import ReportBlock, SenderReport
+from sfu.rtp.vp8 import Vp8Descriptor
 
 _log = structlog.get_logger("sfu.downtrack")
 
+_AS_THEY_ARE = (-1, -1, -1)
 #: How long a keyframe of the layer a down-track is leaving is held back for the target's (s):
 #: libwebrtc's keyframes of all layers arrive within a few milliseconds of each other.
 HOLD_LIMIT = 0.04
@@ -140,6 +142,13 @@ class DownTrack:
     def forward(self, packet: IngressPacket) -> None:
         # the hot path: once per packet per subscriber, so everything is inlined here
         stream = self.stream
+        descriptor = packet.vp8  # parsed on VP8 simulcast tracks only
+        if descriptor is not None:
+            fields = self._descriptor_fields(descriptor)
+            if fields is None:  # a temporal layer not forwarded: it leaves no gap
+                stream.munger.drop(packet.ext_seq)
+                return
+            picture_id, tl0picidx, keyidx = fields
         mapped = stream.munger.forward(packet.ext_seq, packet.timestamp)
         if mapped is None:
             self._refused(packet)
@@ -152,20 +161,41 @@ class DownTrack:
             extensions, value_at = self._ext_template, self._ext_value_at
         else:
             extensions, value_at, value = self._ext_static, -1, b""
-        self.sink.send_rewritten(
-            packet.data,
-            packet.payload_start,
-            self._payload_type,
-            seq,
-            ts,
-            self._ssrc,
-            extensions,
-            value_at,
-            value,
-        )
+        if descriptor is None:
+            self.sink.send_rewritten(
+                packet.data,
+                packet.payload_start,
+                self._payload_type,
+                seq,
+                ts,
+                self._ssrc,
+                extensions,
+                value_at,
+                value,
+            )
+        else:
+            self.sink.send_vp8(
+                packet.data,
+                packet.payload_start,
+                self._payload_type,
+                seq,
+                ts,
+                self._ssrc,
+                extensions,
+                value_at,
+                value,
+                picture_id,
+                tl0picidx,
+                keyidx,
+            )
         stream.last_sent = packet.arrival
         stream.packets_sent += 1
         stream.octets_sent += packet.payload_size
+
+    def _descriptor_fields(self, descriptor: Vp8Descriptor) -> tuple[int, int, int] | None:
+        """VP8 picture id, TL0PICIDX and KEYIDX to write (-1: as they are), or None to drop the
+        packet; a simulcast down-track keeps them continuous (:mod:`sfu.media.vp8_downtrack`)."""
+        return _AS_THEY_ARE
 
     def set_layer(self, layer: LayerReceiver | None, now: float) -> None:
         """Forward ``layer`` from its next keyframe on (None: pause), the current one until then.

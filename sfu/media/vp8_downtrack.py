@@ -3,7 +3,8 @@
 On top of :class:`~sfu.media.downtrack.DownTrack`'s sequence numbers and timestamps, the payload
 descriptor's picture id, TL0PICIDX and KEYIDX continue across layers, and temporal layers above
 the subscriber's choice are dropped (:class:`~sfu.media.vp8_rewriter.Vp8Rewriter`, RFC 7741).
-Still one C call per copy: ``send_vp8`` writes the descriptor fields as it copies the payload.
+Still one C call per copy: ``DownTrack.forward`` calls ``send_vp8``, which writes the descriptor
+fields as it copies the payload, with what :meth:`Vp8DownTrack._descriptor_fields` decides.
 A track without simulcast keeps the plain down-track: nothing of this runs for it.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 from sfu.media.downtrack import DownTrack
 from sfu.media.layer import IngressPacket, LayerReceiver
 from sfu.media.vp8_rewriter import MAX_TEMPORAL_LAYER, Vp8Rewriter
-from sfu.rtp.vp8 import patch_descriptor
+from sfu.rtp.vp8 import Vp8Descriptor, patch_descriptor
 
 
 class Vp8DownTrack(DownTrack):
@@ -32,47 +33,8 @@ class Vp8DownTrack(DownTrack):
         self._rewriter().switch_source()
         return True
 
-    def forward(self, packet: IngressPacket) -> None:
-        descriptor = packet.vp8
-        stream = self.stream
-        vp8 = stream.vp8
-        if descriptor is None or vp8 is None:
-            super().forward(packet)
-            return
-        fields = vp8.forward(descriptor)
-        if fields is None:  # a temporal layer not forwarded: it leaves no gap
-            stream.munger.drop(packet.ext_seq)
-            return
-        mapped = stream.munger.forward(packet.ext_seq, packet.timestamp)
-        if mapped is None:
-            self._refused(packet)
-            return
-        seq, ts = mapped
-        if self._ts_offset is None:
-            self._ts_offset = (ts - packet.timestamp) & 0xFFFFFFFF
-        value = packet.abs_send_time if self._ext_abs_send_time else packet.audio_level
-        if value:
-            extensions, value_at = self._ext_template, self._ext_value_at
-        else:
-            extensions, value_at, value = self._ext_static, -1, b""
-        picture_id, tl0picidx, keyidx = fields
-        self.sink.send_vp8(
-            packet.data,
-            packet.payload_start,
-            self._payload_type,
-            seq,
-            ts,
-            self._ssrc,
-            extensions,
-            value_at,
-            value,
-            picture_id,
-            tl0picidx,
-            keyidx,
-        )
-        stream.last_sent = packet.arrival
-        stream.packets_sent += 1
-        stream.octets_sent += packet.payload_size
+    def _descriptor_fields(self, descriptor: Vp8Descriptor) -> tuple[int, int, int] | None:
+        return self._rewriter().forward(descriptor)
 
     def _rewrite(self, packet: IngressPacket, seq: int, ts: int) -> bytes:
         data = super()._rewrite(packet, seq, ts)

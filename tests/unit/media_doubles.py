@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from sfu.api import TrackInfo
 from sfu.media.connection import MediaConnection
+from sfu.media.layer import LayerReceiver
 from sfu.media.params import URI_ABS_SEND_TIME, URI_MID, Codec, MediaParams
 from sfu.media.receiver import TrackReceiver
 from sfu.rtp.header import rewrite
@@ -66,6 +67,23 @@ class RecordingSink:
         )
         start = len(packet) - (len(data) - payload_start)
         self.packets.append(patch_descriptor(packet, start, picture_id, tl0picidx, keyidx))
+
+
+class Upstream:
+    """Records what the receiver asks of its publisher's connection."""
+
+    def __init__(self) -> None:
+        self.requests: list[int] = []
+        self.timers: list[tuple[float, Callable[[], None]]] = []
+
+    def request_keyframe_now(self, media_ssrc: int) -> None:
+        self.requests.append(media_ssrc)
+
+    def schedule_nack(self, layer: LayerReceiver) -> None:
+        return None
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
+        self.timers.append((delay, callback))
 
 
 def vp8_packet(seq: int, keyframe: bool, ssrc: int = PUBLISHER_SSRC) -> bytes:

@@ -8,38 +8,21 @@ layer; until then the current layer keeps flowing; after it, nothing of the old 
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable
 from itertools import pairwise
 
 import pytest
 
 from sfu.api import TrackInfo
 from sfu.media.downtrack import DownTrack, OutgoingStream
-from sfu.media.layer import LayerReceiver
 from sfu.media.params import URI_MID, Codec, MediaParams
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import PublisherClock
 
-from .media_doubles import RecordingSink
+from .media_doubles import RecordingSink, Upstream
 
 H264 = Codec(102, "H264", 90000, fmtp={"packetization-mode": "1", "profile-level-id": "42e01f"})
 SSRC = {"q": 0x10, "f": 0x20}
 IDR, SLICE = b"\x65", b"\x41"  # NAL unit types 5 (IDR) and 1 (non-IDR slice)
-
-
-class Upstream:
-    def __init__(self) -> None:
-        self.requests: list[int] = []
-        self.timers: list[tuple[float, Callable[[], None]]] = []
-
-    def request_keyframe_now(self, media_ssrc: int) -> None:
-        self.requests.append(media_ssrc)
-
-    def schedule_nack(self, layer: LayerReceiver) -> None:
-        return None
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
-        self.timers.append((delay, callback))
 
 
 def packet(rid: str, seq: int, nal: bytes, ts: int | None = None) -> bytes:

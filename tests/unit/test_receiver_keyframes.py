@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from sfu.api import TrackInfo
@@ -12,24 +10,13 @@ from sfu.media.layer import KEYFRAME_RETRY, LayerReceiver
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import PublisherClock
 
-from .media_doubles import RecordingSink, publisher_params, subscriber_params, vp8_packet
-
-
-class Upstream:
-    """Records what the receiver asks of its publisher's connection."""
-
-    def __init__(self) -> None:
-        self.requests: list[int] = []
-        self.timers: list[tuple[float, Callable[[], None]]] = []
-
-    def request_keyframe_now(self, media_ssrc: int) -> None:
-        self.requests.append(media_ssrc)
-
-    def schedule_nack(self, layer: LayerReceiver) -> None:
-        return None
-
-    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
-        self.timers.append((delay, callback))
+from .media_doubles import (
+    RecordingSink,
+    Upstream,
+    publisher_params,
+    subscriber_params,
+    vp8_packet,
+)
 
 
 class Clock:

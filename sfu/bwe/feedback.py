@@ -93,4 +93,3 @@ class ProbeCluster:
     bitrate: float
     duration: float = 0.015
     min_packets: int = 5
-

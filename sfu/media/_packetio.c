@@ -26,6 +26,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "_transport_cc.h"
+
 /* must match sfu/media/srtp.py */
 #define MAX_PACKET 2048
 /* libsrtp's worst-case trailer: SRTCP index, tag, MKI */
@@ -153,14 +155,19 @@ typedef struct {
     unsigned long long packets_sent;
     unsigned long long bytes_sent;
     unsigned long long send_errors;
+    TccState tcc;      /* transport-wide numbering and send records (_transport_cc.c) */
+    int tcc_id;        /* the negotiated transport-wide sequence number element; 0: none */
+    int probe_cluster; /* packets sent while it is >= 0 belong to that probe cluster */
 } Egress;
 
 static PyObject *
 Egress_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
     Egress *self = (Egress *)PyType_GenericNew(type, args, kwds);
-    if (self != NULL)
+    if (self != NULL) {
         self->fd = -1; /* not 0: that is stdin, which close() must never see */
+        self->probe_cluster = -1;
+    }
     return (PyObject *)self;
 }
 
@@ -220,21 +227,34 @@ static void
 Egress_dealloc(Egress *self)
 {
     Egress_close_fd(self);
+    tcc_free(&self->tcc);
     Py_XDECREF(self->srtp);
     Py_XDECREF(self->relay);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* Protect the size bytes at egress_buffer and send them. Counts rather than raises: a full
- * socket buffer drops the packet, as a router would. NULL only when the relay raised. */
+/* Protect the size bytes at egress_buffer and send them; an RTP packet that carries the
+ * transport-wide sequence number element gets its number first. Counts rather than raises: a
+ * full socket buffer drops the packet, as a router would. NULL only when the relay raised. */
 static PyObject *
-protect_and_send(Egress *self, int size, srtp_fn protect)
+protect_and_send(Egress *self, int size, int rtcp)
 {
     int length = size;
-    if (self->srtp == NULL || protect(self->srtp->ctx, egress_buffer, &length) != 0) {
+    Py_ssize_t tcc_at = -1;
+    if (!rtcp && self->tcc_id > 0) {
+        tcc_at = tcc_value_offset(egress_buffer, size, self->tcc_id);
+        if (tcc_at >= 0)
+            tcc_stamp(&self->tcc, egress_buffer, tcc_at, self->probe_cluster);
+    }
+    srtp_fn protect = NULL;
+    if (self->srtp != NULL)
+        protect = rtcp ? self->srtp->protect_rtcp : self->srtp->protect_rtp;
+    if (protect == NULL || protect(self->srtp->ctx, egress_buffer, &length) != 0) {
         self->send_errors++;
         Py_RETURN_NONE;
     }
+    if (tcc_at >= 0)
+        tcc_record_size(&self->tcc, length);
     if (self->fd >= 0) {
         if (sendto(self->fd, egress_buffer, (size_t)length, 0, (struct sockaddr *)&self->addr,
                    self->addr_length) < 0) {
@@ -343,7 +363,7 @@ Egress_send_rewritten(Egress *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         Py_RETURN_NONE;
     }
-    return protect_and_send(self, total, self->srtp ? self->srtp->protect_rtp : NULL);
+    return protect_and_send(self, total, 0);
 }
 
 /* RFC 7741 §4.2: write picture id, TL0PICIDX and KEYIDX into the VP8 payload descriptor that
@@ -419,7 +439,7 @@ Egress_send_vp8(Egress *self, PyObject *const *args, Py_ssize_t nargs)
         size = padding == 0 || padding > size ? 0 : size - padding;
     }
     patch_vp8(egress_buffer + payload_at, size, picture_id, tl0picidx, keyidx);
-    return protect_and_send(self, total, self->srtp ? self->srtp->protect_rtp : NULL);
+    return protect_and_send(self, total, 0);
 }
 
 static PyObject *
@@ -435,8 +455,7 @@ send_whole(Egress *self, PyObject *packet, int rtcp)
         Py_RETURN_NONE;
     }
     memcpy(egress_buffer, PyBytes_AS_STRING(packet), (size_t)size);
-    return protect_and_send(self, (int)size,
-                            rtcp ? self->srtp->protect_rtcp : self->srtp->protect_rtp);
+    return protect_and_send(self, (int)size, rtcp);
 }
 
 static PyObject *
@@ -449,6 +468,39 @@ static PyObject *
 Egress_send_rtcp(Egress *self, PyObject *packet)
 {
     return send_whole(self, packet, 1);
+}
+
+static PyObject *
+Egress_transport_feedback(Egress *self, PyObject *fci)
+{
+    if (!PyBytes_CheckExact(fci)) {
+        PyErr_SetString(PyExc_TypeError, "expected bytes");
+        return NULL;
+    }
+    return tcc_feedback(&self->tcc, (const unsigned char *)PyBytes_AS_STRING(fci),
+                        PyBytes_GET_SIZE(fci));
+}
+
+static PyObject *
+Egress_get_transport_cc_id(Egress *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLong(self->tcc_id);
+}
+
+static int
+Egress_set_transport_cc_id(Egress *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    long id;
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete transport_cc_id");
+        return -1;
+    }
+    if (as_int(value, 0, 255, "transport_cc_id", &id) < 0)
+        return -1;
+    if (id > 0 && tcc_enable(&self->tcc) < 0)
+        return -1;
+    self->tcc_id = (int)id;
+    return 0;
 }
 
 static PyObject *
@@ -474,6 +526,11 @@ static PyMethodDef Egress_methods[] = {
     {"send_rtp", (PyCFunction)Egress_send_rtp, METH_O, "Protect and send one RTP packet."},
     {"send_rtcp", (PyCFunction)Egress_send_rtcp, METH_O,
      "Protect and send one RTCP compound packet."},
+    {"transport_feedback", (PyCFunction)Egress_transport_feedback, METH_O,
+     "transport_feedback(fci)\n\n"
+     "Match one transport-cc feedback message's FCI against the send records: (groups, "
+     "received, lost, received_bytes, first_arrival, last_arrival, probes) as "
+     "sfu.bwe.feedback.FeedbackSummary.from_egress takes it, or None if it is malformed."},
     {"close", (PyCFunction)Egress_close, METH_NOARGS,
      "Close the socket descriptor and drop the relay; later sends are no-ops."},
     {NULL},
@@ -483,6 +540,19 @@ static PyMemberDef Egress_members[] = {
     {"packets_sent", T_ULONGLONG, offsetof(Egress, packets_sent), READONLY, NULL},
     {"bytes_sent", T_ULONGLONG, offsetof(Egress, bytes_sent), READONLY, NULL},
     {"send_errors", T_ULONGLONG, offsetof(Egress, send_errors), READONLY, NULL},
+    {"probe_cluster", T_INT, offsetof(Egress, probe_cluster), 0,
+     "RTP packets sent while this is >= 0 are recorded as that probe cluster's"},
+    {"transport_cc_sent", T_ULONGLONG, offsetof(Egress, tcc.next_seq), READONLY,
+     "packets numbered with a transport-wide sequence number"},
+    {"feedback_received", T_ULONGLONG, offsetof(Egress, tcc.feedback_received), READONLY, NULL},
+    {"feedback_malformed", T_ULONGLONG, offsetof(Egress, tcc.feedback_malformed), READONLY,
+     NULL},
+    {NULL},
+};
+
+static PyGetSetDef Egress_getset[] = {
+    {"transport_cc_id", (getter)Egress_get_transport_cc_id, (setter)Egress_set_transport_cc_id,
+     "the header extension id of the transport-wide sequence number (0: not negotiated)", NULL},
     {NULL},
 };
 
@@ -497,6 +567,7 @@ static PyTypeObject EgressType = {
     .tp_dealloc = (destructor)Egress_dealloc,
     .tp_methods = Egress_methods,
     .tp_members = Egress_members,
+    .tp_getset = Egress_getset,
 };
 
 static struct PyModuleDef packetio_module = {

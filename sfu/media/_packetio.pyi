@@ -19,6 +19,14 @@ class Egress:
     packets_sent: int
     bytes_sent: int
     send_errors: int
+    #: the transport-wide sequence number element's id (0: none): RTP packets carrying it are
+    #: numbered and recorded (draft-holmer-rmcat-transport-wide-cc-extensions-01)
+    transport_cc_id: int
+    #: packets sent while this is >= 0 are recorded as that probe cluster's
+    probe_cluster: int
+    transport_cc_sent: int
+    feedback_received: int
+    feedback_malformed: int
     def __init__(
         self,
         srtp: SrtpSession,
@@ -58,4 +66,18 @@ class Egress:
     ) -> None: ...
     def send_rtp(self, packet: bytes, /) -> None: ...
     def send_rtcp(self, packet: bytes, /) -> None: ...
+    def transport_feedback(
+        self, fci: bytes, /
+    ) -> (
+        tuple[
+            list[tuple[float, float, int]],
+            int,
+            int,
+            int,
+            float | None,
+            float | None,
+            list[tuple[int, float, float, int]],
+        ]
+        | None
+    ): ...
     def close(self) -> None: ...

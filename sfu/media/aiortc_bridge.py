@@ -60,10 +60,11 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from OpenSSL import SSL
 
 from sfu.api import Kind
+from sfu.bwe.feedback import FeedbackSummary
 from sfu.config import IceServer
 from sfu.media import sdp_check, sdp_simulcast
 from sfu.media.candidate import InvalidValue, parse_candidate, show
-from sfu.media.params import Codec, MediaParams
+from sfu.media.params import TRANSPORT_CC, URI_TRANSPORT_CC, Codec, MediaParams
 from sfu.media.sdp_simulcast import Layer
 from sfu.media.srtp import Egress, SrtpSession, forget_stream, srtp_session
 
@@ -238,6 +239,7 @@ class MediaTransport:
         self.send_rewritten: Callable[..., None] = self._send_rewritten_unopened
         self.send_vp8: Callable[..., None] = self._send_vp8_unopened
         self._egress: Egress | None = None
+        self._transport_cc_id = 0
         self._closed_counts = (0, 0, 0)  # packets, bytes, errors of egresses closed before
         self._rx: tuple[Any, SrtpSession] | None = None  # (pylibsrtp session, its C view)
         self._relayed_sends: set[asyncio.Future[None]] = set()
@@ -296,6 +298,29 @@ class MediaTransport:
         """Packets the socket refused (buffer full), SRTP could not protect, or too big."""
         egress = self._egress
         return self._closed_counts[2] + (egress.send_errors if egress else 0)
+
+    @property
+    def transport_cc_id(self) -> int:
+        """The transport-wide sequence number's extension id (0: not negotiated)."""
+        return self._transport_cc_id
+
+    @transport_cc_id.setter
+    def transport_cc_id(self, ext_id: int) -> None:
+        self._transport_cc_id = ext_id
+        if self._egress is not None:
+            self._egress.transport_cc_id = ext_id
+
+    def transport_feedback(self, fci: bytes) -> FeedbackSummary | None:
+        """One transport-cc feedback message matched against what this transport sent; None
+        when malformed, or before anything was sent."""
+        egress = self._egress
+        raw = None if egress is None else egress.transport_feedback(fci)
+        return None if raw is None else FeedbackSummary.from_egress(raw)
+
+    def set_probe_cluster(self, cluster: int) -> None:
+        """Record packets sent from now on as probe cluster ``cluster``'s (-1: none)."""
+        if self._egress is not None:
+            self._egress.probe_cluster = cluster
 
     async def _handle_rtp_data(self, data: bytes, arrival_time_ms: int) -> None:
         self.last_activity = now = time.monotonic()
@@ -358,6 +383,7 @@ class MediaTransport:
             if fd >= 0:
                 os.close(fd)
             return None
+        egress.transport_cc_id = self._transport_cc_id
         self._egress = egress
         self.send_rewritten = egress.send_rewritten
         self.send_vp8 = egress.send_vp8
@@ -509,7 +535,9 @@ async def create_offer(
         else:
             wanted = new_codecs.get(transceiver)
             codecs = _codec_parameters(wanted, used_pts) if wanted else media.rtp.codecs
-            extensions = _extension_parameters(media.rtp.headerExtensions, ext_ids)
+            extensions = _extension_parameters(
+                [*media.rtp.headerExtensions, _TRANSPORT_CC_EXTENSION], ext_ids
+            )
             transceiver._codecs, transceiver._headerExtensions = codecs, extensions
         media.rtp.codecs = codecs
         media.rtp.headerExtensions = extensions
@@ -531,12 +559,14 @@ def _codec_parameters(
     codec: Codec, used: dict[int | None, RTCRtpCodecParameters]
 ) -> list[RTCRtpCodecParameters]:
     kind = "audio" if codec.channels else "video"
+    # the subscriber's transport-wide feedback drives its bandwidth estimate (sfu/bwe)
+    feedback = codec.feedback if TRANSPORT_CC in codec.feedback else (*codec.feedback, TRANSPORT_CC)
     media = RTCRtpCodecParameters(
         mimeType=f"{kind}/{codec.name}",
         clockRate=codec.clock_rate,
         channels=codec.channels,
         payloadType=_free_pt(codec, used),
-        rtcpFeedback=[_feedback(f) for f in codec.feedback],
+        rtcpFeedback=[_feedback(f) for f in feedback],
         parameters=dict(codec.fmtp),
     )
     used[media.payloadType] = media
@@ -592,6 +622,10 @@ def _free_pt(
         if candidate not in used:
             return int(candidate)
     raise RuntimeError("no free payload type left on this transport")
+
+
+#: Offered on every m-line the server offers: one transport-wide numbering covers them all.
+_TRANSPORT_CC_EXTENSION = RTCRtpHeaderExtensionParameters(id=5, uri=URI_TRANSPORT_CC)
 
 
 def _feedback(text: str) -> RTCRtcpFeedback:

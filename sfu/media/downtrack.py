@@ -17,7 +17,13 @@ import structlog
 from sfu.media.layer import IngressPacket, LayerReceiver
 from sfu.media.layer_selector import LayerTarget
 from sfu.media.munger import RtpMunger
-from sfu.media.params import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, MediaParams
+from sfu.media.params import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    URI_TRANSPORT_CC,
+    MediaParams,
+)
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import ntp_timestamp, rtt_from_report
 from sfu.media.vp8_rewriter import Vp8Rewriter
@@ -416,31 +422,35 @@ class DownTrack:
 class _ExtensionWriter:
     """Header extensions with the subscriber connection's ids (RFC 8285).
 
-    mid always; abs-send-time on video (refreshed per packet, for the subscriber's bandwidth
-    estimator); the publisher's audio level on audio. rid/repaired-rid are never forwarded.
-    Per subscriber this makes two blocks: ``static`` (mid alone) and ``template`` (mid and the
-    variable element, whose value per packet is written at ``value_at``).
+    mid always; the transport-wide sequence number when negotiated (a zero the egress numbers,
+    draft-holmer-rmcat-transport-wide-cc-extensions-01); abs-send-time on video (refreshed per
+    packet, for the subscriber's bandwidth estimator); the publisher's audio level on audio.
+    rid/repaired-rid are never forwarded. Per subscriber this makes two blocks: ``static`` (the
+    fixed elements) and ``template`` (those and the variable element, whose value per packet is
+    written at ``value_at``).
     """
 
     def __init__(self, params: MediaParams) -> None:
         ids = params.extensions
-        mid = [(ids[URI_MID], params.mid.encode())] if URI_MID in ids else []
+        fixed = [(ids[URI_MID], params.mid.encode())] if URI_MID in ids else []
+        if URI_TRANSPORT_CC in ids:
+            fixed.append((ids[URI_TRANSPORT_CC], bytes(2)))
         abs_send_time_id = ids.get(URI_ABS_SEND_TIME) if params.kind == "video" else None
         audio_level_id = ids.get(URI_AUDIO_LEVEL) if params.kind == "audio" else None
         variable_id = abs_send_time_id or audio_level_id
         #: whether packets carry the value in ``abs_send_time`` (else ``audio_level``)
         self.carries_abs_send_time = abs_send_time_id is not None
-        self.static = build_extension_block(mid)
+        self.static = build_extension_block(fixed)
         self.template = self.static
         self.value_at = -1
         self.value_size = 0
         if variable_id is not None:
             self.value_size = 3 if abs_send_time_id is not None else 1
-            self.template = build_extension_block([*mid, (variable_id, bytes(self.value_size))])
+            self.template = build_extension_block([*fixed, (variable_id, bytes(self.value_size))])
             # the variable element is the last one: its value ends the elements
             one_byte = self.template[:2] == b"\xbe\xde"
             element_header = 1 if one_byte else 2
-            elements = sum(element_header + len(v) for _, v in mid)
+            elements = sum(element_header + len(v) for _, v in fixed)
             self.value_at = 4 + elements + element_header
 
     def block(self, packet: IngressPacket) -> bytes:

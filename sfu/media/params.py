@@ -12,6 +12,10 @@ URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
 URI_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+#: the transport-wide sequence number (draft-holmer-rmcat-transport-wide-cc-extensions-01 §2)
+URI_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+#: the RTCP feedback that goes with it (a=rtcp-fb:PT transport-cc)
+TRANSPORT_CC = "transport-cc"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,14 @@ import pytest
 from sfu.api import Kind
 from sfu.media.downtrack import _ExtensionWriter
 from sfu.media.layer import IngressPacket
-from sfu.media.params import URI_ABS_SEND_TIME, URI_AUDIO_LEVEL, URI_MID, Codec, MediaParams
+from sfu.media.params import (
+    URI_ABS_SEND_TIME,
+    URI_AUDIO_LEVEL,
+    URI_MID,
+    URI_TRANSPORT_CC,
+    Codec,
+    MediaParams,
+)
 from sfu.rtp.header import build_extension_block, parse_extensions
 
 
@@ -51,6 +58,32 @@ def packet(abs_send_time: bytes, audio_level: bytes | None) -> IngressPacket:
             [(15, b"7"), (20, b"\x05")],
         ),  # ids over 14: the two-byte form
         ("video", "0", {}, b"\x01\x02\x03", None, []),
+        # the transport-wide sequence number: a zero the egress writes over, before the value
+        (
+            "video",
+            "3",
+            {URI_MID: 1, URI_ABS_SEND_TIME: 3, URI_TRANSPORT_CC: 5},
+            b"\x01\x02\x03",
+            None,
+            [(1, b"3"), (5, b"\x00\x00"), (3, b"\x01\x02\x03")],
+        ),
+        (
+            "audio",
+            "1",
+            {URI_MID: 1, URI_AUDIO_LEVEL: 2, URI_TRANSPORT_CC: 5},
+            b"",
+            b"\x9a",
+            [(1, b"1"), (5, b"\x00\x00"), (2, b"\x9a")],
+        ),
+        ("audio", "1", {URI_MID: 1, URI_TRANSPORT_CC: 5}, b"", None, [(1, b"1"), (5, bytes(2))]),
+        (
+            "audio",
+            "7",
+            {URI_MID: 15, URI_AUDIO_LEVEL: 20, URI_TRANSPORT_CC: 16},
+            b"",
+            b"\x05",
+            [(15, b"7"), (16, bytes(2)), (20, b"\x05")],
+        ),
     ],
 )
 def test_template_matches_a_built_block(

@@ -5,8 +5,10 @@
 - RFC 4585 §6.2.1: generic NACK (RTPFB, FMT 1); §6.3.1: picture loss indication (PSFB, FMT 1).
 - RFC 5104 §4.3.1: full intra request (PSFB, FMT 4).
 - draft-alvestrand-rmcat-remb-03: receiver estimated maximum bitrate (PSFB, FMT 15, "REMB").
+- draft-holmer-rmcat-transport-wide-cc-extensions-01: transport-cc feedback (RTPFB, FMT 15,
+  :class:`sfu.rtp.twcc.TransportFeedback`).
 
-Anything else (transport-cc, XR, APP, other feedback) is kept as :class:`UnknownRtcp`.
+Anything else (XR, APP, other feedback) is kept as :class:`UnknownRtcp`.
 Malformed input raises ``ValueError`` saying what is wrong.
 """
 
@@ -16,6 +18,9 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
+
+from sfu.rtp.twcc import FMT as RTPFB_TRANSPORT_CC
+from sfu.rtp.twcc import TransportFeedback
 
 SR, RR, SDES, BYE, APP, RTPFB, PSFB, XR = 200, 201, 202, 203, 204, 205, 206, 207
 RTPFB_NACK = 1
@@ -302,7 +307,16 @@ class UnknownRtcp:
 
 
 RtcpPacket: TypeAlias = (
-    SenderReport | ReceiverReport | SourceDescription | Bye | Nack | Pli | Fir | Remb | UnknownRtcp
+    SenderReport
+    | ReceiverReport
+    | SourceDescription
+    | Bye
+    | Nack
+    | Pli
+    | Fir
+    | Remb
+    | TransportFeedback
+    | UnknownRtcp
 )
 
 
@@ -317,6 +331,8 @@ def _parse_one(packet_type: int, count: int, body: bytes) -> RtcpPacket:
         return Bye.parse_body(count, body)
     if packet_type == RTPFB and count == RTPFB_NACK:
         return Nack.parse_body(count, body)
+    if packet_type == RTPFB and count == RTPFB_TRANSPORT_CC:
+        return TransportFeedback.parse_body(count, body)
     if packet_type == PSFB:
         if count == PSFB_PLI:
             return Pli.parse_body(count, body)

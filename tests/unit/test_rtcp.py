@@ -17,6 +17,7 @@ from sfu.rtp.rtcp import (
     parse_compound,
     serialize,
 )
+from sfu.rtp.twcc import TransportFeedback
 
 H = bytes.fromhex
 
@@ -71,7 +72,10 @@ VECTORS: list[tuple[RtcpPacket, str]] = [
         "8fce0005 00000001 00000000 52454d42 0112625a 11111111",
     ),
     (Remb(1, 0, []), "8fce0004 00000001 00000000 52454d42 00000000"),
-    (UnknownRtcp(205, 15, H("00000001 00000002 0001abcd")), "8fcd0003 00000001 00000002 0001abcd"),
+    (TransportFeedback(1, 2, H("0001abcd")), "8fcd0003 00000001 00000002 0001abcd"),
+    # an FCI of 5 bytes: P set, the padding's last octet counts 3
+    (TransportFeedback(1, 2, H("0001abcd01")), "afcd0004 00000001 00000002 0001abcd 01000003"),
+    (UnknownRtcp(205, 3, H("00000001 00000002 0001abcd")), "83cd0003 00000001 00000002 0001abcd"),
     (UnknownRtcp(204, 0, H("00000001 6e616d65")), "80cc0002 00000001 6e616d65"),
     (UnknownRtcp(207, 0, H("00000001")), "80cf0001 00000001"),
     (
@@ -156,6 +160,7 @@ def test_parse(data: str, parsed: list[RtcpPacket]) -> None:
         ("82cb0001 01020304", "BYE with 2 sources truncated"),
         ("81cd0001 00000001", "NACK truncated"),
         ("81ce0001 00000001", "PLI truncated"),
+        ("8fcd0001 00000001", "transport-cc feedback truncated"),
         ("84ce0003 00000001 00000000 0a0b0c0d", "FIR entries truncated"),
         ("8fce0004 00000001 00000000 52454d42 0212625a", "REMB with 2 SSRCs truncated"),
     ],

@@ -10,6 +10,8 @@ Galene moves up below 7/8 of the estimate and down above 3/2 of it):
 - going down for budget is immediate: sending more than the link carries builds queues and loss;
 - going up needs the total to fit :data:`UPGRADE_MARGIN` times over, and waits
   :data:`UPGRADE_HOLD` after a downgrade for budget;
+- a track whose lowest layer does not fit is paused (``starved``) rather than squeezed in: the
+  link would drop packets of everything, audio included; it resumes as an upgrade would;
 - a preference change, a new track, a layer stopping or coming back apply at once.
 """
 
@@ -70,7 +72,8 @@ class LayerTarget:
     received yet). ``temporal``: the highest temporal layer to forward, None for all.
     ``desired_rid``: the layer preferences and budget allow, which differs from ``rid`` while
     that layer is not arriving; it must stay wanted from the publisher or it never comes back.
-    ``starved``: even the lowest layer does not fit the budget (forwarded anyway, for now).
+    ``starved``: even the lowest layer does not fit the budget: paused (``paused`` is set too).
+    ``limited``: the budget, not the preferences, keeps it below the layer it would like.
     """
 
     track_id: str
@@ -80,6 +83,7 @@ class LayerTarget:
     desired_rid: str | None = None
     paused: bool = False
     starved: bool = False
+    limited: bool = False
 
 
 @dataclass(slots=True)
@@ -87,6 +91,7 @@ class _Memory:
     settings: TrackSettings
     desired_rid: str | None
     target_rid: str | None
+    starved: bool = False
 
 
 @dataclass(slots=True)
@@ -96,6 +101,7 @@ class _Plan:
     keep: int  # the level it had (capped): keeping it needs no margin
     may_upgrade: bool
     priority: int
+    was_starved: bool = False
     level: int = 0
     starved: bool = False
 
@@ -106,7 +112,7 @@ class _Plan:
 class LayerSelector:
     """Target layers for the video tracks of one subscriber connection, sharing one budget."""
 
-    __slots__ = ("_hold_until", "_memory", "upgrade_hold", "upgrade_margin")
+    __slots__ = ("_hold_until", "_memory", "allocated", "upgrade_hold", "upgrade_margin")
 
     def __init__(
         self, *, upgrade_margin: float = UPGRADE_MARGIN, upgrade_hold: float = UPGRADE_HOLD
@@ -115,6 +121,8 @@ class LayerSelector:
         self.upgrade_hold = upgrade_hold
         self._memory: dict[str, _Memory] = {}
         self._hold_until = float("-inf")
+        #: bit/s the targets of the last ``select`` cost (layers as measured)
+        self.allocated = 0.0
 
     def select(
         self, tracks: Sequence[VideoTrackDemand], budget: float | None, now: float
@@ -141,10 +149,18 @@ class LayerSelector:
                 plan.level = plan.cap
         else:
             self._allocate(plans, budget)
+        self.allocated = 0.0
         for plan in plans:
             demand = plan.demand
-            if plan.level < plan.keep:  # down for budget (the preferences allow the old level)
-                self._hold_until = now + self.upgrade_hold
+            if plan.level < plan.keep or (plan.starved and not plan.was_starved):
+                self._hold_until = now + self.upgrade_hold  # down for budget, not preferences
+            if plan.starved:
+                memory[demand.track_id] = _Memory(demand.settings, None, None, starved=True)
+                results[demand.track_id] = LayerTarget(
+                    demand.track_id, paused=True, starved=True, limited=True
+                )
+                continue
+            self.allocated += plan.cost(plan.level)
             previous = self._memory.get(demand.track_id)
             spatial = _arriving(demand, plan.level, previous.target_rid if previous else None)
             desired = demand.layers[plan.level].rid
@@ -156,7 +172,7 @@ class LayerSelector:
                 target,
                 _temporal(demand),
                 desired,
-                starved=plan.starved,
+                limited=budget is not None and plan.level < plan.cap,
             )
         self._memory = memory  # tracks gone or paused are forgotten
         return results
@@ -170,15 +186,22 @@ class LayerSelector:
         # A new track or new preferences is the subscriber asking: no hold, margin still.
         asked = previous is None or previous.settings != demand.settings
         priority = SOURCE_PRIORITY.get(demand.source, DEFAULT_PRIORITY)
-        return _Plan(demand, cap, min(keep, cap), asked or now >= self._hold_until, priority)
+        starved = previous is not None and previous.starved
+        may_upgrade = asked or now >= self._hold_until
+        return _Plan(demand, cap, min(keep, cap), may_upgrade, priority, starved)
 
     def _allocate(self, plans: list[_Plan], budget: float) -> None:
         used = 0.0
-        for plan in plans:  # the lowest layer of each, in priority order
-            used += plan.cost(0)
-            plan.starved = used > budget
+        for plan in plans:  # the lowest layer of each, in priority order, while it fits
+            total = used + plan.cost(0)
+            if plan.was_starved:  # resuming is an upgrade: the margin, after the hold
+                plan.starved = not plan.may_upgrade or total * self.upgrade_margin > budget
+            else:
+                plan.starved = total > budget
+            if not plan.starved:
+                used = total
         for priority in sorted({plan.priority for plan in plans}):
-            group = [plan for plan in plans if plan.priority == priority]
+            group = [plan for plan in plans if plan.priority == priority and not plan.starved]
             used = self._raise(group, used, budget, upgrade=False)
             used = self._raise(group, used, budget, upgrade=True)
 

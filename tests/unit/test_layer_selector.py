@@ -53,10 +53,10 @@ def screen(track_id: str = "screen", **settings: Any) -> VideoTrackDemand:
 
 
 def outcome(target: LayerTarget) -> str:
-    """'h', 'h t0' (temporal cap), 'h want f' (desired layer not arriving), 'q starved',
-    'paused', 'none'."""
+    """'h', 'h t0' (temporal cap), 'h want f' (desired layer not arriving), 'starved' (paused:
+    not even the lowest layer fits), 'paused', 'none'."""
     if target.paused:
-        return "paused"
+        return "starved" if target.starved else "paused"
     if target.rid is None:
         return "none"
     words = [target.rid]
@@ -64,8 +64,6 @@ def outcome(target: LayerTarget) -> str:
         words.append(f"t{target.temporal}")
     if target.desired_rid != target.rid:
         words.append(f"want {target.desired_rid}")
-    if target.starved:
-        words.append("starved")
     return " ".join(words)
 
 
@@ -200,17 +198,33 @@ SELECTOR: dict[str, tuple[list[Step], str]] = {
         ],
         "keeping a's layer comes before b's upgrade, or they would swap on every new subscription",
     ),
-    "starved: keep the lowest, say so": (
+    "starved: paused rather than squeezed in": (
         [
-            (0, [track()], 100e3, {"cam": "q starved"}),
+            (0, [track()], 100e3, {"cam": "starved"}),
             (
                 1,
                 [track("a"), track("b"), screen()],
                 500e3,
-                {"screen": "sl", "a": "q starved", "b": "q starved"},
+                {"screen": "sl", "a": "starved", "b": "starved"},
             ),
         ],
-        "the next issue pauses; the screen's lowest fits, served first",
+        "the screen's lowest fits, served first; neither camera's fits in what is left",
+    ),
+    "starved: a track that does not fit leaves room for the next": (
+        [(0, [screen(), track()], 300e3, {"screen": "starved", "cam": "q"})],
+        "the screen's 400k cannot fit; the camera's 150k can",
+    ),
+    "starved: resumes as an upgrade would, with the margin, after the hold": (
+        [
+            (0, [track()], 1e6, {"cam": "h"}),
+            (1, [track()], 100e3, {"cam": "starved"}),
+            (2, [track()], 170e3, {"cam": "starved"}),
+            (3, [track()], 200e3, {"cam": "starved"}),
+            (5, [track()], 170e3, {"cam": "starved"}),
+            (5.1, [track()], 200e3, {"cam": "q"}),
+            (6, [track()], 160e3, {"cam": "q"}),
+        ],
+        "150k x1.2 = 180k to resume; the hold of 4 s after the pause at 1; 160k keeps it",
     ),
     "upgrade margin, downgrade at once, hold after it": (
         [
@@ -280,6 +294,17 @@ SELECTOR: dict[str, tuple[list[Step], str]] = {
         "the publisher ramped f up: it no longer fits",
     ),
 }
+
+
+def test_allocated_rate_and_limited_tracks() -> None:
+    selector = LayerSelector()
+    got = selector.select([track("a"), track("b", max_layer=0), screen()], 2.5e6, 0)
+    assert selector.allocated == 1.2e6 + 500e3 + 150e3
+    assert {k: t.limited for k, t in got.items()} == {"screen": False, "a": True, "b": False}
+    got = selector.select([track("a")], None, 1)
+    assert selector.allocated == 1.5e6 and not got["a"].limited
+    got = selector.select([track("a")], 100e3, 2)
+    assert selector.allocated == 0 and got["a"].limited and got["a"].starved
 
 
 @pytest.mark.parametrize("name", SELECTOR)

@@ -32,9 +32,15 @@ from aiortc import (
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from sfu.api import Kind, TrackInfo
-from sfu.media.aiortc_bridge import set_ice_host_addresses
+from sfu.media.aiortc_bridge import (
+    accept_transport_cc,
+    send_srtp,
+    set_ice_host_addresses,
+    tap_rtp,
+)
 from sfu_client.simulcast import DEFAULT_LAYERS, SimulcastPublisher
 from sfu_client.simulcast_media import LayerSize
+from sfu_client.transport_cc import TransportCcFeedback
 
 logger = logging.getLogger(__name__)
 
@@ -206,6 +212,7 @@ class SfuClient:
         *,
         ice_servers: Sequence[RTCIceServer | str] = (),
         owns_session: bool = True,
+        transport_cc: bool = True,
     ) -> None:
         self._session = session
         self._ws = ws
@@ -238,6 +245,11 @@ class SfuClient:
         #: called on ``publisherLayers`` with (track id, {rid: active}): which simulcast layers
         #: of a published track somebody receives; a simulcast publisher stops encoding the rest.
         self.on_publisher_layers: Callable[[str, dict[str, bool]], None] | None = None
+        #: answer the server's transport-cc and send feedback on what arrives (False: the
+        #: server has only aiortc's REMB to estimate this client's downlink)
+        self.transport_cc = transport_cc
+        #: the feedback sender, once a server offer negotiated transport-cc
+        self.transport_cc_feedback: TransportCcFeedback | None = None
 
         self._request_ids = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
@@ -265,10 +277,12 @@ class SfuClient:
         ice_hosts: Sequence[str] | None = None,
         session: aiohttp.ClientSession | None = None,
         request_timeout: float = DEFAULT_TIMEOUT,
+        transport_cc: bool = True,
     ) -> SfuClient:
         """Open the WebSocket without joining (``ice_hosts`` pins ICE process-wide).
 
         ``request_timeout`` bounds the connection and every wait for a reply (join, offer, leave).
+        ``transport_cc=False``: no transport-cc feedback (see :attr:`transport_cc`).
         """
         if ice_hosts is not None:
             set_ice_host_addresses(ice_hosts)
@@ -285,7 +299,9 @@ class SfuClient:
             if owns_session:
                 await http.close()
             raise
-        client = cls(http, ws, ice_servers=ice_servers, owns_session=owns_session)
+        client = cls(
+            http, ws, ice_servers=ice_servers, owns_session=owns_session, transport_cc=transport_cc
+        )
         client.request_timeout = request_timeout
         return client
 
@@ -301,6 +317,7 @@ class SfuClient:
         session: aiohttp.ClientSession | None = None,
         request_timeout: float = DEFAULT_TIMEOUT,
         auto_subscribe: bool = True,
+        transport_cc: bool = True,
     ) -> SfuClient:
         """Open the WebSocket, join ``room`` as ``name`` and return once ``joined`` arrived."""
         client = await cls.open(
@@ -309,6 +326,7 @@ class SfuClient:
             ice_hosts=ice_hosts,
             session=session,
             request_timeout=request_timeout,
+            transport_cc=transport_cc,
         )
         try:
             await client.join(room, name, auto_subscribe=auto_subscribe)
@@ -357,6 +375,8 @@ class SfuClient:
         await asyncio.wait({self._reader}, timeout=WS_CLOSE_TIMEOUT)
         self._reader.cancel()
         await asyncio.gather(self._reader, self._worker, return_exceptions=True)
+        if self.transport_cc_feedback is not None:
+            await self.transport_cc_feedback.stop()
         await self.pc.close()
         if self._owns_session:
             await self._session.close()
@@ -555,6 +575,7 @@ class SfuClient:
             await self.pc.setRemoteDescription(
                 RTCSessionDescription(sdp=str(answer.data["sdp"]), type="answer")
             )
+            self._keep_transport_cc()
             return answer
         finally:
             self._own_offer_pending = False
@@ -747,6 +768,7 @@ class SfuClient:
         sdp = str(offer.data["sdp"])
         self._check_extends_session(sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        self._keep_transport_cc()
         self._offered = dict(offer.data.get("tracks") or {})
         self._sync_remote_tracks()
         await self.pc.setLocalDescription(await self.pc.createAnswer())
@@ -754,6 +776,27 @@ class SfuClient:
         for publisher in self._simulcast:
             answer = publisher.answer(answer, sdp)
         await self.send({"type": "answer", "sdp": answer})
+
+    def _keep_transport_cc(self) -> None:
+        """After a remote description: keep transport-cc where the server sends, and start the
+        feedback the first time it is negotiated."""
+        if not self.transport_cc:
+            return
+        ext_id = accept_transport_cc(self.pc)
+        if not ext_id:
+            return
+        feedback = self.transport_cc_feedback
+        if feedback is None:
+            transports = (t.receiver.transport for t in self.pc.getTransceivers())
+            dtls = next((d for d in transports if d is not None), None)
+            if dtls is None:
+                return
+            feedback = self.transport_cc_feedback = TransportCcFeedback(
+                lambda data: send_srtp(dtls, data), ext_id
+            )
+            tap_rtp(dtls, feedback.on_rtp)
+            feedback.start()
+        feedback.ext_id = ext_id
 
     def _check_extends_session(self, sdp: str) -> None:
         """Refuse an offer that drops or reorders negotiated m-lines (JSEP 5.2.2): aiortc would

@@ -1188,3 +1188,86 @@ def tap_rtcp(dtls: RTCDtlsTransport, tap: RtcpTap) -> Callable[[], None]:
             taps.remove(tap)
 
     return untap
+
+
+# --- client side: transport-wide congestion control for sfu_client ---
+#
+# aiortc negotiates neither the transport-wide sequence number extension nor transport-cc
+# feedback, and reports nothing of them. A client keeps both on every m-line the server sends on
+# (sfu.media.params.URI_TRANSPORT_CC, draft-holmer-rmcat-transport-wide-cc-extensions-01), taps
+# each decrypted RTP packet before aiortc handles it, and sends the feedback itself
+# (sfu_client.transport_cc). The server's own negotiation is create_offer's.
+
+RtpTap = Callable[[bytes, float], None]  # (decrypted RTP packet, time.monotonic() on arrival)
+
+
+def accept_transport_cc(pc: RTCPeerConnection) -> int:
+    """Keep transport-cc on the m-lines the remote description just applied sends on, if it
+    offered (or answered) it; call after each ``setRemoteDescription``, before answering.
+
+    aiortc drops both from what it answers and, on an answer, from what it negotiated. Returns
+    the extension id (0: none): one for the whole bundle, as the server numbers its transport.
+    """
+    private: Any = pc
+    description = private._RTCPeerConnection__remoteDescription()
+    ext_id = 0
+    by_mid = {t.mid: t for t in pc.getTransceivers() if t.mid is not None and not t.stopped}
+    for media in description.media if description is not None else ():
+        transceiver = by_mid.get(media.rtp.muxId)
+        if transceiver is None or media.direction not in ("sendonly", "sendrecv"):
+            continue
+        offered = next((e for e in media.rtp.headerExtensions if e.uri == URI_TRANSPORT_CC), None)
+        if offered is None:
+            continue
+        ext_id = offered.id
+        extensions: list[RTCRtpHeaderExtensionParameters] = transceiver._headerExtensions
+        if all(e.uri != URI_TRANSPORT_CC for e in extensions):
+            extensions.append(RTCRtpHeaderExtensionParameters(id=offered.id, uri=URI_TRANSPORT_CC))
+        with_feedback = {
+            c.payloadType
+            for c in media.rtp.codecs
+            if any(f.type == TRANSPORT_CC for f in c.rtcpFeedback)
+        }
+        codecs: list[RTCRtpCodecParameters] = transceiver._codecs
+        for codec in codecs:
+            if codec.payloadType in with_feedback and all(
+                f.type != TRANSPORT_CC for f in codec.rtcpFeedback
+            ):
+                codec.rtcpFeedback.append(RTCRtcpFeedback(type=TRANSPORT_CC))
+    return ext_id
+
+
+_rtp_taps: weakref.WeakKeyDictionary[RTCDtlsTransport, list[RtpTap]] = weakref.WeakKeyDictionary()
+
+
+def tap_rtp(dtls: RTCDtlsTransport, tap: RtpTap) -> Callable[[], None]:
+    """Call ``tap(packet, arrival)`` with every decrypted RTP packet ``dtls`` receives, before
+    whatever handles it now (aiortc, or a load client's hook installed earlier). Returns the
+    untap function. A hook that later replaces ``_handle_rtp_data`` outright drops the tap: its
+    owner then feeds the tap itself.
+    """
+    taps = _rtp_taps.get(dtls)
+    if taps is None:
+        taps = _rtp_taps[dtls] = []
+        private: Any = dtls
+        handle = private._handle_rtp_data
+        active = taps
+        clock = time.monotonic
+
+        async def tapped(data: bytes, arrival_time_ms: int) -> None:
+            now = clock()  # aiortc's arrival_time_ms is too coarse for 250 µs receive deltas
+            for each in tuple(active):
+                try:
+                    each(data, now)
+                except Exception:  # a bug in a tap must not end aiortc's receive loop
+                    _client_logger.exception("RTP tap failed")
+            await handle(data, arrival_time_ms)
+
+        private._handle_rtp_data = tapped
+    taps.append(tap)
+
+    def untap() -> None:
+        if tap in taps:
+            taps.remove(tap)
+
+    return untap

@@ -1,5 +1,6 @@
 """Guards on the aiortc internals the client side of sfu/media/aiortc_bridge.py relies on
-(the section "client side: simulcast publishing for sfu_client").
+(the sections "client side: simulcast publishing for sfu_client" and "client side:
+transport-wide congestion control for sfu_client").
 
 A plain aiortc peer connection (the client) talks to a ServerPeerConnection over 127.0.0.1.
 """
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,6 +21,9 @@ from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpsender import RTCRtpSender
 
 from sfu.media import aiortc_bridge as bridge
+from sfu.media.params import URI_TRANSPORT_CC, Codec
+from sfu.rtp.header import build_extension_block
+from sfu.rtp.twcc import transport_sequence
 
 WAIT = 10.0
 RR = bytes([0x80, 201, 0, 1, 0, 0, 0, 1])  # an empty receiver report
@@ -90,8 +95,10 @@ def test_private_names_still_exist() -> None:
     # the peer connection builds its senders by this module-level name
     module: Any = aiortc_rtcpeerconnection
     assert module.RTCRtpSender is RTCRtpSender
-    for name in ("_send_rtp", "_handle_rtcp_data"):
+    for name in ("_send_rtp", "_handle_rtcp_data", "_handle_rtp_data"):
         assert asyncio.iscoroutinefunction(getattr(RTCDtlsTransport, name)), name
+    # accept_transport_cc reads the applied remote description, parsed
+    assert callable(getattr(RTCPeerConnection, "_RTCPeerConnection__remoteDescription", None))
     for name in ("send", "stop"):
         assert asyncio.iscoroutinefunction(getattr(RTCRtpSender, name)), name
 
@@ -179,3 +186,102 @@ def test_aiortc_reads_past_rid_and_simulcast_lines() -> None:
     )
     text = str(aiortc_sdp.SessionDescription.parse(sdp))
     assert "a=rid" not in text and "a=simulcast" not in text
+
+
+VP8 = Codec(payload_type=97, name="VP8", clock_rate=90000, rtx_payload_type=98)
+
+
+def _extmaps_and_feedback(sdp: str) -> dict[str, tuple[list[str], list[str]]]:
+    """mid -> (transport-cc extmap lines, transport-cc rtcp-fb lines) of a description."""
+    result: dict[str, tuple[list[str], list[str]]] = {}
+    for section in sdp.split("m=")[1:]:
+        lines = section.splitlines()
+        mid = next(line[6:] for line in lines if line.startswith("a=mid:"))
+        extmaps = [
+            line for line in lines if line.startswith("a=extmap:") and URI_TRANSPORT_CC in line
+        ]
+        feedback = [line for line in lines if line.endswith(" transport-cc")]
+        result[mid] = (extmaps, feedback)
+    return result
+
+
+async def _server_offers_a_track(peers: Peers, *, offer_on_all: bool = False) -> tuple[int, str]:
+    """The server offers one more (sending) video m-line; the client answers keeping
+    transport-cc. ``offer_on_all``: the offer also has the extension on the m-line the client
+    sends on. Returns the extension id and the client's answer."""
+    transceiver = bridge.add_send_transceiver(peers.server, "video")
+    offer = await bridge.create_offer(peers.server, {transceiver: VP8})
+    if offer_on_all:
+        extmap = next(line for line in offer.split("\r\n") if URI_TRANSPORT_CC in line)
+        offer = offer.replace("a=mid:0\r\n", f"a=mid:0\r\n{extmap}\r\n", 1)
+    await peers.client.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+    ext_id = bridge.accept_transport_cc(peers.client)
+    await peers.client.setLocalDescription(await peers.client.createAnswer())
+    answer = peers.client.localDescription.sdp
+    await bridge.accept_answer(peers.server, answer)
+    return ext_id, answer
+
+
+async def test_transport_cc_is_answered_where_the_server_sends_only(peers: Peers) -> None:
+    await peers.connect()
+    ext_id, answer = await _server_offers_a_track(peers, offer_on_all=True)
+    offered = _extmaps_and_feedback(peers.server.localDescription.sdp)
+    answered = _extmaps_and_feedback(answer)
+    assert ext_id > 0
+    assert offered["1"][0] == [f"a=extmap:{ext_id} {URI_TRANSPORT_CC}"]
+    assert answered["1"][0] == [f"a=extmap:{ext_id} {URI_TRANSPORT_CC}"]
+    assert answered["1"][1] == ["a=rtcp-fb:97 transport-cc"]
+    # the client's own sending m-line: nothing (its aiortc sender numbers no packet)
+    assert answered["0"] == ([], [])
+
+
+async def test_without_accept_transport_cc_aiortc_answers_none(peers: Peers) -> None:
+    """What accept_transport_cc works around: should aiortc learn transport-cc, drop it."""
+    await peers.connect()
+    transceiver = bridge.add_send_transceiver(peers.server, "video")
+    offer = await bridge.create_offer(peers.server, {transceiver: VP8})
+    assert URI_TRANSPORT_CC in offer
+    await peers.client.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+    await peers.client.setLocalDescription(await peers.client.createAnswer())
+    assert "transport-cc" not in peers.client.localDescription.sdp
+    assert "transport-wide-cc" not in peers.client.localDescription.sdp
+
+
+async def test_tap_rtp_sees_each_packet_with_its_arrival_before_aiortc(peers: Peers) -> None:
+    await peers.connect()
+    ext_id, _ = await _server_offers_a_track(peers)
+    transport = peers.server.media_transport
+    assert transport is not None
+    private: Any = peers.dtls
+    handled: list[bytes] = []
+    handle = private._handle_rtp_data
+
+    async def aiortc_handles(data: bytes, arrival_time_ms: int) -> None:
+        handled.append(data)
+        await handle(data, arrival_time_ms)
+
+    private._handle_rtp_data = aiortc_handles  # what aiortc's receive loop calls
+    tapped: list[tuple[bytes, float]] = []
+
+    def failing(data: bytes, arrival: float) -> None:
+        raise RuntimeError("a bug")
+
+    untap_failing = bridge.tap_rtp(peers.dtls, failing)
+    untap = bridge.tap_rtp(peers.dtls, lambda data, arrival: tapped.append((data, arrival)))
+    transport.transport_cc_id = ext_id
+    block = build_extension_block([(ext_id, bytes(2))])
+    packet = struct.pack("!BBHII", 0x80, 97, 1, 0, 0x1234) + b"\x42" * 100
+    before = time.monotonic()
+    for seq in range(3):
+        transport.send_rewritten(packet, 12, 97, seq, 0, 0x1234, block, -1, b"")
+    await _until(lambda: len(handled) == 3, "RTP handled by aiortc")
+    assert [data for data, _ in tapped] == handled
+    assert all(before <= arrival <= time.monotonic() for _, arrival in tapped)
+    # the egress numbered them 0, 1, 2 in the element the client reads
+    assert [transport_sequence(data, ext_id) for data, _ in tapped] == [0, 1, 2]
+    assert peers.dtls.state == "connected"
+    untap()
+    untap_failing()
+    transport.send_rewritten(packet, 12, 97, 3, 0, 0x1234, block, -1, b"")
+    await _until(lambda: len(handled) == 4, "more RTP")
+    assert len(tapped) == 3

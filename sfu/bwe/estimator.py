@@ -26,6 +26,7 @@ from sfu.bwe.loss import LossBasedControl
 from sfu.bwe.overuse import BandwidthUsage, OveruseDetector
 from sfu.bwe.probe import ProbeController
 from sfu.bwe.probe_result import ProbeResultEstimator
+from sfu.bwe.queue import StandingQueue
 from sfu.bwe.trendline import InterGroupDeltas, TrendlineEstimator
 
 EstimateSource = Literal["transport-cc", "remb", "none"]
@@ -38,6 +39,8 @@ MAX_LOSS_BLINDNESS = 1.0
 PROBE_OVERUSE_WINDOW = 0.5
 #: After such a probe, the delay-based estimate goes to this fraction of its receive rate.
 SATURATED_UTILIZATION = 0.95
+#: A queue that stays this long (seconds) is a standing queue: over-use (see sfu.bwe.queue).
+STANDING_QUEUE = 0.025
 #: The RTT assumed until a receiver report gives one.
 DEFAULT_RTT = 0.1
 
@@ -75,6 +78,8 @@ class BandwidthEstimator:
         self._min = min_bitrate
         self._max = max_bitrate
         self._deltas = InterGroupDeltas()
+        self._queue = StandingQueue()
+        self._usage: BandwidthUsage = "normal"
         self._trendline = TrendlineEstimator()
         self._detector = OveruseDetector()
         self._aimd = AimdRateControl(
@@ -113,7 +118,7 @@ class BandwidthEstimator:
             self._newest_send = max(self._newest_send, feedback.groups[-1].send_time)
         self._acked.on_feedback(feedback)
         probed = self._probe_result(feedback, now)
-        usage = self._delay_usage(feedback)
+        usage = self._usage = self._delay_usage(feedback)
         acked = self._acked.bitrate
         aimd = self._aimd
         if usage == "overusing":
@@ -131,10 +136,9 @@ class BandwidthEstimator:
         elif feedback.groups:
             aimd.update(usage, acked, now, self._rtt)
         loss = self._loss
-        loss.update(now, self._rtt)
+        loss.update(now, self._rtt, min(aimd.estimate, self._target))
         if probed is not None and probed > loss.estimate and loss.may_rise:
             loss.set_estimate(probed)
-        loss.cap(aimd.estimate)
         target = self._clamp(min(aimd.estimate, loss.estimate))
         if target < self._target:
             self._decreased_at = now
@@ -154,14 +158,19 @@ class BandwidthEstimator:
         )
 
     def _delay_usage(self, feedback: FeedbackSummary) -> BandwidthUsage:
+        """The detector's verdict after this message's groups; a standing queue the trend
+        cannot see (it no longer grows) counts as over-use too."""
         detector = self._detector
         for group in feedback.groups:
+            self._queue.on_group(group)
             deltas = self._deltas.push(group)
             if deltas is None:
                 continue
             send_delta, arrival_delta = deltas
             trend = self._trendline.update(send_delta, arrival_delta, group.arrival_time)
             detector.detect(trend, send_delta, self._trendline.num_deltas, group.arrival_time)
+        if detector.state == "normal" and self._queue.standing(STANDING_QUEUE):
+            return "overusing"
         return detector.state
 
     def _probe_result(self, feedback: FeedbackSummary, now: float) -> float | None:
@@ -217,7 +226,7 @@ class BandwidthEstimator:
 
     def _probing_allowed(self) -> bool:
         """Not while over-using, nor while the loss-based controller is decreasing."""
-        return self._detector.state != "overusing" and self._loss.may_rise
+        return self._usage != "overusing" and self._loss.may_rise
 
     # -- outputs --------------------------------------------------------------------------------
 
@@ -245,7 +254,7 @@ class BandwidthEstimator:
             estimate=self.target,
             delay_based=self._aimd.estimate,
             loss_based=self._loss.estimate,
-            state=self._detector.state,
+            state=self._usage,
             loss_fraction=0.0 if loss is None else loss,
             acked_bitrate=self._acked.bitrate,
             alr=self._alr.in_alr,

@@ -10,7 +10,7 @@ about the new rate, and counting it again would cut the rate twice for one conge
 
 - under 2 %: grow 8 %/s (+1 kbit/s) from the lowest target of the last second;
 - 2..10 %: hold — the loss a link always has (wireless, a lossy hop) is no congestion signal;
-- over 10 %: ``rate *= 1 - 0.5 * loss``, at most once per 300 ms + RTT.
+- over 10 %: ``rate = target * (1 - 0.5 * loss)``, at most once per 300 ms + RTT.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ DECREASE_INTERVAL = 0.3
 
 
 class LossBasedControl:
-    """The loss-based rate (bit/s), tied to the combined target as libwebrtc's v1 controller."""
+    """The loss-based rate (bit/s). Growing, it follows the combined target (8 % above its
+    lowest value of the last second), so it never runs far ahead of what was sent; held (2-10 %),
+    it stays put even when the delay-based rate dips below it, so the link's own loss does not
+    ratchet the target down each time the delay-based controller backs off."""
 
     def __init__(
         self,
@@ -88,24 +91,22 @@ class LossBasedControl:
         """Whether a verified rate (a probe result) may lift this one: not while losing > 10 %."""
         return self.loss_fraction is None or self.loss_fraction <= HIGH_LOSS
 
-    def update(self, now: float, rtt: float) -> float:
+    def update(self, now: float, rtt: float, target: float) -> float:
+        """Apply the current loss fraction; ``target`` is the combined target now."""
         loss = self.loss_fraction
         if loss is None:
             return self.estimate
         if loss < LOW_LOSS:
-            base = min((t for _, t in self._targets), default=self.estimate)
+            base = min((t for _, t in self._targets), default=target)
             self.estimate = self._clamp(base * INCREASE_FACTOR + INCREASE_OFFSET)
         elif loss > HIGH_LOSS and (
             self._last_decrease is None or now - self._last_decrease >= DECREASE_INTERVAL + rtt
         ):
-            self.estimate = self._clamp(self.estimate * (1.0 - 0.5 * loss))
+            # From the rate in use (the held rate may be above it: the delay-based one rules).
+            self.estimate = self._clamp(min(self.estimate, target) * (1.0 - 0.5 * loss))
             self._last_decrease = now
             self.restart()
         return self.estimate
-
-    def cap(self, bitrate: float) -> None:
-        """Never above the delay-based estimate (as libwebrtc caps its loss-based target)."""
-        self.estimate = self._clamp(min(self.estimate, bitrate))
 
     def set_estimate(self, bitrate: float) -> None:
         """A verified rate: the next increase starts from it, not from the older targets."""

@@ -109,7 +109,7 @@ class Sample:
 
 
 @dataclass
-class _Sent:
+class SentPacket:
     send_time: float
     size: int
     cluster: int
@@ -128,6 +128,7 @@ class _Group:
 @dataclass
 class Run:
     samples: list[Sample] = field(default_factory=list)
+    sent: list[SentPacket] = field(default_factory=list)
     probes: list[ProbeCluster] = field(default_factory=list)
     packets_lost: int = 0
     packets_sent: int = 0
@@ -141,7 +142,6 @@ class Simulation:
         self.link = link
         self.sender = sender
         self._rng = random.Random(seed)
-        self._sent: list[_Sent] = []
         self._reported = 0  # the next transport-wide sequence number to report
         self._link_free = 0.0
         self._queue: list[int] = []  # media packet sizes waiting in the pacer
@@ -153,6 +153,7 @@ class Simulation:
         self._group: _Group | None = None
         self._bytes_total = 0
         self.run = Run()
+        self._sent = self.run.sent
 
     def simulate(self, duration: float) -> Run:
         est = self.estimator
@@ -228,7 +229,7 @@ class Simulation:
     def _send(self, t: float, size: int, cluster: int) -> None:
         """Through the bottleneck: random loss, tail drop at the queue limit, FIFO service."""
         self._bytes_total += size
-        packet = _Sent(t, size, cluster)
+        packet = SentPacket(t, size, cluster)
         self._sent.append(packet)
         self.run.packets_sent += 1
         link = self.link
@@ -262,7 +263,7 @@ class Simulation:
             return
         self._in_flight.append((t + link.delay, self._summarize(reported)))
 
-    def _summarize(self, packets: list[_Sent]) -> FeedbackSummary:
+    def _summarize(self, packets: list[SentPacket]) -> FeedbackSummary:
         """The egress's part: counts, acknowledged bytes, groups and probe packets."""
         groups: list[PacketGroup] = []
         probes: list[ProbePacket] = []

@@ -4,7 +4,8 @@ draft-ietf-rmcat-gcc-02 §5.5 decreases to a fraction of the *incoming* rate R_h
 a 0.5..1 s window; with send-side estimation the sender learns it from the feedback: bytes
 reported received over their arrival span (subscriber clock). Consecutive feedback messages
 cover contiguous spans, so each message's span starts where the previous one ended; after a gap
-(a lost feedback message) the message's own span is used, so missing bytes do not dilute it.
+much longer than the message's own packet spacing (a lost feedback message), it starts one
+packet spacing before its first arrival, so the missing message's bytes do not dilute the rate.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from collections import deque
 
 from sfu.bwe.feedback import FeedbackSummary
 
-#: A gap between messages' arrival spans longer than this is a lost message (or a pause).
-MAX_CONTIGUOUS_GAP = 0.2
+#: A gap between messages' arrival spans longer than this many times the message's average
+#: packet spacing (plus ``GAP_SLACK`` seconds) is a lost message or a pause.
+MAX_GAP_SPACINGS = 3.0
+GAP_SLACK = 0.005
 #: An arrival earlier than the last one by more than this: the subscriber's clock restarted.
 MAX_BACKWARDS = 1.0
 
@@ -36,9 +39,13 @@ class AckedBitrate:
         if previous is not None and last < previous - MAX_BACKWARDS:
             self._spans.clear()
             previous = None
-        start = first
-        if previous is not None and 0.0 <= first - previous <= MAX_CONTIGUOUS_GAP:
+        spacing = (last - first) / (feedback.received - 1) if feedback.received > 1 else 0.0
+        if previous is not None and 0.0 <= first - previous <= (
+            MAX_GAP_SPACINGS * spacing + GAP_SLACK
+        ):
             start = previous
+        else:
+            start = first - spacing
         self._spans.append((start, last, feedback.received_bytes))
         self._last_arrival = last if previous is None else max(previous, last)
         while self._spans and self._spans[0][1] < last - self._window:

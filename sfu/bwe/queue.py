@@ -18,6 +18,8 @@ from sfu.bwe.feedback import PacketGroup
 
 #: The newest window's lowest delay this much under the previous one's: the queue is draining.
 DRAINING = 0.005
+#: Arrivals this much (seconds) earlier than the newest window's start: a new clock.
+CLOCK_RESTART = 1.0
 
 
 class StandingQueue:
@@ -30,7 +32,7 @@ class StandingQueue:
     def on_group(self, group: PacketGroup) -> None:
         delay = group.arrival_time - group.send_time
         buckets = self._buckets
-        if buckets and group.arrival_time < buckets[-1][0]:
+        if buckets and group.arrival_time < buckets[-1][0] - CLOCK_RESTART:
             buckets.clear()  # the subscriber's clock went back: start over
         if not buckets or group.arrival_time - buckets[-1][0] >= self._window:
             buckets.append((group.arrival_time, delay))

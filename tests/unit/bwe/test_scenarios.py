@@ -136,6 +136,19 @@ SCENARIOS = [
         ],
     ),
     Scenario(
+        "step 2.5 Mbit/s -> 400 kbit/s at 10 s, lifted at 20 s, camera layers, no ALR probes",
+        Link(steps((0, 2.5e6), (10, 400e3), (20, 2.5e6))),
+        LAYERED,
+        35,
+        # Only the allocator's requested probes (for the next layer) find the room again.
+        [Within(12, 20, 250e3, 1.05 * 400e3), Within(28, 35, TOP, 1.1 * 2.5e6)],
+        estimator={"alr_probing": False},
+        report=[
+            ("settled 250-420 kbit/s", 10, 20, 250e3, 1.05 * 400e3),
+            ("top layer fits again", 20, 35, TOP, 1.1 * 2.5e6),
+        ],
+    ),
+    Scenario(
         "5 % random loss on a 2.5 Mbit/s link, sender uses the whole target",
         Link(const(2.5e6), loss=0.05),
         GREEDY,
@@ -167,7 +180,7 @@ SCENARIOS = [
         GREEDY,
         30,
         [Saw(10, 20, "overusing"), Within(22, 30, 0.5 * 800e3, 1.3 * 800e3), LossBelow(22, 0.02)],
-        report=[("within 50-130 % of 800 kbit/s", 10, 30, 0.5 * 800e3, 1.3 * 800e3)],
+        report=[("within 50-130 % of 800 kbit/s", 20, 30, 0.5 * 800e3, 1.3 * 800e3)],
     ),
     Scenario(
         "feedback loss: 20 % of messages and all during 15-16.5 s, 2.5 Mbit/s link",

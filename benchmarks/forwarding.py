@@ -96,6 +96,7 @@ class Options:
     nice: int
     server_module: str
     logs: Path | None
+    transport_cc: str = "on"  # subscribers negotiate transport-cc and send feedback ("off": not)
 
 
 def start_forwarder(
@@ -141,6 +142,7 @@ def run_trial(
                 feeds=json.dumps(part),
                 subscribers=case.subscribers,
                 latency_file=latency_file,
+                transport_cc=options.transport_cc,
                 **shape,
             )
             subscribers.append(PeerProcess(f"subscribers-{index}", argv, workdir))
@@ -420,6 +422,7 @@ def machine(options: Options, network: Network, started: datetime) -> dict[str, 
         "fps": options.fps,
         "subscriber_processes": options.subscriber_processes,
         "nice": options.nice,
+        "transport_cc": options.transport_cc,
         "cases": [c.key for c in options.cases],
         "forwarders": list(options.forwarders),
     }
@@ -498,6 +501,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         type=Path,
         help="keep every process's output here (default: a temporary folder, deleted)",
     )
+    parser.add_argument(
+        "--transport-cc",
+        choices=("on", "off"),
+        default="on",
+        help="subscribers negotiate transport-cc and send feedback every 50 ms, as browsers do "
+        "(off: the forwarder numbers nothing and gets no feedback)",
+    )
     args = parser.parse_args(argv)
     forwarders = tuple(f.strip() for f in args.forwarders.split(",") if f.strip())
     unknown = set(forwarders) - set(FORWARDERS)
@@ -535,6 +545,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         nice=args.nice,
         server_module=args.server_module,
         logs=args.logs,
+        transport_cc=args.transport_cc,
         quiet=args.quiet if args.quiet is not None else math.inf if args.quick else 15.0,
     )
 

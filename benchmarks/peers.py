@@ -7,7 +7,9 @@
 One publisher per room sends pre-generated VP8-shaped packets (benchmarks/packets.py) through
 :class:`benchmarks.wire.RawSender`, paced at ``--rate`` packets/s; subscribers only record each
 packet's send time (from its trailer) and arrival time. With ``--simulcast RIDS`` publishers send
-three rid layers (benchmarks/simulcast_peers.py) and each subscriber asks for one. The orchestrator
+three rid layers (benchmarks/simulcast_peers.py) and each subscriber asks for one. Subscribers
+negotiate transport-cc and send feedback every 50 ms, as browsers do (``--transport-cc off``: not,
+so that the forwarder's cost of numbering and matching shows). The orchestrator
 (benchmarks/forwarding.py) reads JSON events on stdout (``ready``, ``report``) and writes JSON
 commands on stdin (``{"cmd": "report", "t0": NS, "t1": NS}``, ``{"cmd": "stop"}``).
 """
@@ -43,6 +45,7 @@ from benchmarks.cases import subscriber_layer
 from benchmarks.janus import ADMIN_KEY, JanusSession
 from benchmarks.packets import MAGIC, TRAILER, PacketSource, Shape
 from benchmarks.wire import (
+    OnPacket,
     RawReceiver,
     RawSender,
     dtls_transport,
@@ -50,8 +53,13 @@ from benchmarks.wire import (
     sender_ssrc,
     wait_connected,
 )
-from sfu.media.aiortc_bridge import set_ice_host_addresses
+from sfu.media.aiortc_bridge import (
+    accept_transport_cc,
+    send_srtp,
+    set_ice_host_addresses,
+)
 from sfu_client import SfuClient
+from sfu_client.transport_cc import TransportCcFeedback
 
 CONNECT_TIMEOUT = 30.0
 PACING_TICK = 0.001  # uvloop's timers have millisecond resolution
@@ -252,6 +260,7 @@ class Subscriber:
     close: Closer
     joined_ns: int
     layer: int | None = None  # simulcast: the layer asked for (0 the smallest)
+    feedback: TransportCcFeedback | None = None
 
     def has_media(self) -> bool:
         """Got a packet (of its layer, when it asked for one)."""
@@ -269,6 +278,30 @@ async def hook_when_ready(hook: Callable[[], bool]) -> None:
         await asyncio.sleep(0.005)
 
 
+def feeding(recorder: Recorder, feedback: TransportCcFeedback | None) -> OnPacket:
+    """The raw receiver's callback: the recorder's, and the feedback's first when there is one
+    (the raw receiver bypasses aiortc's receive path, where the client taps packets itself)."""
+    if feedback is None:
+        return recorder.on_packet
+    on_rtp, record = feedback.on_rtp, recorder.on_packet
+
+    def on_packet(packet: bytes, arrival_ns: int) -> None:
+        on_rtp(packet, arrival_ns * 1e-9)
+        record(packet, arrival_ns)
+
+    return on_packet
+
+
+def janus_feedback(pc: RTCPeerConnection, on: bool) -> TransportCcFeedback | None:
+    """Transport-cc feedback on a Janus subscriber's connection, if Janus offered it (call after
+    applying its offer, before answering)."""
+    ext_id = accept_transport_cc(pc) if on else 0
+    if not ext_id:
+        return None
+    dtls = dtls_transport(pc)
+    return TransportCcFeedback(lambda data: send_srtp(dtls, data), ext_id)
+
+
 async def connect_subscriber(
     args: argparse.Namespace,
     room: str,
@@ -281,14 +314,18 @@ async def connect_subscriber(
     Janus: ``configure`` ``substream``, the same layer with the rid order Janus is offered)."""
     recorder = Recorder() if layer is None else LayerRecorder()
     joined_ns = time.monotonic_ns()
+    transport_cc = args.transport_cc == "on"
     if janus is None:
-        client = await SfuClient.connect(args.url, room, name, request_timeout=20.0)
+        client = await SfuClient.connect(
+            args.url, room, name, request_timeout=20.0, transport_cc=transport_cc
+        )
         remote = await client.wait_for_track(feed, "video", CONNECT_TIMEOUT)
-        receiver = RawReceiver(dtls_transport(client.pc), recorder.on_packet)
+        feedback = client.transport_cc_feedback
+        receiver = RawReceiver(dtls_transport(client.pc), feeding(recorder, feedback))
         await hook_when_ready(receiver.hook_sockets)
         if layer is not None:
             await client.set_track_settings([remote.track_id], max_layer=layer)
-        return Subscriber(room, recorder, receiver, client.close, joined_ns, layer)
+        return Subscriber(room, recorder, receiver, client.close, joined_ns, layer, feedback)
     handle = await janus.attach()
     join = {"request": "join", "ptype": "subscriber", "room": int(room)}
     _, offer = await janus.message(handle, {**join, "streams": [{"feed": int(feed)}]})
@@ -296,7 +333,8 @@ async def connect_subscriber(
         raise RuntimeError("Janus sent no offer to a subscriber")
     pc = new_peer_connection()
     await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
-    receiver = RawReceiver(dtls_transport(pc), recorder.on_packet)
+    feedback = janus_feedback(pc, transport_cc)
+    receiver = RawReceiver(dtls_transport(pc), feeding(recorder, feedback))
     await pc.setLocalDescription(await pc.createAnswer())
     await hook_when_ready(receiver.hook_sockets)
     answer = {"type": "answer", "sdp": pc.localDescription.sdp}
@@ -304,7 +342,15 @@ async def connect_subscriber(
     await janus.trickle_done(handle)
     if layer is not None:
         await janus.message(handle, {"request": "configure", "substream": layer})
-    return Subscriber(room, recorder, receiver, pc.close, joined_ns, layer)
+    if feedback is not None:
+        feedback.start()
+
+    async def close() -> None:
+        if feedback is not None:
+            await feedback.stop()
+        await pc.close()
+
+    return Subscriber(room, recorder, receiver, close, joined_ns, layer, feedback)
 
 
 def subscriber_report(
@@ -313,7 +359,7 @@ def subscriber_report(
     received: dict[str, int] = {}
     per_subscriber: list[int] = []
     latencies: list[Any] = []
-    foreign = rejected = outside = 0
+    foreign = rejected = outside = feedback = 0
     layers: list[dict[str, Any]] = []
     for s in subscribers:
         sends = np.frombuffer(s.recorder.sends, dtype=np.int64)
@@ -327,6 +373,7 @@ def subscriber_report(
         foreign += s.recorder.foreign
         rejected += s.receiver.rejected
         outside += len(sends) - count
+        feedback += s.feedback.sent if s.feedback is not None else 0
         if s.layer is not None and isinstance(s.recorder, LayerRecorder):
             got = np.frombuffer(s.recorder.layers, dtype=np.uint8)[: len(sends)][in_window]
             by_layer = np.bincount(got, minlength=3).tolist()
@@ -341,6 +388,7 @@ def subscriber_report(
         "outside_window": outside,
         "latency_file": str(latency_file),
         "layers": layers,
+        "transport_cc_feedback": feedback,  # messages sent, since connecting
     }
 
 
@@ -442,6 +490,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "to large); subscribers ask for a layer each (benchmarks/simulcast_peers.py)",
     )
     parser.add_argument("--latency-file", default=f"/tmp/latency-{os.getpid()}.npy")
+    parser.add_argument(
+        "--transport-cc",
+        choices=("on", "off"),
+        default="on",
+        help="subscribers negotiate transport-cc and send feedback every 50 ms",
+    )
     return parser.parse_args(argv)
 
 

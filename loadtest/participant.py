@@ -45,6 +45,8 @@ class Shared:
     #: simulcast: one clip per layer, by rid (then ``video`` is not sent)
     layers: Mapping[str, EncodedClip] | None = None
     book: LatencyBook = field(default_factory=LatencyBook)
+    #: negotiate transport-cc and send feedback on what arrives, as browsers do
+    transport_cc: bool = True
     #: latency samples (seconds) since the sampler last took them
     latencies: array[float] = field(default_factory=lambda: array("d"))
     by_participant_id: dict[str, LoadParticipant] = field(default_factory=dict)
@@ -127,7 +129,9 @@ class LoadParticipant:
         self.state = "joining"
         self.join_started = time.perf_counter()
         client = self.client = await SfuClient.open(
-            self.shared.url, request_timeout=self.shared.request_timeout
+            self.shared.url,
+            request_timeout=self.shared.request_timeout,
+            transport_cc=self.shared.transport_cc,
         )
         self._record_sent_sdp(client)
         wire.install(client.pc, self._on_rtp_received, self._on_rtp_sent, self._on_keyframe_request)

@@ -8,6 +8,10 @@ are replaced on that instance:
 - ``_send_rtp`` (RTP and RTCP out, before SRTP): outgoing RTP is reported, then sent as before;
 - ``_handle_rtcp_data`` (decrypted RTCP in): keyframe requests (PLI, FIR) are reported, then
   aiortc handles the packet as before.
+
+Transport-cc feedback still goes out, as a browser sends it: the client's own tap
+(``sfu_client.transport_cc``, installed once a server offer negotiated it, so after these hooks)
+wraps the RTP hook and reads each packet's transport-wide sequence number first.
 """
 
 from __future__ import annotations

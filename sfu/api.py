@@ -125,6 +125,28 @@ class PublisherLayers:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamState:
+    """To a subscriber: a video track it receives was paused because not even its lowest layer
+    fits its downlink (``active`` False), or resumed (True)."""
+
+    track_id: str
+    active: bool
+    reason: str = "bandwidth"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionQualityReport:
+    """To a subscriber, every few seconds: how its downlink does (rates in bit/s)."""
+
+    quality: Literal["excellent", "good", "poor"]
+    rtt: float | None  # seconds
+    loss: float  # fraction
+    estimate: float | None  # None: the client gives the server no estimate
+    allocated: float
+    probing: bool
+
+
+@dataclass(frozen=True, slots=True)
 class SessionClosed:
     """The server ended this participant's session (ICE failure, timeout, shutdown)."""
 
@@ -139,6 +161,8 @@ Event = (
     | TrackMuted
     | ServerOffer
     | PublisherLayers
+    | StreamState
+    | ConnectionQualityReport
     | SessionClosed
 )
 #: Called on the event loop, in the order events happen, never during the call that joins.

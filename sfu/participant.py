@@ -21,6 +21,7 @@ from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateErr
 
 from sfu.api import (
     Answer,
+    ConnectionQualityReport,
     Event,
     EventListener,
     InvalidSdp,
@@ -31,6 +32,7 @@ from sfu.api import (
     PublisherLayers,
     ServerOffer,
     SessionClosed,
+    StreamState,
     TrackInfo,
     TrackSettings,
     UnknownTrack,
@@ -126,6 +128,8 @@ class Participant:
             config, self._on_failed, self._on_connected, self.log, self._settings_of
         )
         self.connection.on_layer_activity = self._on_layer_activity
+        self.connection.on_stream_state = self._on_stream_state
+        self.connection.on_connection_quality = self._on_connection_quality
 
     # --- the ParticipantSession interface ---
 
@@ -495,6 +499,19 @@ class Participant:
             inactive=[a.rid for a in layers if not a.active],
         )
         self.emit(PublisherLayers(track_id, layers))
+
+    def _on_stream_state(self, track_id: str, active: bool) -> None:
+        bandwidth = self.connection.bandwidth.stats()
+        self.log.info(
+            "stream resumed" if active else "stream paused for bandwidth",
+            track=track_id,
+            estimate=round(bandwidth.estimate),
+            source=bandwidth.source,
+        )
+        self.emit(StreamState(track_id, active))
+
+    def _on_connection_quality(self, quality: ConnectionQualityReport) -> None:
+        self.emit(quality)
 
     def _on_connected(self) -> None:
         self.log.info("connected")

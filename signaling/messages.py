@@ -25,6 +25,7 @@ from pydantic import (
 
 from sfu.api import (
     Answer,
+    ConnectionQualityReport,
     Event,
     OfferedTrack,
     ParticipantInfo,
@@ -33,6 +34,7 @@ from sfu.api import (
     PublisherLayers,
     ServerOffer,
     SessionClosed,
+    StreamState,
     TrackInfo,
     TrackMuted,
     TrackPublished,
@@ -426,6 +428,19 @@ def event_message(event: Event) -> JsonObject:
                 "type": "publisherLayers",
                 "trackId": track_id,
                 "layers": [{"rid": layer.rid, "active": layer.active} for layer in layers],
+            }
+        case StreamState(track_id=track_id, active=active, reason=reason):
+            state = "active" if active else "paused"
+            return {"type": "streamState", "trackId": track_id, "state": state, "reason": reason}
+        case ConnectionQualityReport() as report:
+            return {
+                "type": "connectionQuality",
+                "quality": report.quality,
+                "rttMs": None if report.rtt is None else round(report.rtt * 1000),
+                "lossPercent": round(report.loss * 100, 1),
+                "estimateBps": None if report.estimate is None else round(report.estimate),
+                "allocatedBps": round(report.allocated),
+                "probing": report.probing,
             }
         case ServerOffer(sdp=sdp, tracks=tracks):
             return {

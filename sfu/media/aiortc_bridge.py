@@ -728,6 +728,8 @@ async def accept_answer(pc: ServerPeerConnection, sdp: str) -> None:
         RTCSessionDescription(sdp=_bundle_candidates(_bundle_setup(sdp)), type="answer")
     )
     pc.before_offer = None  # answered: nothing left to roll back to (it held a whole offer)
+    # the subscriber's transport-wide feedback, where it answered it (aiortc drops it)
+    accept_transport_cc(pc, ("recvonly", "sendrecv"))
     for mid, mline in described.items():
         negotiated = pc.simulcast.get(mid)
         if negotiated is not None and not mline.rids:
@@ -1201,9 +1203,12 @@ def tap_rtcp(dtls: RTCDtlsTransport, tap: RtcpTap) -> Callable[[], None]:
 RtpTap = Callable[[bytes, float], None]  # (decrypted RTP packet, time.monotonic() on arrival)
 
 
-def accept_transport_cc(pc: RTCPeerConnection) -> int:
-    """Keep transport-cc on the m-lines the remote description just applied sends on, if it
-    offered (or answered) it; call after each ``setRemoteDescription``, before answering.
+def accept_transport_cc(
+    pc: RTCPeerConnection, directions: tuple[str, ...] = ("sendonly", "sendrecv")
+) -> int:
+    """Keep transport-cc on the m-lines the remote description just applied sends on (the
+    server: receives on, ``directions`` ``recvonly``/``sendrecv``), if it offered (or answered)
+    it; call after each ``setRemoteDescription``, before answering.
 
     aiortc drops both from what it answers and, on an answer, from what it negotiated. Returns
     the extension id (0: none): one for the whole bundle, as the server numbers its transport.
@@ -1214,7 +1219,7 @@ def accept_transport_cc(pc: RTCPeerConnection) -> int:
     by_mid = {t.mid: t for t in pc.getTransceivers() if t.mid is not None and not t.stopped}
     for media in description.media if description is not None else ():
         transceiver = by_mid.get(media.rtp.muxId)
-        if transceiver is None or media.direction not in ("sendonly", "sendrecv"):
+        if transceiver is None or media.direction not in directions:
             continue
         offered = next((e for e in media.rtp.headerExtensions if e.uri == URI_TRANSPORT_CC), None)
         if offered is None:

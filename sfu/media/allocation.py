@@ -6,16 +6,15 @@ Both run on the connections' periodic tick, never per packet:
   (:class:`~sfu.media.layer_meter.LayerMeter`), rank the layers by measured size, and from what
   its subscribers chose work out which layers somebody needs (``PublisherLayers``);
 - subscriber side, per connection (:class:`SubscriberAllocation`): the subscriber's settings,
-  the ranked layers and a budget go through its :class:`~sfu.media.layer_selector.LayerSelector`,
-  and each down-track is pointed at its target layer (it switches at that layer's keyframe).
-
-The budget is unlimited until the bandwidth estimator exists (the next step): then a subscriber
-gets the best layer its settings allow, and the selector's hysteresis is already in place.
+  the ranked layers and a budget (from :mod:`sfu.media.bandwidth`) go through its
+  :class:`~sfu.media.layer_selector.LayerSelector`, and each down-track is pointed at its target
+  layer (it switches at that layer's keyframe), or paused when not even its lowest layer fits.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from sfu.api import LayerActivity, TrackSettings
 from sfu.media.downtrack import DownTrack
@@ -81,16 +80,34 @@ class PublisherSide:
         return activity
 
 
+@dataclass(frozen=True, slots=True)
+class Allocation:
+    """What one run of a subscriber's allocation settled (rates in bit/s, video only)."""
+
+    allocated: float = 0.0
+    #: a budget that would allow the next step up (what to probe for), None: nothing held back
+    wanted: float | None = None
+    #: track ids paused because not even their lowest layer fits
+    paused: frozenset[str] = frozenset()
+    #: some track is held below what the subscriber's settings allow
+    limited: bool = False
+
+
 class SubscriberAllocation:
     """The layer choices of one subscriber connection."""
 
-    __slots__ = ("_selector", "_settings")
+    __slots__ = ("_levels", "_selector", "_settings", "downgrades", "last", "upgrades")
 
     def __init__(self, settings: Callable[[str], TrackSettings]) -> None:
         self._selector = LayerSelector()
         self._settings = settings
+        self._levels: dict[str, tuple[int, TrackSettings]] = {}  # -1: paused for bandwidth
+        self.last = Allocation()
+        #: layer changes the budget made (not the subscriber's settings), for /metrics
+        self.upgrades = 0
+        self.downgrades = 0
 
-    def run(self, down_tracks: Iterable[DownTrack], now: float, budget: float | None) -> None:
+    def run(self, down_tracks: Iterable[DownTrack], now: float, budget: float | None) -> Allocation:
         demands: list[VideoTrackDemand] = []
         by_track: dict[str, DownTrack] = {}
         for down_track in down_tracks:
@@ -110,7 +127,17 @@ class SubscriberAllocation:
                     None if current is None else rid_of(current),
                 )
             )
-        for track_id, target in self._selector.select(demands, budget, now).items():
+        selector = self._selector
+        targets = selector.select(demands, budget, now)
+        levels: dict[str, tuple[int, TrackSettings]] = {}
+        for track_id, target in targets.items():
+            settings = self._settings(track_id)
+            level = -1 if target.starved else (target.spatial or 0)
+            before = self._levels.get(track_id)
+            if budget is not None and before is not None and before[1] == settings:
+                self.upgrades += level > before[0]
+                self.downgrades += level < before[0]
+            levels[track_id] = (level, settings)
             down_track = by_track[track_id]
             down_track.choice = target
             track = down_track.source
@@ -121,3 +148,11 @@ class SubscriberAllocation:
                 if layer is not None:
                     down_track.set_layer(layer, now)
                 down_track.set_temporal_layer(target.temporal)
+        self._levels = levels
+        self.last = Allocation(
+            selector.allocated,
+            selector.wanted,
+            frozenset(t for t, target in targets.items() if target.starved),
+            any(target.limited for target in targets.values()),
+        )
+        return self.last

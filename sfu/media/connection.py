@@ -7,6 +7,10 @@ dropped and counted. RTCP is routed to the receivers
 (sender reports from the publisher) and down-tracks (feedback from the subscriber).
 Egress: forwarded RTP, and the RTCP the server owes each side — receiver reports, REMB, NACK and
 PLI to publishers; sender reports to subscribers.
+Bandwidth: a subscriber's transport-wide feedback (or REMB) and RTT feed its estimate
+(:mod:`sfu.media.bandwidth`); each tick the estimate, less the audio, is the budget its video
+layers are chosen in, and the probe clusters the estimator asks for are sent
+(:mod:`sfu.media.prober`).
 """
 
 from __future__ import annotations
@@ -19,17 +23,20 @@ from typing import Any
 
 import structlog
 
-from sfu.api import LayerActivity, TrackSettings
+from sfu.api import ConnectionQualityReport, LayerActivity, TrackSettings
 from sfu.config import MediaConfig
 from sfu.media.aiortc_bridge import MediaTransport, ServerPeerConnection
 from sfu.media.allocation import PublisherSide, SubscriberAllocation
+from sfu.media.bandwidth import SubscriberBandwidth
 from sfu.media.downtrack import DownTrack
 from sfu.media.layer import LayerReceiver
-from sfu.media.params import URI_MID, URI_REPAIRED_RID, URI_RID
+from sfu.media.params import URI_MID, URI_REPAIRED_RID, URI_RID, URI_TRANSPORT_CC
+from sfu.media.prober import Prober
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import PublisherClock
 from sfu.rtp import rtcp
 from sfu.rtp.header import RTP_FIXED, parse_extensions
+from sfu.rtp.twcc import TransportFeedback
 
 RtpRoute = Callable[[bytes, float], None]
 
@@ -45,6 +52,8 @@ _MAX_RETIRED = 64
 #: SSRCs remembered as unroutable, so their packets skip the header-extension parse; a flood of
 #: random SSRCs only ever empties this set, never the routes.
 _MAX_UNROUTABLE = 256
+#: Seconds between connectionQuality reports to a subscriber.
+QUALITY_INTERVAL = 2.0
 
 
 def _open_to(layer: LayerReceiver, payload_type: int) -> bool:
@@ -101,11 +110,21 @@ class MediaConnection:
         #: the subscriber side's layer choices; and where a publisher's wanted layers go
         self.allocation = SubscriberAllocation(track_settings)
         self.on_layer_activity: Callable[[str, tuple[LayerActivity, ...]], None] | None = None
+        #: the subscriber side's estimate and probes
+        self.bandwidth = SubscriberBandwidth()
+        self._prober = Prober(self._loop, lambda: self.transport, self._padding, time.monotonic)
+        self._transport_cc_id = 0
+        self.transport_feedback_received = 0
+        #: a video track of this subscriber paused (False) or resumed (True) for bandwidth
+        self.on_stream_state: Callable[[str, bool], None] | None = None
+        self.on_connection_quality: Callable[[ConnectionQualityReport], None] | None = None
+        self._next_quality = 0.0
         self.log = log if log is not None else structlog.get_logger("sfu")
         self.pc.on("connectionstatechange", self._on_state_change)
 
     def _attach(self, transport: MediaTransport) -> None:
         self.transport = transport
+        transport.transport_cc_id = self._transport_cc_id
         transport.on_rtp = self._on_rtp
         transport.on_rtcp = self._on_rtcp
         if self._reports_task is None:
@@ -289,6 +308,15 @@ class MediaConnection:
 
     def add_down_track(self, down_track: DownTrack) -> None:
         self._down_tracks[down_track.ssrc] = down_track
+        params = down_track.stream.params
+        ext_id = params.extensions.get(URI_TRANSPORT_CC)
+        if ext_id is not None:  # one numbering for the whole transport (BUNDLE)
+            self._transport_cc_id = ext_id
+            if self.transport is not None:
+                self.transport.transport_cc_id = ext_id
+        codec = params.primary
+        if ext_id is not None or (codec is not None and "goog-remb" in codec.feedback):
+            self.bandwidth.negotiated = True
 
     def remove_down_track(self, down_track: DownTrack) -> None:
         if self._down_tracks.get(down_track.ssrc) is down_track:
@@ -302,6 +330,7 @@ class MediaConnection:
         except ValueError:
             return
         now = time.monotonic()
+        transport = self.transport
         for packet in packets:
             if isinstance(packet, rtcp.SenderReport):
                 self._on_sender_report(packet, now)
@@ -320,11 +349,20 @@ class MediaConnection:
                 self.firs_received += 1
                 for ssrc, _ in packet.entries:
                     self._on_keyframe_request(ssrc)
+            elif isinstance(packet, TransportFeedback):
+                self.transport_feedback_received += 1
+                summary = None if transport is None else transport.transport_feedback(packet.fci)
+                if summary is not None:
+                    self.bandwidth.on_feedback(summary, now)
             elif isinstance(packet, rtcp.Remb):
+                ours = False
                 for ssrc in packet.ssrcs:
                     down_track = self._down_tracks.get(ssrc)
                     if down_track is not None:
                         down_track.on_remb(packet.bitrate)
+                        ours = True
+                if ours:
+                    self.bandwidth.on_remb(packet.bitrate, now)
 
     def _on_sender_report(self, report: rtcp.SenderReport, now: float) -> None:
         now_wall = time.time()
@@ -341,6 +379,8 @@ class MediaConnection:
             down_track = self._down_tracks.get(block.ssrc)
             if down_track is not None:
                 down_track.on_report_block(block, now_wall)
+                if down_track.rtt is not None:
+                    self.bandwidth.on_rtt(down_track.rtt, time.monotonic())
 
     def _on_keyframe_request(self, ssrc: int) -> None:
         down_track = self._down_tracks.get(ssrc)
@@ -425,8 +465,64 @@ class MediaConnection:
         self.choose_layers(now)
 
     def choose_layers(self, now: float) -> None:
-        """Point each of this subscriber's video down-tracks at the layer it should receive."""
-        self.allocation.run(self._down_tracks.values(), now, None)
+        """Point each of this subscriber's video down-tracks at the layer its budget allows;
+        probe for more when something is held back; report pauses and quality."""
+        transport = self.transport
+        down_tracks = self._down_tracks.values()
+        audio = [
+            (d.stream.octets_sent, d.stream.packets_sent)
+            for d in down_tracks
+            if not d.source.is_video
+        ]
+        bandwidth = self.bandwidth
+        budget = bandwidth.budget(now, 0 if transport is None else transport.bytes_sent, audio)
+        before = self.allocation.last.paused
+        result = self.allocation.run(down_tracks, now, budget)
+        if self.on_stream_state is not None:
+            for track_id in result.paused - before:
+                self.on_stream_state(track_id, False)
+            for track_id in before - result.paused:
+                self.on_stream_state(track_id, True)
+        if budget is not None and self.connected and not self._prober.running:
+            cluster = bandwidth.probe(result.wanted, now)
+            if cluster is not None:
+                self._prober.start(cluster, bandwidth.send_rate)
+        if now >= self._next_quality and self.connected and self._down_tracks:
+            self._next_quality = now + QUALITY_INTERVAL
+            rtts = [d.rtt for d in down_tracks if d.rtt is not None]
+            quality = bandwidth.quality(
+                max(rtts, default=None), result.allocated, bool(result.paused), result.limited
+            )
+            if self.on_connection_quality is not None:
+                self.on_connection_quality(quality)
+            stats = bandwidth.stats()
+            self.log.debug(
+                "bandwidth",
+                source=stats.source,
+                estimate=round(stats.estimate),
+                delay_based=round(stats.delay_based),
+                loss_based=round(stats.loss_based),
+                state=stats.state,
+                loss=round(stats.loss_fraction, 3),
+                acked=None if stats.acked_bitrate is None else round(stats.acked_bitrate),
+                sent=round(bandwidth.send_rate),
+                alr=stats.alr,
+                allocated=round(result.allocated),
+                wanted=None if result.wanted is None else round(result.wanted),
+                paused=sorted(result.paused),
+                probes=self._prober.clusters,
+                feedback=self.transport_feedback_received,
+                tcc_id=self._transport_cc_id,
+            )
+
+    def _padding(self, size: int) -> bytes | None:
+        """A padding packet for a probe, on the RTX stream of some video m-line."""
+        for down_track in self._down_tracks.values():
+            if down_track.source.is_video and not down_track.closed:
+                packet = down_track.padding_packet(size)
+                if packet is not None:
+                    return packet
+        return None
 
     def _check_liveness(self) -> None:
         now = time.monotonic()
@@ -472,6 +568,7 @@ class MediaConnection:
         if self.closed:
             return
         self.closed = True
+        self._prober.stop()
         if self._nack_timer is not None:
             self._nack_timer.cancel()
         if self._reports_task is not None:

@@ -27,7 +27,7 @@ from sfu.media.params import (
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import ntp_timestamp, rtt_from_report
 from sfu.media.vp8_rewriter import Vp8Rewriter
-from sfu.rtp.header import build_extension_block, rewrite, wrap_rtx
+from sfu.rtp.header import build_extension_block, padding_packet, rewrite, wrap_rtx
 from sfu.rtp.rtcp import ReportBlock, SenderReport
 from sfu.rtp.vp8 import Vp8Descriptor
 
@@ -372,6 +372,24 @@ class DownTrack:
         stream.rtx_seq = (stream.rtx_seq + 1) & 0xFFFF
         rtx_ssrc = stream.params.local_rtx_ssrc
         self.sink.send_rtp(wrap_rtx(original, self._rtx_payload_type, stream.rtx_seq, rtx_ssrc))
+
+    def padding_packet(self, size: int) -> bytes | None:
+        """A padding-only packet of ``size`` octets on this m-line's RTX stream, for probing the
+        subscriber's link; None when the m-line has no RTX (padding on the media stream would
+        take sequence numbers the munger hands out)."""
+        if self._rtx_payload_type is None:
+            return None
+        stream = self.stream
+        stream.rtx_seq = (stream.rtx_seq + 1) & 0xFFFF
+        timestamp = stream.munger.last_ts or 0
+        return padding_packet(
+            self._rtx_payload_type,
+            stream.rtx_seq,
+            timestamp,
+            stream.params.local_rtx_ssrc,
+            self._ext_static,
+            size,
+        )
 
     def on_keyframe_request(self) -> None:
         layer = self.target or self.layer

@@ -112,7 +112,14 @@ class _Plan:
 class LayerSelector:
     """Target layers for the video tracks of one subscriber connection, sharing one budget."""
 
-    __slots__ = ("_hold_until", "_memory", "allocated", "upgrade_hold", "upgrade_margin")
+    __slots__ = (
+        "_hold_until",
+        "_memory",
+        "allocated",
+        "upgrade_hold",
+        "upgrade_margin",
+        "wanted",
+    )
 
     def __init__(
         self, *, upgrade_margin: float = UPGRADE_MARGIN, upgrade_hold: float = UPGRADE_HOLD
@@ -123,6 +130,9 @@ class LayerSelector:
         self._hold_until = float("-inf")
         #: bit/s the targets of the last ``select`` cost (layers as measured)
         self.allocated = 0.0
+        #: bit/s a budget must have for the next step up (an upgrade or a resume, with the
+        #: margin) when the last budget held something back, else None: what to probe for
+        self.wanted: float | None = None
 
     def select(
         self, tracks: Sequence[VideoTrackDemand], budget: float | None, now: float
@@ -175,6 +185,12 @@ class LayerSelector:
                 limited=budget is not None and plan.level < plan.cap,
             )
         self._memory = memory  # tracks gone or paused are forgotten
+        steps = [
+            plan.cost(0) if plan.starved else plan.cost(plan.level + 1) - plan.cost(plan.level)
+            for plan in plans
+            if budget is not None and (plan.starved or plan.level < plan.cap)
+        ]
+        self.wanted = (self.allocated + min(steps)) * self.upgrade_margin if steps else None
         return results
 
     def _plan(self, demand: VideoTrackDemand, now: float) -> _Plan:

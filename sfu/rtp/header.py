@@ -181,3 +181,15 @@ def wrap_rtx(packet: bytes, payload_type: int, sequence_number: int, ssrc: int) 
     b0, b1, seq, timestamp, _ssrc = RTP_FIXED.unpack_from(packet)
     header = RTP_FIXED.pack(b0 & 0xDF, (b1 & 0x80) | payload_type, sequence_number, timestamp, ssrc)
     return b"".join((header, packet[12:start], _U16.pack(seq), packet[start:end]))
+
+
+def padding_packet(
+    payload_type: int, sequence_number: int, timestamp: int, ssrc: int, extensions: bytes, size: int
+) -> bytes:
+    """A packet with no payload and ``size`` octets (1-255) of padding (RFC 3550 §5.1): what a
+    sender probes with on its RTX stream (RFC 4588 §4 leaves it without an OSN)."""
+    if not 0 < size <= 255:
+        raise ValueError(f"RTP padding is 1-255 octets, not {size}")
+    b0 = 0xA0 | (0x10 if extensions else 0)
+    header = RTP_FIXED.pack(b0, payload_type, sequence_number, timestamp, ssrc)
+    return b"".join((header, extensions, bytes(size - 1), bytes((size,))))

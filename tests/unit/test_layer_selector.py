@@ -301,10 +301,14 @@ def test_allocated_rate_and_limited_tracks() -> None:
     got = selector.select([track("a"), track("b", max_layer=0), screen()], 2.5e6, 0)
     assert selector.allocated == 1.2e6 + 500e3 + 150e3
     assert {k: t.limited for k, t in got.items()} == {"screen": False, "a": True, "b": False}
+    assert selector.wanted == pytest.approx((1.85e6 + 1e6) * 1.2)  # a: h -> f
     got = selector.select([track("a")], None, 1)
-    assert selector.allocated == 1.5e6 and not got["a"].limited
+    assert selector.allocated == 1.5e6 and not got["a"].limited and selector.wanted is None
     got = selector.select([track("a")], 100e3, 2)
     assert selector.allocated == 0 and got["a"].limited and got["a"].starved
+    assert selector.wanted == pytest.approx(150e3 * 1.2)  # to resume
+    selector.select([track("a", max_layer=1)], 3e6, 3)
+    assert selector.wanted is None  # all it asks for
 
 
 @pytest.mark.parametrize("name", SELECTOR)

@@ -1,0 +1,114 @@
+"""One subscriber connection's bandwidth: feedback in, a budget for its video out.
+
+The estimate (:class:`~sfu.bwe.estimator.BandwidthEstimator`) takes the subscriber's
+transport-wide feedback (matched by the egress), REMB as the fallback, and the RTT. On the
+connection's tick this turns it into the budget the layer allocator divides among the video
+tracks — what is left after the audio it forwards, which is never cut — starts the probe
+clusters the estimator asks for, and rates the connection for the client.
+
+A subscriber that negotiated neither transport-cc nor REMB gives no estimate at all: its budget
+is unlimited (None), as before bandwidth estimation existed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Literal
+
+from sfu.api import ConnectionQualityReport
+from sfu.bwe.estimator import BandwidthEstimator, BandwidthStats
+from sfu.bwe.feedback import FeedbackSummary, ProbeCluster
+
+Quality = Literal["excellent", "good", "poor"]
+
+#: Octets an RTP packet costs beyond its payload (header, mid and transport-wide sequence number
+#: extensions, SRTP tag), for the rate of audio taken off the budget.
+PACKET_OVERHEAD = 40
+#: Loss fraction and RTT (s) above which a connection is no longer "excellent"; and "poor".
+GOOD_LOSS, POOR_LOSS = 0.02, 0.10
+GOOD_RTT, POOR_RTT = 0.15, 0.4
+
+
+def rate(loss: float, rtt: float | None, paused: bool, limited: bool) -> Quality:
+    """Poor: heavy loss, a long RTT or a video paused for bandwidth; good: some loss, a
+    noticeable RTT or video held below what the subscriber asked for; else excellent."""
+    if paused or loss >= POOR_LOSS or (rtt is not None and rtt >= POOR_RTT):
+        return "poor"
+    if limited or loss >= GOOD_LOSS or (rtt is not None and rtt >= GOOD_RTT):
+        return "good"
+    return "excellent"
+
+
+class SubscriberBandwidth:
+    """The estimate of one subscriber connection and what follows from it each tick."""
+
+    __slots__ = ("_audio_last", "_audio_rate", "_sent_last", "estimator", "negotiated", "send_rate")
+
+    def __init__(self, estimator: BandwidthEstimator | None = None) -> None:
+        # probes only when the allocator wants more (request_probe), and at the start: an SFU
+        # has no use for the periodic ALR probes of a sender that could always send more
+        self.estimator = estimator or BandwidthEstimator(alr_probing=False)
+        #: transport-cc or REMB negotiated on some m-line: the estimate counts from the start
+        self.negotiated = False
+        self._audio_last: tuple[float, int] | None = None  # (time, octets incl. overhead)
+        self._audio_rate = 0.0
+        self._sent_last: tuple[float, int] | None = None
+        #: bit/s the connection sent since the previous tick (media, RTX, probes)
+        self.send_rate = 0.0
+
+    # --- feedback (on RTCP, not on the tick) ---
+
+    def on_feedback(self, feedback: FeedbackSummary, now: float) -> None:
+        self.estimator.on_feedback(feedback, now)
+
+    def on_remb(self, bitrate: float, now: float) -> None:
+        self.estimator.on_remb(bitrate, now)
+
+    def on_rtt(self, rtt: float, now: float) -> None:
+        self.estimator.on_rtt(rtt, now)
+
+    # --- the tick ---
+
+    def budget(self, now: float, bytes_sent: int, audio: Iterable[tuple[int, int]]) -> float | None:
+        """bit/s for the video tracks, None for unlimited. ``bytes_sent``: the egress's total;
+        ``audio``: (octets, packets) sent so far on each audio down-track."""
+        estimator = self.estimator
+        estimator.on_sent(bytes_sent, now)
+        self.send_rate = _rate(self._sent_last, bytes_sent, now, self.send_rate)
+        self._sent_last = (now, bytes_sent)
+        octets = sum(o + PACKET_OVERHEAD * p for o, p in audio)
+        self._audio_rate = _rate(self._audio_last, octets, now, self._audio_rate)
+        self._audio_last = (now, octets)
+        if not self.negotiated and estimator.source == "none":
+            return None
+        return max(estimator.target - self._audio_rate, 0.0)
+
+    def probe(self, wanted: float | None, now: float) -> ProbeCluster | None:
+        """The next cluster to send, if any; ``wanted``: what the allocator would use if the
+        link carried it (None: it has all it wants)."""
+        if wanted is not None:
+            self.estimator.request_probe(wanted + self._audio_rate, now)
+        return self.estimator.next_probe(now)
+
+    def quality(
+        self, rtt: float | None, video: float, paused: bool, limited: bool
+    ) -> ConnectionQualityReport:
+        """``video``: what the chosen layers cost; audio is added."""
+        stats = self.stats()
+        estimate = None if stats.source == "none" else stats.estimate
+        loss = stats.loss_fraction
+        allocated = video + self._audio_rate
+        return ConnectionQualityReport(
+            rate(loss, rtt, paused, limited), rtt, loss, estimate, allocated, stats.probing
+        )
+
+    def stats(self) -> BandwidthStats:
+        return self.estimator.stats()
+
+
+def _rate(last: tuple[float, int] | None, total: int, now: float, previous: float) -> float:
+    """bit/s from a running byte total sampled at ``last`` and ``now`` (a restarted counter, or
+    no time passed: the previous rate)."""
+    if last is None or now <= last[0] or total < last[1]:
+        return previous
+    return (total - last[1]) * 8 / (now - last[0])

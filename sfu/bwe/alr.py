@@ -4,7 +4,10 @@ A sender that uses much less than its estimate (the subscriber's layers need les
 link could carry) gets no congestion signal, so its delay-based estimate would only ever grow:
 Pion's GCC reached 4 Mbit/s for a 784 kbit/s stream that way. The estimator uses this detector to
 stop trusting growth it has not verified, and the probe controller to test the link now and then
-(as libwebrtc's AlrDetector: ALR starts under 65 % of the estimate, ends above 80 %).
+(after libwebrtc's AlrDetector, which starts ALR under 65 % of the estimate and ends it above
+80 %). ALR starts here under 70 %: the delay-based estimate of an application-limited sender is
+capped at 1.5 x its acknowledged rate + 10 kbit/s, where it sends about 65 % of the estimate —
+with libwebrtc's 65 % a capped sender would hover at the edge and rarely count as limited.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ class AlrDetector:
     sending under ``start_ratio`` of the estimate, until one interval above ``stop_ratio``."""
 
     def __init__(
-        self, *, start_ratio: float = 0.65, stop_ratio: float = 0.8, start_after: float = 0.5
+        self, *, start_ratio: float = 0.7, stop_ratio: float = 0.8, start_after: float = 0.5
     ) -> None:
         self._start_ratio = start_ratio
         self._stop_ratio = stop_ratio

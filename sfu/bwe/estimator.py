@@ -25,7 +25,7 @@ from sfu.bwe.feedback import FeedbackSummary, ProbeCluster
 from sfu.bwe.loss import LossBasedControl
 from sfu.bwe.overuse import BandwidthUsage, OveruseDetector
 from sfu.bwe.probe import ProbeController
-from sfu.bwe.probe_result import ProbeResultEstimator
+from sfu.bwe.probe_result import ProbeResult, ProbeResultEstimator
 from sfu.bwe.queue import StandingQueue
 from sfu.bwe.trendline import InterGroupDeltas, TrendlineEstimator
 
@@ -117,21 +117,25 @@ class BandwidthEstimator:
         if feedback.groups:
             self._newest_send = max(self._newest_send, feedback.groups[-1].send_time)
         self._acked.on_feedback(feedback)
-        probed = self._probe_result(feedback, now)
         usage = self._usage = self._delay_usage(feedback)
+        probe = self._probe_result(feedback, now)
         acked = self._acked.bitrate
         aimd = self._aimd
+        probed: float | None = None
         if usage == "overusing":
             self._probes.stop()
-            probe = self._saturated_probe
-            if probe is not None and now - probe[0] <= PROBE_OVERUSE_WINDOW:
+            saturated = self._saturated_probe
+            if saturated is not None and now - saturated[0] <= PROBE_OVERUSE_WINDOW:
                 # Our own probe filled the queue, and measured the link while doing so: that
                 # measurement is a better decrease than a fraction of the acknowledged rate
                 # (which the probe's own bytes inflate or its queue deflates).
-                aimd.limit(SATURATED_UTILIZATION * probe[1], now)
+                aimd.limit(saturated[1], now)
             elif aimd.time_to_reduce_further(now, acked, self._rtt):
                 aimd.update(usage, acked, now, self._rtt)
-        elif probed is not None and probed > aimd.estimate:
+        elif probe is not None and (probe.saturated or probe.bitrate > aimd.estimate):
+            # A probe that fitted lifts the estimate; one that saturated the link measured it,
+            # which is news either way (an estimate grown while application-limited comes down).
+            probed = probe.bitrate
             aimd.set_estimate(probed, now)
         elif feedback.groups:
             aimd.update(usage, acked, now, self._rtt)
@@ -173,16 +177,17 @@ class BandwidthEstimator:
             return "overusing"
         return detector.state
 
-    def _probe_result(self, feedback: FeedbackSummary, now: float) -> float | None:
-        """The best rate a probe cluster verified in this message, if any."""
-        if not feedback.probes:
-            return None
-        best: float | None = None
-        for result in self._probe_results.on_packets(feedback.probes):
+    def _probe_result(self, feedback: FeedbackSummary, now: float) -> ProbeResult | None:
+        """The best rate a probe cluster completed with this message showed, if any; a
+        saturated one counts at :data:`SATURATED_UTILIZATION` of its receive rate."""
+        best: ProbeResult | None = None
+        for result in self._probe_results.on_packets(feedback.probes, self._newest_send):
             self._probes.on_result(result, now)
-            best = result.bitrate if best is None else max(best, result.bitrate)
             if result.saturated:
+                result = result._replace(bitrate=SATURATED_UTILIZATION * result.bitrate)
                 self._saturated_probe = (now, result.bitrate)
+            if best is None or result.bitrate > best.bitrate:
+                best = result
         return best
 
     def on_remb(self, bitrate: float, now: float) -> None:

@@ -22,6 +22,10 @@ from sfu.bwe.feedback import BURST_TIME, FeedbackSummary, PacketGroup, ProbeClus
 
 STEP = 0.001
 MTU = 1200
+#: The server's probe packets: padding-only RTX packets of 255 octets of padding plus headers,
+#: sent in batches every 5 ms (sfu/media/prober.py).
+PADDING_PACKET = 300
+PROBE_INTERVAL = 0.005
 FRAME_RATE = 30.0
 PACING_FACTOR = 2.5
 #: A group may grow by the burst rule for at most this long (as libwebrtc's InterArrival).
@@ -216,15 +220,19 @@ class Simulation:
             # media sent during a cluster is part of it (the egress tags it)
             sent += media
             n += media_packets
-            due = probe.bitrate * (t - start + STEP) / 8
-            while sent < due:
-                self._send(t, MTU, probe.cluster)
-                sent += MTU
-                n += 1
-            if t - start + STEP >= probe.duration and n >= probe.min_packets:
-                self._cluster = None
-            else:
-                self._cluster = (probe, start, sent, n)
+            elapsed = t - start
+            # The server's prober: padding packets in batches every 5 ms, one interval ahead.
+            if round(elapsed / STEP) % round(PROBE_INTERVAL / STEP) == 0:
+                done = elapsed >= probe.duration - STEP / 2
+                due = probe.bitrate / 8 * min(elapsed + PROBE_INTERVAL, probe.duration)
+                while sent < due or (done and n < probe.min_packets):
+                    self._send(t, PADDING_PACKET, probe.cluster)
+                    sent += PADDING_PACKET
+                    n += 1
+                if done:
+                    self._cluster = None
+                    return
+            self._cluster = (probe, start, sent, n)
 
     def _send(self, t: float, size: int, cluster: int) -> None:
         """Through the bottleneck: random loss, tail drop at the queue limit, FIFO service."""

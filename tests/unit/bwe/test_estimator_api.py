@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sfu.bwe.estimator import BandwidthEstimator
-from sfu.bwe.feedback import FeedbackSummary, PacketGroup
+from sfu.bwe.feedback import FeedbackSummary, PacketGroup, ProbePacket
 
 
 def steady_feedback(start: float, rate: float, count: int = 20) -> FeedbackSummary:
@@ -74,3 +74,40 @@ def test_remb_only_while_no_transport_cc() -> None:
     assert est.target >= 1e6  # REMB ignored while transport-cc feedback comes
     est.on_remb(300_000, 2.5)  # feedback stopped 2.3 s ago: REMB again
     assert (est.target, est.stats().source) == (300_000, "remb")
+
+
+def probe_feedback(
+    cluster: int, rate: float, received_rate: float, start: float
+) -> FeedbackSummary:
+    """A complete 50 ms cluster of 300-byte packets sent at ``rate``, arriving at
+    ``received_rate``, and a later group that shows the cluster is over."""
+    spacing, arrival_spacing = 300 * 8 / rate, 300 * 8 / received_rate
+    count = int(0.05 / spacing) + 1
+    probes = tuple(
+        ProbePacket(cluster, start + i * spacing, 100 + start + i * arrival_spacing, 300)
+        for i in range(count)
+    )
+    later = PacketGroup(start + 0.2, 100 + start + 0.2, 1200)
+    return FeedbackSummary(groups=(later,), received=count, probes=probes)
+
+
+@pytest.mark.parametrize(
+    ("received_rate", "expected"),
+    [
+        (4e6, 4e6),  # fitted: lifts the estimate to the probe's rate
+        (1.2e6, 0.95 * 1.2e6),  # saturated at 1.2 Mbit/s: the estimate comes down to it
+    ],
+    ids=["fits", "saturated"],
+)
+def test_probe_result_sets_the_estimate(received_rate: float, expected: float) -> None:
+    est = BandwidthEstimator(initial_bitrate=2e6, initial_probing=False)
+    est.on_feedback(steady_feedback(0.0, 500e3), 0.1)
+    est.on_sent(0, 0.0)
+    for i in range(1, 9):  # application-limited: 500 kbit/s of a 2 Mbit/s estimate
+        est.on_sent(int(i * 0.25 * 500e3 / 8), i * 0.25)
+    assert est.stats().alr
+    cluster = est.next_probe(2.0)
+    assert cluster is not None  # the ALR probe: twice the estimate
+    assert cluster.bitrate == pytest.approx(2 * est.target)
+    est.on_feedback(probe_feedback(cluster.cluster, 4e6, received_rate, 2.0), 2.3)
+    assert est.target == pytest.approx(expected, rel=0.01)

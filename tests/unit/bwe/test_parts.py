@@ -267,18 +267,19 @@ def probe_packets(
 @pytest.mark.parametrize(
     ("count", "receive_rate", "expected"),
     [
-        (10, 2e6, (2e6, False)),
-        (10, 1e6, (1e6, True)),
-        (10, 1.9e6, (1.9e6, False)),  # within 90 % of the send rate: not saturated
+        (14, 2e6, (2e6, False)),
+        (14, 1e6, (1e6, True)),
+        (14, 1.9e6, (1.9e6, False)),  # within 90 % of the send rate: not saturated
         (3, 2e6, None),  # under 80 % of min_packets
-        (10, 5e6, None),  # arrived faster than twice the send rate: queued behind others
+        (9, 2e6, None),  # under 80 % of the bytes (2 Mbit/s x 50 ms = 12.5 kB)
+        (14, 5e6, None),  # arrived faster than twice the send rate: queued behind others
     ],
-    ids=["fits", "saturated", "nearly", "too few", "invalid"],
+    ids=["fits", "saturated", "nearly", "too few", "too few bytes", "invalid"],
 )
 def test_probe_result(count: int, receive_rate: float, expected: tuple[float, bool] | None) -> None:
     results = ProbeResultEstimator()
     results.expect(ProbeCluster(1, 2e6, 0.05, 5))
-    found = results.on_packets(probe_packets(1, count, 2e6, receive_rate))
+    found = results.on_packets(probe_packets(1, count, 2e6, receive_rate), newest_send=1.0)
     if expected is None:
         assert found == []
     else:
@@ -287,7 +288,16 @@ def test_probe_result(count: int, receive_rate: float, expected: tuple[float, bo
 
 
 def test_probe_packets_of_unknown_clusters_are_ignored() -> None:
-    assert ProbeResultEstimator().on_packets(probe_packets(7, 10, 2e6, 2e6)) == []
+    assert ProbeResultEstimator().on_packets(probe_packets(7, 14, 2e6, 2e6), 1.0) == []
+
+
+def test_probe_measured_once_when_complete() -> None:
+    results = ProbeResultEstimator()
+    results.expect(ProbeCluster(1, 2e6, 0.05, 5))
+    packets = probe_packets(1, 14, 2e6, 2e6)  # 1000 bytes every 4 ms: 52 ms
+    assert results.on_packets(packets[:5], newest_send=0.02) == []  # still running
+    assert len(results.on_packets(packets[5:], newest_send=0.05)) == 1
+    assert results.on_packets([], newest_send=0.5) == []  # reported once
 
 
 def test_initial_then_exponential_probing() -> None:

@@ -153,8 +153,10 @@ SCENARIOS = [
         Link(const(2.5e6), loss=0.05),
         GREEDY,
         30,
-        [Within(3, 30, 0.8 * 2.5e6, 1.1 * 2.5e6)],
-        report=[("within 80-110 % of the link", 0, 30, 0.8 * 2.5e6, 1.1 * 2.5e6)],
+        # GCC's sawtooth peaks above the link until the queue shows; the loss must not pull
+        # the target under 80 % of the link (the target).
+        [Within(3, 30, 0.8 * 2.5e6, 1.2 * 2.5e6)],
+        report=[("within 80-120 % of the link", 0, 30, 0.8 * 2.5e6, 1.2 * 2.5e6)],
     ),
     Scenario(
         "5 % random loss on a 2.5 Mbit/s link, camera layers: keeps the top layer",
@@ -187,8 +189,8 @@ SCENARIOS = [
         Link(const(2.5e6), feedback_loss=0.2, feedback_outages=[(15, 16.5)]),
         GREEDY,
         30,
-        [Within(2, 30, 0.6 * 2.5e6, 1.1 * 2.5e6)],
-        report=[("within 60-110 % of the link", 0, 30, 0.6 * 2.5e6, 1.1 * 2.5e6)],
+        [Within(2, 30, 0.6 * 2.5e6, 1.2 * 2.5e6)],
+        report=[("within 60-120 % of the link", 0, 30, 0.6 * 2.5e6, 1.2 * 2.5e6)],
     ),
     Scenario(
         "application-limited at 300 kbit/s on a 10 Mbit/s link, no probes",
@@ -198,6 +200,16 @@ SCENARIOS = [
         [Within(0, 30, 250e3, 1.05 * (1.5 * 300e3 + 10e3))],
         estimator={"initial_bitrate": 300e3, "initial_probing": False, "alr_probing": False},
         report=[("never above 1.05 x (1.5 x 300k + 10k)", 0, 30, 0, 1.05 * (1.5 * 300e3 + 10e3))],
+    ),
+    Scenario(
+        "application-limited at 300 kbit/s on a 10 Mbit/s link, ALR probes every 5 s",
+        Link(const(10e6)),
+        Sender(app_limit=300e3),
+        30,
+        # Each ALR probe (2 x the estimate) verifies a higher rate: growth only by probes.
+        [Within(0, 4.9, 250e3, 1.05 * (1.5 * 300e3 + 10e3)), Within(21, 30, 2e6, 10e6)],
+        estimator={"initial_bitrate": 300e3, "initial_probing": False},
+        report=[("verified above 2 Mbit/s", 0, 30, 2e6, 10e6)],
     ),
 ]
 

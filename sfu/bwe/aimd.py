@@ -6,7 +6,9 @@ draining; wait), normal → *increase*. Far from convergence the increase is mul
 (8 %/s); once an over-use has shown where the link's capacity lies, and while the acknowledged
 rate stays near it, it is additive (about one packet per response time, §5.5 "close to
 convergence"). The increase is capped near 1.5 x the acknowledged rate + 10 kbit/s so that a
-sender that does not use its estimate (application-limited) cannot inflate it.
+sender that does not use its estimate (application-limited) cannot inflate it; once the ALR
+detector says it is application-limited, it does not increase at all (as libwebrtc's
+"don't increase in ALR" option): only probes verify more.
 """
 
 from __future__ import annotations
@@ -104,15 +106,25 @@ class AimdRateControl:
             return True
         return acked is not None and acked < self.estimate / 2
 
-    def update(self, usage: BandwidthUsage, acked: float | None, now: float, rtt: float) -> float:
-        """One step of the state machine for the detector's current signal."""
+    def update(
+        self,
+        usage: BandwidthUsage,
+        acked: float | None,
+        now: float,
+        rtt: float,
+        *,
+        limited: bool = False,
+    ) -> float:
+        """One step of the state machine for the detector's current signal; ``limited``: the
+        sender is application-limited, so "normal" proves nothing above what it sends and the
+        estimate does not increase (it holds; probes verify more)."""
         if usage == "overusing":
             self.state = "decrease"
         elif usage == "underusing":
             self.state = "hold"
         elif self.state == "hold":
             self.state = "increase"
-        if self.state == "increase":
+        if self.state == "increase" and not limited:
             self._increase(acked, now, rtt)
         elif self.state == "decrease":
             self._decrease(acked, now)

@@ -138,7 +138,7 @@ class BandwidthEstimator:
             probed = probe.bitrate
             aimd.set_estimate(probed, now)
         elif feedback.groups:
-            aimd.update(usage, acked, now, self._rtt)
+            aimd.update(usage, acked, now, self._rtt, limited=self._alr.in_alr)
         loss = self._loss
         loss.update(now, self._rtt, min(aimd.estimate, self._target))
         if probed is not None and probed > loss.estimate and loss.may_rise:

@@ -149,6 +149,22 @@ SCENARIOS = [
         ],
     ),
     Scenario(
+        "step 2.5 Mbit/s -> 400 kbit/s -> 2.5 Mbit/s, camera layers, 50 ms queue and feedback",
+        # As the e2e tests have it: tc tbf with a short latency, the client's 50 ms feedback.
+        Link(steps((0, 2.5e6), (10, 400e3), (20, 2.5e6)), queue_limit=0.05, feedback_interval=0.05),
+        LAYERED,
+        35,
+        [
+            Within(12, 20, 250e3, 1.05 * 400e3),
+            Within(28, 35, TOP, 1.1 * 2.5e6),
+            LossBelow(12, 0.05),
+        ],
+        report=[
+            ("settled 250-420 kbit/s", 10, 20, 250e3, 1.05 * 400e3),
+            ("top layer fits again", 20, 35, TOP, 1.1 * 2.5e6),
+        ],
+    ),
+    Scenario(
         "5 % random loss on a 2.5 Mbit/s link, sender uses the whole target",
         Link(const(2.5e6), loss=0.05),
         GREEDY,

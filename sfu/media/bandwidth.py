@@ -95,7 +95,7 @@ class SubscriberBandwidth:
     ) -> ConnectionQualityReport:
         """``video``: what the chosen layers cost; audio is added."""
         stats = self.stats()
-        estimate = None if stats.source == "none" else stats.estimate
+        estimate = None if stats.source == "none" and not self.negotiated else stats.estimate
         loss = stats.loss_fraction
         allocated = video + self._audio_rate
         return ConnectionQualityReport(

@@ -1,0 +1,65 @@
+"""sfu.media.bandwidth: the budget a subscriber's video gets, and how its connection is rated."""
+
+from __future__ import annotations
+
+import pytest
+
+from sfu.bwe.estimator import BandwidthEstimator
+from sfu.bwe.feedback import FeedbackSummary, PacketGroup
+from sfu.media.bandwidth import PACKET_OVERHEAD, SubscriberBandwidth, rate
+
+# (loss, rtt, a track paused, a track held below its preferences) -> quality
+QUALITY = [
+    (0.0, 0.02, False, False, "excellent"),
+    (0.0, None, False, False, "excellent"),  # no receiver report yet
+    (0.019, 0.149, False, False, "excellent"),
+    (0.02, 0.02, False, False, "good"),
+    (0.0, 0.15, False, False, "good"),
+    (0.0, 0.02, False, True, "good"),
+    (0.099, 0.399, False, True, "good"),
+    (0.10, 0.02, False, False, "poor"),
+    (0.0, 0.4, False, False, "poor"),
+    (0.0, 0.02, True, False, "poor"),
+]
+
+
+@pytest.mark.parametrize(("loss", "rtt", "paused", "limited", "expected"), QUALITY)
+def test_rate(loss: float, rtt: float | None, paused: bool, limited: bool, expected: str) -> None:
+    assert rate(loss, rtt, paused, limited) == expected
+
+
+def test_no_estimate_at_all_means_no_limit() -> None:
+    bandwidth = SubscriberBandwidth(BandwidthEstimator(initial_probing=False))
+    assert bandwidth.budget(0.0, 0, []) is None
+    bandwidth.negotiated = True  # transport-cc or REMB negotiated: the estimate counts at once
+    assert bandwidth.budget(0.25, 0, []) == pytest.approx(1_000_000)
+
+
+def test_remb_is_the_estimate_without_transport_cc() -> None:
+    bandwidth = SubscriberBandwidth(BandwidthEstimator(initial_probing=False))
+    bandwidth.on_remb(400_000, 0.0)
+    assert bandwidth.budget(0.25, 0, []) == pytest.approx(400_000)
+    assert bandwidth.stats().source == "remb"
+
+
+def test_audio_comes_off_the_budget() -> None:
+    bandwidth = SubscriberBandwidth(BandwidthEstimator(initial_probing=False))
+    bandwidth.negotiated = True
+    bandwidth.budget(0.0, 0, [(0, 0), (0, 0)])
+    # two audio tracks, 1 s: 4,000 octets and 50 packets each = 2 x 48 kbit/s with overhead
+    budget = bandwidth.budget(1.0, 10_000, [(4_000, 50), (4_000, 50)])
+    audio = 2 * (4_000 + 50 * PACKET_OVERHEAD) * 8
+    assert budget == pytest.approx(1_000_000 - audio)
+    assert bandwidth.send_rate == pytest.approx(80_000)
+    report = bandwidth.quality(0.05, 500_000, paused=False, limited=False)
+    assert report.allocated == pytest.approx(500_000 + audio)
+    assert report.estimate == pytest.approx(1_000_000)
+
+
+def test_transport_cc_feedback_wins_over_remb() -> None:
+    bandwidth = SubscriberBandwidth(BandwidthEstimator(initial_probing=False))
+    bandwidth.on_remb(100_000, 0.0)
+    groups = tuple(PacketGroup(0.02 * i, 5.0 + 0.02 * i, 1200) for i in range(10))
+    bandwidth.on_feedback(FeedbackSummary(groups, 10, 0, 12_000, 5.0, 5.18), 0.3)
+    assert bandwidth.stats().source == "transport-cc"
+    assert bandwidth.budget(0.5, 0, []) != pytest.approx(100_000)

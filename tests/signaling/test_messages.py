@@ -7,6 +7,7 @@ import pytest
 
 from sfu.api import (
     Answer,
+    ConnectionQualityReport,
     Event,
     LayerActivity,
     OfferedTrack,
@@ -17,6 +18,7 @@ from sfu.api import (
     PublisherLayers,
     ServerOffer,
     SessionClosed,
+    StreamState,
     TrackInfo,
     TrackMuted,
     TrackPublished,
@@ -485,6 +487,38 @@ EVENTS: list[tuple[Event, dict[str, Any]]] = [
             "type": "publisherLayers",
             "trackId": "t1",
             "layers": [{"rid": "q", "active": True}, {"rid": "f", "active": False}],
+        },
+    ),
+    (
+        StreamState("t2", False),
+        {"type": "streamState", "trackId": "t2", "state": "paused", "reason": "bandwidth"},
+    ),
+    (
+        StreamState("t2", True),
+        {"type": "streamState", "trackId": "t2", "state": "active", "reason": "bandwidth"},
+    ),
+    (
+        ConnectionQualityReport("good", 0.0424, 0.02449, 1_850_000.4, 1_540_000.6, False),
+        {
+            "type": "connectionQuality",
+            "quality": "good",
+            "rttMs": 42,
+            "lossPercent": 2.4,
+            "estimateBps": 1850000,
+            "allocatedBps": 1540001,
+            "probing": False,
+        },
+    ),
+    (
+        ConnectionQualityReport("excellent", None, 0.0, None, 0.0, True),
+        {
+            "type": "connectionQuality",
+            "quality": "excellent",
+            "rttMs": None,
+            "lossPercent": 0.0,
+            "estimateBps": None,
+            "allocatedBps": 0,
+            "probing": True,
         },
     ),
 ]

@@ -78,7 +78,13 @@ class ShapedCall:
         return self.publisher.participant_id
 
     async def subscribe(
-        self, name: str, *, shaped: bool, loss: float = 0.0, seed: int = 1
+        self,
+        name: str,
+        *,
+        shaped: bool,
+        loss: float = 0.0,
+        seed: int = 1,
+        transport_cc: bool = True,
     ) -> SubscriberProcess:
         """Start a subscriber process behind the link (``shaped``) or beside the server."""
         if shaped:
@@ -90,6 +96,7 @@ class ShapedCall:
             args = ["--url", self.server.url(), "--ice-host", "127.0.0.1"]
         args += ["--room", self.room, "--publisher", self.publisher_id]
         args += ["--loss", str(loss), "--seed", str(seed)]
+        args += ["--transport-cc", "on" if transport_cc else "off"]
         subscriber = await SubscriberProcess.start(prefix, name, args, self.workdir)
         self.subscribers[name] = subscriber
         return subscriber
@@ -125,6 +132,8 @@ class ShapedCall:
         bounds = [*self.marks, (now, "end")]
         lines = []
         for (since, label), (until, _) in itertools.pairwise(bounds):
+            if until - since < 0.05:
+                continue  # a mark at the end
             lines.append(
                 f"{label} ({until - since:.1f} s): link loss "
                 f"{link_loss(self.samples, since, until):.1%}"
@@ -132,8 +141,12 @@ class ShapedCall:
             for name, subscriber in self.subscribers.items():
                 seen = subscriber.seen
                 stalls = freezes(frame_times(seen, since - 1, until), until)
+                keyframes = Counter(
+                    layer_of_width(w) or "?" for t, w, _ in seen.keyframes if since <= t < until
+                )
                 lines.append(
                     f"  {name}: frames {dict(sorted(layers(seen, since, until).items()))}, "
+                    f"keyframes in {dict(sorted(keyframes.items()))}, "
                     f"{received_bitrate(seen, since, until) / 1000:.0f} kbit/s, "
                     f"{len(stalls)} freezes {sum(g for _, g in stalls):.2f} s"
                 )
@@ -143,10 +156,8 @@ class ShapedCall:
             last = quality[-1][1] if quality else None
             lines.append(f"{name}: messages {dict(kinds)}; last connectionQuality {last}")
         if self.local.simulcast is not None:
-            keyframes = {
-                r: layer.keyframes_sent for r, layer in self.local.simulcast.layers.items()
-            }
-            lines.append(f"publisher: keyframes sent per layer {keyframes}")
+            sent = {r: layer.keyframes_sent for r, layer in self.local.simulcast.layers.items()}
+            lines.append(f"publisher: keyframes sent per layer {sent}")
         return "\n".join(lines)
 
     def start_sampling(self) -> None:
@@ -169,12 +180,18 @@ class ShapedCall:
 
 @contextlib.asynccontextmanager
 async def shaped_call(
-    workdir: Path, room: str = "bwe", *, loss: float = 0.0, seed: int = 1
+    workdir: Path,
+    room: str = "bwe",
+    *,
+    loss: float = 0.0,
+    seed: int = 1,
+    transport_cc: bool = True,
 ) -> AsyncIterator[ShapedCall]:
     """The call, both subscribers receiving the publisher's video; all torn down after, and
     then every process must have exited cleanly (code 0).
 
-    ``loss``: the shaped subscriber's random loss (see ``shaped_subscriber``)."""
+    ``loss``: the shaped subscriber's random loss (see ``shaped_subscriber``);
+    ``transport_cc=False``: it sends REMB only (the server's fallback)."""
     clips = simulcast_clips()  # before the server starts: it costs seconds of CPU
     async with contextlib.AsyncExitStack() as stack:
         link = stack.enter_context(ShapedLink())
@@ -188,7 +205,7 @@ async def shaped_call(
         stack.push_async_callback(call.stop)
         call.start_sampling()
         await call.subscribe("unshaped", shaped=False)
-        await call.subscribe("shaped", shaped=True, loss=loss, seed=seed)
+        await call.subscribe("shaped", shaped=True, loss=loss, seed=seed, transport_cc=transport_cc)
         call.mark("start")
         yield call
     failed = {name: code for name, code in call.exit_codes.items() if code != 0}

@@ -275,28 +275,31 @@ def encode_layer(width: int, height: int, bitrate: int, fps: int, seconds: float
 
     A smooth pattern compresses to a fraction of the rate asked for (loadtest's 640x360 clip
     at 1.2 Mbit/s comes out at ~0.4): the layers would not differ enough for a 400 kbit/s
-    link to tell them apart. Keyframe at frame 0 only."""
+    link to tell them apart. The clip starts at a keyframe forced after a second of warm-up,
+    as a running encoder makes one when asked (the first keyframe of an encoder is several
+    times larger), and has no other."""
     codec = realtime_vp8_encoder(width, height, bitrate, fractions.Fraction(1, fps))
     codec.framerate = fractions.Fraction(fps)
-    # keyframes at most 3 frames' worth (libvpx rc_max_intra_bitrate_pct, as WebRTC caps them):
-    # uncapped, noise makes them 11x and a keyframe alone overflows a slow link's queue
+    # keyframes at most 3 frames' worth (libvpx rc_max_intra_bitrate_pct, as WebRTC caps them)
     codec.options = {**codec.options, "max-intra-rate": "300"}
     rng = np.random.default_rng(width)
     texture = rng.integers(32, 224, (height // 4 + 1, width // 4 + 1), dtype=np.uint8)
     texture = np.kron(texture, np.ones((8, 8), dtype=np.uint8))  # 2x the frame, to scroll
-    luma, count = width * height, max(1, round(seconds * fps))
+    luma, count, warmup = width * height, max(1, round(seconds * fps)), fps
     planes = np.full(luma * 3 // 2, 128, dtype=np.uint8)
     frames: list[bytes] = []
-    for index in range(count):
+    for index in range(warmup + count):
         y = np.roll(texture, (index, 2 * index), axis=(0, 1))[:height, :width].astype(np.int16)
         y += rng.integers(-NOISE, NOISE + 1, y.shape, dtype=np.int16)
         planes[:luma] = np.clip(y, 0, 255).astype(np.uint8).ravel()
         frame = av.VideoFrame.from_ndarray(planes.reshape(height * 3 // 2, width), format="yuv420p")
         frame.pts = index
+        if index == warmup:
+            frame.pict_type = av.video.frame.PictureType.I
         frames.extend(bytes(p) for p in codec.encode(frame))
     frames.extend(bytes(p) for p in codec.encode(None))
     return EncodedClip(
-        "video", tuple(frames[:count]), 1.0 / fps, round(VIDEO_CLOCK / fps),
+        "video", tuple(frames[warmup : warmup + count]), 1.0 / fps, round(VIDEO_CLOCK / fps),
         fractions.Fraction(1, VIDEO_CLOCK),
     )  # fmt: skip
 

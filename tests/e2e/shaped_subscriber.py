@@ -6,7 +6,8 @@ prints one JSON object a line on stdout, each with ``t`` (``time.monotonic()``, 
 every process on the machine) and ``e``:
 
 - ``joined`` (``id``), ``track`` (``trackId``), ``closed`` (``reason``);
-- ``frame``: a decoded frame (``w``, ``h``);
+- ``frame``: a decoded frame (``w``, ``h``); ``keyframe``: the first packet of a VP8 key frame
+  arrived (``w``, ``h`` from its header; retransmissions not counted);
 - ``msg``: a server message other than negotiation (``data``: connectionQuality, streamState..);
 - ``rx`` every 0.25 s: bytes and packets the connection received (``bytes``, ``packets``, after
   the impairment), RTP packets lost as the receiver counts them (``lost``), the interface's
@@ -37,6 +38,9 @@ from typing import Any
 
 import av
 
+from sfu.media.aiortc_bridge import tap_rtp
+from sfu.rtp.header import payload_bounds
+from sfu.rtp.vp8 import keyframe_size
 from sfu_client import SfuClient
 
 REPO = Path(__file__).resolve().parents[2]
@@ -106,19 +110,32 @@ async def _run(args: argparse.Namespace) -> None:
     loss = ReceiveLoss(args.loss, args.seed)
     if args.loss:
         loss.install(asyncio.get_running_loop())
-    client = await SfuClient.connect(args.url, args.room, args.name, ice_hosts=[args.ice_host])
+    client = await SfuClient.connect(
+        args.url,
+        args.room,
+        args.name,
+        ice_hosts=[args.ice_host],
+        transport_cc=args.transport_cc == "on",
+    )
     _emit("joined", id=client.participant_id)
     tasks = [
         asyncio.create_task(_messages(client)),
         asyncio.create_task(_counters(client, args.interface, loss)),
         asyncio.create_task(_frames(client, args.publisher)),
     ]
+    quit_ = asyncio.create_task(_until_quit())
     try:
-        await _until_quit()
-    finally:
+        # a task that ends (its track ended, a bug) ends the process with an error: the
+        # harness then fails the test with this process's stderr
+        await asyncio.wait([quit_, *tasks], return_when=asyncio.FIRST_COMPLETED)
         for task in tasks:
+            if task.done():
+                task.result()
+                raise RuntimeError(f"{task.get_coro()} returned")
+    finally:
+        for task in (quit_, *tasks):
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(quit_, *tasks, return_exceptions=True)
         await client.leave()
         _emit("closed", reason=client.close_reason)
 
@@ -158,10 +175,18 @@ async def _counters(client: SfuClient, interface: str | None, loss: ReceiveLoss)
 async def _frames(client: SfuClient, publisher: str) -> None:
     remote = await client.wait_for_track(publisher, "video", TRACK_TIMEOUT)
     _emit("track", trackId=remote.track_id)
+    tap_rtp(client.pc.getTransceivers()[0].receiver.transport, _on_rtp)
     while True:
         frame = await remote.track.recv()
         if isinstance(frame, av.VideoFrame):
             _emit("frame", w=frame.width, h=frame.height)
+
+
+def _on_rtp(packet: bytes, arrival: float) -> None:
+    with contextlib.suppress(ValueError):
+        size = keyframe_size(packet, *payload_bounds(packet))
+        if size is not None:
+            _emit("keyframe", w=size[0], h=size[1])
 
 
 def main() -> None:
@@ -174,6 +199,7 @@ def main() -> None:
     parser.add_argument("--interface", help="count this interface's received bytes")
     parser.add_argument("--loss", type=float, default=0.0, help="media datagrams to drop, 0..1")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--transport-cc", choices=("on", "off"), default="on")
     asyncio.run(_run(parser.parse_args()))
 
 
@@ -185,6 +211,7 @@ class Observed:
     """What one subscriber process reported, in arrival order."""
 
     frames: list[tuple[float, int, int]] = field(default_factory=list)  # (t, width, height)
+    keyframes: list[tuple[float, int, int]] = field(default_factory=list)  # arrived, not decoded
     messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
     counters: list[dict[str, Any]] = field(default_factory=list)
     participant_id: str | None = None
@@ -198,6 +225,8 @@ class Observed:
         kind, at = event.get("e"), float(event.get("t", 0.0))
         if kind == "frame":
             self.frames.append((at, int(event["w"]), int(event["h"])))
+        elif kind == "keyframe":
+            self.keyframes.append((at, int(event["w"]), int(event["h"])))
         elif kind == "msg":
             self.messages.append((at, dict(event["data"])))
         elif kind == "rx":

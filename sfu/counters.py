@@ -58,6 +58,12 @@ class MediaTotals:
     keyframe_requests_subscriber: int = 0
     keyframe_requests_start: int = 0
     keyframe_requests_retry: int = 0
+    # subscribers' bandwidth: feedback, probes, and what the estimate made the layers do
+    transport_feedback_received: int = 0
+    probe_clusters: int = 0
+    layer_upgrades: int = 0
+    layer_downgrades: int = 0
+    bandwidth_pauses: int = 0
 
     def add(self, other: MediaTotals) -> None:
         for f in fields(self):
@@ -105,6 +111,11 @@ class MediaTotals:
         self.plis_received += connection.plis_received
         self.firs_received += connection.firs_received
         self.plis_sent += connection.plis_sent
+        self.transport_feedback_received += connection.transport_feedback_received
+        self.probe_clusters += connection.probe_clusters
+        self.layer_upgrades += connection.allocation.upgrades
+        self.layer_downgrades += connection.allocation.downgrades
+        self.bandwidth_pauses += connection.bandwidth_pauses
 
 
 def participant_totals(participant: Participant) -> MediaTotals:

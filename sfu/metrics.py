@@ -28,7 +28,8 @@ from prometheus_client.core import (
 )
 
 from sfu.counters import DOWN_TRACK_STATES, LayerGauges, MediaTotals, layer_gauges
-from sfu.media.latency import FORWARDING, SAMPLE_EVERY, LatencyHistogram
+from sfu.media.bandwidth import ESTIMATES
+from sfu.media.latency import FORWARDING, SAMPLE_EVERY, Histogram
 
 if TYPE_CHECKING:
     from sfu.service import Sfu
@@ -39,7 +40,7 @@ KINDS = ("audio", "video")
 class SfuCollector:
     """A prometheus-client custom collector reading one service's rooms and totals."""
 
-    def __init__(self, service: Sfu, latency: LatencyHistogram = FORWARDING) -> None:
+    def __init__(self, service: Sfu, latency: Histogram = FORWARDING) -> None:
         self._service = service
         self._latency = latency
 
@@ -80,6 +81,13 @@ class SfuCollector:
         )
         yield from _counters(service.media_totals())
         yield _histogram(self._latency)
+        yield HistogramMetricFamily(
+            "sfu_subscriber_bandwidth_estimate_bps",
+            "Subscribers' downlink estimates (transport-cc or REMB), bit/s, observed every 2 s "
+            "per subscriber connection.",
+            buckets=[(_le(bound), n) for bound, n in ESTIMATES.cumulative()],
+            sum_value=ESTIMATES.sum,
+        )
 
 
 def _by_kind(family: GaugeMetricFamily, counts: Mapping[str, int]) -> GaugeMetricFamily:
@@ -194,12 +202,37 @@ def _counters(t: MediaTotals) -> Iterator[Metric]:
         ("sfu_plis_received", "Picture loss indications from subscribers.", t.plis_received),
         ("sfu_firs_received", "Full intra requests from subscribers.", t.firs_received),
         ("sfu_plis_sent", "Picture loss indications sent to publishers.", t.plis_sent),
+        (
+            "sfu_transport_feedback_received",
+            "Transport-cc feedback messages from subscribers (each covers many packets).",
+            t.transport_feedback_received,
+        ),
+        (
+            "sfu_probe_clusters",
+            "Probe clusters sent to subscribers to find out whether their link takes more.",
+            t.probe_clusters,
+        ),
+        (
+            "sfu_bandwidth_layer_upgrades",
+            "A subscriber's video track moved up a layer (or resumed) as its estimate allowed.",
+            t.layer_upgrades,
+        ),
+        (
+            "sfu_bandwidth_layer_downgrades",
+            "A subscriber's video track moved down a layer (or paused) to fit its estimate.",
+            t.layer_downgrades,
+        ),
+        (
+            "sfu_bandwidth_pauses",
+            "A subscriber's video track paused: not even its lowest layer fit the estimate.",
+            t.bandwidth_pauses,
+        ),
     )
     for name, documentation, value in plain:
         yield CounterMetricFamily(name, documentation, value)
 
 
-def _histogram(latency: LatencyHistogram) -> Metric:
+def _histogram(latency: Histogram) -> Metric:
     return HistogramMetricFamily(
         "sfu_forwarding_latency_seconds",
         f"SFU-internal forwarding latency: from reading a packet off the socket to sending "

@@ -18,6 +18,7 @@ from typing import Literal
 from sfu.api import ConnectionQualityReport
 from sfu.bwe.estimator import BandwidthEstimator, BandwidthStats
 from sfu.bwe.feedback import FeedbackSummary, ProbeCluster
+from sfu.media.latency import Histogram
 
 Quality = Literal["excellent", "good", "poor"]
 
@@ -27,6 +28,9 @@ PACKET_OVERHEAD = 40
 #: Loss fraction and RTT (s) above which a connection is no longer "excellent"; and "poor".
 GOOD_LOSS, POOR_LOSS = 0.02, 0.10
 GOOD_RTT, POOR_RTT = 0.15, 0.4
+
+#: Every subscriber connection's estimate, observed with each connectionQuality report (bit/s).
+ESTIMATES = Histogram((100e3, 250e3, 500e3, 1e6, 2e6, 4e6, 8e6, 16e6))
 
 
 def rate(loss: float, rtt: float | None, paused: bool, limited: bool) -> Quality:
@@ -96,6 +100,8 @@ class SubscriberBandwidth:
         """``video``: what the chosen layers cost; audio is added."""
         stats = self.stats()
         estimate = None if stats.source == "none" and not self.negotiated else stats.estimate
+        if estimate is not None:
+            ESTIMATES.observe(estimate)
         loss = stats.loss_fraction
         allocated = video + self._audio_rate
         return ConnectionQualityReport(

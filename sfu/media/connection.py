@@ -115,6 +115,7 @@ class MediaConnection:
         self._prober = Prober(self._loop, lambda: self.transport, self._padding, time.monotonic)
         self._transport_cc_id = 0
         self.transport_feedback_received = 0
+        self.bandwidth_pauses = 0  # video tracks paused because not even their lowest layer fit
         #: a video track of this subscriber paused (False) or resumed (True) for bandwidth
         self.on_stream_state: Callable[[str, bool], None] | None = None
         self.on_connection_quality: Callable[[ConnectionQualityReport], None] | None = None
@@ -478,6 +479,7 @@ class MediaConnection:
         budget = bandwidth.budget(now, 0 if transport is None else transport.bytes_sent, audio)
         before = self.allocation.last.paused
         result = self.allocation.run(down_tracks, now, budget)
+        self.bandwidth_pauses += len(result.paused - before)
         if self.on_stream_state is not None:
             for track_id in result.paused - before:
                 self.on_stream_state(track_id, False)
@@ -510,10 +512,15 @@ class MediaConnection:
                 allocated=round(result.allocated),
                 wanted=None if result.wanted is None else round(result.wanted),
                 paused=sorted(result.paused),
-                probes=self._prober.clusters,
+                probes=self.probe_clusters,
                 feedback=self.transport_feedback_received,
                 tcc_id=self._transport_cc_id,
             )
+
+    @property
+    def probe_clusters(self) -> int:
+        """Probe clusters sent to this subscriber so far."""
+        return self._prober.clusters
 
     def _padding(self, size: int) -> bytes | None:
         """A padding packet for a probe, on the RTX stream of some video m-line."""

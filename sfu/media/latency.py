@@ -38,7 +38,7 @@ BUCKETS: tuple[float, ...] = (
 )
 
 
-class LatencyHistogram:
+class Histogram:
     """Counts of observations per bucket, their sum and their number (no locking: one loop)."""
 
     __slots__ = ("bounds", "count", "counts", "sum")
@@ -68,4 +68,4 @@ class LatencyHistogram:
 
 
 #: The process-wide histogram every receiver records into.
-FORWARDING = LatencyHistogram()
+FORWARDING = Histogram()

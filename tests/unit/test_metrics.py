@@ -14,7 +14,7 @@ from sfu.media import latency
 from sfu.media import layer as layer_module
 from sfu.media.connection import MediaConnection
 from sfu.media.downtrack import DownTrack, OutgoingStream
-from sfu.media.latency import LatencyHistogram
+from sfu.media.latency import Histogram
 from sfu.metrics import build_registry
 from sfu.rtp import rtcp
 from sfu.service import Sfu
@@ -25,7 +25,7 @@ from .media_doubles import RecordingSink, publisher_receiver, subscriber_params,
 
 
 def test_observations_land_in_the_first_bucket_whose_bound_is_not_below() -> None:
-    histogram = LatencyHistogram((0.001, 0.002))
+    histogram = Histogram((0.001, 0.002))
     for seconds in (0.0005, 0.001, 0.0015, 0.002, 0.5):
         histogram.observe(seconds)
     assert histogram.counts == [2, 2, 1]
@@ -35,7 +35,7 @@ def test_observations_land_in_the_first_bucket_whose_bound_is_not_below() -> Non
 
 
 def test_weighted_observation_counts_once_per_subscriber() -> None:
-    histogram = LatencyHistogram((0.001,))
+    histogram = Histogram((0.001,))
     histogram.observe(0.0004, 16)
     assert histogram.counts == [16, 0]
     assert histogram.sum == pytest.approx(0.0064)
@@ -44,7 +44,7 @@ def test_weighted_observation_counts_once_per_subscriber() -> None:
 @pytest.mark.parametrize("bounds", [(), (0.002, 0.001), (0.001, 0.001)])
 def test_bounds_must_increase(bounds: tuple[float, ...]) -> None:
     with pytest.raises(ValueError):
-        LatencyHistogram(bounds)
+        Histogram(bounds)
 
 
 # --- counters kept by the media objects ---
@@ -63,7 +63,7 @@ async def test_one_packet_in_sample_every_is_timed_from_arrival_per_copy() -> No
     sinks = [RecordingSink() for _ in range(3)]
     for sink in sinks:
         receiver.add_down_track(DownTrack(receiver, stream, sink))
-    histogram = LatencyHistogram((0.000_015, 0.000_025, 0.000_035))
+    histogram = Histogram((0.000_015, 0.000_025, 0.000_035))
     try:
         with patch.object(layer_module, "FORWARDING", histogram):
             for seq in range(2 * latency.SAMPLE_EVERY):

@@ -14,6 +14,8 @@ import random
 import re
 import struct
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import aiohttp
 import pytest
@@ -41,7 +43,7 @@ async def _metric(server: SfuServer, name: str) -> float:
     return float(found.group(1))
 
 
-async def _estimate_above(client: SfuClient, bitrate: float) -> dict[str, object]:
+async def _estimate_above(client: SfuClient, bitrate: float) -> Mapping[str, Any]:
     message = await client.wait_for(
         lambda m: m.type == "connectionQuality" and (m.data.get("estimateBps") or 0) > bitrate,
         TIMEOUT,

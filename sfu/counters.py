@@ -60,6 +60,7 @@ class MediaTotals:
     keyframe_requests_retry: int = 0
     # subscribers' bandwidth: feedback, probes, and what the estimate made the layers do
     transport_feedback_received: int = 0
+    transport_feedback_sent: int = 0
     probe_clusters: int = 0
     layer_upgrades: int = 0
     layer_downgrades: int = 0
@@ -112,6 +113,8 @@ class MediaTotals:
         self.firs_received += connection.firs_received
         self.plis_sent += connection.plis_sent
         self.transport_feedback_received += connection.transport_feedback_received
+        if connection.publisher_feedback is not None:
+            self.transport_feedback_sent += connection.publisher_feedback.messages
         self.probe_clusters += connection.probe_clusters
         self.layer_upgrades += connection.allocation.upgrades
         self.layer_downgrades += connection.allocation.downgrades

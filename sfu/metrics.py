@@ -208,6 +208,12 @@ def _counters(t: MediaTotals) -> Iterator[Metric]:
             t.transport_feedback_received,
         ),
         (
+            "sfu_transport_feedback_sent",
+            "Transport-cc feedback messages to publishers that negotiated it (their own "
+            "send-side estimators run on it).",
+            t.transport_feedback_sent,
+        ),
+        (
             "sfu_probe_clusters",
             "Probe clusters sent to subscribers to find out whether their link takes more.",
             t.probe_clusters,

@@ -690,6 +690,9 @@ async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
     await pc.setRemoteDescription(
         RTCSessionDescription(sdp=_bundle_candidates(_bundle_setup(sdp)), type="offer")
     )
+    # aiortc drops transport-cc: a publisher's own send-side estimator needs our feedback, and
+    # the m-lines we send on keep theirs through an offer the client makes
+    accept_transport_cc(pc, ("sendonly", "recvonly", "sendrecv"))
     for transceiver in pc.getTransceivers():
         # aiortc answers Opus without fmtp, which turns the publisher's FEC off
         for codec in transceiver._codecs:

@@ -30,8 +30,9 @@ from sfu.media.allocation import PublisherSide, SubscriberAllocation
 from sfu.media.bandwidth import SubscriberBandwidth
 from sfu.media.downtrack import DownTrack
 from sfu.media.layer import LayerReceiver
-from sfu.media.params import URI_MID, URI_REPAIRED_RID, URI_RID, URI_TRANSPORT_CC
+from sfu.media.params import TRANSPORT_CC, URI_MID, URI_REPAIRED_RID, URI_RID, URI_TRANSPORT_CC
 from sfu.media.prober import Prober
+from sfu.media.publisher_feedback import PublisherFeedback
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import PublisherClock
 from sfu.rtp import rtcp
@@ -114,6 +115,8 @@ class MediaConnection:
         self.bandwidth = SubscriberBandwidth()
         self._prober = Prober(self._loop, lambda: self.transport, self._padding, time.monotonic)
         self._transport_cc_id = 0
+        #: transport-cc feedback to this participant as a publisher, where it negotiated it
+        self.publisher_feedback: PublisherFeedback | None = None
         self.transport_feedback_received = 0
         self.bandwidth_pauses = 0  # video tracks paused because not even their lowest layer fit
         #: a video track of this subscriber paused (False) or resumed (True) for bandwidth
@@ -157,6 +160,12 @@ class MediaConnection:
         if receiver.is_video and receiver.publisher_side is None:
             receiver.publisher_side = PublisherSide(receiver)
         extensions = params.extensions
+        tcc_id = extensions.get(URI_TRANSPORT_CC)
+        codec = params.primary
+        if tcc_id is not None and codec is not None and TRANSPORT_CC in codec.feedback:
+            if self.publisher_feedback is None:
+                self.publisher_feedback = PublisherFeedback(tcc_id, self._send_rtcp, self._loop)
+            self.publisher_feedback.ext_id = tcc_id
         self._mid_ext_id = extensions.get(URI_MID, self._mid_ext_id)
         self._rid_ext_id = extensions.get(URI_RID, self._rid_ext_id)
         self._repaired_rid_ext_id = extensions.get(URI_REPAIRED_RID, self._repaired_rid_ext_id)
@@ -214,6 +223,9 @@ class MediaConnection:
     def _on_rtp(self, data: bytes, now: float) -> None:
         if len(data) < 12:
             return
+        feedback = self.publisher_feedback
+        if feedback is not None:
+            feedback.on_rtp(data, now)
         ssrc = RTP_FIXED.unpack_from(data)[4]
         try:
             route = self._routes[ssrc]
@@ -393,6 +405,10 @@ class MediaConnection:
     def send_rtcp(self, packets: list[rtcp.RtcpPacket]) -> None:
         if self.transport is not None and packets:
             self.transport.send_rtcp(rtcp.serialize(packets))
+
+    def _send_rtcp(self, packet: bytes) -> None:
+        if self.transport is not None:
+            self.transport.send_rtcp(packet)
 
     def request_keyframe_now(self, media_ssrc: int) -> None:
         self.log.debug("keyframe requested", ssrc=media_ssrc, connected=self.connected)
@@ -576,6 +592,8 @@ class MediaConnection:
             return
         self.closed = True
         self._prober.stop()
+        if self.publisher_feedback is not None:
+            self.publisher_feedback.close()
         if self._nack_timer is not None:
             self._nack_timer.cancel()
         if self._reports_task is not None:

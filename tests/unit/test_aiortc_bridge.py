@@ -29,7 +29,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from sfu.media import aiortc_bridge as bridge
-from sfu.media.params import URI_REPAIRED_RID, URI_RID, Codec
+from sfu.media.params import TRANSPORT_CC, URI_REPAIRED_RID, URI_RID, URI_TRANSPORT_CC, Codec
 from sfu.rtp.header import build_extension_block, rewrite
 
 MID_BLOCK = build_extension_block([(1, b"0")])
@@ -567,4 +567,29 @@ async def test_simulcast_is_added_by_the_bridge_for_the_server_connection_only()
         assert URI_RID not in {e.uri for e in server.getTransceivers()[1]._headerExtensions}
     finally:
         await plain.close()
+        await server.close()
+
+
+async def test_transport_cc_kept_in_the_servers_answers_and_offers() -> None:
+    """aiortc negotiates neither the transport-wide sequence number nor the transport-cc
+    feedback (its module lists lack both) and drops them on every remote description: the bridge
+    keeps them where the client offered or answered them. If aiortc learns transport-cc, the
+    first assertions fail: the bridge would then add them twice."""
+    assert URI_TRANSPORT_CC not in {e.uri for x in HEADER_EXTENSIONS.values() for e in x}
+    server = bridge.ServerPeerConnection()
+    try:
+        answer = await bridge.accept_offer(server, CHROMIUM)
+        # Chromium's publishing m-lines: the server's feedback lets its own estimator run
+        assert f"a=extmap:3 {URI_TRANSPORT_CC}" in answer
+        assert "a=rtcp-fb:96 transport-cc" in answer
+        camera = bridge.media_params(server, server.getTransceivers()[1])
+        assert camera.extensions[URI_TRANSPORT_CC] == 3
+        assert TRANSPORT_CC in camera.codecs[0].feedback
+        # what the server offers a subscriber has both, with an id free on the transport
+        transceiver = bridge.add_send_transceiver(server, "video")
+        offer = await bridge.create_offer(server, {transceiver: camera.codecs[0]})
+        mline = offer[offer.index(f"a=mid:{transceiver.mid}") :]
+        assert f"a=extmap:3 {URI_TRANSPORT_CC}" in offer
+        assert "transport-cc" in mline
+    finally:
         await server.close()

@@ -45,7 +45,8 @@ class MediaConfig:
     peer_timeout: float = 8.0
     #: A participant whose connection is not up this long after negotiating is removed.
     connect_timeout: float = 10.0
-    #: Bitrate advertised to each video publisher in REMB (bits/s): the ceiling its encoder may use.
+    #: The most a video publisher is asked for in REMB (bits/s): its encoder's ceiling. Less
+    #: when no subscriber of a single-layer track could take that much (publisher_ceiling).
     publisher_max_bitrate: int = 2_500_000
     #: Minimum time between two keyframe requests sent to one publisher stream (seconds).
     keyframe_min_interval: float = 0.3

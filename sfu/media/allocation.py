@@ -110,6 +110,7 @@ class SubscriberAllocation:
     def run(self, down_tracks: Iterable[DownTrack], now: float, budget: float | None) -> Allocation:
         demands: list[VideoTrackDemand] = []
         by_track: dict[str, DownTrack] = {}
+        layers_of: dict[str, tuple[Layer, ...]] = {}
         for down_track in down_tracks:
             track = down_track.source
             side = track.publisher_side
@@ -117,6 +118,7 @@ class SubscriberAllocation:
                 continue  # audio: always forwarded
             track_id = track.info.track_id
             by_track[track_id] = down_track
+            layers_of[track_id] = side.ranked
             current = down_track.target or down_track.layer
             demands.append(
                 VideoTrackDemand(
@@ -140,6 +142,15 @@ class SubscriberAllocation:
             levels[track_id] = (level, settings)
             down_track = by_track[track_id]
             down_track.choice = target
+            # the most this track could have on this link with the others' layers as chosen: what
+            # its publisher need not exceed for this subscriber (a receiver-driven ceiling)
+            if budget is None:
+                down_track.allowance = None
+            else:
+                own = 0.0
+                if target.spatial is not None and not target.paused:
+                    own = layers_of[track_id][target.spatial].bitrate
+                down_track.allowance = max(budget - selector.allocated + own, 0.0)
             track = down_track.source
             if target.paused:
                 down_track.set_layer(None, now)

@@ -55,6 +55,9 @@ _MAX_RETIRED = 64
 _MAX_UNROUTABLE = 256
 #: Seconds between connectionQuality reports to a subscriber.
 QUALITY_INTERVAL = 2.0
+#: The least a publisher is asked to send (REMB): below it a camera is not worth decoding, and
+#: a subscriber that cannot take it has the track paused instead.
+MIN_PUBLISHER_CEILING = 100_000
 
 
 def _open_to(layer: LayerReceiver, payload_type: int) -> bool:
@@ -577,7 +580,7 @@ class MediaConnection:
             first.append(
                 rtcp.Remb(
                     sender_ssrc=self.rtcp_ssrc,
-                    bitrate=self._config.publisher_max_bitrate,
+                    bitrate=self.publisher_ceiling(),
                     ssrcs=remb_ssrcs,
                 )
             )
@@ -586,6 +589,27 @@ class MediaConnection:
             compounds.append(list(reports[i : i + _MAX_SR_PER_COMPOUND]))
         for packets in compounds:
             self.send_rtcp(packets)
+
+    def publisher_ceiling(self) -> int:
+        """The bit/s this participant's video should not exceed (REMB): within the configured
+        maximum, no more than the best-placed subscriber of each single-layer track can take.
+
+        A simulcast track is left at the maximum: each subscriber takes the layer that fits, and
+        layers nobody takes are turned off (publisherLayers). So is a track with a subscriber
+        whose link gives no estimate, or none at all (a new subscriber's link is unknown).
+        """
+        maximum = self._config.publisher_max_bitrate
+        total = 0.0
+        for receiver in self._receivers.values():
+            if not receiver.is_video:
+                continue
+            allowances = [d.allowance for d in receiver.down_tracks]
+            if receiver.simulcast or not allowances or None in allowances:
+                return maximum
+            total += max(a for a in allowances if a is not None)
+        if total == 0.0:
+            return maximum
+        return int(min(maximum, max(total, MIN_PUBLISHER_CEILING)))
 
     async def close(self) -> None:
         if self.closed:

@@ -115,8 +115,10 @@ class DownTrack:
         #: for a keyframe, audio for its first packet
         self.layer: LayerReceiver | None = None
         self.target: LayerReceiver | None = None
-        #: what the subscriber's layer selection chose last (video)
+        #: what the subscriber's layer selection chose last (video), and the bit/s this track
+        #: could have on the subscriber's link (None: no limit known)
         self.choice: LayerTarget | None = None
+        self.allowance: float | None = None
         #: the current layer's keyframe held back during a switch (on_leaving_packet)
         self._held: list[IngressPacket] | None = None
         self._ts_offset: int | None = None  # outgoing ts - source ts, for sender reports

@@ -46,6 +46,8 @@ class Tile {
     const avatar = document.createElement("div");
     avatar.className = "avatar";
     avatar.textContent = (name.trim()[0] ?? "?").toUpperCase();
+    this.paused = document.createElement("div");
+    this.paused.className = "paused";
     const caption = document.createElement("figcaption");
     this.label = document.createElement("span");
     this.label.className = "name";
@@ -57,7 +59,11 @@ class Tile {
     caption.append(this.label, this.icons, this.quality);
     this.audio = document.createElement("div");
     this.audio.hidden = true;
-    el.append(this.video, avatar, caption, this.audio);
+    el.append(this.video, avatar, this.paused, caption, this.audio);
+    /** @type {{rttMs: number|null, lossPercent: number|null}|undefined} this browser's stats */
+    this.stats = undefined;
+    /** @type {import("./sfu-client.js").ConnectionQuality|null} the server's, for our downlink */
+    this.link = null;
     this.setVideo(null);
     this.setState({ mic: options.screen ? "none" : "on", camera: "on" });
   }
@@ -106,18 +112,43 @@ class Tile {
 
   /** @param {{rttMs: number|null, lossPercent: number|null}|undefined} stats */
   setQuality(stats) {
-    if (!stats) {
-      this.quality.textContent = "";
-      return;
-    }
+    this.stats = stats;
+    this.showQuality();
+  }
+
+  /** The server's connectionQuality for this page's downlink (shown on the self tile). */
+  setLink(report) {
+    this.link = report;
+    this.el.dataset.quality = report?.quality ?? "";
+    this.el.dataset.estimateBps = report?.estimateBps == null ? "" : String(report.estimateBps);
+    this.showQuality();
+  }
+
+  showQuality() {
+    const { stats, link } = this;
     const parts = [];
-    if (stats.rttMs !== null) parts.push(`RTT ${Math.round(stats.rttMs)} ms`);
-    if (stats.lossPercent !== null) parts.push(`loss ${stats.lossPercent.toFixed(1)}%`);
+    if (link) {
+      parts.push(link.estimateBps === null ? link.quality : `${link.quality} ↓${formatBps(link.estimateBps)}`);
+      this.quality.title =
+        `the server's view of your downlink: ${link.quality}, estimate ${formatBps(link.estimateBps)}, ` +
+        `sending ${formatBps(link.allocatedBps)}${link.probing ? " (probing for more)" : ""}`;
+    }
+    if (stats?.rttMs != null) parts.push(`RTT ${Math.round(stats.rttMs)} ms`);
+    if (stats?.lossPercent != null) parts.push(`loss ${stats.lossPercent.toFixed(1)}%`);
     this.quality.textContent = parts.join(" · ");
-    this.el.dataset.rttMs = stats.rttMs === null ? "" : String(Math.round(stats.rttMs));
-    this.el.dataset.lossPercent = stats.lossPercent === null ? "" : stats.lossPercent.toFixed(1);
-    const bad = (stats.lossPercent ?? 0) > 5 || (stats.rttMs ?? 0) > 300;
+    if (stats) {
+      this.el.dataset.rttMs = stats.rttMs === null ? "" : String(Math.round(stats.rttMs));
+      this.el.dataset.lossPercent = stats.lossPercent === null ? "" : stats.lossPercent.toFixed(1);
+    }
+    const bad = link?.quality === "poor" || (stats?.lossPercent ?? 0) > 5 || (stats?.rttMs ?? 0) > 300;
     this.quality.classList.toggle("bad", bad);
+  }
+
+  /** @param {string|null} reason why the server paused this tile's video (null: it is not) */
+  setPaused(reason) {
+    if (reason) this.el.dataset.paused = reason;
+    else delete this.el.dataset.paused;
+    this.paused.textContent = reason === "bandwidth" ? "paused: low bandwidth" : reason ? `paused: ${reason}` : "";
   }
 
   remove() {
@@ -195,6 +226,8 @@ function listen(sfu) {
     const state = e.detail.state;
     setStatus(state === "connected" ? "" : `Media: ${state}`, "call-status", state === "failed");
   });
+  sfu.addEventListener("connection-quality", (e) => tiles.get("self")?.setLink(e.detail));
+  sfu.addEventListener("stream-state", () => refreshPaused());
   sfu.addEventListener("error", (e) => console.warn("[sfu]", e.detail.what, e.detail.error));
   sfu.addEventListener("closed", (e) => {
     if (sfu !== client) return;
@@ -276,6 +309,20 @@ function refreshParticipant(participantId) {
   for (const track of tracks) {
     const screen = tiles.get(`screen:${track.trackId}`);
     if (screen) screen.setState({ mic: "none", camera: track.muted ? "off" : "on" });
+  }
+  refreshPaused();
+}
+
+/** Say on each tile whether the server paused its video (for bandwidth) until it resumes it. */
+function refreshPaused() {
+  if (!client) return;
+  for (const tile of tiles.values()) {
+    let trackId = tile.el.dataset.trackId;
+    if (!trackId && tile.el.dataset.participantId) {
+      const tracks = client.participants.get(tile.el.dataset.participantId)?.tracks.values() ?? [];
+      trackId = [...tracks].find((t) => t.source === "camera")?.trackId;
+    }
+    tile.setPaused((trackId && client.pausedTracks.get(trackId)) || null);
   }
 }
 
@@ -415,6 +462,12 @@ async function stopScreen() {
   removeTile("screen:self");
   updateControls();
   await client?.unpublish(screen);
+}
+
+/** @param {number|null} bps */
+function formatBps(bps) {
+  if (bps === null) return "?";
+  return bps >= 1e6 ? `${(bps / 1e6).toFixed(1)} Mbit/s` : `${Math.round(bps / 1e3)} kbit/s`;
 }
 
 function setStatus(text, id, isError = false) {

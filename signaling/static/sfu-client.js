@@ -21,7 +21,10 @@
 // by transceiver mid: a mid may carry another participant's track later, so `track` events are
 // driven by that map, never by RTCPeerConnection's own `track` event.
 //
-// Connection quality per track (RTT, loss, bitrate) is in sfu-stats.js.
+// Connection quality per track (RTT, loss, bitrate) is in sfu-stats.js; the server's view of
+// this client's downlink (its bandwidth estimate) comes as "connection-quality" events every 2 s.
+// When the estimate cannot carry even the smallest layer of a received video, the server pauses
+// it ("stream-state" paused, reason "bandwidth") and resumes it when it fits again.
 //
 // Simulcast (`publish(track, {simulcast: true})`): the camera is sent as three encodings (rids
 // q, h, f); the server tells which ones somebody receives (`publisherLayers`) and the others
@@ -87,6 +90,20 @@ export const SIMULCAST_ENCODINGS = Object.freeze([
  * @property {boolean} simulcast          sent as several encodings (rids)
  * @property {Map<string, boolean>} layers  rid -> wanted, as the server last said (publisherLayers)
  *
+ * @typedef {object} ConnectionQuality    the server's view of this client's downlink (every 2 s)
+ * @property {"excellent"|"good"|"poor"} quality
+ * @property {number|null} rttMs
+ * @property {number} lossPercent         what this client reports losing on the way from the server
+ * @property {number|null} estimateBps    the server's bandwidth estimate (null: none)
+ * @property {number} allocatedBps        what the server sends of it (the layers chosen, audio)
+ * @property {boolean} probing            the server is probing for more
+ *
+ * @typedef {object} StreamState          a received video the server paused or resumed
+ * @property {string} trackId
+ * @property {"paused"|"active"} state
+ * @property {string} reason              "bandwidth": even its smallest layer does not fit
+ * @property {RemoteTrack|null} remote    the track, if it is carried now
+ *
  * @typedef {object} TrackSettings        what this client wants of a received video track
  * @property {boolean} [paused]           forward nothing of it
  * @property {number} [maxLayer]          0 the smallest layer
@@ -119,6 +136,8 @@ export function defaultSignalingUrl() {
  *   "track-ended"         RemoteTrack (no longer carried: detach it)
  *   "connectionstatechange" {state}              "closed"             {reason}
  *   "publisher-layers"    {local, layers} (LocalTrack; rid -> wanted: the others are turned off)
+ *   "connection-quality"  ConnectionQuality (also kept in `connectionQuality`)
+ *   "stream-state"        StreamState (paused ones are kept in `pausedTracks` until active again)
  *   "error"               {error} (a server error no call was waiting for, a failed negotiation)
  */
 export class SfuClient extends EventTarget {
@@ -152,6 +171,10 @@ export class SfuClient extends EventTarget {
     this.closeReason = null;
     /** server offers ignored because an offer of ours was outstanding (glare) */
     this.ignoredOffers = 0;
+    /** @type {ConnectionQuality|null} the server's latest report */
+    this.connectionQuality = null;
+    /** @type {Map<string, string>} trackId -> reason, for received tracks the server paused */
+    this.pausedTracks = new Map();
 
     this._requestIds = 0;
     /** @type {Map<string, {expect: string, resolve: Function, reject: Function, timer: number}>} */
@@ -639,6 +662,7 @@ export class SfuClient extends EventTarget {
       case "participant-left": {
         const participant = this.participants.get(message.participantId);
         this.participants.delete(message.participantId);
+        for (const trackId of participant?.tracks.keys() ?? []) this.pausedTracks.delete(trackId);
         this._dropReceiving((entry) => entry.participantId === message.participantId);
         if (participant) this._emit("participant-left", { participant, reason: message.reason });
         break;
@@ -658,6 +682,7 @@ export class SfuClient extends EventTarget {
         // the server forgets a track's settings with it
         this._appSettings.delete(message.trackId);
         this._sentSettings.delete(message.trackId);
+        this.pausedTracks.delete(message.trackId);
         if (info) this._emit("track-unpublished", info);
         break;
       }
@@ -674,6 +699,29 @@ export class SfuClient extends EventTarget {
         const local = this.localTracks.find((l) => l.trackId === message.trackId);
         if (local) this._setLayers(local, layers);
         else this._pendingLayers.set(message.trackId, layers);
+        break;
+      }
+      case "connectionQuality": {
+        /** @type {ConnectionQuality} */
+        const report = {
+          quality: message.quality,
+          rttMs: message.rttMs ?? null,
+          lossPercent: message.lossPercent ?? 0,
+          estimateBps: message.estimateBps ?? null,
+          allocatedBps: message.allocatedBps ?? 0,
+          probing: Boolean(message.probing),
+        };
+        this.connectionQuality = report;
+        this._emit("connection-quality", report);
+        break;
+      }
+      case "streamState": {
+        const { trackId } = message;
+        const state = message.state === "paused" ? "paused" : "active";
+        const reason = String(message.reason ?? "");
+        if (state === "paused") this.pausedTracks.set(trackId, reason);
+        else this.pausedTracks.delete(trackId);
+        this._emit("stream-state", { trackId, state, reason, remote: this.remoteTracks.get(trackId) ?? null });
         break;
       }
       case "bye":

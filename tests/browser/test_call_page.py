@@ -7,6 +7,7 @@ Each page captures Chromium's fake camera (a moving test pattern) and microphone
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import pytest
@@ -56,6 +57,11 @@ async def test_two_pages_see_and_hear_each_other(browser: Browser, room: str) ->
         quality = page.locator(f'.tile[data-name="{other}"] .quality')
         await expect(quality).to_contain_text("RTT", timeout=TILE_TIMEOUT_MS)
         await expect(quality).to_contain_text("loss")
+        # its own tile: the server's view of its downlink (connectionQuality), word and estimate
+        own = page.locator('#grid .tile[data-self="true"]')
+        word = re.compile("^(excellent|good|poor)$")
+        await expect(own).to_have_attribute("data-quality", word, timeout=TILE_TIMEOUT_MS)
+        await expect(own.locator(".quality")).to_contain_text(re.compile(r"\w+ ↓[\d.]+ [kM]bit/s"))
 
     # bob's WebSocket goes: his page cleans up and says so, alice's grid drops him
     await bob.evaluate("() => window.sfuApp.client.ws.close()")

@@ -42,7 +42,7 @@ from tests.e2e.shaped_link import (
     parse_qdisc,
     simulcast_clips,
 )
-from tests.e2e.shaped_subscriber import Observed, SubscriberProcess
+from tests.e2e.shaped_subscriber import Observed, SubscriberProcess, loop_lag
 
 SAMPLE_INTERVAL = 0.5
 TOP = LAYERS[-1][0]
@@ -70,6 +70,8 @@ class ShapedCall:
     #: (when, what) of each change to the link, and of the caller's own marks
     marks: list[tuple[float, str]] = field(default_factory=list)
     exit_codes: dict[str, int] = field(default_factory=dict)
+    #: (t, the longest late wake-up of this process's loop in the 0.5 s before): the publisher's
+    lags: list[tuple[float, float]] = field(default_factory=list)
     _sampler: asyncio.Task[None] | None = None
 
     @property
@@ -134,9 +136,11 @@ class ShapedCall:
         for (since, label), (until, _) in itertools.pairwise(bounds):
             if until - since < 0.05:
                 continue  # a mark at the end
+            lag = max((v for t, v in self.lags if since <= t <= until + 0.5), default=0.0)
             lines.append(
                 f"{label} ({until - since:.1f} s): link loss "
-                f"{link_loss(self.samples, since, until):.1%}"
+                f"{link_loss(self.samples, since, until):.1%}, publisher's loop lag "
+                f"{lag * 1000:.0f} ms"
             )
             for name, subscriber in self.subscribers.items():
                 seen = subscriber.seen
@@ -148,7 +152,8 @@ class ShapedCall:
                     f"  {name}: frames {dict(sorted(layers(seen, since, until).items()))}, "
                     f"keyframes in {dict(sorted(keyframes.items()))}, "
                     f"{received_bitrate(seen, since, until) / 1000:.0f} kbit/s, "
-                    f"{len(stalls)} freezes {sum(g for _, g in stalls):.2f} s"
+                    f"{len(stalls)} freezes {sum(g for _, g in stalls):.2f} s, "
+                    f"loop lag {max_lag(seen, since, until) * 1000:.0f} ms"
                 )
         for name, subscriber in self.subscribers.items():
             kinds = Counter(str(m.get("type")) for _, m in subscriber.seen.messages)
@@ -166,7 +171,8 @@ class ShapedCall:
     async def _sampling(self) -> None:
         while True:
             await self.sample()
-            await asyncio.sleep(SAMPLE_INTERVAL)
+            lag = await loop_lag(0.05, round(SAMPLE_INTERVAL / 0.05))
+            self.lags.append((time.monotonic(), lag))
 
     async def stop(self) -> None:
         """Stop sampling and every subscriber process (their exit codes: :attr:`exit_codes`)."""
@@ -294,6 +300,12 @@ def link_loss(samples: Sequence[LinkSample], since: float, until: float) -> floa
 
 def _increase(before: int, after: int) -> int:
     return after - before if after >= before else after
+
+
+def max_lag(seen: Observed, since: float, until: float) -> float:
+    """The subscriber process's longest late wake-up reported within [since, until + 0.25]."""
+    lags = (c.get("lag", 0.0) for c in seen.counters if since <= c["t"] <= until + 0.25)
+    return float(max(lags, default=0.0))
 
 
 def quality_events(seen: Observed, since: float = 0.0) -> list[tuple[float, dict[str, Any]]]:

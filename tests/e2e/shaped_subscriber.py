@@ -11,7 +11,8 @@ every process on the machine) and ``e``:
 - ``msg``: a server message other than negotiation (``data``: connectionQuality, streamState..);
 - ``rx`` every 0.25 s: bytes and packets the connection received (``bytes``, ``packets``, after
   the impairment), RTP packets lost as the receiver counts them (``lost``), the interface's
-  received bytes (``link``, with ``--interface``) and datagrams the impairment dropped.
+  received bytes (``link``, with ``--interface``), datagrams the impairment dropped and the
+  event loop's longest late wake-up (``lag``, see :func:`loop_lag`).
 
 A line ``quit`` on stdin (or its end) makes it leave and exit.
 
@@ -45,6 +46,7 @@ from sfu_client import SfuClient
 
 REPO = Path(__file__).resolve().parents[2]
 REPORT_INTERVAL = 0.25
+LAG_PERIOD = 0.05
 NEGOTIATION = frozenset({"offer", "answer", "candidate"})
 TRACK_TIMEOUT = 20.0
 
@@ -156,9 +158,20 @@ async def _messages(client: SfuClient) -> None:
             _emit("msg", data=dict(message.data))
 
 
+async def loop_lag(period: float, ticks: int) -> float:
+    """Sleep ``ticks`` x ``period``; the longest a wake-up came late (the loop was busy, or
+    the process starved of CPU: a frame gap then is this process's, not the network's)."""
+    lag = 0.0
+    for _ in range(ticks):
+        asleep = time.monotonic()
+        await asyncio.sleep(period)
+        lag = max(lag, time.monotonic() - asleep - period)
+    return lag
+
+
 async def _counters(client: SfuClient, interface: str | None, loss: ReceiveLoss) -> None:
     while True:
-        await asyncio.sleep(REPORT_INTERVAL)
+        lag = await loop_lag(LAG_PERIOD, round(REPORT_INTERVAL / LAG_PERIOD))
         received = packets = lost = 0
         for stats in (await client.pc.getStats()).values():
             if stats.type == "transport":
@@ -168,7 +181,7 @@ async def _counters(client: SfuClient, interface: str | None, loss: ReceiveLoss)
                 lost += stats.packetsLost
         _emit(
             "rx", bytes=received, packets=packets, lost=lost,
-            link=_link_bytes(interface), dropped=loss.dropped,
+            link=_link_bytes(interface), dropped=loss.dropped, lag=round(lag, 4),
         )  # fmt: skip
 
 

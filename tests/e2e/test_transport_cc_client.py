@@ -95,3 +95,27 @@ async def test_without_transport_cc_nothing_is_numbered_nor_reported(
         assert tap.rtcp_of(TransportFeedback, sent=True) == []
     finally:
         await bob.close()
+
+
+async def test_feedback_goes_on_after_the_subscriber_offers(
+    make_client: ClientFactory, room: str
+) -> None:
+    """A subscriber's own offer (it publishes) re-offers the m-lines it receives on: they keep
+    transport-cc, and the server keeps numbering what it sends on them."""
+    alice = await publisher(make_client, room)
+    bob = await make_client(room, "bob")
+    assert alice.participant_id is not None
+    await bob.wait_for_track(alice.participant_id, "video", TIMEOUT)
+    feedback = bob.transport_cc_feedback
+    assert feedback is not None
+    await wait_until(lambda: feedback.builder.recorded >= 20, "numbered packets")
+    await bob.publish(MarkerVideoTrack(PALETTE[1], 160, 120, 15), "camera")
+    answer = bob.pc.remoteDescription.sdp
+    receiving = [s for s in answer.split("m=")[1:] if "a=sendonly" in s]
+    assert receiving and all(URI in s for s in receiving), "the server's answer dropped it"
+    tap = taps.install(bob.pc)
+    await wait_until(lambda: len(tap.rtp_in) >= 40, "media after the offer")
+    numbered = [transport_sequence(r.payload, feedback.ext_id) for r in tap.rtp_in]
+    assert numbered.count(None) < len(numbered) // 2, "the server stopped numbering"
+    before = feedback.sent
+    await wait_until(lambda: feedback.sent >= before + 5, "feedback after the offer")

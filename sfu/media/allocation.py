@@ -107,7 +107,14 @@ class SubscriberAllocation:
         self.upgrades = 0
         self.downgrades = 0
 
-    def run(self, down_tracks: Iterable[DownTrack], now: float, budget: float | None) -> Allocation:
+    def run(
+        self,
+        down_tracks: Iterable[DownTrack],
+        now: float,
+        budget: float | None,
+        *,
+        may_pause: bool = True,
+    ) -> Allocation:
         demands: list[VideoTrackDemand] = []
         by_track: dict[str, DownTrack] = {}
         layers_of: dict[str, tuple[Layer, ...]] = {}
@@ -130,11 +137,11 @@ class SubscriberAllocation:
                 )
             )
         selector = self._selector
-        targets = selector.select(demands, budget, now)
+        targets = selector.select(demands, budget, now, may_pause=may_pause)
         levels: dict[str, tuple[int, TrackSettings]] = {}
         for track_id, target in targets.items():
             settings = self._settings(track_id)
-            level = -1 if target.starved else (target.spatial or 0)
+            level = -1 if target.paused else (target.spatial or 0)
             before = self._levels.get(track_id)
             if budget is not None and before is not None and before[1] == settings:
                 self.upgrades += level > before[0]
@@ -163,7 +170,7 @@ class SubscriberAllocation:
         self.last = Allocation(
             selector.allocated,
             selector.wanted,
-            frozenset(t for t, target in targets.items() if target.starved),
+            frozenset(t for t, target in targets.items() if target.starved and target.paused),
             any(target.limited for target in targets.values()),
         )
         return self.last

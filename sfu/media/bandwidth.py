@@ -7,7 +7,10 @@ tracks — what is left after the audio it forwards, which is never cut — star
 clusters the estimator asks for, and rates the connection for the client.
 
 A subscriber that negotiated neither transport-cc nor REMB gives no estimate at all: its budget
-is unlimited (None), as before bandwidth estimation existed.
+is unlimited (None), as before bandwidth estimation existed. A video track is paused for
+bandwidth only on a measured estimate: transport-cc feedback for :data:`SETTLE_TIME` (the
+initial probes have told what the link takes), never on the starting guess nor on REMB, which
+no probe can lift again once nothing is sent.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ PACKET_OVERHEAD = 40
 GOOD_LOSS, POOR_LOSS = 0.02, 0.10
 GOOD_RTT, POOR_RTT = 0.15, 0.4
 
+#: Seconds of transport-cc feedback before the estimate may pause a track.
+SETTLE_TIME = 2.0
+
 #: Every subscriber connection's estimate, observed with each connectionQuality report (bit/s).
 ESTIMATES = Histogram((100e3, 250e3, 500e3, 1e6, 2e6, 4e6, 8e6, 16e6))
 
@@ -46,12 +52,23 @@ def rate(loss: float, rtt: float | None, paused: bool, limited: bool) -> Quality
 class SubscriberBandwidth:
     """The estimate of one subscriber connection and what follows from it each tick."""
 
-    __slots__ = ("_audio_last", "_audio_rate", "_sent_last", "estimator", "negotiated", "send_rate")
+    __slots__ = (
+        "_audio_last",
+        "_audio_rate",
+        "_feedback_since",
+        "_sent_last",
+        "estimator",
+        "negotiated",
+        "send_rate",
+    )
 
-    def __init__(self, estimator: BandwidthEstimator | None = None) -> None:
+    def __init__(
+        self, max_bitrate: float = 50_000_000, estimator: BandwidthEstimator | None = None
+    ) -> None:
         # probes only when the allocator wants more (request_probe), and at the start: an SFU
         # has no use for the periodic ALR probes of a sender that could always send more
-        self.estimator = estimator or BandwidthEstimator(alr_probing=False)
+        self.estimator = estimator or BandwidthEstimator(max_bitrate=max_bitrate, alr_probing=False)
+        self._feedback_since: float | None = None
         #: transport-cc or REMB negotiated on some m-line: the estimate counts from the start
         self.negotiated = False
         self._audio_last: tuple[float, int] | None = None  # (time, octets incl. overhead)
@@ -63,7 +80,18 @@ class SubscriberBandwidth:
     # --- feedback (on RTCP, not on the tick) ---
 
     def on_feedback(self, feedback: FeedbackSummary, now: float) -> None:
+        if self._feedback_since is None:
+            self._feedback_since = now
         self.estimator.on_feedback(feedback, now)
+
+    def may_pause(self, now: float) -> bool:
+        """Whether the estimate is measured enough to pause a track for (see the module)."""
+        since = self._feedback_since
+        return (
+            since is not None
+            and now - since >= SETTLE_TIME
+            and self.estimator.source == "transport-cc"
+        )
 
     def on_remb(self, bitrate: float, now: float) -> None:
         self.estimator.on_remb(bitrate, now)

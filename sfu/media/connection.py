@@ -115,7 +115,7 @@ class MediaConnection:
         self.allocation = SubscriberAllocation(track_settings)
         self.on_layer_activity: Callable[[str, tuple[LayerActivity, ...]], None] | None = None
         #: the subscriber side's estimate and probes
-        self.bandwidth = SubscriberBandwidth()
+        self.bandwidth = SubscriberBandwidth(config.subscriber_max_bitrate)
         self._prober = Prober(self._loop, lambda: self.transport, self._padding, time.monotonic)
         self._transport_cc_id = 0
         #: transport-cc feedback to this participant as a publisher, where it negotiated it
@@ -497,7 +497,7 @@ class MediaConnection:
         bandwidth = self.bandwidth
         budget = bandwidth.budget(now, 0 if transport is None else transport.bytes_sent, audio)
         before = self.allocation.last.paused
-        result = self.allocation.run(down_tracks, now, budget)
+        result = self.allocation.run(down_tracks, now, budget, may_pause=bandwidth.may_pause(now))
         self.bandwidth_pauses += len(result.paused - before)
         if self.on_stream_state is not None:
             for track_id in result.paused - before:

@@ -11,7 +11,9 @@ Galene moves up below 7/8 of the estimate and down above 3/2 of it):
 - going up needs the total to fit :data:`UPGRADE_MARGIN` times over, and waits
   :data:`UPGRADE_HOLD` after a downgrade for budget;
 - a track whose lowest layer does not fit is paused (``starved``) rather than squeezed in: the
-  link would drop packets of everything, audio included; it resumes as an upgrade would;
+  link would drop packets of everything, audio included; it resumes as an upgrade would. Only
+  where the caller says the budget is measured (``may_pause``): a guess, or an estimate that
+  cannot be probed back up, must not take a subscriber's only picture away;
 - a preference change, a new track, a layer stopping or coming back apply at once.
 """
 
@@ -43,6 +45,11 @@ UPGRADE_HOLD = 4.0
 #: layer only when it has clearly gone out of use. Costs at most this long of an unused layer.
 UNWANTED_GRACE = 10.0
 
+#: Seconds a track's lowest layer must go on not fitting before it is paused: a GCC estimate
+#: saws down by 15 % at every congestion event and recovers within seconds, and the pause (with
+#: the hold and margin it needs to come back) costs the subscriber its picture far longer.
+PAUSE_AFTER = 2.0
+
 #: Allocation order of sources: lower first. Text on a shared screen is unreadable at a low
 #: layer where a face still is, so a screen share gets its upgrades before any camera.
 SOURCE_PRIORITY = {"screen": 0}
@@ -72,7 +79,8 @@ class LayerTarget:
     received yet). ``temporal``: the highest temporal layer to forward, None for all.
     ``desired_rid``: the layer preferences and budget allow, which differs from ``rid`` while
     that layer is not arriving; it must stay wanted from the publisher or it never comes back.
-    ``starved``: even the lowest layer does not fit the budget: paused (``paused`` is set too).
+    ``starved``: even the lowest layer does not fit the budget: paused (``paused`` is set too),
+    or forwarded anyway where the selector may not pause.
     ``limited``: the budget, not the preferences, keeps it below the layer it would like.
     """
 
@@ -92,6 +100,7 @@ class _Memory:
     desired_rid: str | None
     target_rid: str | None
     starved: bool = False
+    lacking_since: float | None = None  # its lowest layer stopped fitting (not paused yet)
 
 
 @dataclass(slots=True)
@@ -102,8 +111,10 @@ class _Plan:
     may_upgrade: bool
     priority: int
     was_starved: bool = False
+    lacking_since: float | None = None
     level: int = 0
     starved: bool = False
+    forced: bool = False  # does not fit, forwarded anyway (the selector may not pause)
 
     def cost(self, level: int) -> float:
         return self.demand.layers[level].bitrate
@@ -116,16 +127,22 @@ class LayerSelector:
         "_hold_until",
         "_memory",
         "allocated",
+        "pause_after",
         "upgrade_hold",
         "upgrade_margin",
         "wanted",
     )
 
     def __init__(
-        self, *, upgrade_margin: float = UPGRADE_MARGIN, upgrade_hold: float = UPGRADE_HOLD
+        self,
+        *,
+        upgrade_margin: float = UPGRADE_MARGIN,
+        upgrade_hold: float = UPGRADE_HOLD,
+        pause_after: float = PAUSE_AFTER,
     ) -> None:
         self.upgrade_margin = upgrade_margin
         self.upgrade_hold = upgrade_hold
+        self.pause_after = pause_after
         self._memory: dict[str, _Memory] = {}
         self._hold_until = float("-inf")
         #: bit/s the targets of the last ``select`` cost (layers as measured)
@@ -135,9 +152,15 @@ class LayerSelector:
         self.wanted: float | None = None
 
     def select(
-        self, tracks: Sequence[VideoTrackDemand], budget: float | None, now: float
+        self,
+        tracks: Sequence[VideoTrackDemand],
+        budget: float | None,
+        now: float,
+        *,
+        may_pause: bool = True,
     ) -> dict[str, LayerTarget]:
         """Targets by track id. ``budget``: bit/s for all these tracks, None for unlimited.
+        ``may_pause``: a track whose lowest layer does not fit is paused, else forwarded anyway.
 
         Tracks are served in :data:`SOURCE_PRIORITY` order, the caller's order within a source:
         each gets its lowest layer, then each gets back the layer it had, then upgrades, a
@@ -158,7 +181,7 @@ class LayerSelector:
             for plan in plans:
                 plan.level = plan.cap
         else:
-            self._allocate(plans, budget)
+            self._allocate(plans, budget, now, may_pause)
         self.allocated = 0.0
         for plan in plans:
             demand = plan.demand
@@ -175,20 +198,27 @@ class LayerSelector:
             spatial = _arriving(demand, plan.level, previous.target_rid if previous else None)
             desired = demand.layers[plan.level].rid
             target = demand.layers[spatial].rid
-            memory[demand.track_id] = _Memory(demand.settings, desired, target)
+            memory[demand.track_id] = _Memory(
+                demand.settings, desired, target, lacking_since=plan.lacking_since
+            )
             results[demand.track_id] = LayerTarget(
                 demand.track_id,
                 spatial,
                 target,
                 _temporal(demand),
                 desired,
-                limited=budget is not None and plan.level < plan.cap,
+                starved=plan.forced,
+                limited=budget is not None and (plan.level < plan.cap or plan.forced),
             )
         self._memory = memory  # tracks gone or paused are forgotten
         steps = [
-            plan.cost(0) if plan.starved else plan.cost(plan.level + 1) - plan.cost(plan.level)
+            plan.cost(0)
+            if plan.starved
+            else 0.0
+            if plan.forced  # already counted: the budget must grow to what is allocated
+            else plan.cost(plan.level + 1) - plan.cost(plan.level)
             for plan in plans
-            if budget is not None and (plan.starved or plan.level < plan.cap)
+            if budget is not None and (plan.starved or plan.forced or plan.level < plan.cap)
         ]
         self.wanted = (self.allocated + min(steps)) * self.upgrade_margin if steps else None
         return results
@@ -204,20 +234,32 @@ class LayerSelector:
         priority = SOURCE_PRIORITY.get(demand.source, DEFAULT_PRIORITY)
         starved = previous is not None and previous.starved
         may_upgrade = asked or now >= self._hold_until
-        return _Plan(demand, cap, min(keep, cap), may_upgrade, priority, starved)
+        lacking = None if previous is None else previous.lacking_since
+        return _Plan(demand, cap, min(keep, cap), may_upgrade, priority, starved, lacking)
 
-    def _allocate(self, plans: list[_Plan], budget: float) -> None:
+    def _allocate(self, plans: list[_Plan], budget: float, now: float, may_pause: bool) -> None:
         used = 0.0
         for plan in plans:  # the lowest layer of each, in priority order, while it fits
             total = used + plan.cost(0)
             if plan.was_starved:  # resuming is an upgrade: the margin, after the hold
                 plan.starved = not plan.may_upgrade or total * self.upgrade_margin > budget
+                continue
+            if total <= budget:
+                plan.lacking_since = None
             else:
-                plan.starved = total > budget
-            if not plan.starved:
-                used = total
+                if plan.lacking_since is None:
+                    plan.lacking_since = now
+                if may_pause and now - plan.lacking_since >= self.pause_after:
+                    plan.starved = True
+                    continue
+                plan.forced = True
+            used = total
         for priority in sorted({plan.priority for plan in plans}):
-            group = [plan for plan in plans if plan.priority == priority and not plan.starved]
+            group = [
+                plan
+                for plan in plans
+                if plan.priority == priority and not plan.starved and not plan.forced
+            ]
             used = self._raise(group, used, budget, upgrade=False)
             used = self._raise(group, used, budget, upgrade=True)
 

@@ -64,6 +64,8 @@ def outcome(target: LayerTarget) -> str:
         words.append(f"t{target.temporal}")
     if target.desired_rid != target.rid:
         words.append(f"want {target.desired_rid}")
+    if target.starved:
+        words.append("starved")
     return " ".join(words)
 
 
@@ -198,33 +200,56 @@ SELECTOR: dict[str, tuple[list[Step], str]] = {
         ],
         "keeping a's layer comes before b's upgrade, or they would swap on every new subscription",
     ),
-    "starved: paused rather than squeezed in": (
+    "starved: paused rather than squeezed in, once it lasts": (
         [
-            (0, [track()], 100e3, {"cam": "starved"}),
+            (0, [track()], 100e3, {"cam": "q starved"}),
+            (1.9, [track()], 100e3, {"cam": "q starved"}),
+            (2, [track()], 100e3, {"cam": "starved"}),
             (
-                1,
-                [track("a"), track("b"), screen()],
+                3,
+                [track(), track("b"), screen()],
                 500e3,
-                {"screen": "sl", "a": "starved", "b": "starved"},
+                {"screen": "sl", "cam": "starved", "b": "q starved"},
+            ),
+            (
+                5,
+                [track(), track("b"), screen()],
+                500e3,
+                {"screen": "sl", "cam": "starved", "b": "starved"},
             ),
         ],
-        "the screen's lowest fits, served first; neither camera's fits in what is left",
+        "forwarded for PAUSE_AFTER (a GCC dip recovers), then paused; the screen's lowest fits, "
+        "served first; neither camera's fits in what is left",
+    ),
+    "starved: a dip shorter than PAUSE_AFTER pauses nothing": (
+        [
+            (0, [track()], 100e3, {"cam": "q starved"}),
+            (1.5, [track()], 200e3, {"cam": "q"}),
+            (2.5, [track()], 100e3, {"cam": "q starved"}),
+            (4, [track()], 100e3, {"cam": "q starved"}),
+            (4.5, [track()], 100e3, {"cam": "starved"}),
+        ],
+        "the time it lacks starts again after it fitted",
     ),
     "starved: a track that does not fit leaves room for the next": (
-        [(0, [screen(), track()], 300e3, {"screen": "starved", "cam": "q"})],
-        "the screen's 400k cannot fit; the camera's 150k can",
+        [
+            (0, [screen(), track()], 300e3, {"screen": "sl starved", "cam": "q starved"}),
+            (2, [screen(), track()], 300e3, {"screen": "starved", "cam": "q"}),
+        ],
+        "the screen's 400k cannot fit; the camera's 150k can, once the screen is paused",
     ),
     "starved: resumes as an upgrade would, with the margin, after the hold": (
         [
             (0, [track()], 1e6, {"cam": "h"}),
-            (1, [track()], 100e3, {"cam": "starved"}),
-            (2, [track()], 170e3, {"cam": "starved"}),
-            (3, [track()], 200e3, {"cam": "starved"}),
-            (5, [track()], 170e3, {"cam": "starved"}),
-            (5.1, [track()], 200e3, {"cam": "q"}),
-            (6, [track()], 160e3, {"cam": "q"}),
+            (1, [track()], 100e3, {"cam": "q starved"}),
+            (3, [track()], 100e3, {"cam": "starved"}),
+            (4, [track()], 170e3, {"cam": "starved"}),
+            (5, [track()], 200e3, {"cam": "starved"}),
+            (7, [track()], 170e3, {"cam": "starved"}),
+            (7.1, [track()], 200e3, {"cam": "q"}),
+            (8, [track()], 160e3, {"cam": "q"}),
         ],
-        "150k x1.2 = 180k to resume; the hold of 4 s after the pause at 1; 160k keeps it",
+        "150k x1.2 = 180k to resume; the hold of 4 s after the pause at 3; 160k keeps it",
     ),
     "upgrade margin, downgrade at once, hold after it": (
         [
@@ -305,10 +330,25 @@ def test_allocated_rate_and_limited_tracks() -> None:
     got = selector.select([track("a")], None, 1)
     assert selector.allocated == 1.5e6 and not got["a"].limited and selector.wanted is None
     got = selector.select([track("a")], 100e3, 2)
-    assert selector.allocated == 0 and got["a"].limited and got["a"].starved
+    assert selector.allocated == 150e3 and got["a"].limited and got["a"].starved
+    assert not got["a"].paused and selector.wanted == pytest.approx(150e3 * 1.2)
+    got = selector.select([track("a")], 100e3, 4)
+    assert selector.allocated == 0 and got["a"].paused and got["a"].starved
     assert selector.wanted == pytest.approx(150e3 * 1.2)  # to resume
     selector.select([track("a", max_layer=1)], 3e6, 3)
     assert selector.wanted is None  # all it asks for
+
+
+def test_starved_tracks_forwarded_where_the_selector_may_not_pause() -> None:
+    """A guessed budget (a new subscriber's) or one probes cannot lift (REMB): the lowest layer
+    goes anyway, flagged, and the budget it lacks is what to probe for."""
+    selector = LayerSelector()
+    got = selector.select([screen(), track()], 300e3, 0, may_pause=False)
+    assert {k: outcome(t) for k, t in got.items()} == {"screen": "sl starved", "cam": "q starved"}
+    assert selector.allocated == 550e3
+    assert selector.wanted == pytest.approx(550e3 * 1.2)
+    got = selector.select([screen(), track()], 300e3, 2, may_pause=True)
+    assert {k: outcome(t) for k, t in got.items()} == {"screen": "starved", "cam": "q"}
 
 
 @pytest.mark.parametrize("name", SELECTOR)

@@ -65,7 +65,10 @@ async def test_the_allowance_is_what_the_others_leave(connection: MediaConnectio
     allocation.run(tracks, 0.0, 1_000_000)
     assert [t.allowance for t in tracks] == [700_000, 500_000]  # 1M less the other's layer
     allocation.run(tracks, 1.0, 600_000)  # b's 300k no longer fits after a's 500k
-    assert tracks[1].choice is not None and tracks[1].choice.starved
+    assert tracks[1].choice is not None and tracks[1].choice.starved  # forwarded for now
+    assert [t.allowance for t in tracks] == [300_000, 100_000]
+    allocation.run(tracks, 3.0, 600_000)  # and paused once that lasted
+    assert tracks[1].choice is not None and tracks[1].choice.paused
     assert [t.allowance for t in tracks] == [600_000, 100_000]
     allocation.run(tracks, 2.0, None)
     assert [t.allowance for t in tracks] == [None, None]

@@ -29,21 +29,21 @@ def test_rate(loss: float, rtt: float | None, paused: bool, limited: bool, expec
 
 
 def test_no_estimate_at_all_means_no_limit() -> None:
-    bandwidth = SubscriberBandwidth(BandwidthEstimator(initial_probing=False))
+    bandwidth = SubscriberBandwidth(estimator=BandwidthEstimator(initial_probing=False))
     assert bandwidth.budget(0.0, 0, []) is None
     bandwidth.negotiated = True  # transport-cc or REMB negotiated: the estimate counts at once
     assert bandwidth.budget(0.25, 0, []) == pytest.approx(1_000_000)
 
 
 def test_remb_is_the_estimate_without_transport_cc() -> None:
-    bandwidth = SubscriberBandwidth(BandwidthEstimator(initial_probing=False))
+    bandwidth = SubscriberBandwidth(estimator=BandwidthEstimator(initial_probing=False))
     bandwidth.on_remb(400_000, 0.0)
     assert bandwidth.budget(0.25, 0, []) == pytest.approx(400_000)
     assert bandwidth.stats().source == "remb"
 
 
 def test_audio_comes_off_the_budget() -> None:
-    bandwidth = SubscriberBandwidth(BandwidthEstimator(initial_probing=False))
+    bandwidth = SubscriberBandwidth(estimator=BandwidthEstimator(initial_probing=False))
     bandwidth.negotiated = True
     bandwidth.budget(0.0, 0, [(0, 0), (0, 0)])
     # two audio tracks, 1 s: 4,000 octets and 50 packets each = 2 x 48 kbit/s with overhead
@@ -57,7 +57,7 @@ def test_audio_comes_off_the_budget() -> None:
 
 
 def test_transport_cc_feedback_wins_over_remb() -> None:
-    bandwidth = SubscriberBandwidth(BandwidthEstimator(initial_probing=False))
+    bandwidth = SubscriberBandwidth(estimator=BandwidthEstimator(initial_probing=False))
     bandwidth.on_remb(100_000, 0.0)
     groups = tuple(PacketGroup(0.02 * i, 5.0 + 0.02 * i, 1200) for i in range(10))
     bandwidth.on_feedback(FeedbackSummary(groups, 10, 0, 12_000, 5.0, 5.18), 0.3)

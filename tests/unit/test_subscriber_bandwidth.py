@@ -63,3 +63,15 @@ def test_transport_cc_feedback_wins_over_remb() -> None:
     bandwidth.on_feedback(FeedbackSummary(groups, 10, 0, 12_000, 5.0, 5.18), 0.3)
     assert bandwidth.stats().source == "transport-cc"
     assert bandwidth.budget(0.5, 0, []) != pytest.approx(100_000)
+
+
+def test_pausing_needs_a_measured_estimate() -> None:
+    bandwidth = SubscriberBandwidth(estimator=BandwidthEstimator(initial_probing=False))
+    bandwidth.negotiated = True
+    assert not bandwidth.may_pause(10.0), "the starting guess pauses nothing"
+    bandwidth.on_remb(100_000, 10.0)
+    assert not bandwidth.may_pause(20.0), "nor REMB: no probe lifts it once nothing is sent"
+    groups = tuple(PacketGroup(0.02 * i, 5.0 + 0.02 * i, 1200) for i in range(10))
+    bandwidth.on_feedback(FeedbackSummary(groups, 10, 0, 12_000, 5.0, 5.18), 21.0)
+    assert not bandwidth.may_pause(22.9)
+    assert bandwidth.may_pause(23.0)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bwe_plot import plot
+from tests.e2e.peer_process import Observed
 from tests.e2e.shaped_call import (
     TOP,
     ShapedCall,
@@ -49,9 +50,9 @@ from tests.e2e.shaped_call import (
     quality_events,
     settled_at,
     shaped_call,
+    starved,
 )
 from tests.e2e.shaped_link import LAYERS, REPO, layer_of_width
-from tests.e2e.shaped_subscriber import Observed
 
 BIN = 0.25
 READY_TIMEOUT = 30.0
@@ -105,9 +106,13 @@ def _rel(value: float | None, origin: float) -> float | None:
 
 def _unshaped(call: ShapedCall, since: float, until: float) -> dict[str, Any]:
     seen = call.subscribers["unshaped"].seen
+    stalls = freezes(frame_times(seen, since - 1, until), until)
     return {
         "unshaped_layers": dict(layers(seen, since, until)),
         "unshaped_freeze_s": _freeze_seconds(seen, since, until),
+        "unshaped_freeze_starved_s": round(
+            sum(g for f in stalls if starved(f, seen, call.publisher.seen) for g in f[1:]), 3
+        ),
     }
 
 
@@ -255,8 +260,7 @@ def _report(
         ]
         for name, s in call.subscribers.items()
     }
-    simulcast = call.local.simulcast
-    keyframes = {r: x.keyframes_sent for r, x in simulcast.layers.items()} if simulcast else {}
+    keyframes = call.keyframes_sent()
     return {
         "scenario": scenario.name,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -1,10 +1,11 @@
 """A call over a shaped link, and what to read from what its subscribers saw.
 
 :func:`shaped_call` sets up what the shaped-link tests and ``benchmarks/bwe_scenarios.py``
-share: the server and a simulcast publisher (``PreEncodedLayers``, in this process) in the
-server's namespace, an unshaped subscriber beside them on 127.0.0.1 and a shaped one behind the
-veth (each a process of its own, see ``shaped_subscriber``), and samples of the link every
-0.5 s. The functions below read layers, freezes, bitrates and loss from the observations.
+share: the server, a simulcast publisher (``shaped_publisher``) and an unshaped subscriber on
+127.0.0.1 in the server's namespace, a shaped subscriber behind the veth (``shaped_subscriber``;
+each a process of its own), and samples of the link every 0.5 s. The calling thread stays in
+the server's namespace meanwhile, for a test's own clients. The functions below read layers,
+freezes, bitrates and loss from what the processes report.
 
 Freeze (our definition, that of webrtc-stats' ``freezeCount`` with the median for the mean): a
 gap between two decoded frames longer than max(3 x the median frame interval, the median +
@@ -25,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sfu.media.aiortc_bridge import set_ice_host_addresses
-from sfu_client import PreEncodedLayers, SfuClient
-from sfu_client.client import LocalTrack
+from tests.e2e.peer_process import Observed, PeerProcess, loop_lag
 from tests.e2e.shaped_link import (
     FPS,
     LAYERS,
@@ -40,9 +40,7 @@ from tests.e2e.shaped_link import (
     interface_counters,
     layer_of_width,
     parse_qdisc,
-    simulcast_clips,
 )
-from tests.e2e.shaped_subscriber import Observed, SubscriberProcess, loop_lag
 
 SAMPLE_INTERVAL = 0.5
 TOP = LAYERS[-1][0]
@@ -63,21 +61,31 @@ class ShapedCall:
     server: ServerProcess
     room: str
     workdir: Path
-    publisher: SfuClient
-    local: LocalTrack
-    subscribers: dict[str, SubscriberProcess] = field(default_factory=dict)
+    publisher: PeerProcess
+    subscribers: dict[str, PeerProcess] = field(default_factory=dict)
     samples: list[LinkSample] = field(default_factory=list)
     #: (when, what) of each change to the link, and of the caller's own marks
     marks: list[tuple[float, str]] = field(default_factory=list)
     exit_codes: dict[str, int] = field(default_factory=dict)
-    #: (t, the longest late wake-up of this process's loop in the 0.5 s before): the publisher's
+    #: (t, the longest late wake-up of this process's loop in the 0.5 s before)
     lags: list[tuple[float, float]] = field(default_factory=list)
     _sampler: asyncio.Task[None] | None = None
 
     @property
     def publisher_id(self) -> str:
-        assert self.publisher.participant_id is not None
-        return self.publisher.participant_id
+        assert self.publisher.seen.participant_id is not None
+        return self.publisher.seen.participant_id
+
+    @property
+    def track_id(self) -> str:
+        """The publisher's video track."""
+        assert self.publisher.seen.track_id is not None
+        return self.publisher.seen.track_id
+
+    def keyframes_sent(self) -> dict[str, int]:
+        """Keyframes the publisher sent per layer so far (its last report)."""
+        sent = self.publisher.seen.sent
+        return {rid: int(v[1]) for rid, v in sent[-1]["layers"].items()} if sent else {}
 
     async def subscribe(
         self,
@@ -87,7 +95,7 @@ class ShapedCall:
         loss: float = 0.0,
         seed: int = 1,
         transport_cc: bool = True,
-    ) -> SubscriberProcess:
+    ) -> PeerProcess:
         """Start a subscriber process behind the link (``shaped``) or beside the server."""
         if shaped:
             prefix = self.link.command(self.link.subscriber_ns)
@@ -99,7 +107,9 @@ class ShapedCall:
         args += ["--room", self.room, "--publisher", self.publisher_id]
         args += ["--loss", str(loss), "--seed", str(seed)]
         args += ["--transport-cc", "on" if transport_cc else "off"]
-        subscriber = await SubscriberProcess.start(prefix, name, args, self.workdir)
+        subscriber = await PeerProcess.start(
+            prefix, "tests.e2e.shaped_subscriber", name, args, self.workdir
+        )
         self.subscribers[name] = subscriber
         return subscriber
 
@@ -139,8 +149,9 @@ class ShapedCall:
             lag = max((v for t, v in self.lags if since <= t <= until + 0.5), default=0.0)
             lines.append(
                 f"{label} ({until - since:.1f} s): link loss "
-                f"{link_loss(self.samples, since, until):.1%}, publisher's loop lag "
-                f"{lag * 1000:.0f} ms"
+                f"{link_loss(self.samples, since, until):.1%}; loop lag: the test's "
+                f"{lag * 1000:.0f} ms, the publisher's "
+                f"{max_lag(self.publisher.seen, since, until, 'sent') * 1000:.0f} ms"
             )
             for name, subscriber in self.subscribers.items():
                 seen = subscriber.seen
@@ -160,9 +171,7 @@ class ShapedCall:
             quality = quality_events(subscriber.seen)
             last = quality[-1][1] if quality else None
             lines.append(f"{name}: messages {dict(kinds)}; last connectionQuality {last}")
-        if self.local.simulcast is not None:
-            sent = {r: layer.keyframes_sent for r, layer in self.local.simulcast.layers.items()}
-            lines.append(f"publisher: keyframes sent per layer {sent}")
+        lines.append(f"publisher: keyframes sent per layer {self.keyframes_sent()}")
         return "\n".join(lines)
 
     def start_sampling(self) -> None:
@@ -175,13 +184,15 @@ class ShapedCall:
             self.lags.append((time.monotonic(), lag))
 
     async def stop(self) -> None:
-        """Stop sampling and every subscriber process (their exit codes: :attr:`exit_codes`)."""
+        """Stop sampling, every subscriber, then the publisher (their exit codes:
+        :attr:`exit_codes`)."""
         if self._sampler is not None:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
         codes = await asyncio.gather(*(s.stop() for s in self.subscribers.values()))
         self.exit_codes = dict(zip(self.subscribers, codes, strict=True))
+        self.exit_codes["publisher"] = await self.publisher.stop()
 
 
 @contextlib.asynccontextmanager
@@ -198,17 +209,20 @@ async def shaped_call(
 
     ``loss``: the shaped subscriber's random loss (see ``shaped_subscriber``);
     ``transport_cc=False``: it sends REMB only (the server's fallback)."""
-    clips = simulcast_clips()  # before the server starts: it costs seconds of CPU
     async with contextlib.AsyncExitStack() as stack:
         link = stack.enter_context(ShapedLink())
         server = ServerProcess(link, workdir)
         stack.callback(server.stop)
         stack.enter_context(link.entered())
-        set_ice_host_addresses(["127.0.0.1"])
+        set_ice_host_addresses(["127.0.0.1"])  # for a test's own clients
         stack.callback(set_ice_host_addresses, [])
-        publisher, local = await stack.enter_async_context(_publisher(server, room, clips))
-        call = ShapedCall(link, server, room, workdir, publisher, local)
+        args = ["--url", server.url(), "--room", room, "--ice-host", "127.0.0.1"]
+        publisher = await PeerProcess.start(
+            link.command(link.server_ns), "tests.e2e.shaped_publisher", "publisher", args, workdir
+        )
+        call = ShapedCall(link, server, room, workdir, publisher)
         stack.push_async_callback(call.stop)
+        await publisher.wait_until(lambda seen: seen.track_id is not None, 30.0, "track published")
         call.start_sampling()
         await call.subscribe("unshaped", shaped=False)
         await call.subscribe("shaped", shaped=True, loss=loss, seed=seed, transport_cc=transport_cc)
@@ -217,22 +231,9 @@ async def shaped_call(
     failed = {name: code for name, code in call.exit_codes.items() if code != 0}
     if server.process.returncode != 0:
         failed["server"] = server.process.returncode
-    logs = [s.logs() for name, s in call.subscribers.items() if name in failed]
+    peers = {"publisher": call.publisher, **call.subscribers}
+    logs = [p.logs() for name, p in peers.items() if name in failed]
     assert not failed, f"exit codes {failed}\n{server.logs()}\n" + "\n".join(logs)
-
-
-@contextlib.asynccontextmanager
-async def _publisher(
-    server: ServerProcess, room: str, clips: Any
-) -> AsyncIterator[tuple[SfuClient, LocalTrack]]:
-    publisher = await SfuClient.connect(server.url(), room, "publisher")
-    try:
-        local = await publisher.publish_simulcast(PreEncodedLayers(clips), fps=FPS)
-        yield publisher, local
-    finally:
-        await publisher.close()
-        for local in publisher.local_tracks.values():
-            local.track.stop()
 
 
 # --- reading the observations ---
@@ -274,6 +275,15 @@ def freezes(times: Sequence[float], end: float | None = None) -> list[tuple[floa
     return [(start, gap) for start, gap in gaps if gap > limit]
 
 
+def starved(freeze: tuple[float, float], subscriber: Observed, publisher: Observed) -> bool:
+    """Whether the subscriber's or the publisher's event loop woke up late by at least half
+    the freeze while it lasted: that process was starved of CPU (the machine is shared), and
+    the gap is its own, not the network's or the server's."""
+    start, gap = freeze
+    rows = [*subscriber.counters, *publisher.sent]
+    return any(start <= r["t"] <= start + gap + 0.5 and r.get("lag", 0) >= gap / 2 for r in rows)
+
+
 def frame_times(seen: Observed, since: float = 0.0, until: float = float("inf")) -> list[float]:
     return [t for t, _, _ in seen.frames if since <= t < until]
 
@@ -302,9 +312,10 @@ def _increase(before: int, after: int) -> int:
     return after - before if after >= before else after
 
 
-def max_lag(seen: Observed, since: float, until: float) -> float:
-    """The subscriber process's longest late wake-up reported within [since, until + 0.25]."""
-    lags = (c.get("lag", 0.0) for c in seen.counters if since <= c["t"] <= until + 0.25)
+def max_lag(seen: Observed, since: float, until: float, reports: str = "counters") -> float:
+    """The peer process's longest late wake-up reported within [since, until + 0.5]."""
+    rows: list[dict[str, Any]] = getattr(seen, reports)
+    lags = (c.get("lag", 0.0) for c in rows if since <= c["t"] <= until + 0.5)
     return float(max(lags, default=0.0))
 
 

@@ -1,9 +1,8 @@
-"""A Python subscriber in a process of its own, and the handle a test drives it with.
+"""A Python subscriber in a process of its own (``python -m tests.e2e.shaped_subscriber``,
+started in a namespace by ``peer_process.PeerProcess``).
 
-The process (``python -m tests.e2e.shaped_subscriber``, started in a namespace by
-:meth:`SubscriberProcess.start`) joins a room, receives the publisher's video, decodes it and
-prints one JSON object a line on stdout, each with ``t`` (``time.monotonic()``, one clock for
-every process on the machine) and ``e``:
+It joins a room, receives the publisher's video, decodes it and reports (``peer_process``'s JSON
+lines, ``e`` being):
 
 - ``joined`` (``id``), ``track`` (``trackId``), ``closed`` (``reason``);
 - ``frame``: a decoded frame (``w``, ``h``); ``keyframe``: the first packet of a VP8 key frame
@@ -13,8 +12,6 @@ every process on the machine) and ``e``:
   the impairment), RTP packets lost as the receiver counts them (``lost``), the interface's
   received bytes (``link``, with ``--interface``), datagrams the impairment dropped and the
   event loop's longest late wake-up (``lag``, see :func:`loop_lag`).
-
-A line ``quit`` on stdin (or its end) makes it leave and exit.
 
 Loss (``--loss``): this kernel has no netem, so the process drops a seeded random fraction of the
 SRTP and SRTCP datagrams it receives (RFC 7983: first byte 128..191) before anything reads them,
@@ -28,12 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import random
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +36,8 @@ from sfu.media.aiortc_bridge import tap_rtp
 from sfu.rtp.header import payload_bounds
 from sfu.rtp.vp8 import keyframe_size
 from sfu_client import SfuClient
+from tests.e2e.peer_process import emit, loop_lag, run_until_quit
 
-REPO = Path(__file__).resolve().parents[2]
 REPORT_INTERVAL = 0.25
 LAG_PERIOD = 0.05
 NEGOTIATION = frozenset({"offer", "answer", "candidate"})
@@ -93,11 +86,6 @@ class ReceiveLoss:
 # --- the process ---
 
 
-def _emit(event: str, **fields: Any) -> None:
-    sys.stdout.write(json.dumps({"e": event, "t": time.monotonic(), **fields}) + "\n")
-    sys.stdout.flush()
-
-
 def _link_bytes(interface: str | None) -> int | None:
     if interface is None:
         return None
@@ -119,54 +107,24 @@ async def _run(args: argparse.Namespace) -> None:
         ice_hosts=[args.ice_host],
         transport_cc=args.transport_cc == "on",
     )
-    _emit("joined", id=client.participant_id)
+    emit("joined", id=client.participant_id)
     tasks = [
         asyncio.create_task(_messages(client)),
         asyncio.create_task(_counters(client, args.interface, loss)),
         asyncio.create_task(_frames(client, args.publisher)),
     ]
-    quit_ = asyncio.create_task(_until_quit())
     try:
-        # a task that ends (its track ended, a bug) ends the process with an error: the
-        # harness then fails the test with this process's stderr
-        await asyncio.wait([quit_, *tasks], return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task.done():
-                task.result()
-                raise RuntimeError(f"{task.get_coro()} returned")
+        await run_until_quit(*tasks)
     finally:
-        for task in (quit_, *tasks):
-            task.cancel()
-        await asyncio.gather(quit_, *tasks, return_exceptions=True)
         await client.leave()
-        _emit("closed", reason=client.close_reason)
-
-
-async def _until_quit() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while line := await reader.readline():
-        if line.strip() == b"quit":
-            return
+        emit("closed", reason=client.close_reason)
 
 
 async def _messages(client: SfuClient) -> None:
     while True:
         message = await client.events.get()
         if message.type not in NEGOTIATION:
-            _emit("msg", data=dict(message.data))
-
-
-async def loop_lag(period: float, ticks: int) -> float:
-    """Sleep ``ticks`` x ``period``; the longest a wake-up came late (the loop was busy, or
-    the process starved of CPU: a frame gap then is this process's, not the network's)."""
-    lag = 0.0
-    for _ in range(ticks):
-        asleep = time.monotonic()
-        await asyncio.sleep(period)
-        lag = max(lag, time.monotonic() - asleep - period)
-    return lag
+            emit("msg", data=dict(message.data))
 
 
 async def _counters(client: SfuClient, interface: str | None, loss: ReceiveLoss) -> None:
@@ -179,7 +137,7 @@ async def _counters(client: SfuClient, interface: str | None, loss: ReceiveLoss)
                 packets += stats.packetsReceived
             elif stats.type == "inbound-rtp" and stats.kind == "video":
                 lost += stats.packetsLost
-        _emit(
+        emit(
             "rx", bytes=received, packets=packets, lost=lost,
             link=_link_bytes(interface), dropped=loss.dropped, lag=round(lag, 4),
         )  # fmt: skip
@@ -187,19 +145,19 @@ async def _counters(client: SfuClient, interface: str | None, loss: ReceiveLoss)
 
 async def _frames(client: SfuClient, publisher: str) -> None:
     remote = await client.wait_for_track(publisher, "video", TRACK_TIMEOUT)
-    _emit("track", trackId=remote.track_id)
+    emit("track", trackId=remote.track_id)
     tap_rtp(client.pc.getTransceivers()[0].receiver.transport, _on_rtp)
     while True:
         frame = await remote.track.recv()
         if isinstance(frame, av.VideoFrame):
-            _emit("frame", w=frame.width, h=frame.height)
+            emit("frame", w=frame.width, h=frame.height)
 
 
 def _on_rtp(packet: bytes, arrival: float) -> None:
     with contextlib.suppress(ValueError):
         size = keyframe_size(packet, *payload_bounds(packet))
         if size is not None:
-            _emit("keyframe", w=size[0], h=size[1])
+            emit("keyframe", w=size[0], h=size[1])
 
 
 def main() -> None:
@@ -214,113 +172,6 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--transport-cc", choices=("on", "off"), default="on")
     asyncio.run(_run(parser.parse_args()))
-
-
-# --- the handle ---
-
-
-@dataclass
-class Observed:
-    """What one subscriber process reported, in arrival order."""
-
-    frames: list[tuple[float, int, int]] = field(default_factory=list)  # (t, width, height)
-    keyframes: list[tuple[float, int, int]] = field(default_factory=list)  # arrived, not decoded
-    messages: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
-    counters: list[dict[str, Any]] = field(default_factory=list)
-    participant_id: str | None = None
-    track_id: str | None = None
-    closed: str | None = None
-
-    def of_type(self, kind: str, since: float = 0.0) -> list[tuple[float, dict[str, Any]]]:
-        return [(t, m) for t, m in self.messages if m.get("type") == kind and t >= since]
-
-    def add(self, event: dict[str, Any]) -> None:
-        kind, at = event.get("e"), float(event.get("t", 0.0))
-        if kind == "frame":
-            self.frames.append((at, int(event["w"]), int(event["h"])))
-        elif kind == "keyframe":
-            self.keyframes.append((at, int(event["w"]), int(event["h"])))
-        elif kind == "msg":
-            self.messages.append((at, dict(event["data"])))
-        elif kind == "rx":
-            self.counters.append(event)
-        elif kind == "joined":
-            self.participant_id = str(event["id"])
-        elif kind == "track":
-            self.track_id = str(event["trackId"])
-        elif kind == "closed":
-            self.closed = str(event["reason"])
-
-
-class SubscriberProcess:
-    """A running subscriber process; :attr:`seen` fills as it reports."""
-
-    def __init__(self, name: str, process: asyncio.subprocess.Process, log: Path) -> None:
-        self.name = name
-        self.process = process
-        self.log = log
-        self.seen = Observed()
-        self._changed = asyncio.Event()
-        self._reader = asyncio.create_task(self._read(), name=f"subscriber-{name}")
-
-    @classmethod
-    async def start(
-        cls, prefix: list[str], name: str, args: list[str], log_dir: Path
-    ) -> SubscriberProcess:
-        """Run it with ``args`` (see :func:`main`); ``prefix`` runs it in its namespace."""
-        log = log_dir / f"{name}.stderr"
-        module = [sys.executable, "-m", "tests.e2e.shaped_subscriber", "--name", name, *args]
-        with log.open("wb") as err:
-            process = await asyncio.create_subprocess_exec(
-                *prefix, *module, stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE, stderr=err, cwd=REPO,
-            )  # fmt: skip
-        return cls(name, process, log)
-
-    async def _read(self) -> None:
-        assert self.process.stdout is not None
-        while line := await self.process.stdout.readline():
-            with contextlib.suppress(ValueError):
-                self.seen.add(json.loads(line))
-            self._changed.set()
-        self._changed.set()
-
-    async def wait_until(
-        self,
-        predicate: Callable[[Observed], bool],
-        timeout: float,  # noqa: ASYNC109
-        what: str,
-    ) -> None:
-        """Until ``predicate(seen)``; raises AssertionError (with its log) after ``timeout``."""
-        deadline = time.monotonic() + timeout
-        while not predicate(self.seen):
-            if self.process.returncode is not None or self._reader.done():
-                raise AssertionError(f"{self.name} exited waiting {what}\n{self.logs()}")
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"{self.name}: no {what} within {timeout} s\n{self.logs()}")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
-
-    def logs(self, tail: int = 40) -> str:
-        lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
-        return f"--- {self.name} stderr ---\n" + "\n".join(lines[-tail:])
-
-    async def stop(self, timeout: float = 10.0) -> int:  # noqa: ASYNC109
-        """Ask it to leave (``quit``), kill it after ``timeout``; its exit code."""
-        if self.process.returncode is None and self.process.stdin is not None:
-            with contextlib.suppress(ConnectionError):
-                self.process.stdin.write(b"quit\n")
-                await self.process.stdin.drain()
-                self.process.stdin.close()
-        try:
-            await asyncio.wait_for(self.process.wait(), timeout)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-        await self._reader
-        return self.process.returncode if self.process.returncode is not None else -1
 
 
 if __name__ == "__main__":

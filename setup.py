@@ -7,7 +7,7 @@ setup(
         # the forward path's per-copy work (sfu/media/srtp.py says why)
         Extension(
             "sfu.media._packetio",
-            ["sfu/media/_packetio.c", "sfu/media/_transport_cc.c"],
+            ["sfu/media/_packetio.c", "sfu/media/_transport_cc.c", "sfu/media/_pacer.c"],
             extra_compile_args=["-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
         )
     ]

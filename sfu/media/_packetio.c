@@ -26,6 +26,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "_pacer.h"
 #include "_transport_cc.h"
 
 /* must match sfu/media/srtp.py */
@@ -158,6 +159,8 @@ typedef struct {
     TccState tcc;      /* transport-wide numbering and send records (_transport_cc.c) */
     int tcc_id;        /* the negotiated transport-wide sequence number element; 0: none */
     int probe_cluster; /* packets sent while it is >= 0 belong to that probe cluster */
+    Pacer pacer;       /* RTP beyond the pacing rate waits here for drain() (_pacer.c) */
+    PyObject *on_paced; /* called when a packet is queued into an empty pacer: arm drain() */
 } Egress;
 
 static PyObject *
@@ -228,6 +231,8 @@ Egress_dealloc(Egress *self)
 {
     Egress_close_fd(self);
     tcc_free(&self->tcc);
+    pacer_free(&self->pacer);
+    Py_XDECREF(self->on_paced);
     Py_XDECREF(self->srtp);
     Py_XDECREF(self->relay);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -237,7 +242,7 @@ Egress_dealloc(Egress *self)
  * transport-wide sequence number element gets its number first. Counts rather than raises: a
  * full socket buffer drops the packet, as a router would. NULL only when the relay raised. */
 static PyObject *
-protect_and_send(Egress *self, int size, int rtcp)
+send_now(Egress *self, int size, int rtcp)
 {
     int length = size;
     Py_ssize_t tcc_at = -1;
@@ -276,6 +281,31 @@ protect_and_send(Egress *self, int size, int rtcp)
     self->packets_sent++;
     self->bytes_sent += (unsigned long long)length;
     Py_RETURN_NONE;
+}
+
+/* An RTP packet at egress_buffer: now, or into the pacer's queue (bypass: probes go at their
+ * own rate). The first packet queued calls on_paced, whose timer then drains the queue. */
+static PyObject *
+send_paced(Egress *self, int size, int bypass)
+{
+    int was_empty = self->pacer.count == 0;
+    switch (pacer_admit(&self->pacer, egress_buffer, size, bypass)) {
+    case PACE_SEND:
+        return send_now(self, size, 0);
+    case PACE_QUEUED:
+        if (was_empty && self->on_paced != NULL && self->on_paced != Py_None) {
+            PyObject *result = PyObject_CallNoArgs(self->on_paced);
+            if (result == NULL)
+                return NULL;
+            Py_DECREF(result);
+        }
+        Py_RETURN_NONE;
+    case PACE_DROPPED:
+        self->send_errors++;
+        Py_RETURN_NONE;
+    default:
+        return NULL;
+    }
 }
 
 static int
@@ -363,7 +393,7 @@ Egress_send_rewritten(Egress *self, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         Py_RETURN_NONE;
     }
-    return protect_and_send(self, total, 0);
+    return send_paced(self, total, 0);
 }
 
 /* RFC 7741 §4.2: write picture id, TL0PICIDX and KEYIDX into the VP8 payload descriptor that
@@ -439,7 +469,7 @@ Egress_send_vp8(Egress *self, PyObject *const *args, Py_ssize_t nargs)
         size = padding == 0 || padding > size ? 0 : size - padding;
     }
     patch_vp8(egress_buffer + payload_at, size, picture_id, tl0picidx, keyidx);
-    return protect_and_send(self, total, 0);
+    return send_paced(self, total, 0);
 }
 
 static PyObject *
@@ -455,7 +485,9 @@ send_whole(Egress *self, PyObject *packet, int rtcp)
         Py_RETURN_NONE;
     }
     memcpy(egress_buffer, PyBytes_AS_STRING(packet), (size_t)size);
-    return protect_and_send(self, (int)size, rtcp);
+    if (rtcp)
+        return send_now(self, (int)size, 1);
+    return send_paced(self, (int)size, self->probe_cluster >= 0);
 }
 
 static PyObject *
@@ -479,6 +511,53 @@ Egress_transport_feedback(Egress *self, PyObject *fci)
     }
     return tcc_feedback(&self->tcc, (const unsigned char *)PyBytes_AS_STRING(fci),
                         PyBytes_GET_SIZE(fci));
+}
+
+static PyObject *
+Egress_drain(Egress *self, PyObject *Py_UNUSED(ignored))
+{
+    int size;
+    while ((size = pacer_next(&self->pacer, egress_buffer)) > 0) {
+        PyObject *result = send_now(self, size, 0);
+        if (result == NULL)
+            return NULL;
+        Py_DECREF(result);
+    }
+    return PyLong_FromLong(self->pacer.count);
+}
+
+static PyObject *
+Egress_unpace(Egress *self, PyObject *value)
+{
+    long pt;
+    if (as_int(value, 0, 127, "payload_type", &pt) < 0)
+        return NULL;
+    self->pacer.unpaced[pt >> 6] |= 1ULL << (pt & 63);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Egress_get_pacing_rate(Egress *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromLongLong(self->pacer.rate * 8);
+}
+
+static int
+Egress_set_pacing_rate(Egress *self, PyObject *value, void *Py_UNUSED(closure))
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete pacing_rate");
+        return -1;
+    }
+    long long bits = PyLong_AsLongLong(value);
+    if (bits == -1 && PyErr_Occurred())
+        return -1;
+    if (bits < 0) {
+        PyErr_SetString(PyExc_ValueError, "pacing_rate out of range");
+        return -1;
+    }
+    self->pacer.rate = bits / 8;
+    return 0;
 }
 
 static PyObject *
@@ -507,6 +586,7 @@ static PyObject *
 Egress_close(Egress *self, PyObject *Py_UNUSED(ignored))
 {
     Egress_close_fd(self);
+    pacer_free(&self->pacer);
     Py_CLEAR(self->relay);
     Py_RETURN_NONE;
 }
@@ -531,6 +611,11 @@ static PyMethodDef Egress_methods[] = {
      "Match one transport-cc feedback message's FCI against the send records: (groups, "
      "received, lost, received_bytes, first_arrival, last_arrival, probes) as "
      "sfu.bwe.feedback.FeedbackSummary.from_egress takes it, or None if it is malformed."},
+    {"drain", (PyCFunction)Egress_drain, METH_NOARGS,
+     "drain()\n\nSend what the pacing rate allows of the queued packets now; returns how many "
+     "are left (call again in a few ms while it is not 0)."},
+    {"unpace", (PyCFunction)Egress_unpace, METH_O,
+     "unpace(payload_type)\n\nSend packets of this payload type (audio) at once, never paced."},
     {"close", (PyCFunction)Egress_close, METH_NOARGS,
      "Close the socket descriptor and drop the relay; later sends are no-ops."},
     {NULL},
@@ -545,6 +630,13 @@ static PyMemberDef Egress_members[] = {
     {"transport_cc_sent", T_ULONGLONG, offsetof(Egress, tcc.next_seq), READONLY,
      "packets numbered with a transport-wide sequence number"},
     {"feedback_received", T_ULONGLONG, offsetof(Egress, tcc.feedback_received), READONLY, NULL},
+    {"paced", T_ULONGLONG, offsetof(Egress, pacer.paced), READONLY,
+     "RTP packets that waited in the pacer's queue"},
+    {"pace_drops", T_ULONGLONG, offsetof(Egress, pacer.dropped), READONLY,
+     "RTP packets dropped: the pacer's queue was full"},
+    {"queued", T_INT, offsetof(Egress, pacer.count), READONLY, "RTP packets in the queue now"},
+    {"on_paced", T_OBJECT, offsetof(Egress, on_paced), 0,
+     "called (no arguments) when a packet is queued into an empty pacer"},
     {"feedback_malformed", T_ULONGLONG, offsetof(Egress, tcc.feedback_malformed), READONLY,
      NULL},
     {NULL},
@@ -553,6 +645,8 @@ static PyMemberDef Egress_members[] = {
 static PyGetSetDef Egress_getset[] = {
     {"transport_cc_id", (getter)Egress_get_transport_cc_id, (setter)Egress_set_transport_cc_id,
      "the header extension id of the transport-wide sequence number (0: not negotiated)", NULL},
+    {"pacing_rate", (getter)Egress_get_pacing_rate, (setter)Egress_set_pacing_rate,
+     "bit/s RTP may leave at (bursts of 5 ms); 0: not paced", NULL},
     {NULL},
 };
 

@@ -27,6 +27,13 @@ class Egress:
     transport_cc_sent: int
     feedback_received: int
     feedback_malformed: int
+    #: bit/s RTP may leave at (0: not paced); what exceeds it waits for drain()
+    pacing_rate: int
+    paced: int
+    pace_drops: int
+    queued: int
+    #: called when a packet is queued into an empty pacer (arm a timer that calls drain())
+    on_paced: Callable[[], object] | None
     def __init__(
         self,
         srtp: SrtpSession,
@@ -80,4 +87,6 @@ class Egress:
         ]
         | None
     ): ...
+    def drain(self) -> int: ...
+    def unpace(self, payload_type: int, /) -> None: ...
     def close(self) -> None: ...

@@ -221,6 +221,10 @@ RtpHandler = Callable[[bytes, float], None]
 RtcpHandler = Callable[[bytes], None]
 
 
+#: Seconds between the pacer's drains while packets wait (sfu/media/_pacer.c).
+PACE_INTERVAL = 0.005
+
+
 class MediaTransport:
     """The SRTP path of one peer connection (max-bundle: a single DTLS transport).
 
@@ -240,6 +244,9 @@ class MediaTransport:
         self.send_vp8: Callable[..., None] = self._send_vp8_unopened
         self._egress: Egress | None = None
         self._transport_cc_id = 0
+        self._pacing_rate = 0
+        self._unpaced: set[int] = set()
+        self._drain_timer: asyncio.TimerHandle | None = None
         self._closed_counts = (0, 0, 0)  # packets, bytes, errors of egresses closed before
         self._rx: tuple[Any, SrtpSession] | None = None  # (pylibsrtp session, its C view)
         self._relayed_sends: set[asyncio.Future[None]] = set()
@@ -317,6 +324,40 @@ class MediaTransport:
         raw = None if egress is None else egress.transport_feedback(fci)
         return None if raw is None else FeedbackSummary.from_egress(raw)
 
+    @property
+    def pacing_rate(self) -> int:
+        """bit/s RTP leaves at, in bursts of a few ms (0: not paced); the rest is queued and
+        drained by a timer every PACE_INTERVAL (sfu/media/_pacer.c)."""
+        return self._pacing_rate
+
+    @pacing_rate.setter
+    def pacing_rate(self, bitrate: int) -> None:
+        self._pacing_rate = bitrate
+        if self._egress is not None:
+            self._egress.pacing_rate = bitrate
+
+    def unpace(self, payload_type: int) -> None:
+        """Never pace this payload type (audio: small, and late audio is lost audio)."""
+        self._unpaced.add(payload_type)
+        if self._egress is not None:
+            self._egress.unpace(payload_type)
+
+    @property
+    def pacer_counts(self) -> tuple[int, int]:
+        """(packets that waited in the pacer, packets it dropped full) of the current egress."""
+        egress = self._egress
+        return (0, 0) if egress is None else (egress.paced, egress.pace_drops)
+
+    def _arm_drain(self) -> None:
+        if self._drain_timer is None:
+            self._drain_timer = asyncio.get_running_loop().call_later(PACE_INTERVAL, self._drain)
+
+    def _drain(self) -> None:
+        self._drain_timer = None
+        egress = self._egress
+        if egress is not None and egress.drain():
+            self._arm_drain()
+
     def set_probe_cluster(self, cluster: int) -> None:
         """Record packets sent from now on as probe cluster ``cluster``'s (-1: none)."""
         if self._egress is not None:
@@ -384,6 +425,10 @@ class MediaTransport:
                 os.close(fd)
             return None
         egress.transport_cc_id = self._transport_cc_id
+        egress.pacing_rate = self._pacing_rate
+        for payload_type in self._unpaced:
+            egress.unpace(payload_type)
+        egress.on_paced = self._arm_drain
         self._egress = egress
         self.send_rewritten = egress.send_rewritten
         self.send_vp8 = egress.send_vp8
@@ -413,8 +458,12 @@ class MediaTransport:
                 octets + egress.bytes_sent,
                 errors + egress.send_errors,
             )
+            egress.on_paced = None
             egress.close()
             self._egress = None
+        if self._drain_timer is not None:
+            self._drain_timer.cancel()
+            self._drain_timer = None
         self.send_rewritten = self.send_vp8 = self._send_dropped
 
     def _send_dropped(self, *args: Any) -> None:

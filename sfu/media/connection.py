@@ -55,6 +55,9 @@ _MAX_RETIRED = 64
 _MAX_UNROUTABLE = 256
 #: Seconds between connectionQuality reports to a subscriber.
 QUALITY_INTERVAL = 2.0
+#: Pacing rate / estimate, as libwebrtc paces: a keyframe's burst goes out over a few frame
+#: intervals instead of into the bottleneck's queue at once.
+PACING_FACTOR = 2.5
 #: The least a publisher is asked to send (REMB): below it a camera is not worth decoding, and
 #: a subscriber that cannot take it has the track paused instead.
 MIN_PUBLISHER_CEILING = 100_000
@@ -117,7 +120,9 @@ class MediaConnection:
         #: the subscriber side's estimate and probes
         self.bandwidth = SubscriberBandwidth(config.subscriber_max_bitrate)
         self._prober = Prober(self._loop, lambda: self.transport, self._padding, time.monotonic)
+        self._prober.on_done = self._probe_next
         self._transport_cc_id = 0
+        self._unpaced: set[int] = set()  # payload types never paced (audio)
         #: transport-cc feedback to this participant as a publisher, where it negotiated it
         self.publisher_feedback: PublisherFeedback | None = None
         self.transport_feedback_received = 0
@@ -132,6 +137,8 @@ class MediaConnection:
     def _attach(self, transport: MediaTransport) -> None:
         self.transport = transport
         transport.transport_cc_id = self._transport_cc_id
+        for payload_type in self._unpaced:
+            transport.unpace(payload_type)
         transport.on_rtp = self._on_rtp
         transport.on_rtcp = self._on_rtcp
         if self._reports_task is None:
@@ -333,6 +340,10 @@ class MediaConnection:
         codec = params.primary
         if ext_id is not None or (codec is not None and "goog-remb" in codec.feedback):
             self.bandwidth.negotiated = True
+        if params.kind == "audio" and codec is not None and codec.payload_type not in self._unpaced:
+            self._unpaced.add(codec.payload_type)
+            if self.transport is not None:
+                self.transport.unpace(codec.payload_type)
 
     def remove_down_track(self, down_track: DownTrack) -> None:
         if self._down_tracks.get(down_track.ssrc) is down_track:
@@ -496,6 +507,10 @@ class MediaConnection:
         ]
         bandwidth = self.bandwidth
         budget = bandwidth.budget(now, 0 if transport is None else transport.bytes_sent, audio)
+        if transport is not None:  # paced on a measured estimate only, not on a guess
+            estimator = bandwidth.estimator
+            measured = estimator.source == "transport-cc"
+            transport.pacing_rate = int(estimator.target * PACING_FACTOR) if measured else 0
         before = self.allocation.last.paused
         result = self.allocation.run(down_tracks, now, budget, may_pause=bandwidth.may_pause(now))
         self.bandwidth_pauses += len(result.paused - before)
@@ -504,10 +519,8 @@ class MediaConnection:
                 self.on_stream_state(track_id, False)
             for track_id in before - result.paused:
                 self.on_stream_state(track_id, True)
-        if budget is not None and self.connected and not self._prober.running:
-            cluster = bandwidth.probe(result.wanted, now)
-            if cluster is not None:
-                self._prober.start(cluster, bandwidth.send_rate)
+        if budget is not None:
+            self._probe_next(result.wanted)
         if now >= self._next_quality and self.connected and self._down_tracks:
             self._next_quality = now + QUALITY_INTERVAL
             rtts = [d.rtt for d in down_tracks if d.rtt is not None]
@@ -535,6 +548,16 @@ class MediaConnection:
                 feedback=self.transport_feedback_received,
                 tcc_id=self._transport_cc_id,
             )
+
+    def _probe_next(self, wanted: float | None = None) -> None:
+        """Start the next probe cluster the estimator asks for, if any: on the tick, and as soon
+        as one has gone out (the initial probes follow each other at once)."""
+        if self.closed or not self.connected or self._prober.running:
+            return
+        bandwidth = self.bandwidth
+        cluster = bandwidth.probe(wanted, time.monotonic())
+        if cluster is not None:
+            self._prober.start(cluster, bandwidth.send_rate)
 
     @property
     def probe_clusters(self) -> int:

@@ -53,6 +53,8 @@ class Prober:
         self._timer: asyncio.TimerHandle | None = None
         self.clusters = 0  # started, for stats
         self.packets = 0
+        #: called when a cluster has gone out (to start the next one at once)
+        self.on_done: Callable[[], None] | None = None
 
     @property
     def running(self) -> bool:
@@ -101,6 +103,8 @@ class Prober:
         owed = due > 0 and elapsed < 2 * cluster.duration
         if done and not owed and self._sent_packets >= cluster.min_packets:
             self.stop()
+            if self.on_done is not None:
+                self.on_done()
         else:
             self._timer = self._loop.call_later(INTERVAL, self._wake)
 

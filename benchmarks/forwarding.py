@@ -97,13 +97,15 @@ class Options:
     server_module: str
     logs: Path | None
     transport_cc: str = "on"  # subscribers negotiate transport-cc and send feedback ("off": not)
+    congestion_control: str = "on"  # aiosfu acts on the estimates ("off": estimates only)
 
 
 def start_forwarder(
     name: str, network: Network, workdir: Path, options: Options
 ) -> tuple[Process, str]:
     if name == "aiosfu":
-        return start_aiosfu(network, workdir, options.server_module)
+        extra = () if options.congestion_control == "on" else ("--no-congestion-control",)
+        return start_aiosfu(network, workdir, options.server_module, extra)
     return start_janus(network, workdir, options.janus_configs, JANUS_FORWARDERS[name])
 
 
@@ -423,6 +425,7 @@ def machine(options: Options, network: Network, started: datetime) -> dict[str, 
         "subscriber_processes": options.subscriber_processes,
         "nice": options.nice,
         "transport_cc": options.transport_cc,
+        "congestion_control": options.congestion_control,
         "cases": [c.key for c in options.cases],
         "forwarders": list(options.forwarders),
     }
@@ -508,6 +511,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="subscribers negotiate transport-cc and send feedback every 50 ms, as browsers do "
         "(off: the forwarder numbers nothing and gets no feedback)",
     )
+    parser.add_argument(
+        "--congestion-control",
+        choices=("on", "off"),
+        default="on",
+        help="aiosfu chooses layers within each subscriber's estimate, pauses what does not fit "
+        "and paces (off: `sfu serve --no-congestion-control`, estimates are still made)",
+    )
     args = parser.parse_args(argv)
     forwarders = tuple(f.strip() for f in args.forwarders.split(",") if f.strip())
     unknown = set(forwarders) - set(FORWARDERS)
@@ -546,6 +556,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         server_module=args.server_module,
         logs=args.logs,
         transport_cc=args.transport_cc,
+        congestion_control=args.congestion_control,
         quiet=args.quiet if args.quiet is not None else math.inf if args.quick else 15.0,
     )
 

@@ -221,11 +221,15 @@ def peer_command(network: Network, role: str, server: str, url: str, **options: 
 
 
 def start_aiosfu(
-    network: Network, workdir: Path, module: str = "signaling.cli"
+    network: Network,
+    workdir: Path,
+    module: str = "signaling.cli",
+    options: Sequence[str] = (),
 ) -> tuple[Process, str]:
-    """``sfu serve`` (uvloop, every feature on); returns it and its signaling URL."""
+    """``sfu serve`` (uvloop, every feature on unless ``options`` turn one off); returns it and
+    its signaling URL."""
     argv = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", "0"]
-    argv += ["--ice-host", network.ice_host, "--log-level", "warning"]
+    argv += ["--ice-host", network.ice_host, "--log-level", "warning", *options]
     server = Process("aiosfu", network.command(argv), workdir)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:

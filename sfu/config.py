@@ -48,6 +48,9 @@ class MediaConfig:
     #: The most a video publisher is asked for in REMB (bits/s): its encoder's ceiling. Less
     #: when no subscriber of a single-layer track could take that much (publisher_ceiling).
     publisher_max_bitrate: int = 2_500_000
+    #: Subscribers' layers chosen within their bandwidth estimates, paused when nothing fits, and
+    #: paced. False: estimates are still made and reported, but limit nothing.
+    congestion_control: bool = True
     #: The most a subscriber's bandwidth estimate may reach (bits/s); probes go no higher.
     subscriber_max_bitrate: int = 50_000_000
     #: Minimum time between two keyframe requests sent to one publisher stream (seconds).

@@ -122,6 +122,14 @@ def main() -> None:
     help="Largest signaling message accepted, in bytes; a larger one closes its WebSocket. "
     "Default: what the largest SDP of a full room needs (see docs/protocol.md, limits).",
 )
+@click.option(
+    "--congestion-control/--no-congestion-control",
+    default=_DEFAULTS.congestion_control,
+    show_envvar=True,
+    help="Choose subscribers' layers within their bandwidth estimates, pause what does not "
+    "fit and pace. Off: the estimates are still made and reported (connectionQuality), but "
+    "every subscriber gets the layers its settings allow, unpaced (a LAN, or to measure).",
+)
 def serve(
     host: str,
     port: int,
@@ -138,6 +146,7 @@ def serve(
     max_participants: int,
     max_tracks_per_participant: int,
     max_message_size: int | None,
+    congestion_control: bool,
 ) -> None:
     """Serve signaling (WebSocket /ws) and media until SIGTERM or SIGINT."""
     configure_logging(log_format, log_level)
@@ -148,6 +157,7 @@ def serve(
         udp_receive_buffer=udp_receive_buffer,
         max_participants_per_room=max_participants,
         max_tracks_per_participant=max_tracks_per_participant,
+        congestion_control=congestion_control,
     )
     if max_message_size is None:
         max_message_size = max_signaling_message(config)

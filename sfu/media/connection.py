@@ -507,10 +507,13 @@ class MediaConnection:
         ]
         bandwidth = self.bandwidth
         budget = bandwidth.budget(now, 0 if transport is None else transport.bytes_sent, audio)
+        controlled = self._config.congestion_control
         if transport is not None:  # paced on a measured estimate only, not on a guess
             estimator = bandwidth.estimator
-            measured = estimator.source == "transport-cc"
+            measured = controlled and estimator.source == "transport-cc"
             transport.pacing_rate = int(estimator.target * PACING_FACTOR) if measured else 0
+        if not controlled:
+            budget = None
         before = self.allocation.last.paused
         result = self.allocation.run(down_tracks, now, budget, may_pause=bandwidth.may_pause(now))
         self.bandwidth_pauses += len(result.paused - before)

@@ -1,0 +1,34 @@
+"""``congestion_control``: on, a subscriber's estimate is its video budget; off, no limit."""
+
+from __future__ import annotations
+
+import pytest
+
+from sfu.config import MediaConfig
+from sfu.media.connection import MediaConnection
+from sfu.media.downtrack import DownTrack, OutgoingStream
+from sfu.media.layer_meter import Layer
+from tests.unit.media_doubles import RecordingSink, publisher_receiver, subscriber_params
+
+
+@pytest.mark.parametrize(("controlled", "allowance"), [(True, 1_000_000), (False, None)])
+async def test_the_estimate_is_the_budget_only_under_congestion_control(
+    controlled: bool, allowance: float | None
+) -> None:
+    publisher = MediaConnection(MediaConfig(), lambda reason: None, lambda: None)
+    subscriber = MediaConnection(
+        MediaConfig(congestion_control=controlled), lambda reason: None, lambda: None
+    )
+    try:
+        receiver = publisher_receiver(publisher)
+        assert receiver.publisher_side is not None
+        receiver.publisher_side.ranked = (Layer("", 300e3),)
+        down_track = DownTrack(receiver, OutgoingStream(subscriber_params(), 1, 1), RecordingSink())
+        receiver.add_down_track(down_track)
+        subscriber.add_down_track(down_track)
+        subscriber.bandwidth.negotiated = True  # the estimate's starting 1 Mbit/s counts
+        subscriber.choose_layers(10.0)
+        assert down_track.allowance == allowance
+    finally:
+        await publisher.close()
+        await subscriber.close()

@@ -62,6 +62,8 @@ class MediaTotals:
     transport_feedback_received: int = 0
     transport_feedback_sent: int = 0
     probe_clusters: int = 0
+    paced: int = 0  # RTP packets that waited in a subscriber connection's pacer
+    pacer_drops: int = 0  # ... and that found its queue full
     layer_upgrades: int = 0
     layer_downgrades: int = 0
     bandwidth_pauses: int = 0
@@ -106,6 +108,9 @@ class MediaTotals:
             self.packets_sent += transport.packets_sent
             self.bytes_sent += transport.bytes_sent
             self.send_errors += transport.send_errors
+            paced, dropped = transport.pacer_counts
+            self.paced += paced
+            self.pacer_drops += dropped
         self.packets_dropped_unknown_ssrc += connection.rtp_unroutable
         self.nacks_received += connection.nacks_received
         self.nacks_sent += connection.nacks_sent

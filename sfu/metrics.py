@@ -214,6 +214,18 @@ def _counters(t: MediaTotals) -> Iterator[Metric]:
             t.transport_feedback_sent,
         ),
         (
+            "sfu_paced_packets",
+            "RTP packets to subscribers that waited in the pacer (sent faster than 2.5x the "
+            "subscriber's estimate: keyframe bursts).",
+            t.paced,
+        ),
+        (
+            "sfu_pacer_drops",
+            "RTP packets to subscribers dropped because the pacer's queue was full (also in "
+            "sfu_send_errors).",
+            t.pacer_drops,
+        ),
+        (
             "sfu_probe_clusters",
             "Probe clusters sent to subscribers to find out whether their link takes more.",
             t.probe_clusters,

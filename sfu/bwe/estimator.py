@@ -43,6 +43,8 @@ SATURATED_UTILIZATION = 0.95
 STANDING_QUEUE = 0.025
 #: The RTT assumed until a receiver report gives one.
 DEFAULT_RTT = 0.1
+#: Seconds without transport-wide feedback after which its last verdict no longer stops probes.
+STALE_FEEDBACK = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +232,13 @@ class BandwidthEstimator:
         return cluster
 
     def _probing_allowed(self) -> bool:
-        """Not while over-using, nor while the loss-based controller is decreasing."""
+        """Not while over-using, nor while the loss-based controller is decreasing — as of
+        feedback that is still news. Once none came for STALE_FEEDBACK (the allocator paused
+        everything: nothing is sent, nothing reported), that verdict describes a link nobody
+        sends on any more, and only a probe can tell the link has recovered."""
+        last = self._last_feedback
+        if last is not None and self._now - last >= STALE_FEEDBACK:
+            return True
         return self._usage != "overusing" and self._loss.may_rise
 
     # -- outputs --------------------------------------------------------------------------------

@@ -56,6 +56,8 @@ class SubscriberBandwidth:
         "_audio_last",
         "_audio_rate",
         "_feedback_since",
+        "_loss",
+        "_reported",
         "_sent_last",
         "estimator",
         "negotiated",
@@ -69,6 +71,11 @@ class SubscriberBandwidth:
         # has no use for the periodic ALR probes of a sender that could always send more
         self.estimator = estimator or BandwidthEstimator(max_bitrate=max_bitrate, alr_probing=False)
         self._feedback_since: float | None = None
+        #: (received, lost) the feedback reported since the last quality report, and the loss
+        #: fraction of the last interval that had packets (the controllers' own loss windows
+        #: restart on every decrease: not what a person asking "how lossy is my link" means)
+        self._reported = [0, 0]
+        self._loss = 0.0
         #: transport-cc or REMB negotiated on some m-line: the estimate counts from the start
         self.negotiated = False
         self._audio_last: tuple[float, int] | None = None  # (time, octets incl. overhead)
@@ -82,6 +89,8 @@ class SubscriberBandwidth:
     def on_feedback(self, feedback: FeedbackSummary, now: float) -> None:
         if self._feedback_since is None:
             self._feedback_since = now
+        self._reported[0] += feedback.received
+        self._reported[1] += feedback.lost
         self.estimator.on_feedback(feedback, now)
 
     def may_pause(self, now: float) -> bool:
@@ -130,7 +139,11 @@ class SubscriberBandwidth:
         estimate = None if stats.source == "none" and not self.negotiated else stats.estimate
         if estimate is not None:
             ESTIMATES.observe(estimate)
-        loss = stats.loss_fraction
+        received, lost = self._reported
+        if received + lost:
+            self._loss = lost / (received + lost)
+        self._reported = [0, 0]
+        loss = self._loss
         allocated = video + self._audio_rate
         return ConnectionQualityReport(
             rate(loss, rtt, paused, limited), rtt, loss, estimate, allocated, stats.probing

@@ -75,3 +75,19 @@ def test_pausing_needs_a_measured_estimate() -> None:
     bandwidth.on_feedback(FeedbackSummary(groups, 10, 0, 12_000, 5.0, 5.18), 21.0)
     assert not bandwidth.may_pause(22.9)
     assert bandwidth.may_pause(23.0)
+
+
+def test_the_loss_reported_is_what_the_feedback_said_since_the_last_report() -> None:
+    bandwidth = SubscriberBandwidth(estimator=BandwidthEstimator(initial_probing=False))
+    bandwidth.negotiated = True
+    groups = (PacketGroup(0.0, 5.0, 1200), PacketGroup(0.02, 5.02, 1200))
+    for _ in range(3):
+        bandwidth.on_feedback(FeedbackSummary(groups, 85, 15, 100_000, 5.0, 5.02), 1.0)
+    assert bandwidth.quality(0.05, 0, False, False).loss == pytest.approx(0.15)
+    bandwidth.on_feedback(FeedbackSummary(groups, 100, 0, 100_000, 5.0, 5.02), 3.0)
+    assert bandwidth.quality(0.05, 0, False, False).loss == 0.0
+    # nothing reported in an interval (everything paused): the last measured loss stands
+    bandwidth.on_feedback(FeedbackSummary(groups, 1, 9, 1_200, 5.0, 5.02), 5.0)
+    assert bandwidth.quality(0.05, 0, True, False).loss == pytest.approx(0.9)
+    report = bandwidth.quality(0.05, 0, True, False)
+    assert report.loss == pytest.approx(0.9) and report.quality == "poor"

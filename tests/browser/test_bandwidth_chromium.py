@@ -11,8 +11,9 @@ limits. Server, publisher and browsers run at shaped_link's priority ``NICE``.
 
 Unlimited -> 400 kbit/s -> lifted: the shaped page settles on a lower layer and climbs back to
 the top, the unshaped one shows the top layer throughout without a freeze. Below the smallest
-layer (64 kbit/s) the server pauses the video: the page's tile says so until it resumes (a
-known server defect, :data:`STUCK_PAUSED`, keeps it paused in some runs: xfail on it only). The
+layer (64 kbit/s) the server pauses the video: the page's tile says so until it resumes (it
+once stayed paused: a paused subscriber sends nothing, gets no feedback, and the last feedback's
+verdict forbade the probe that would show the recovery — fixed in c82dc4a). The
 tests assert outcomes (which layers each page shows, that the unshaped one never freezes, what
 the page says), never how fast; the times are printed (``pytest -s``). On a failure the message
 holds what each page showed between the marks and the server's per-subscriber "bandwidth" log.
@@ -75,14 +76,6 @@ HOLD = 4.0  # seconds watched once settled
 QUALITIES = {"excellent", "good", "poor"}
 QUALITY_WORD = re.compile("^(excellent|good|poor)$")
 
-#: a server defect, reported to the lead; the pause test fails on it as expected (xfail) and
-#: on anything else as a failure
-STUCK_PAUSED = (
-    "server: once a video is paused nothing is sent, so no transport-cc feedback comes; when "
-    "the last one left the estimator over-using or losing over 10 %, probes stay forbidden and "
-    "the video never resumes, even unlimited (about half the runs)"
-)
-
 CAMERA_TRACK_JS = """(name) => {
   const client = window.sfuApp.client;
   const who = [...client.participants.values()].find((p) => p.name === name);
@@ -133,18 +126,6 @@ class Call:
             f"feedback {r['feedback']}"
             for r in self.bandwidth_records()
         ]
-
-    def stuck_paused(self) -> bool:
-        """The server's known defect: a paused subscriber gets no feedback (nothing is sent)
-        and its last one forbids probes ('overusing', or over 10 % loss), so it never resumes.
-        Seen as its last three records paused with the feedback count standing still."""
-        last = self.bandwidth_records()[-3:]
-        return (
-            len(last) == 3
-            and all(r["paused"] for r in last)
-            and len({r["feedback"] for r in last}) == 1
-            and (last[-1]["state"] == "overusing" or last[-1]["loss"] > 0.1)
-        )
 
     async def describe(self) -> str:
         """What each page showed between the marks, and the server's view."""
@@ -348,12 +329,8 @@ async def test_a_tile_paused_for_bandwidth_says_so_until_the_link_carries_it_aga
             )
 
         lift = call.shape(None)
-        try:
+        async with described(call):
             await expect(overlay).to_be_hidden(timeout=PAUSE_MS)
-        except AssertionError as exc:
-            if call.stuck_paused():
-                pytest.xfail(f"{STUCK_PAUSED}\n{await call.describe()}")
-            raise AssertionError(f"{exc}\n{await call.describe()}") from None
         resumed = call.mark("resumed")
         await wait_frames(call, shaped, {w for _, w, _, _ in LAYERS}, lift, LIFT_TIMEOUT, "frames")
         # the events behind it: paused for bandwidth, then active again (the publisher's camera)

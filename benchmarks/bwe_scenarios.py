@@ -96,6 +96,12 @@ def _freeze_seconds(seen: Observed, since: float, until: float) -> float:
     return round(sum(g for _, g in freezes(frame_times(seen, since - 1, until), until)), 3)
 
 
+def _first_keyframe(seen: Observed, since: float, rids: set[str]) -> float | None:
+    """When the first keyframe of one of ``rids`` arrived since ``since`` (before any decoder:
+    the server's switch, whatever the subscriber's jitter buffer then does)."""
+    return next((t for t, w, _ in seen.keyframes if t >= since and layer_of_width(w) in rids), None)
+
+
 def _loss(call: ShapedCall, since: float, until: float) -> float:
     return round(link_loss(call.samples, since, until), 4)
 
@@ -126,6 +132,7 @@ def step_numbers(call: ShapedCall, run: Run) -> dict[str, Any]:
     settled = settled_at(shaped, step, fits(limit))
     return {
         "fit_s": _rel(settled, step),
+        "fitting_keyframe_s": _rel(_first_keyframe(shaped, step, fits(limit)), step),
         "freeze_s": _freeze_seconds(shaped, step, end),
         "loss_after_settle": None if settled is None else _loss(call, settled, end),
         "loss_limited": _loss(call, step, end),
@@ -144,6 +151,7 @@ def lift_numbers(call: ShapedCall, run: Run) -> dict[str, Any]:
         "loss_limited": _loss(call, run.ready, lift),
         "freeze_limited_s": _freeze_seconds(shaped, run.ready, lift),
         "top_s": _rel(top, lift),
+        "top_keyframe_s": _rel(_first_keyframe(shaped, lift, {TOP}), lift),
         "freeze_after_lift_s": _freeze_seconds(shaped, lift, end),
         **_unshaped(call, run.ready, end),
     }

@@ -124,6 +124,13 @@ class SubscriberBandwidth:
             return None
         return max(estimator.target - self._audio_rate, 0.0)
 
+    def current_budget(self) -> float | None:
+        """The budget as of now, from the rates of the last tick (between ticks: a feedback
+        message just lowered the estimate)."""
+        if not self.negotiated and self.estimator.source == "none":
+            return None
+        return max(self.estimator.target - self._audio_rate, 0.0)
+
     def probe(self, wanted: float | None, now: float) -> ProbeCluster | None:
         """The next cluster to send, if any; ``wanted``: what the allocator would use if the
         link carried it (None: it has all it wants)."""

@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 
 from sfu.api import ConnectionQualityReport, LayerActivity, TrackSettings
+from sfu.bwe.feedback import FeedbackSummary
 from sfu.config import MediaConfig
 from sfu.media.aiortc_bridge import MediaTransport, ServerPeerConnection
 from sfu.media.allocation import PublisherSide, SubscriberAllocation
@@ -55,6 +56,9 @@ _MAX_RETIRED = 64
 _MAX_UNROUTABLE = 256
 #: Seconds between connectionQuality reports to a subscriber.
 QUALITY_INTERVAL = 2.0
+#: Between ticks, the layers are chosen again when the budget falls below this share of the
+#: last allocation's and below what the chosen layers cost.
+REALLOCATE_BELOW = 0.95
 #: Pacing rate / estimate, as libwebrtc paces: a keyframe's burst goes out over a few frame
 #: intervals instead of into the bottleneck's queue at once.
 PACING_FACTOR = 2.5
@@ -122,6 +126,7 @@ class MediaConnection:
         self._prober = Prober(self._loop, lambda: self.transport, self._padding, time.monotonic)
         self._prober.on_done = self._probe_next
         self._transport_cc_id = 0
+        self._last_budget: float | None = None  # of the last allocation
         self._unpaced: set[int] = set()  # payload types never paced (audio)
         #: transport-cc feedback to this participant as a publisher, where it negotiated it
         self.publisher_feedback: PublisherFeedback | None = None
@@ -380,7 +385,7 @@ class MediaConnection:
                 self.transport_feedback_received += 1
                 summary = None if transport is None else transport.transport_feedback(packet.fci)
                 if summary is not None:
-                    self.bandwidth.on_feedback(summary, now)
+                    self._on_feedback(summary, now)
             elif isinstance(packet, rtcp.Remb):
                 ours = False
                 for ssrc in packet.ssrcs:
@@ -390,6 +395,23 @@ class MediaConnection:
                         ours = True
                 if ours:
                     self.bandwidth.on_remb(packet.bitrate, now)
+
+    def _on_feedback(self, summary: FeedbackSummary, now: float) -> None:
+        """The subscriber's transport-wide feedback; a fall of the estimate below what its
+        layers cost is acted on at once, not at the next tick: every tick later is another
+        250 ms of sending more than the link carries."""
+        bandwidth = self.bandwidth
+        bandwidth.on_feedback(summary, now)
+        budget, before = bandwidth.current_budget(), self._last_budget
+        if (
+            budget is not None
+            and before is not None
+            and budget < self.allocation.last.allocated
+            and budget < before * REALLOCATE_BELOW  # fell since (not: has not fit for a while)
+            and self._config.congestion_control
+            and not self.closed
+        ):
+            self.choose_layers(now, tick=False)
 
     def _on_sender_report(self, report: rtcp.SenderReport, now: float) -> None:
         now_wall = time.time()
@@ -495,18 +517,23 @@ class MediaConnection:
                 self.on_layer_activity(receiver.info.track_id, activity)
         self.choose_layers(now)
 
-    def choose_layers(self, now: float) -> None:
+    def choose_layers(self, now: float, *, tick: bool = True) -> None:
         """Point each of this subscriber's video down-tracks at the layer its budget allows;
-        probe for more when something is held back; report pauses and quality."""
+        probe for more when something is held back; report pauses and quality. ``tick``: the
+        periodic run, which samples the counters (else: the estimate just fell, act now)."""
         transport = self.transport
         down_tracks = self._down_tracks.values()
-        audio = [
-            (d.stream.octets_sent, d.stream.packets_sent)
-            for d in down_tracks
-            if not d.source.is_video
-        ]
         bandwidth = self.bandwidth
-        budget = bandwidth.budget(now, 0 if transport is None else transport.bytes_sent, audio)
+        if tick:
+            audio = [
+                (d.stream.octets_sent, d.stream.packets_sent)
+                for d in down_tracks
+                if not d.source.is_video
+            ]
+            sent = 0 if transport is None else transport.bytes_sent
+            budget = bandwidth.budget(now, sent, audio)
+        else:
+            budget = bandwidth.current_budget()
         controlled = self._config.congestion_control
         if transport is not None:  # paced on a measured estimate only, not on a guess
             estimator = bandwidth.estimator
@@ -514,6 +541,7 @@ class MediaConnection:
             transport.pacing_rate = int(estimator.target * PACING_FACTOR) if measured else 0
         if not controlled:
             budget = None
+        self._last_budget = budget
         before = self.allocation.last.paused
         result = self.allocation.run(down_tracks, now, budget, may_pause=bandwidth.may_pause(now))
         self.bandwidth_pauses += len(result.paused - before)

@@ -64,6 +64,7 @@ class Publisher:
 
     connected = True
     packets_sent = bytes_sent = send_errors = 0
+    pacer_counts = (0, 0)
 
     def __init__(self) -> None:
         self.plis: list[int] = []

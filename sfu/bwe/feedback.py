@@ -22,6 +22,20 @@ from typing import NamedTuple
 BURST_TIME = 0.005
 
 
+#: What ``Egress.transport_feedback`` returns: (groups as (send time, arrival, size), received,
+#: lost, received bytes, first arrival, last arrival, probe packets as (cluster, send time,
+#: arrival, size)).
+EgressFeedback = tuple[
+    list[tuple[float, float, int]],
+    int,
+    int,
+    int,
+    float | None,
+    float | None,
+    list[tuple[int, float, float, int]],
+]
+
+
 class PacketGroup(NamedTuple):
     """A completed group: its last packet's send time, its latest arrival, and its bytes."""
 
@@ -59,18 +73,7 @@ class FeedbackSummary:
     probes: Sequence[ProbePacket] = field(default_factory=tuple)
 
     @classmethod
-    def from_egress(
-        cls,
-        raw: tuple[
-            list[tuple[float, float, int]],
-            int,
-            int,
-            int,
-            float | None,
-            float | None,
-            list[tuple[int, float, float, int]],
-        ],
-    ) -> FeedbackSummary:
+    def from_egress(cls, raw: EgressFeedback) -> FeedbackSummary:
         """From ``Egress.transport_feedback``'s tuple."""
         groups, received, lost, received_bytes, first, last, probes = raw
         return cls(

@@ -1,5 +1,7 @@
 from collections.abc import Callable
 
+from sfu.bwe.feedback import EgressFeedback
+
 MAX_PACKET: int
 
 class SrtpSession:
@@ -73,20 +75,7 @@ class Egress:
     ) -> None: ...
     def send_rtp(self, packet: bytes, /) -> None: ...
     def send_rtcp(self, packet: bytes, /) -> None: ...
-    def transport_feedback(
-        self, fci: bytes, /
-    ) -> (
-        tuple[
-            list[tuple[float, float, int]],
-            int,
-            int,
-            int,
-            float | None,
-            float | None,
-            list[tuple[int, float, float, int]],
-        ]
-        | None
-    ): ...
+    def transport_feedback(self, fci: bytes, /) -> EgressFeedback | None: ...
     def drain(self) -> int: ...
     def unpace(self, payload_type: int, /) -> None: ...
     def close(self) -> None: ...

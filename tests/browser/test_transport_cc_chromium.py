@@ -8,29 +8,17 @@ answers it and sends Chromium the feedback its own send-side estimator needs.
 from __future__ import annotations
 
 import asyncio
-import re
 
-import aiohttp
 import pytest
 
 from tests.browser.conftest import Browser
 from tests.browser.pages import wait_flowing
 from tests.e2e.conftest import SfuServer
+from tests.e2e.observe import metric
 
 pytestmark = pytest.mark.browser
 
 TIMEOUT = 20.0
-
-
-async def _metric(server: SfuServer, name: str) -> float:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(server.url.rstrip("/") + "/metrics") as response,
-    ):
-        text = await response.text()
-    found = re.search(rf"^{name} (\S+)$", text, re.M)
-    assert found is not None, f"{name} not in /metrics"
-    return float(found.group(1))
 
 
 async def test_transport_cc_both_ways_with_chromium(
@@ -42,7 +30,7 @@ async def test_transport_cc_both_ways_with_chromium(
     names = ("sfu_transport_feedback_received_total", "sfu_transport_feedback_sent_total")
     deadline = asyncio.get_running_loop().time() + TIMEOUT
     while True:
-        received, sent = [await _metric(sfu_server, name) for name in names]
+        received, sent = [await metric(sfu_server, name) for name in names]
         if (received > 0 and sent > 0) or asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(0.5)

@@ -8,10 +8,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
-import time
-from collections.abc import Callable
 
 import pytest
 
@@ -22,6 +19,7 @@ from sfu_client import PALETTE, TONES, FrameProbe, MarkerVideoTrack, SfuClient, 
 
 from . import taps
 from .conftest import ClientFactory
+from .observe import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -43,14 +41,6 @@ def media_payload(packet: bytes) -> bytes:
     """The payload (VP8: from the descriptor, whose picture id differs per frame)."""
     start, end = payload_bounds(packet)
     return packet[start:end]
-
-
-async def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def frames(client: SfuClient, sender: SfuClient, kind: str, count: int) -> FrameProbe:

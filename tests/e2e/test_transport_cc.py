@@ -11,36 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import random
-import re
 import struct
 import time
 from collections.abc import Mapping
 from typing import Any
 
-import aiohttp
 import pytest
 
 from sfu.media.aiortc_bridge import send_srtp
 from sfu_client import PALETTE, MarkerVideoTrack, SfuClient
 
 from .conftest import ClientFactory, SfuServer
+from .observe import metric
 
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 30.0
 #: The estimate starts at 1 Mbit/s; on loopback the first probe clusters verify far more.
 PROBED = 2_000_000
-
-
-async def _metric(server: SfuServer, name: str) -> float:
-    async with (
-        aiohttp.ClientSession() as http,
-        http.get(server.url.rstrip("/") + "/metrics") as response,
-    ):
-        text = await response.text()
-    found = re.search(rf"^{name} (\S+)$", text, re.M)
-    assert found is not None, f"{name} not in /metrics"
-    return float(found.group(1))
 
 
 async def _estimate_above(client: SfuClient, bitrate: float) -> Mapping[str, Any]:
@@ -72,9 +60,9 @@ async def test_a_subscribers_feedback_drives_its_estimate(
     assert report["quality"] in ("excellent", "good"), report
     assert subscriber.transport_cc_feedback is not None
     assert subscriber.transport_cc_feedback.sent > 0
-    assert await _metric(sfu_server, "sfu_transport_feedback_received_total") > 0
-    assert await _metric(sfu_server, "sfu_probe_clusters_total") > 0
-    assert await _metric(sfu_server, "sfu_subscriber_bandwidth_estimate_bps_count") > 0
+    assert await metric(sfu_server, "sfu_transport_feedback_received_total") > 0
+    assert await metric(sfu_server, "sfu_probe_clusters_total") > 0
+    assert await metric(sfu_server, "sfu_subscriber_bandwidth_estimate_bps_count") > 0
     assert await _frames(subscriber, publisher, 10) == 10
 
 
@@ -91,7 +79,7 @@ async def test_without_transport_cc_the_remb_is_the_estimate(
         )
         assert subscriber.transport_cc_feedback is None
         assert report.data["estimateBps"] > 0
-        assert await _metric(sfu_server, "sfu_transport_feedback_received_total") == 0
+        assert await metric(sfu_server, "sfu_transport_feedback_received_total") == 0
         assert await _frames(subscriber, publisher, 10) == 10
     finally:
         await subscriber.close()

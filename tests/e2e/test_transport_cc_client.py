@@ -8,10 +8,6 @@ answers neither, and the server numbers nothing (its estimate then rests on REMB
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-
 import pytest
 
 from sfu.rtp.twcc import URI, TransportFeedback, decode, transport_sequence
@@ -19,18 +15,11 @@ from sfu_client import PALETTE, MarkerVideoTrack, SfuClient
 
 from . import taps
 from .conftest import ClientFactory, SfuServer
+from .observe import wait_until
 
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 20.0
-
-
-async def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def publisher(make_client: ClientFactory, room: str) -> SfuClient:

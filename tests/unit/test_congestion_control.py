@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+
 import pytest
 
 from sfu.bwe.estimator import BandwidthEstimator
@@ -14,14 +18,16 @@ from sfu.media.layer_meter import Layer
 from tests.unit.media_doubles import RecordingSink, publisher_receiver, subscriber_params
 
 
-@pytest.mark.parametrize(("controlled", "allowance"), [(True, 1_000_000), (False, None)])
-async def test_the_estimate_is_the_budget_only_under_congestion_control(
-    controlled: bool, allowance: float | None
-) -> None:
+@asynccontextmanager
+async def subscribed(
+    config: MediaConfig, bandwidth: Callable[[], SubscriberBandwidth] | None = None
+) -> AsyncIterator[tuple[MediaConnection, DownTrack]]:
+    """A subscriber connection receiving one single-layer 300 kbit/s video track, whose
+    estimate counts from the start (as where transport-cc or REMB is negotiated)."""
     publisher = MediaConnection(MediaConfig(), lambda reason: None, lambda: None)
-    subscriber = MediaConnection(
-        MediaConfig(congestion_control=controlled), lambda reason: None, lambda: None
-    )
+    subscriber = MediaConnection(config, lambda reason: None, lambda: None)
+    if bandwidth is not None:
+        subscriber.bandwidth = bandwidth()
     try:
         receiver = publisher_receiver(publisher)
         assert receiver.publisher_side is not None
@@ -29,12 +35,20 @@ async def test_the_estimate_is_the_budget_only_under_congestion_control(
         down_track = DownTrack(receiver, OutgoingStream(subscriber_params(), 1, 1), RecordingSink())
         receiver.add_down_track(down_track)
         subscriber.add_down_track(down_track)
-        subscriber.bandwidth.negotiated = True  # the estimate's starting 1 Mbit/s counts
-        subscriber.choose_layers(10.0)
-        assert down_track.allowance == allowance
+        subscriber.bandwidth.negotiated = True
+        yield subscriber, down_track
     finally:
         await publisher.close()
         await subscriber.close()
+
+
+@pytest.mark.parametrize(("controlled", "allowance"), [(True, 1_000_000), (False, None)])
+async def test_the_estimate_is_the_budget_only_under_congestion_control(
+    controlled: bool, allowance: float | None
+) -> None:
+    async with subscribed(MediaConfig(congestion_control=controlled)) as (subscriber, track):
+        subscriber.choose_layers(10.0)  # the estimate's starting 1 Mbit/s
+        assert track.allowance == allowance
 
 
 class SteppedEstimator(BandwidthEstimator):
@@ -50,27 +64,15 @@ class SteppedEstimator(BandwidthEstimator):
 
 
 async def test_a_fall_of_the_estimate_is_acted_on_before_the_next_tick() -> None:
-    publisher = MediaConnection(MediaConfig(), lambda reason: None, lambda: None)
-    subscriber = MediaConnection(MediaConfig(), lambda reason: None, lambda: None)
     estimator = SteppedEstimator()
-    subscriber.bandwidth = SubscriberBandwidth(estimator=estimator)
-    try:
-        receiver = publisher_receiver(publisher)
-        assert receiver.publisher_side is not None
-        receiver.publisher_side.ranked = (Layer("", 300e3),)
-        down_track = DownTrack(receiver, OutgoingStream(subscriber_params(), 1, 1), RecordingSink())
-        receiver.add_down_track(down_track)
-        subscriber.add_down_track(down_track)
-        subscriber.bandwidth.negotiated = True
+    bandwidth = partial(SubscriberBandwidth, estimator=estimator)
+    async with subscribed(MediaConfig(), bandwidth) as (subscriber, track):
         subscriber.choose_layers(10.0)
-        assert down_track.choice is not None and not down_track.choice.starved
+        assert track.choice is not None and not track.choice.starved
         estimator.value = 200_000  # a feedback message says the link took less
         subscriber._on_feedback(FeedbackSummary(), 10.05)
-        assert down_track.choice.starved, "re-chosen at once, not at the next tick"
+        assert track.choice.starved, "re-chosen at once, not at the next tick"
         estimator.value = 190_000  # a little less again: no new run for that
-        choice = down_track.choice
+        choice = track.choice
         subscriber._on_feedback(FeedbackSummary(), 10.1)
-        assert down_track.choice is choice
-    finally:
-        await publisher.close()
-        await subscriber.close()
+        assert track.choice is choice

@@ -34,6 +34,7 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from sfu.api import Kind, TrackInfo
 from sfu.media.aiortc_bridge import (
     accept_transport_cc,
+    recover_at_keyframes,
     send_srtp,
     set_ice_host_addresses,
     tap_rtp,
@@ -576,6 +577,7 @@ class SfuClient:
                 RTCSessionDescription(sdp=str(answer.data["sdp"]), type="answer")
             )
             self._keep_transport_cc()
+            recover_at_keyframes(self.pc)
             return answer
         finally:
             self._own_offer_pending = False
@@ -769,6 +771,7 @@ class SfuClient:
         self._check_extends_session(sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         self._keep_transport_cc()
+        recover_at_keyframes(self.pc)
         self._offered = dict(offer.data.get("tracks") or {})
         self._sync_remote_tracks()
         await self.pc.setLocalDescription(await self.pc.createAnswer())

@@ -1328,3 +1328,66 @@ def tap_rtp(dtls: RTCDtlsTransport, tap: RtpTap) -> Callable[[], None]:
             taps.remove(tap)
 
     return untap
+
+
+# --- client side: recovering from a hole at a keyframe, as libwebrtc does ---
+#
+# tests/unit/test_aiortc_bridge_client.py pins the receiver's name-mangled jitter buffer and
+# codec table this relies on.
+
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame  # noqa: E402
+from aiortc.rtp import RtpPacket  # noqa: E402
+
+from sfu.rtp.codecs import is_keyframe  # noqa: E402
+
+
+class _RecoveringJitterBuffer(JitterBuffer):
+    """aiortc's video jitter buffer, which holds every later frame behind a packet that never
+    comes until 128 more have passed (15 s at a small layer's rate) — unless a keyframe
+    starts after the hole: it needs nothing older, so what waits before it is dropped (libwebrtc
+    does the same). A subscriber whose server switched it to a lower layer, while the old one's
+    last packets were lost in a congested queue, then shows the new layer at its keyframe."""
+
+    def __init__(self, codec_name: Callable[[int], str | None]) -> None:
+        super().__init__(capacity=512, is_video=True)
+        self._codec_name = codec_name  # by payload type
+        self.skipped = 0  # packets dropped waiting before a keyframe
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        pli, frame = super().add(packet)
+        origin = self._origin
+        if frame is not None or origin is None or origin == packet.sequence_number:
+            return pli, frame
+        name = self._codec_name(packet.payload_type)
+        if name is None or not is_keyframe(name, packet.payload):
+            return pli, frame
+        behind = (packet.sequence_number - origin) & 0xFFFF
+        if behind >= self.capacity:
+            return pli, frame
+        self.skipped += sum(1 for i in range(behind) if self._packets[(origin + i) % 512])
+        self.remove(behind)
+        return pli, self._remove_frame(packet.sequence_number)
+
+
+def recover_at_keyframes(pc: RTCPeerConnection) -> int:
+    """Give the video receivers of ``pc`` that have aiortc's own jitter buffer one that skips to
+    a keyframe past a hole (:class:`_RecoveringJitterBuffer`); returns how many it replaced.
+    Call after each remote description (receivers come with their transceivers)."""
+    replaced = 0
+    for transceiver in pc.getTransceivers():
+        receiver: Any = transceiver.receiver
+        if transceiver.kind != "video" or receiver is None:
+            continue
+        current = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+        if current is None or isinstance(current, _RecoveringJitterBuffer):
+            continue
+        if type(current) is not JitterBuffer:
+            raise RuntimeError("aiortc's video receiver no longer keeps a JitterBuffer")
+
+        def codec_name(payload_type: int, receiver: Any = receiver) -> str | None:
+            codec = receiver._RTCRtpReceiver__codecs.get(payload_type)
+            return None if codec is None else str(codec.name)
+
+        receiver._RTCRtpReceiver__jitter_buffer = _RecoveringJitterBuffer(codec_name)
+        replaced += 1
+    return replaced

@@ -11,7 +11,7 @@ import asyncio
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
@@ -19,6 +19,7 @@ from aiortc import rtcpeerconnection as aiortc_rtcpeerconnection
 from aiortc import sdp as aiortc_sdp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpsender import RTCRtpSender
+from aiortc.rtp import RtpPacket
 
 from sfu.media import aiortc_bridge as bridge
 from sfu.media.params import URI_TRANSPORT_CC, Codec
@@ -285,3 +286,60 @@ async def test_tap_rtp_sees_each_packet_with_its_arrival_before_aiortc(peers: Pe
     transport.send_rewritten(packet, 12, 97, 3, 0, 0x1234, block, -1, b"")
     await _until(lambda: len(handled) == 4, "more RTP")
     assert len(tapped) == 3
+
+
+# --- recovering from a hole at a keyframe ---
+
+KEYFRAME_START = b"\x10" + b"\x50\x01\x00\x9d\x01\x2a" + struct.pack("<HH", 160, 90) + bytes(20)
+DELTA = b"\x10" + b"\x51\x01\x00" + bytes(20)  # P=1: an interframe
+MORE = b"\x00" + bytes(20)  # a later packet of the same frame (S=0)
+
+
+def rtp_packet(seq: int, timestamp: int, payload: bytes) -> RtpPacket:
+    packet = RtpPacket(payload_type=96, sequence_number=seq, timestamp=timestamp, payload=payload)
+    cast(Any, packet)._data = payload  # what aiortc's depayloader would have set
+    return packet
+
+
+def test_a_keyframe_past_a_hole_is_decoded_at_once() -> None:
+    """aiortc's buffer would hold the keyframe behind the lost packet 3 until 512 more came."""
+    buffer = bridge._RecoveringJitterBuffer(lambda pt: "VP8" if pt == 96 else None)
+    frames = []
+    for seq, ts, payload in (
+        (1, 1000, DELTA),
+        (2, 1000, MORE),
+        (4, 2000, MORE),  # 3 (the start of the 2000 frame) is lost for good
+        (5, 3000, KEYFRAME_START),
+        (6, 3000, MORE),
+        (7, 4000, DELTA),
+    ):
+        _, frame = buffer.add(rtp_packet(seq, ts, payload))
+        if frame is not None:
+            frames.append(frame.timestamp)
+    assert frames == [3000], "the keyframe, as soon as its frame is complete"
+    assert buffer.skipped == 3
+
+
+def test_no_hole_nothing_skipped() -> None:
+    buffer = bridge._RecoveringJitterBuffer(lambda pt: "VP8")
+    frames = []
+    for seq, ts, payload in ((1, 1000, KEYFRAME_START), (2, 1000, MORE), (3, 2000, DELTA)):
+        _, frame = buffer.add(rtp_packet(seq, ts, payload))
+        if frame is not None:
+            frames.append(frame.timestamp)
+    assert frames == [1000] and buffer.skipped == 0
+
+
+async def test_video_receivers_get_the_recovering_buffer() -> None:
+    """Pins aiortc's receiver: a name-mangled JitterBuffer and codec table per receiver."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        pc.addTransceiver("audio", direction="recvonly")
+        assert bridge.recover_at_keyframes(pc) == 1
+        assert bridge.recover_at_keyframes(pc) == 0, "once"
+        video: Any = pc.getTransceivers()[0].receiver
+        assert isinstance(video._RTCRtpReceiver__jitter_buffer, bridge._RecoveringJitterBuffer)
+        assert isinstance(video._RTCRtpReceiver__codecs, dict)
+    finally:
+        await pc.close()

@@ -32,6 +32,9 @@ PACKET_OVERHEAD = 40
 GOOD_LOSS, POOR_LOSS = 0.02, 0.10
 GOOD_RTT, POOR_RTT = 0.15, 0.4
 
+#: The most a requested probe asks for, as a multiple of the estimate (before the probe
+#: controller's own overshoot of 1.15: about 2x the estimate on the wire).
+PROBE_STEP = 1.75
 #: Seconds of transport-cc feedback before the estimate may pause a track.
 SETTLE_TIME = 2.0
 
@@ -133,9 +136,15 @@ class SubscriberBandwidth:
 
     def probe(self, wanted: float | None, now: float) -> ProbeCluster | None:
         """The next cluster to send, if any; ``wanted``: what the allocator would use if the
-        link carried it (None: it has all it wants)."""
+        link carried it (None: it has all it wants).
+
+        A request goes at most to PROBE_STEP times the estimate: on a 400 kbit/s link a probe
+        for a 1.5 Mbit/s layer would overflow the bottleneck's queue every time it is tried,
+        while a link whose limit was lifted climbs there in two or three steps.
+        """
         if wanted is not None:
-            self.estimator.request_probe(wanted + self._audio_rate, now)
+            target = self.estimator.target
+            self.estimator.request_probe(min(wanted + self._audio_rate, target * PROBE_STEP), now)
         return self.estimator.next_probe(now)
 
     def quality(

@@ -6,7 +6,7 @@ import pytest
 
 from sfu.bwe.estimator import BandwidthEstimator
 from sfu.bwe.feedback import FeedbackSummary, PacketGroup
-from sfu.media.bandwidth import PACKET_OVERHEAD, SubscriberBandwidth, rate
+from sfu.media.bandwidth import PACKET_OVERHEAD, PROBE_STEP, SubscriberBandwidth, rate
 
 # (loss, rtt, a track paused, a track held below its preferences) -> quality
 QUALITY = [
@@ -91,3 +91,13 @@ def test_the_loss_reported_is_what_the_feedback_said_since_the_last_report() -> 
     assert bandwidth.quality(0.05, 0, True, False).loss == pytest.approx(0.9)
     report = bandwidth.quality(0.05, 0, True, False)
     assert report.loss == pytest.approx(0.9) and report.quality == "poor"
+
+
+def test_a_requested_probe_steps_up_rather_than_jump() -> None:
+    bandwidth = SubscriberBandwidth(estimator=BandwidthEstimator(initial_probing=False))
+    groups = tuple(PacketGroup(0.02 * i, 5.0 + 0.02 * i, 1200) for i in range(10))
+    bandwidth.on_feedback(FeedbackSummary(groups, 10, 0, 12_000, 5.0, 5.18), 0.2)
+    estimate = bandwidth.estimator.target
+    cluster = bandwidth.probe(8 * estimate, 0.3)  # a layer four times what the link took
+    assert cluster is not None
+    assert estimate < cluster.bitrate <= estimate * PROBE_STEP * 1.15 + 1

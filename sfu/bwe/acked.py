@@ -15,9 +15,12 @@ from collections import deque
 from sfu.bwe.feedback import FeedbackSummary
 
 #: A gap between messages' arrival spans longer than this many times the message's average
-#: packet spacing (plus ``GAP_SLACK`` seconds) is a lost message or a pause.
+#: packet spacing (plus ``GAP_SLACK`` seconds), and than ``MIN_GAP``, is a lost message or a
+#: pause. Video comes in frames: its packets arrive a millisecond apart, its frames 33-100 ms
+#: apart, so the gap before a message's first frame is no sign of a lost message below that.
 MAX_GAP_SPACINGS = 3.0
 GAP_SLACK = 0.005
+MIN_GAP = 0.1
 #: An arrival earlier than the last one by more than this: the subscriber's clock restarted.
 MAX_BACKWARDS = 1.0
 
@@ -40,8 +43,8 @@ class AckedBitrate:
             self._spans.clear()
             previous = None
         spacing = (last - first) / (feedback.received - 1) if feedback.received > 1 else 0.0
-        if previous is not None and 0.0 <= first - previous <= (
-            MAX_GAP_SPACINGS * spacing + GAP_SLACK
+        if previous is not None and 0.0 <= first - previous <= max(
+            MAX_GAP_SPACINGS * spacing + GAP_SLACK, MIN_GAP
         ):
             start = previous
         else:

@@ -76,6 +76,7 @@ class LoadParticipant:
         self.joined_at: float | None = None
         self.connected_at: float | None = None
         self.first_video_sent_at: float | None = None
+        self.rx_padding = 0  # padding-only packets (bandwidth probes): not media, not counted
         self.client: SfuClient | None = None
         self.streams: dict[int, ReceivedStream] = {}  # by SSRC
         self.rx_packets = 0
@@ -263,6 +264,12 @@ class LoadParticipant:
     def _on_rtp_received(self, data: bytes, now: float) -> None:
         if len(data) < 12:
             return
+        if data[0] & 0x20:  # padding (RFC 3550 §5.1): the server's probes are padding only
+            with contextlib.suppress(ValueError):
+                start, end = payload_bounds(data)
+                if start == end:
+                    self.rx_padding += 1
+                    return
         ssrc = int.from_bytes(data[8:12], "big")
         stream = self.streams.get(ssrc)
         if stream is None:

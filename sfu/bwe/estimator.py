@@ -73,6 +73,7 @@ class BandwidthEstimator:
         min_bitrate: float = 50_000,
         max_bitrate: float = 20_000_000,
         initial_probing: bool = True,
+        initial_probe_max: float = math.inf,
         alr_probing: bool = True,
     ) -> None:
         if not 0 < min_bitrate <= max_bitrate:
@@ -93,7 +94,10 @@ class BandwidthEstimator:
         self._acked = AckedBitrate()
         self._alr = AlrDetector()
         self._probes = ProbeController(
-            max_bitrate=max_bitrate, initial_probing=initial_probing, alr_probing=alr_probing
+            max_bitrate=max_bitrate,
+            initial_probing=initial_probing,
+            initial_max=initial_probe_max,
+            alr_probing=alr_probing,
         )
         self._probe_results = ProbeResultEstimator()
         self._rtt = DEFAULT_RTT

@@ -40,6 +40,7 @@ class ProbeController:
         *,
         max_bitrate: float,
         initial_probing: bool = True,
+        initial_max: float = math.inf,
         alr_probing: bool = True,
         alr_interval: float = 5.0,
         request_interval: float = 2.5,
@@ -49,6 +50,8 @@ class ProbeController:
     ) -> None:
         self._max = max_bitrate
         self._initial_probing = initial_probing
+        #: exponential probing at start stops here (requested probes may go on, to the max)
+        self._initial_max = initial_max
         self._alr_probing = alr_probing
         self._alr_interval = alr_interval
         self._request_interval = request_interval
@@ -104,7 +107,7 @@ class ProbeController:
         if series_max is None:
             return
         if result.bitrate >= FURTHER_FRACTION * series_max and not result.saturated:
-            further = min(FURTHER_FACTOR * result.bitrate, self._max)
+            further = min(FURTHER_FACTOR * result.bitrate, self._max, self._initial_max)
             if further > series_max:
                 self._pending.append(further)
                 self._series_max = further

@@ -32,6 +32,10 @@ PACKET_OVERHEAD = 40
 GOOD_LOSS, POOR_LOSS = 0.02, 0.10
 GOOD_RTT, POOR_RTT = 0.15, 0.4
 
+#: Where the exponential probing at a subscriber's start stops (bit/s): more than any usual set
+#: of layers needs, and a join costs at most a few hundred kilobytes of padding; a subscriber
+#: that could use more gets there by requested probes.
+INITIAL_PROBE_MAX = 10_000_000
 #: The most a requested probe asks for, as a multiple of the estimate (before the probe
 #: controller's own overshoot of 1.15: about 2x the estimate on the wire).
 PROBE_STEP = 1.75
@@ -72,7 +76,9 @@ class SubscriberBandwidth:
     ) -> None:
         # probes only when the allocator wants more (request_probe), and at the start: an SFU
         # has no use for the periodic ALR probes of a sender that could always send more
-        self.estimator = estimator or BandwidthEstimator(max_bitrate=max_bitrate, alr_probing=False)
+        self.estimator = estimator or BandwidthEstimator(
+            max_bitrate=max_bitrate, initial_probe_max=INITIAL_PROBE_MAX, alr_probing=False
+        )
         self._feedback_since: float | None = None
         #: (received, lost) the feedback reported since the last quality report, and the loss
         #: fraction of the last interval that had packets (the controllers' own loss windows

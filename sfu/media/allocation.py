@@ -20,7 +20,13 @@ from sfu.api import LayerActivity, TrackSettings
 from sfu.media.downtrack import DownTrack
 from sfu.media.layer import LayerReceiver
 from sfu.media.layer_meter import Layer, LayerMeter, LayerRanking
-from sfu.media.layer_selector import LayerSelector, VideoTrackDemand, WantedLayers, wanted_layers
+from sfu.media.layer_selector import (
+    LayerSelector,
+    LayerTarget,
+    VideoTrackDemand,
+    WantedLayers,
+    wanted_layers,
+)
 from sfu.media.receiver import TrackReceiver
 
 #: The rid a track without simulcast goes by in the selector: its one stream.
@@ -164,7 +170,7 @@ class SubscriberAllocation:
             elif target.rid is not None:
                 layer = track.layers[0] if target.rid == SINGLE else track.layer(target.rid)
                 if layer is not None:
-                    down_track.set_layer(layer, now)
+                    down_track.set_layer(layer, now, at_once=_down_for_budget(down_track, target))
                 down_track.set_temporal_layer(target.temporal)
         self._levels = levels
         self.last = Allocation(
@@ -174,3 +180,15 @@ class SubscriberAllocation:
             any(target.limited for target in targets.values()),
         )
         return self.last
+
+
+def _down_for_budget(down_track: DownTrack, target: LayerTarget) -> bool:
+    """Whether ``target`` moves the down-track to a smaller layer than it forwards because its
+    budget fell (not because its subscriber asked): then the layer it leaves stops at once."""
+    current = down_track.layer
+    side = down_track.source.publisher_side
+    if not target.limited or current is None or side is None or target.rid is None:
+        return False
+    ranks = [layer.rid for layer in side.ranked]
+    rid = rid_of(current)
+    return rid in ranks and target.rid in ranks and ranks.index(target.rid) < ranks.index(rid)

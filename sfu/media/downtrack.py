@@ -121,6 +121,7 @@ class DownTrack:
         self.allowance: float | None = None
         #: the current layer's keyframe held back during a switch (on_leaving_packet)
         self._held: list[IngressPacket] | None = None
+        self._cut = False  # the current layer was left before the target started (at_once)
         self._ts_offset: int | None = None  # outgoing ts - source ts, for sender reports
         self.rtt: float | None = None
         self.fraction_lost = 0
@@ -205,8 +206,10 @@ class DownTrack:
         packet; a simulcast down-track keeps them continuous (:mod:`sfu.media.vp8_downtrack`)."""
         return _AS_THEY_ARE
 
-    def set_layer(self, layer: LayerReceiver | None, now: float) -> None:
-        """Forward ``layer`` from its next keyframe on (None: pause), the current one until then.
+    def set_layer(self, layer: LayerReceiver | None, now: float, *, at_once: bool = False) -> None:
+        """Forward ``layer`` from its next keyframe on (None: pause), the current one until then
+        — or, ``at_once``, nothing until then: a move down because the link is congested, where
+        the current layer's packets would only fill the queues the new keyframe must cross.
 
         Never a frame of a layer not chosen: the current layer stops when the target starts, and
         a target given up (another chosen while waiting) is left before it sent anything.
@@ -239,6 +242,10 @@ class DownTrack:
             self._release()
         if layer is current:
             return  # back to the current layer: the switch it waited for is off
+        if at_once and current is not None:
+            current.detach(self)
+            self.layer, self._held, current = None, None, None
+            self._cut = True  # the target's start is a layer switch all the same
         self.target = layer
         if current is not None:
             current.leaving.append(self)
@@ -293,7 +300,9 @@ class DownTrack:
         previous = self.layer
         if previous is not None:
             previous.detach(self)
+        if previous is not None or self._cut:
             self.stream.layer_switches += 1
+            self._cut = False
         self._held = None  # the old layer's keyframe, never sent (on_leaving_packet)
         self.layer, self.target = layer, None
         layer.down_tracks.append(self)

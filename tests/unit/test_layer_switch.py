@@ -17,6 +17,7 @@ from sfu.media.downtrack import DownTrack, OutgoingStream
 from sfu.media.params import URI_MID, Codec, MediaParams
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import PublisherClock
+from sfu.rtp.header import payload_bounds
 
 from .media_doubles import RecordingSink, Upstream
 
@@ -140,3 +141,36 @@ def test_a_held_keyframe_is_sent_late_when_the_targets_does_not_come(release: st
     out = [struct.unpack_from("!H", p, 2)[0] for p in sink.packets[sent - 1 :]]
     assert [b - a for a, b in pairwise(out)] == [1] * len(expected)
     assert down_track.layer is q and q.down_tracks == [down_track]
+
+
+def test_a_move_down_at_once_stops_the_current_layer_before_the_targets_idr() -> None:
+    """A downgrade for congestion: the layer left sends nothing more (its packets would only
+    fill the queues the target's IDR must cross); numbers stay continuous across the gap."""
+    track, down_track, sink, _ = make()
+    q, f = track.layers
+    seq = {"q": 100, "f": 40000}
+
+    def send(rid: str, nal: bytes) -> None:
+        layer = q if rid == "q" else f
+        layer.on_rtp(packet(rid, seq[rid], nal), 1.0)
+        seq[rid] += 1
+
+    down_track.set_layer(f, 1.0)
+    for _ in range(2):
+        send("f", IDR)
+        send("q", SLICE)
+    assert down_track.layer is f
+    before = len(sink.packets)
+    down_track.set_layer(q, 1.1, at_once=True)
+    assert down_track.layer is None and down_track.target is q
+    send("f", SLICE)
+    send("f", IDR)
+    send("q", SLICE)
+    assert len(sink.packets) == before, "neither layer until the target's IDR"
+    send("q", IDR)
+    send("q", SLICE)
+    nals = [p[payload_bounds(p)[0]] for p in sink.packets[before:]]
+    assert nals == [IDR[0], SLICE[0]], "the target's IDR, then its frames"
+    assert down_track.layer is q and down_track.stream.layer_switches == 1
+    seqs = [struct.unpack_from("!H", p, 2)[0] for p in sink.packets]
+    assert all(b - a == 1 for a, b in pairwise(seqs)), seqs

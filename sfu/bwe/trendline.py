@@ -52,7 +52,8 @@ class TrendlineEstimator:
         self._window = window
         self._smoothing = smoothing
         self._gain = gain
-        self._samples: deque[tuple[float, float]] = deque(maxlen=window)
+        self._samples: deque[tuple[float, float]] = deque()
+        self._fit = _RunningFit()
         self._first_arrival: float | None = None
         self._accumulated = 0.0
         self._smoothed = 0.0
@@ -69,9 +70,14 @@ class TrendlineEstimator:
         self._smoothed = (
             self._smoothing * self._smoothed + (1.0 - self._smoothing) * self._accumulated
         )
-        self._samples.append(((arrival_time - self._first_arrival) * 1000.0, self._smoothed))
-        if len(self._samples) == self._window:
-            slope = _slope(self._samples)
+        samples, fit = self._samples, self._fit
+        point = ((arrival_time - self._first_arrival) * 1000.0, self._smoothed)
+        samples.append(point)
+        fit.add(*point)
+        if len(samples) > self._window:
+            fit.remove(*samples.popleft())
+        if len(samples) == self._window:
+            slope = fit.slope(samples)
             if slope is not None:
                 self.trend = slope
         return self.modified_trend
@@ -82,13 +88,52 @@ class TrendlineEstimator:
         return min(self.num_deltas, 60) * self.trend * self._gain
 
 
-def _slope(points: deque[tuple[float, float]]) -> float | None:
-    """The least-squares slope of ``points``; None when all x are equal."""
-    n = len(points)
-    mean_x = sum(x for x, _ in points) / n
-    mean_y = sum(y for _, y in points) / n
-    numerator = sum((x - mean_x) * (y - mean_y) for x, y in points)
-    denominator = sum((x - mean_x) ** 2 for x, _ in points)
-    if denominator == 0.0:
-        return None
-    return numerator / denominator
+class _RunningFit:
+    """The sums of a least-squares line over a sliding window, updated per point: the slope
+    costs a few operations per packet group, not a pass over the window (it ran for every
+    group of every subscriber). x is taken from an origin moved to the window's oldest point
+    every RESET points, so the sums stay small and no precision is lost to cancellation."""
+
+    RESET = 1000
+
+    __slots__ = ("_added", "_origin", "n", "sx", "sxx", "sxy", "sy")
+
+    def __init__(self) -> None:
+        self._origin: float | None = None
+        self._added = 0
+        self.n = 0
+        self.sx = self.sy = self.sxx = self.sxy = 0.0
+
+    def add(self, x: float, y: float) -> None:
+        if self._origin is None:
+            self._origin = x
+        x -= self._origin
+        self.n += 1
+        self.sx += x
+        self.sy += y
+        self.sxx += x * x
+        self.sxy += x * y
+        self._added += 1
+
+    def remove(self, x: float, y: float) -> None:
+        assert self._origin is not None
+        x -= self._origin
+        self.n -= 1
+        self.sx -= x
+        self.sy -= y
+        self.sxx -= x * x
+        self.sxy -= x * y
+
+    def slope(self, points: deque[tuple[float, float]]) -> float | None:
+        """The slope over ``points`` (the window these sums hold); None when all x are equal."""
+        if self._added >= self.RESET:  # re-origin at the oldest point, sums afresh
+            self._origin, self._added = None, 0
+            self.n = 0
+            self.sx = self.sy = self.sxx = self.sxy = 0.0
+            for x, y in points:
+                self.add(x, y)
+        n = self.n
+        denominator = n * self.sxx - self.sx * self.sx
+        if n < 2 or denominator <= 1e-9 * n * self.sxx:
+            return None
+        return (n * self.sxy - self.sx * self.sy) / denominator

@@ -22,12 +22,10 @@ Times are converted to ``time.monotonic()`` with an offset measured once per pag
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import itertools
-import os
 import statistics
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,41 +33,12 @@ from playwright.async_api import Page, async_playwright
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, PageLog
 from tests.browser.simulcast_probes import RECORD_FRAMES_JS
+from tests.e2e.shaped_link import in_namespace
 
-CLONE_NEWNET = 0x40000000
 FAKE_DEVICES = "--use-fake-device-for-media-stream"
 #: the demo page's Chromium, watching only: no fake camera or microphone
 WATCHING_FLAGS = [flag for flag in CHROMIUM_FLAGS if flag != FAKE_DEVICES]
 FREEZE_MIN = 0.150
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-@contextlib.contextmanager
-def in_namespace(name: str, nice: int | None = None) -> Iterator[None]:
-    """This thread in network namespace ``name`` (``ip netns``), and at priority ``nice`` if
-    given (Linux: ``setpriority(PRIO_PROCESS, 0)`` is this thread's), for the body."""
-    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-    priority = os.getpriority(os.PRIO_PROCESS, 0)
-    try:
-        _setns(target, name)
-        try:
-            if nice is not None:
-                os.setpriority(os.PRIO_PROCESS, 0, nice)
-            yield
-        finally:
-            os.setpriority(os.PRIO_PROCESS, 0, priority)
-            _setns(original, "the original namespace")
-    finally:
-        os.close(target)
-        os.close(original)
-
-
-def _setns(fd: int, what: str) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        errno = ctypes.get_errno()
-        raise OSError(errno, f"setns to {what}: {os.strerror(errno)}")
 
 
 @contextlib.asynccontextmanager

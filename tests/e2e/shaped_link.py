@@ -168,25 +168,32 @@ class ShapedLink:
 
     # --- this thread in the server's namespace ---
 
-    @contextlib.contextmanager
-    def entered(self) -> Iterator[None]:
+    def entered(self) -> contextlib.AbstractContextManager[None]:
         """Run the body with this thread in the server's namespace (sockets it makes, the
         publisher's and a test's clients', live there and reach the server on 127.0.0.1) and
-        at priority :data:`NICE` (Linux: ``setpriority(PRIO_PROCESS, 0)`` is this thread's)."""
-        original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-        target = os.open(f"/run/netns/{self.server_ns}", os.O_RDONLY)
-        priority = os.getpriority(os.PRIO_PROCESS, 0)
+        at priority :data:`NICE`."""
+        return in_namespace(self.server_ns, NICE)
+
+
+@contextlib.contextmanager
+def in_namespace(name: str, nice: int | None = None) -> Iterator[None]:
+    """This thread in network namespace ``name`` (``ip netns``), and at priority ``nice`` if
+    given (Linux: ``setpriority(PRIO_PROCESS, 0)`` is this thread's), for the body."""
+    original = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+    priority = os.getpriority(os.PRIO_PROCESS, 0)
+    try:
+        _setns(target, name)
         try:
-            _setns(target, "the server's namespace")
-            os.setpriority(os.PRIO_PROCESS, 0, NICE)
-            try:
-                yield
-            finally:
-                os.setpriority(os.PRIO_PROCESS, 0, priority)
-                _setns(original, "the original namespace")
+            if nice is not None:
+                os.setpriority(os.PRIO_PROCESS, 0, nice)
+            yield
         finally:
-            os.close(target)
-            os.close(original)
+            os.setpriority(os.PRIO_PROCESS, 0, priority)
+            _setns(original, "the original namespace")
+    finally:
+        os.close(target)
+        os.close(original)
 
 
 def parse_qdisc(output: str | bytes) -> QdiscStats:

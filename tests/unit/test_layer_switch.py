@@ -8,6 +8,7 @@ layer; until then the current layer keeps flowing; after it, nothing of the old 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from itertools import pairwise
 
 import pytest
@@ -51,6 +52,18 @@ def make() -> tuple[TrackReceiver, DownTrack, RecordingSink, Upstream]:
     return track, down_track, sink, upstream
 
 
+def sender(track: TrackReceiver) -> Callable[[str, bytes], None]:
+    """send(rid, nal): the next packet of that layer, in its own numbering."""
+    q, f = track.layers
+    seq = {"q": 100, "f": 40000}
+
+    def send(rid: str, nal: bytes) -> None:
+        (q if rid == "q" else f).on_rtp(packet(rid, seq[rid], nal), 1.0)
+        seq[rid] += 1
+
+    return send
+
+
 # (rid, NAL, forwarded?) after starting on q and asking for f
 ROWS: list[tuple[str, bytes, bool, str]] = [
     ("q", SLICE, True, "the current layer flows while the switch waits"),
@@ -67,12 +80,7 @@ ROWS: list[tuple[str, bytes, bool, str]] = [
 def test_an_h264_switch_happens_at_the_targets_idr_and_numbers_stay_continuous() -> None:
     track, down_track, sink, upstream = make()
     q, f = track.layers
-    seq = {"q": 100, "f": 40000}
-
-    def send(rid: str, nal: bytes) -> None:
-        layer = q if rid == "q" else f
-        layer.on_rtp(packet(rid, seq[rid], nal), 1.0)
-        seq[rid] += 1
+    send = sender(track)
 
     down_track.set_layer(q, 1.0)
     for _ in range(2):  # probation (RFC 3550 A.1) takes the second packet of each layer
@@ -148,12 +156,7 @@ def test_a_move_down_at_once_stops_the_current_layer_before_the_targets_idr() ->
     fill the queues the target's IDR must cross); numbers stay continuous across the gap."""
     track, down_track, sink, _ = make()
     q, f = track.layers
-    seq = {"q": 100, "f": 40000}
-
-    def send(rid: str, nal: bytes) -> None:
-        layer = q if rid == "q" else f
-        layer.on_rtp(packet(rid, seq[rid], nal), 1.0)
-        seq[rid] += 1
+    send = sender(track)
 
     down_track.set_layer(f, 1.0)
     for _ in range(2):

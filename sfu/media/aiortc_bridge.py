@@ -1244,13 +1244,16 @@ def tap_rtcp(dtls: RTCDtlsTransport, tap: RtcpTap) -> Callable[[], None]:
     return untap
 
 
-# --- client side: transport-wide congestion control for sfu_client ---
+# --- transport-wide congestion control: keeping it negotiated (server and client), and the
+# client's receive tap ---
 #
 # aiortc negotiates neither the transport-wide sequence number extension nor transport-cc
-# feedback, and reports nothing of them. A client keeps both on every m-line the server sends on
-# (sfu.media.params.URI_TRANSPORT_CC, draft-holmer-rmcat-transport-wide-cc-extensions-01), taps
-# each decrypted RTP packet before aiortc handles it, and sends the feedback itself
-# (sfu_client.transport_cc). The server's own negotiation is create_offer's.
+# feedback, and reports nothing of them. accept_transport_cc keeps both where the remote side
+# offered or answered them: the server's accept_offer/accept_answer call it (create_offer offers
+# them), and so does sfu_client after each remote description. A client also taps each
+# decrypted RTP packet before aiortc handles it and sends the feedback itself
+# (sfu_client.transport_cc; sfu.media.params.URI_TRANSPORT_CC,
+# draft-holmer-rmcat-transport-wide-cc-extensions-01).
 
 RtpTap = Callable[[bytes, float], None]  # (decrypted RTP packet, time.monotonic() on arrival)
 

@@ -46,7 +46,7 @@ SETTLE_TIME = 2.0
 ESTIMATES = Histogram((100e3, 250e3, 500e3, 1e6, 2e6, 4e6, 8e6, 16e6))
 
 
-def rate(loss: float, rtt: float | None, paused: bool, limited: bool) -> Quality:
+def rate_quality(loss: float, rtt: float | None, paused: bool, limited: bool) -> Quality:
     """Poor: heavy loss, a long RTT or a video paused for bandwidth; good: some loss, a
     noticeable RTT or video held below what the subscriber asked for; else excellent."""
     if paused or loss >= POOR_LOSS or (rtt is not None and rtt >= POOR_RTT):
@@ -129,13 +129,11 @@ class SubscriberBandwidth:
         octets = sum(o + PACKET_OVERHEAD * p for o, p in audio)
         self._audio_rate = _rate(self._audio_last, octets, now, self._audio_rate)
         self._audio_last = (now, octets)
-        if not self.negotiated and estimator.source == "none":
-            return None
-        return max(estimator.target - self._audio_rate, 0.0)
+        return self.current_budget()
 
     def current_budget(self) -> float | None:
-        """The budget as of now, from the rates of the last tick (between ticks: a feedback
-        message just lowered the estimate)."""
+        """The budget as of now, with the audio rate of the last tick (:meth:`budget` samples
+        it; between ticks a feedback message may just have lowered the estimate)."""
         if not self.negotiated and self.estimator.source == "none":
             return None
         return max(self.estimator.target - self._audio_rate, 0.0)
@@ -168,7 +166,7 @@ class SubscriberBandwidth:
         loss = self._loss
         allocated = video + self._audio_rate
         return ConnectionQualityReport(
-            rate(loss, rtt, paused, limited), rtt, loss, estimate, allocated, stats.probing
+            rate_quality(loss, rtt, paused, limited), rtt, loss, estimate, allocated, stats.probing
         )
 
     def stats(self) -> BandwidthStats:

@@ -125,6 +125,7 @@ class MediaConnection:
         self.bandwidth = SubscriberBandwidth(config.subscriber_max_bitrate)
         self._prober = Prober(self._loop, lambda: self.transport, self._padding, time.monotonic)
         self._prober.on_done = self._probe_next
+        self._padder: DownTrack | None = None  # whose RTX stream carries probe padding
         self._transport_cc_id = 0
         self._last_budget: float | None = None  # of the last allocation
         self._unpaced: set[int] = set()  # payload types never paced (audio)
@@ -596,13 +597,20 @@ class MediaConnection:
         return self._prober.clusters
 
     def _padding(self, size: int) -> bytes | None:
-        """A padding packet for a probe, on the RTX stream of some video m-line."""
-        for down_track in self._down_tracks.values():
-            if down_track.source.is_video and not down_track.closed:
-                packet = down_track.padding_packet(size)
-                if packet is not None:
-                    return packet
-        return None
+        """A padding packet for a probe, on the RTX stream of some video m-line (the one used
+        last while it lasts: a cluster sends hundreds, and a search per packet would walk
+        every down-track of the connection each time)."""
+        padder = self._padder
+        if padder is None or padder.closed or self._down_tracks.get(padder.ssrc) is not padder:
+            padder = self._padder = next(
+                (
+                    d
+                    for d in self._down_tracks.values()
+                    if d.source.is_video and not d.closed and d.has_rtx
+                ),
+                None,
+            )
+        return None if padder is None else padder.padding_packet(size)
 
     def _check_liveness(self) -> None:
         now = time.monotonic()

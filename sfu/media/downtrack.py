@@ -384,6 +384,10 @@ class DownTrack:
         rtx_ssrc = stream.params.local_rtx_ssrc
         self.sink.send_rtp(wrap_rtx(original, self._rtx_payload_type, stream.rtx_seq, rtx_ssrc))
 
+    @property
+    def has_rtx(self) -> bool:
+        return self._rtx_payload_type is not None
+
     def padding_packet(self, size: int) -> bytes | None:
         """A padding-only packet of ``size`` octets on this m-line's RTX stream, for probing the
         subscriber's link; None when the m-line has no RTX (padding on the media stream would

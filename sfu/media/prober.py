@@ -51,6 +51,7 @@ class Prober:
         self._sent_bytes = 0
         self._sent_packets = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._first: bytes | None = None  # built by start(), sent first
         self.clusters = 0  # started, for stats
         self.packets = 0
         #: called when a cluster has gone out (to start the next one at once)
@@ -64,8 +65,12 @@ class Prober:
         """Send ``cluster`` with ``media_rate`` bit/s of media already going out; False if it
         cannot be sent (another runs, no transport, or no m-line can carry padding)."""
         transport = self._transport()
-        if self._cluster is not None or transport is None or self._padding(PADDING) is None:
+        if self._cluster is not None or transport is None:
             return False
+        first = self._padding(PADDING)  # also tells whether any m-line can carry padding
+        if first is None:
+            return False
+        self._first = first
         self._cluster = cluster
         self._started = self._clock()
         self._rate = max(cluster.bitrate - media_rate, 0.0) / 8
@@ -90,7 +95,7 @@ class Prober:
         while batch < MAX_BATCH and (
             due > 0 or (done and self._sent_packets < cluster.min_packets)
         ):
-            packet = self._padding(PADDING)
+            packet, self._first = self._first or self._padding(PADDING), None
             if packet is None:
                 break
             transport.send_rtp(packet)
@@ -112,6 +117,7 @@ class Prober:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._first = None
         if self._cluster is not None:
             self._cluster = None
             transport = self._transport()

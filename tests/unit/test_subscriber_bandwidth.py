@@ -6,7 +6,7 @@ import pytest
 
 from sfu.bwe.estimator import BandwidthEstimator
 from sfu.bwe.feedback import FeedbackSummary, PacketGroup
-from sfu.media.bandwidth import PACKET_OVERHEAD, PROBE_STEP, SubscriberBandwidth, rate
+from sfu.media.bandwidth import PACKET_OVERHEAD, PROBE_STEP, SubscriberBandwidth, rate_quality
 
 # (loss, rtt, a track paused, a track held below its preferences) -> quality
 QUALITY = [
@@ -24,8 +24,10 @@ QUALITY = [
 
 
 @pytest.mark.parametrize(("loss", "rtt", "paused", "limited", "expected"), QUALITY)
-def test_rate(loss: float, rtt: float | None, paused: bool, limited: bool, expected: str) -> None:
-    assert rate(loss, rtt, paused, limited) == expected
+def test_rate_quality(
+    loss: float, rtt: float | None, paused: bool, limited: bool, expected: str
+) -> None:
+    assert rate_quality(loss, rtt, paused, limited) == expected
 
 
 def test_no_estimate_at_all_means_no_limit() -> None:

@@ -14,8 +14,10 @@ role). Its fake camera honours the demo page's 1280x720 constraint, and the demo
 
 A subscriber's shown frames are timed with ``requestVideoFrameCallback`` (both browsers have
 it): after a switch request it must show the asked layer's width, frames before that only of
-the layer it had, and after it nothing else. Subscribers capture 320x180 (one encoding), so
-two browsers, their codecs and the server fit on two cores.
+the layer it had (or those between, on the way), and after it nothing else. Subscribers capture
+320x180 (one encoding), so two browsers, their codecs and the server fit on two cores; Firefox's
+own send-side estimate is kept from falling (firefox.py), or it would drop its top layer when
+starved of CPU.
 """
 
 from __future__ import annotations
@@ -139,9 +141,13 @@ async def wait_camera(page: Evaluates, publisher: str, width: int) -> str:
 
 
 async def switch(page: Evaluates, publisher: str, track_id: str, layer: int, was: int) -> int:
-    """Ask for ``layer``; wait until it is shown, check nothing but it and the layer before
-    were shown meanwhile and only it afterwards. Returns the frame width the receiver's
-    statistics give then (measured apart from the frames shown)."""
+    """Ask for ``layer``; wait until it is shown, check that meanwhile only the layer before and
+    those between were shown, in order, and only it afterwards. Returns the frame width the
+    receiver's statistics give then (measured apart from the frames shown).
+
+    A layer between is no error: two browsers and the server share two cores, the server's
+    estimate for a subscriber dips now and then (delay from a starved CPU reads as queueing),
+    and going up it then takes the layer that fits first."""
     at: float = await page.evaluate(_REQUEST_JS, [track_id, {"maxLayer": layer}])
     want = WIDTHS[layer]
     deadline = time.monotonic() + TIMEOUT
@@ -153,7 +159,11 @@ async def switch(page: Evaluates, publisher: str, track_id: str, layer: int, was
     await asyncio.sleep(SETTLE)
     widths = await page.evaluate(_WIDTHS_SINCE_JS, at)
     first = widths.index(want)
-    assert set(widths[:first]) <= {WIDTHS[was]}, f"a layer not asked for was shown: {widths}"
+    before = widths[:first]
+    allowed = {WIDTHS[i] for i in range(min(was, layer), max(was, layer) + 1)}
+    assert set(before) <= allowed, f"a layer not asked for was shown: {widths}"
+    toward = before if layer > was else [-w for w in before]
+    assert toward == sorted(toward), f"went away from the layer asked for: {widths}"
     assert set(widths[first:]) == {want}, f"went back or elsewhere after the switch: {widths}"
     camera: dict[str, Any] = await page.evaluate(_CAMERA_JS, publisher)
     return int(camera["width"])
@@ -230,9 +240,11 @@ async def test_a_firefox_publishers_layers_reach_chromium_and_firefox_subscriber
 async def test_a_chromium_publishers_layers_reach_a_firefox_subscriber(
     browser: Browser, firefox: Firefox, room: str
 ) -> None:
+    # the subscriber first: layers nobody receives are turned off after 10 s, and on a busy
+    # machine Chromium's estimate may take that long to allow all three
+    subscriber = await join_firefox(firefox, browser.server, room, "ffsub", "320x180")
     publisher = await join_chromium(browser, room, "crpub", "1280x720")
     sent = await wait_for_layers(publisher)
-    subscriber = await join_firefox(firefox, browser.server, room, "ffsub", "320x180")
     _, shown = await sweep(subscriber, "crpub", [0, 1, 2, 0])
     assert shown == WIDTHS
     print(f"\nChromium -> aiosfu -> Firefox: sent {json.dumps(sent)}, shown {shown}")

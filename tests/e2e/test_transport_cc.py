@@ -2,7 +2,7 @@
 
 Real aiortc peers on loopback: the server offers the transport-wide sequence number, the Python
 client answers it and sends feedback (as browsers do), and the server estimates from it — on
-loopback its first probes lift the estimate well above the 1 Mbit/s it starts from. Without
+loopback its first probes lift the estimate above the 1 Mbit/s it starts from. Without
 transport-cc the subscriber's REMB is the estimate. A subscriber sending malformed or bogus
 feedback harms nobody: the others keep their video and their estimates.
 """
@@ -27,8 +27,10 @@ from .observe import metric
 pytestmark = pytest.mark.e2e
 
 TIMEOUT = 30.0
-#: The estimate starts at 1 Mbit/s; on loopback the first probe clusters verify far more.
-PROBED = 2_000_000
+#: The estimate starts at 1 Mbit/s; on an idle loopback the first probe clusters verify several
+#: times that, but a probe measures what the server managed to send too, and on a busy 2-core CI
+#: machine that was 1.8 Mbit/s once: "the probes lifted it" is the claim, not how far.
+PROBED = 1_250_000
 
 
 async def _estimate_above(client: SfuClient, bitrate: float) -> Mapping[str, Any]:

@@ -261,6 +261,7 @@ class MediaTransport:
             stun_request_received(*args)
 
         self._connection.request_received = request_received
+        await_peer_reflexive(self._connection)
         # SRTP straight from the socket callback: aioice would queue each datagram for the
         # DTLS transport's receive task (a task wake-up per packet); DTLS records still go there
         queue_datagram = self._connection.data_received
@@ -468,6 +469,33 @@ class MediaTransport:
 
     def _send_dropped(self, *args: Any) -> None:
         return None
+
+
+def await_peer_reflexive(connection: aioice.ice.Connection) -> None:
+    """Let ``connection`` wait for the peer's checks while it has no candidate pair at all.
+
+    A client may signal end-of-candidates without a candidate (a receive-only Chromium page
+    hides its host addresses behind mDNS names, or has none to give): its checks still reach us
+    and make peer-reflexive candidates (RFC 8445 §7.3.1.3). aioice 0.13 fails at once when its
+    check list is empty at end-of-candidates, before those checks arrive (seen in one join in
+    ten from a second network namespace), and drops the components the peer gave no candidate
+    for — all of them. While the list is empty, more candidates count as expected, and with no
+    remote candidate no component is dropped; the connection's own timeout
+    (``connect_timeout``) ends a peer that never checks.
+    """
+    private: Any = connection
+    expected = private._remote_candidates_expected
+    prune = private._prune_components
+
+    def remote_candidates_expected() -> bool:
+        return bool(expected()) or not private._check_list
+
+    def prune_components() -> None:
+        if private._remote_candidates:
+            prune()
+
+    private._remote_candidates_expected = remote_candidates_expected
+    private._prune_components = prune_components
 
 
 def _ignore_rtp(data: bytes, now: float) -> None:

@@ -58,6 +58,8 @@ def test_private_names_still_exist() -> None:
     for name in ("_get_mline_index", "_set_mline_index", "_set_mid"):
         assert hasattr(RTCRtpTransceiver, name), f"aiortc moved RTCRtpTransceiver.{name}"
     assert "request_received" in vars(aioice.ice.Connection)
+    for name in ("_remote_candidates_expected", "_prune_components"):  # await_peer_reflexive
+        assert name in vars(aioice.ice.Connection), f"aioice moved Connection.{name}"
     assert list(inspect.signature(aioice.ice.Connection.request_received).parameters) == [
         "self",
         "message",
@@ -593,3 +595,44 @@ async def test_transport_cc_kept_in_the_servers_answers_and_offers() -> None:
         assert "transport-cc" in mline
     finally:
         await server.close()
+
+
+async def _connect_without_remote_candidates(patched: bool) -> tuple[bool, bool]:
+    """A server-side aioice agent told end-of-candidates with no candidate, and a client agent
+    that has the server's candidates and checks it (as a receive-only Chromium page hiding its
+    host address behind mDNS does): whether each side connected."""
+    server = aioice.ice.Connection(ice_controlling=True, components=1)
+    client = aioice.ice.Connection(ice_controlling=False, components=1)
+    if patched:
+        bridge.await_peer_reflexive(server)
+    try:
+        await asyncio.gather(server.gather_candidates(), client.gather_candidates())
+        server.remote_username, server.remote_password = (
+            client.local_username,
+            client.local_password,
+        )
+        client.remote_username, client.remote_password = (
+            server.local_username,
+            server.local_password,
+        )
+        for candidate in server.local_candidates:
+            await client.add_remote_candidate(candidate)
+        await client.add_remote_candidate(None)
+        await server.add_remote_candidate(None)  # none: the client's checks must tell it
+        results = await asyncio.wait_for(
+            asyncio.gather(server.connect(), client.connect(), return_exceptions=True), 10.0
+        )
+        return results[0] is None, results[1] is None
+    finally:
+        await asyncio.gather(server.close(), client.close())
+
+
+async def test_aioice_fails_at_once_without_remote_candidates() -> None:
+    """The aioice behaviour await_peer_reflexive mends: if an upgrade fixes it, this says so."""
+    server_connected, _ = await _connect_without_remote_candidates(patched=False)
+    assert not server_connected, "aioice now waits for peer-reflexive candidates by itself"
+
+
+async def test_a_peer_with_no_candidates_connects_by_its_checks() -> None:
+    """RFC 8445 §7.3.1.3: the client's checks make a peer-reflexive candidate on the server."""
+    assert await _connect_without_remote_candidates(patched=True) == (True, True)

@@ -33,6 +33,7 @@ from playwright.async_api import Page, async_playwright
 
 from tests.browser.conftest import CHROMIUM, CHROMIUM_FLAGS, PageLog
 from tests.browser.simulcast_probes import RECORD_FRAMES_JS
+from tests.e2e.shaped_call import final_run_start
 from tests.e2e.shaped_link import in_namespace
 
 FAKE_DEVICES = "--use-fake-device-for-media-stream"
@@ -190,9 +191,4 @@ def on_widths(frames: Sequence[tuple[float, int]], widths: set[int], count: int)
 
 def run_start(frames: Sequence[tuple[float, int]], widths: set[int]) -> float | None:
     """When the final run of frames of these widths began (None: the last frame is not)."""
-    if not frames or frames[-1][1] not in widths:
-        return None
-    start = len(frames)
-    while start > 0 and frames[start - 1][1] in widths:
-        start -= 1
-    return frames[start][0]
+    return final_run_start(frames, widths)

@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sfu.media.aiortc_bridge import set_ice_host_addresses
 from tests.e2e.peer_process import Observed, PeerProcess, loop_lag
@@ -41,6 +41,8 @@ from tests.e2e.shaped_link import (
     layer_of_width,
     parse_qdisc,
 )
+
+K = TypeVar("K")  # what a frame is sorted by: its layer or its width
 
 SAMPLE_INTERVAL = 0.5
 TOP = LAYERS[-1][0]
@@ -254,11 +256,16 @@ def on_layer(seen: Observed, rid: str, since: float, count: int) -> bool:
 
 def settled_at(seen: Observed, since: float, fits: Collection[str]) -> float | None:
     """When the frames since ``since`` turned to layers in ``fits`` for good (None: never)."""
-    frames = [(t, layer_of_width(w)) for t, w, _ in seen.frames if t >= since]
-    if not frames or frames[-1][1] not in fits:
+    return final_run_start([(t, layer_of_width(w)) for t, w, _ in seen.frames if t >= since], fits)
+
+
+def final_run_start(frames: Sequence[tuple[float, K]], kinds: Collection[K]) -> float | None:
+    """When the final run of frames of these kinds (layers, widths) began (None: the last frame
+    is of another kind, or there is none)."""
+    if not frames or frames[-1][1] not in kinds:
         return None
     start = len(frames)
-    while start > 0 and frames[start - 1][1] in fits:
+    while start > 0 and frames[start - 1][1] in kinds:
         start -= 1
     return frames[start][0]
 

@@ -12,7 +12,6 @@ import asyncio
 import random
 import re
 import struct
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from itertools import pairwise
@@ -27,6 +26,7 @@ from sfu_client import PALETTE, FrameProbe, MarkerVideoTrack, SfuClient
 
 from . import taps
 from .conftest import ClientFactory, SfuServer
+from .observe import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -75,14 +75,6 @@ async def _frames(client: SfuClient, sender: SfuClient, count: int) -> FrameProb
     return await FrameProbe(remote.track).run(count=count, timeout=TIMEOUT)
 
 
-async def _wait_until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def _call(make_client: ClientFactory, room: str) -> Call:
     alice = await make_client(room, "alice")
     video = await alice.publish(MarkerVideoTrack(PALETTE[0], 160, 120, 15), "camera")
@@ -93,7 +85,7 @@ async def _call(make_client: ClientFactory, room: str) -> Call:
         assert len(probe.records) == 3
     sender: Any = video.transceiver.sender
     alice_tap = taps.install(alice.pc)
-    await _wait_until(lambda: any(r.ssrc == sender._ssrc for r in alice_tap.rtp_out), "alice")
+    await wait_until(lambda: any(r.ssrc == sender._ssrc for r in alice_tap.rtp_out), "alice")
     payload_type = next(r.payload_type for r in alice_tap.rtp_out if r.ssrc == sender._ssrc)
     assert alice.participant_id is not None
     remote = await bob.wait_for_track(alice.participant_id, "video", TIMEOUT)

@@ -2,7 +2,7 @@
 # (Not built in CI: there is no Docker engine on our machines. Keep it this simple.)
 FROM python:3.11-slim-bookworm
 
-# av and aiortc ship manylinux wheels; gcc builds sfu/media/_packetio.c (and the odd sdist)
+# av and aiortc ship manylinux wheels; gcc builds our C extensions (and the odd sdist)
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*

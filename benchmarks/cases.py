@@ -10,9 +10,15 @@ _CASE = re.compile(r"^(sim:)?(?:(\d+)x)?(\d+)@(\d+)$")
 
 #: name -> Janus event_loops (None: Janus's default threading); "aiosfu" is `sfu serve`.
 JANUS_FORWARDERS: dict[str, int | None] = {"janus-el2": 2, "janus-default": None}
-FORWARDERS = ("aiosfu", *JANUS_FORWARDERS)
+#: ``sfu serve`` whose subscribers do not negotiate transport-cc (whatever ``--transport-cc``
+#: says) but do the same per-packet bookkeeping (``peers --transport-cc shadow``): the server's
+#: cost without stamping and feedback, in the same run, beside a load that costs the same
+AIOSFU_NO_TCC = "aiosfu-no-tcc"
+AIOSFU = ("aiosfu", AIOSFU_NO_TCC)
+FORWARDERS = (*AIOSFU, *JANUS_FORWARDERS)
 LABELS = {
     "aiosfu": "aiosfu (sfu serve, uvloop)",
+    AIOSFU_NO_TCC: "aiosfu, subscribers without transport-cc (same load)",
     "janus-el2": "Janus VideoRoom, event_loops = 2",
     "janus-default": "Janus VideoRoom, default threading",
 }

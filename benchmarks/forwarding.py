@@ -37,6 +37,8 @@ import numpy as np
 
 from benchmarks import metrics, report
 from benchmarks.cases import (
+    AIOSFU,
+    AIOSFU_NO_TCC,
     FORWARDERS,
     JANUS_FORWARDERS,
     PERCENTILES,
@@ -103,7 +105,7 @@ class Options:
 def start_forwarder(
     name: str, network: Network, workdir: Path, options: Options
 ) -> tuple[Process, str]:
-    if name == "aiosfu":
+    if name in AIOSFU:
         extra = () if options.congestion_control == "on" else ("--no-congestion-control",)
         return start_aiosfu(network, workdir, options.server_module, extra)
     return start_janus(network, workdir, options.janus_configs, JANUS_FORWARDERS[name])
@@ -120,7 +122,8 @@ def run_trial(
 ) -> Trial:
     """Start the forwarder and the load, measure one window, stop everything."""
     server, url = start_forwarder(forwarder, network, workdir, options)
-    kind = "aiosfu" if forwarder == "aiosfu" else "janus"
+    kind = "aiosfu" if forwarder in AIOSFU else "janus"
+    transport_cc = "shadow" if forwarder == AIOSFU_NO_TCC else options.transport_cc
     peers: list[PeerProcess] = []
     try:
         shape: dict[str, Any] = {"rate": case.rate, "fps": options.fps, "payload": options.payload}
@@ -144,7 +147,7 @@ def run_trial(
                 feeds=json.dumps(part),
                 subscribers=case.subscribers,
                 latency_file=latency_file,
-                transport_cc=options.transport_cc,
+                transport_cc=transport_cc,
                 **shape,
             )
             subscribers.append(PeerProcess(f"subscribers-{index}", argv, workdir))
@@ -193,7 +196,7 @@ def _measure(
     profile_to: Path | None,
 ) -> Trial:
     metrics_url = url.replace("ws://", "http://").removesuffix("/ws") + "/metrics"
-    scrape = forwarder == "aiosfu" and profile_to is None
+    scrape = forwarder in AIOSFU and profile_to is None
     histogram_before = _histogram(network, metrics_url) if scrape else None
     load = [publisher.pid, *(s.pid for s in subscribers)]
     roles = {"server": server.pid, "publisher": publisher.pid}

@@ -9,7 +9,9 @@ One publisher per room sends pre-generated VP8-shaped packets (benchmarks/packet
 packet's send time (from its trailer) and arrival time. With ``--simulcast RIDS`` publishers send
 three rid layers (benchmarks/simulcast_peers.py) and each subscriber asks for one. Subscribers
 negotiate transport-cc and send feedback every 50 ms, as browsers do (``--transport-cc off``: not,
-so that the forwarder's cost of numbering and matching shows). The orchestrator
+so that the forwarder's cost of numbering and matching shows; ``shadow``: not either, but the
+subscribers keep the same per-packet bookkeeping, so the load costs what it does with feedback
+and, on a shared machine, leaves the forwarder the same CPU). The orchestrator
 (benchmarks/forwarding.py) reads JSON events on stdout (``ready``, ``report``) and writes JSON
 commands on stdin (``{"cmd": "report", "t0": NS, "t1": NS}``, ``{"cmd": "stop"}``).
 """
@@ -292,6 +294,25 @@ def feeding(recorder: Recorder, feedback: TransportCcFeedback | None) -> OnPacke
     return on_packet
 
 
+class ShadowFeedback(TransportCcFeedback):
+    """The bookkeeping of transport-cc feedback without the extension or the sending: each
+    packet's RTP sequence number stands in for the transport-wide one, and the messages built
+    every 50 ms are dropped (counted as unsent, not sent)."""
+
+    def __init__(self) -> None:
+        super().__init__(self._drop, 0)
+
+    @staticmethod
+    async def _drop(message: bytes) -> bool:
+        return False
+
+    def on_rtp(self, packet: bytes, arrival: float) -> None:
+        builder = self.builder
+        builder.record(int.from_bytes(packet[2:4], "big"), arrival)
+        if not builder.media_ssrc and len(packet) >= 12:
+            builder.media_ssrc = int.from_bytes(packet[8:12], "big")
+
+
 def janus_feedback(pc: RTCPeerConnection, on: bool) -> TransportCcFeedback | None:
     """Transport-cc feedback on a Janus subscriber's connection, if Janus offered it (call after
     applying its offer, before answering)."""
@@ -321,11 +342,21 @@ async def connect_subscriber(
         )
         remote = await client.wait_for_track(feed, "video", CONNECT_TIMEOUT)
         feedback = client.transport_cc_feedback
+        shadow = ShadowFeedback() if args.transport_cc == "shadow" else None
+        if shadow is not None:
+            feedback = shadow
+            shadow.start()
+
+        async def leave() -> None:
+            if shadow is not None:
+                await shadow.stop()
+            await client.close()
+
         receiver = RawReceiver(dtls_transport(client.pc), feeding(recorder, feedback))
         await hook_when_ready(receiver.hook_sockets)
         if layer is not None:
             await client.set_track_settings([remote.track_id], max_layer=layer)
-        return Subscriber(room, recorder, receiver, client.close, joined_ns, layer, feedback)
+        return Subscriber(room, recorder, receiver, leave, joined_ns, layer, feedback)
     handle = await janus.attach()
     join = {"request": "join", "ptype": "subscriber", "room": int(room)}
     _, offer = await janus.message(handle, {**join, "streams": [{"feed": int(feed)}]})
@@ -492,9 +523,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-file", default=f"/tmp/latency-{os.getpid()}.npy")
     parser.add_argument(
         "--transport-cc",
-        choices=("on", "off"),
+        choices=("on", "off", "shadow"),
         default="on",
-        help="subscribers negotiate transport-cc and send feedback every 50 ms",
+        help="subscribers negotiate transport-cc and send feedback every 50 ms (shadow: they "
+        "negotiate none but do the same per-packet bookkeeping, sending nothing)",
     )
     return parser.parse_args(argv)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from sfu.bwe.overuse import BandwidthUsage
+from sfu.bwe.delay import BandwidthUsage
 
 RateControlState = Literal["hold", "increase", "decrease"]
 

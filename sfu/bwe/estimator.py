@@ -21,13 +21,11 @@ from typing import Literal
 from sfu.bwe.acked import AckedBitrate
 from sfu.bwe.aimd import AimdRateControl
 from sfu.bwe.alr import AlrDetector
+from sfu.bwe.delay import BandwidthUsage, DelayDetector
 from sfu.bwe.feedback import FeedbackSummary, ProbeCluster
 from sfu.bwe.loss import LossBasedControl
-from sfu.bwe.overuse import BandwidthUsage, OveruseDetector
 from sfu.bwe.probe import ProbeController
 from sfu.bwe.probe_result import ProbeResult, ProbeResultEstimator
-from sfu.bwe.queue import StandingQueue
-from sfu.bwe.trendline import InterGroupDeltas, TrendlineEstimator
 
 EstimateSource = Literal["transport-cc", "remb", "none"]
 
@@ -39,7 +37,7 @@ MAX_LOSS_BLINDNESS = 1.0
 PROBE_OVERUSE_WINDOW = 0.5
 #: After such a probe, the delay-based estimate goes to this fraction of its receive rate.
 SATURATED_UTILIZATION = 0.95
-#: A queue that stays this long (seconds) is a standing queue: over-use (see sfu.bwe.queue).
+#: A queue that stays this long (seconds) is a standing queue: over-use (see sfu.bwe.delay).
 STANDING_QUEUE = 0.025
 #: The RTT assumed until a receiver report gives one.
 DEFAULT_RTT = 0.1
@@ -80,11 +78,8 @@ class BandwidthEstimator:
             raise ValueError("bitrate bounds must satisfy 0 < min_bitrate <= max_bitrate")
         self._min = min_bitrate
         self._max = max_bitrate
-        self._deltas = InterGroupDeltas()
-        self._queue = StandingQueue()
         self._usage: BandwidthUsage = "normal"
-        self._trendline = TrendlineEstimator()
-        self._detector = OveruseDetector()
+        self._detector = DelayDetector()
         self._aimd = AimdRateControl(
             initial_bitrate, min_bitrate=min_bitrate, max_bitrate=max_bitrate
         )
@@ -121,7 +116,7 @@ class BandwidthEstimator:
             feedback.received, feedback.lost, now, current=self._sent_after_decrease(now)
         )
         if feedback.groups:
-            self._newest_send = max(self._newest_send, feedback.groups[-1].send_time)
+            self._newest_send = max(self._newest_send, feedback.groups[-1][0])  # its send time
         self._acked.on_feedback(feedback)
         usage = self._usage = self._delay_usage(feedback)
         probe = self._probe_result(feedback, now)
@@ -170,18 +165,10 @@ class BandwidthEstimator:
     def _delay_usage(self, feedback: FeedbackSummary) -> BandwidthUsage:
         """The detector's verdict after this message's groups; a standing queue the trend
         cannot see (it no longer grows) counts as over-use too."""
-        detector = self._detector
-        for group in feedback.groups:
-            self._queue.on_group(group)
-            deltas = self._deltas.push(group)
-            if deltas is None:
-                continue
-            send_delta, arrival_delta = deltas
-            trend = self._trendline.update(send_delta, arrival_delta, group.arrival_time)
-            detector.detect(trend, send_delta, self._trendline.num_deltas, group.arrival_time)
-        if detector.state == "normal" and self._queue.standing(STANDING_QUEUE):
+        state = self._detector.update(feedback.groups)
+        if state == "normal" and self._detector.standing(STANDING_QUEUE):
             return "overusing"
-        return detector.state
+        return state
 
     def _probe_result(self, feedback: FeedbackSummary, now: float) -> ProbeResult | None:
         """The best rate a probe cluster completed with this message showed, if any; a

@@ -61,10 +61,12 @@ class FeedbackSummary:
     it reports that we have no record of are left out). ``received_bytes`` and the arrival span
     ``first_arrival``..``last_arrival`` (None when nothing arrived) give the acknowledged rate.
     ``groups`` are the groups this message completed, in send order (a group still open at the
-    message's end completes in a later one); ``probes`` the received packets of probe clusters.
+    message's end completes in a later one), as the egress gives them: plain tuples whose fields
+    :class:`PacketGroup` names (a named tuple per group would cost more than detecting on it);
+    ``probes`` the received packets of probe clusters.
     """
 
-    groups: Sequence[PacketGroup] = ()
+    groups: Sequence[tuple[float, float, int]] = ()
     received: int = 0
     lost: int = 0
     received_bytes: int = 0
@@ -77,7 +79,7 @@ class FeedbackSummary:
         """From ``Egress.transport_feedback``'s tuple."""
         groups, received, lost, received_bytes, first, last, probes = raw
         return cls(
-            tuple(PacketGroup(*g) for g in groups),
+            groups,
             received,
             lost,
             received_bytes,

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from sfu.bwe.feedback import FeedbackSummary
+from sfu.bwe.feedback import FeedbackSummary, PacketGroup
 from sfu.media.srtp import Egress
 from sfu.rtp.header import build_extension_block, parse_extensions
 from tests.unit.test_srtp import relayed, rtp
@@ -165,13 +165,13 @@ def test_groups_are_send_bursts_completed_by_the_next(
     deltas = bytes([4, 4, 4, 4, 68, 4, 4, 4])
     first = e.transport_feedback(fci(0, 8, 10, [run(1, 8)], deltas))
     assert first is not None
-    groups = FeedbackSummary.from_egress(first).groups
+    groups = [PacketGroup(*g) for g in FeedbackSummary.from_egress(first).groups]
     assert len(groups) == 1  # the second burst is still open: the next message may add to it
     assert groups[0].size == 4 * size
     assert groups[0].arrival_time == pytest.approx(10 * 0.064 + 0.004)
     second = e.transport_feedback(fci(8, 4, 10, [run(1, 4)], bytes([164, 4, 4, 4])))
     assert second is not None
-    more = FeedbackSummary.from_egress(second).groups
+    more = [PacketGroup(*g) for g in FeedbackSummary.from_egress(second).groups]
     assert len(more) == 1 and more[0].size == 4 * size
     assert 0.015 < more[0].send_time - groups[0].send_time < 0.2
 

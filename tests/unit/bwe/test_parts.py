@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from sfu.bwe.acked import AckedBitrate
 from sfu.bwe.aimd import AimdRateControl
 from sfu.bwe.alr import AlrDetector
+from sfu.bwe.delay import MAX_THRESHOLD, MIN_THRESHOLD, DelayDetector
 from sfu.bwe.feedback import FeedbackSummary, PacketGroup, ProbeCluster, ProbePacket
 from sfu.bwe.loss import LossBasedControl
-from sfu.bwe.overuse import MAX_THRESHOLD, MIN_THRESHOLD, OveruseDetector
 from sfu.bwe.probe import ProbeController
 from sfu.bwe.probe_result import ProbeResult, ProbeResultEstimator
-from sfu.bwe.queue import StandingQueue
-from sfu.bwe.trendline import InterGroupDeltas, TrendlineEstimator
 
-# -- trendline ------------------------------------------------------------------------------------
+# -- delay-based detection: inter-group deltas, trendline, over-use detector -----------------------
+
+
+def groups_with_delay_growth(count: int, growth: float) -> list[tuple[float, float, int]]:
+    """Groups sent every 5 ms whose arrival spacing is 5 ms + ``growth``."""
+    return [(i * 0.005, 1.0 + i * (0.005 + growth), 1200) for i in range(count)]
 
 
 @pytest.mark.parametrize(
@@ -24,18 +29,19 @@ from sfu.bwe.trendline import InterGroupDeltas, TrendlineEstimator
     ids=["flat", "queue building", "queue draining"],
 )
 def test_trend_follows_the_delay_gradient(extra_delay_per_group: float, expected_sign: int) -> None:
-    trendline = TrendlineEstimator()
-    for i in range(40):
-        trendline.update(0.005, 0.005 + extra_delay_per_group, 1.0 + i * 0.005)
-    trend = trendline.modified_trend
+    detector = DelayDetector()
+    detector.update(groups_with_delay_growth(41, extra_delay_per_group))
+    trend = detector.modified_trend
     assert (trend > 1.0) - (trend < -1.0) == expected_sign
 
 
 def test_no_trend_before_the_window_fills() -> None:
-    trendline = TrendlineEstimator(window=20)
-    for i in range(19):
-        assert trendline.update(0.005, 0.010, i * 0.01) == 0.0
-    assert trendline.update(0.005, 0.010, 0.19) > 0.0
+    detector = DelayDetector(window=20)
+    groups = groups_with_delay_growth(22, 0.005)
+    detector.update(groups[:20])  # 19 deltas
+    assert (detector.num_deltas, detector.modified_trend) == (19, 0.0)
+    detector.update(groups[20:21])
+    assert detector.modified_trend > 0.0
 
 
 @pytest.mark.parametrize(
@@ -51,11 +57,31 @@ def test_no_trend_before_the_window_fills() -> None:
     ids=["consecutive", "reordered", "clock jump"],
 )  # fmt: skip
 def test_inter_group_deltas(groups: list[tuple[float, float]], expected: list[object]) -> None:
-    deltas = InterGroupDeltas()
-    assert [deltas.push(PacketGroup(s, a, 1000)) for s, a in groups] == expected
+    detector = DelayDetector()
+    deltas = []
+    for send, arrival in groups:
+        detector.update([(send, arrival, 1000)])
+        deltas.append(detector.last_delta)
+    assert deltas == expected
 
 
-# -- overuse detector -----------------------------------------------------------------------------
+def test_a_message_is_its_groups_one_by_one() -> None:
+    """One call per feedback message: the same verdicts as the groups given singly."""
+    rng = random.Random(5)
+    groups, arrival = [], 3.0
+    for i in range(2000):  # a queue building, standing, draining, with jitter
+        phase = (i // 250) % 4
+        arrival += 0.005 + (0.0015, 0.0, -0.001, 0.0)[phase] + rng.gauss(0, 0.0005)
+        groups.append((i * 0.005, arrival, 1200))
+    whole, single = DelayDetector(), DelayDetector()
+    states = []
+    for at in range(0, len(groups), 10):
+        state = whole.update(groups[at : at + 10])
+        for group in groups[at : at + 10]:
+            single.update([group])
+        assert (state, whole.threshold) == (single.state, single.threshold)
+        states.append(state)
+    assert {"normal", "overusing", "underusing"} <= set(states)
 
 
 @pytest.mark.parametrize(
@@ -71,7 +97,7 @@ def test_inter_group_deltas(groups: list[tuple[float, float]], expected: list[ob
     ids=["flat", "one group", "persisting", "falling", "draining", "recovered"],
 )
 def test_overuse_detector(trends: list[float], expected: str) -> None:
-    detector = OveruseDetector()
+    detector = DelayDetector()
     state = "normal"
     for i, trend in enumerate(trends):
         state = detector.detect(trend, 0.005, 60, i * 0.005)
@@ -79,7 +105,7 @@ def test_overuse_detector(trends: list[float], expected: str) -> None:
 
 
 def test_threshold_adapts_up_fast_down_slowly_within_bounds() -> None:
-    detector = OveruseDetector()
+    detector = DelayDetector()
     start = detector.threshold
     for i in range(10):  # just above the threshold: not an outlier, it follows quickly
         detector.detect(detector.threshold + 10, 0.1, 60, i * 0.1)
@@ -97,11 +123,23 @@ def test_threshold_adapts_up_fast_down_slowly_within_bounds() -> None:
 
 
 def test_outliers_do_not_move_the_threshold() -> None:
-    detector = OveruseDetector()
+    detector = DelayDetector()
     start = detector.threshold
     detector.detect(start + 100, 0.1, 60, 0.0)
     detector.detect(start + 100, 0.1, 60, 0.1)
     assert detector.threshold == start
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [[(0.0,)], [None], [("a", 1.0, 1)], 5],
+    ids=["short group", "not a tuple", "not a number", "not a sequence"],
+)
+def test_malformed_groups_raise_type_errors(bad: object) -> None:
+    detector = DelayDetector()
+    with pytest.raises(TypeError):
+        detector.update(bad)  # type: ignore[arg-type]
+    assert detector.update([(0.0, 1.0, 1), (0.005, 1.005, 1)]) == "normal"
 
 
 # -- AIMD -----------------------------------------------------------------------------------------
@@ -367,20 +405,20 @@ def test_alr_probes_every_interval() -> None:
     [(0.0, False), (0.015, False), (0.1, True)],
 )
 def test_standing_queue(queue_after_3s: float, expected: bool) -> None:
-    queue = StandingQueue()
+    queue = DelayDetector()
     for i in range(600):  # a group every 10 ms for 6 s; 5 ms base delay, jitter up to 20 ms
         t = i * 0.01
         jitter = 0.02 if i % 3 else 0.0
-        queue.on_group(
-            PacketGroup(t, 7.0 + t + 0.005 + jitter + (queue_after_3s if t > 3 else 0), 1)
+        queue.update(
+            [PacketGroup(t, 7.0 + t + 0.005 + jitter + (queue_after_3s if t > 3 else 0), 1)]
         )
     assert queue.standing(0.025) is expected
 
 
 def test_draining_queue_is_not_standing() -> None:
-    queue = StandingQueue()
+    queue = DelayDetector()
     for i in range(600):
         t = i * 0.01
         level = 0.3 if t < 3 else max(0.3 - (t - 3) * 0.05, 0.0)  # full, then draining
-        queue.on_group(PacketGroup(t, t + level if t >= 1 else t, 1))
+        queue.update([PacketGroup(t, t + level if t >= 1 else t, 1)])
     assert not queue.standing(0.025)

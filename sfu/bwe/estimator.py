@@ -141,7 +141,7 @@ class BandwidthEstimator:
         elif feedback.groups:
             aimd.update(usage, acked, now, self._rtt, limited=self._alr.in_alr)
         loss = self._loss
-        loss.update(now, self._rtt, min(aimd.estimate, self._target))
+        loss.update(now, self._rtt, min(aimd.estimate, self._target), acked)
         if probed is not None and probed > loss.estimate and loss.may_rise:
             loss.set_estimate(probed)
         target = self._clamp(min(aimd.estimate, loss.estimate))

@@ -10,7 +10,13 @@ about the new rate, and counting it again would cut the rate twice for one conge
 
 - under 2 %: grow 8 %/s (+1 kbit/s) from the lowest target of the last second;
 - 2..10 %: hold — the loss a link always has (wireless, a lossy hop) is no congestion signal;
-- over 10 %: ``rate = target * (1 - 0.5 * loss)``, at most once per 300 ms + RTT.
+- over 10 %: ``rate = target * (1 - 0.5 * loss)``, at most once per 300 ms + RTT;
+- over 20 % (a link far below what is sent, such as a step down): from the rate actually sent
+  (the draft's A_s: the acknowledged rate over ``1 - loss``) when that is lower. An SFU
+  forwarding less than its estimate (probes measured the link; the layers need less) would
+  otherwise cut from a rate it never sent and stay above the link for several decreases while
+  its loss goes on. Not below 20 %: a link's random loss fluctuates over 10 % now and then,
+  and must not pull the estimate down to what happens to be sent.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from collections import deque
 
 LOW_LOSS = 0.02
 HIGH_LOSS = 0.10
+SEVERE_LOSS = 0.20
 INCREASE_FACTOR = 1.08
 INCREASE_OFFSET = 1_000.0
 #: The increase starts from the lowest target within this many seconds (so, 8 % per second).
@@ -91,8 +98,9 @@ class LossBasedControl:
         """Whether a verified rate (a probe result) may lift this one: not while losing > 10 %."""
         return self.loss_fraction is None or self.loss_fraction <= HIGH_LOSS
 
-    def update(self, now: float, rtt: float, target: float) -> float:
-        """Apply the current loss fraction; ``target`` is the combined target now."""
+    def update(self, now: float, rtt: float, target: float, acked: float | None = None) -> float:
+        """Apply the current loss fraction; ``target`` is the combined target now, ``acked``
+        the acknowledged bit/s (None: not known yet)."""
         loss = self.loss_fraction
         if loss is None:
             return self.estimate
@@ -102,8 +110,12 @@ class LossBasedControl:
         elif loss > HIGH_LOSS and (
             self._last_decrease is None or now - self._last_decrease >= DECREASE_INTERVAL + rtt
         ):
-            # From the rate in use (the held rate may be above it: the delay-based one rules).
-            self.estimate = self._clamp(min(self.estimate, target) * (1.0 - 0.5 * loss))
+            # From the rate in use (the held rate may be above it: the delay-based one rules),
+            # or from what was sent, when less.
+            base = min(self.estimate, target)
+            if acked is not None and SEVERE_LOSS < loss < 1.0:
+                base = min(base, acked / (1.0 - loss))
+            self.estimate = self._clamp(base * (1.0 - 0.5 * loss))
             self._last_decrease = now
             self.restart()
         return self.estimate

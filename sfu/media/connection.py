@@ -59,9 +59,6 @@ QUALITY_INTERVAL = 2.0
 #: Between ticks, the layers are chosen again when the budget falls below this share of the
 #: last allocation's and below what the chosen layers cost.
 REALLOCATE_BELOW = 0.95
-#: Pacing rate / estimate, as libwebrtc paces: a keyframe's burst goes out over a few frame
-#: intervals instead of into the bottleneck's queue at once.
-PACING_FACTOR = 2.5
 #: The least a publisher is asked to send (REMB): below it a camera is not worth decoding, and
 #: a subscriber that cannot take it has the track paused instead.
 MIN_PUBLISHER_CEILING = 100_000
@@ -537,9 +534,8 @@ class MediaConnection:
             budget = bandwidth.current_budget()
         controlled = self._config.congestion_control
         if transport is not None:  # paced on a measured estimate only, not on a guess
-            estimator = bandwidth.estimator
-            measured = controlled and estimator.source == "transport-cc"
-            transport.pacing_rate = int(estimator.target * PACING_FACTOR) if measured else 0
+            paced = bandwidth.pacing_rate(now, fell=not tick)
+            transport.pacing_rate = paced if controlled else 0
         if not controlled:
             budget = None
         self._last_budget = budget

@@ -79,6 +79,30 @@ def test_pausing_needs_a_measured_estimate() -> None:
     assert bandwidth.may_pause(23.0)
 
 
+@pytest.mark.parametrize(
+    ("calls", "expected"),
+    [
+        ([(1.0, False)], 2.5),  # paced at 2.5x the estimate, as libwebrtc
+        ([(1.0, True)], 1.0),  # the estimate just fell: at the estimate
+        ([(1.0, True), (1.5, False)], 1.0),  # ... for CONGESTED_PACING
+        ([(1.0, True), (2.0, False)], 2.5),  # ... then as before
+        ([(1.0, True), (1.8, True), (2.5, False)], 1.0),  # a second fall extends it
+    ],
+    ids=["steady", "fell", "held", "after", "fell again"],
+)
+def test_pacing_after_the_estimate_fell_drains_the_bottleneck(
+    calls: list[tuple[float, bool]], expected: float
+) -> None:
+    bandwidth = SubscriberBandwidth(estimator=BandwidthEstimator(initial_probing=False))
+    assert bandwidth.pacing_rate(0.0) == 0, "no measured estimate: not paced"
+    groups = tuple(PacketGroup(0.02 * i, 5.0 + 0.02 * i, 1200) for i in range(10))
+    bandwidth.on_feedback(FeedbackSummary(groups, 10, 0, 12_000, 5.0, 5.18), 0.3)
+    rate = 0
+    for now, fell in calls:
+        rate = bandwidth.pacing_rate(now, fell=fell)
+    assert rate == int(bandwidth.stats().estimate * expected)
+
+
 def test_the_loss_reported_is_what_the_feedback_said_since_the_last_report() -> None:
     bandwidth = SubscriberBandwidth(estimator=BandwidthEstimator(initial_probing=False))
     bandwidth.negotiated = True

@@ -201,6 +201,26 @@ def test_loss_bands(lost_per_100: int, expected_ratio: float) -> None:
     assert rate == pytest.approx(expected_ratio * 1e6, rel=0.002)
 
 
+@pytest.mark.parametrize(
+    ("lost_per_100", "acked", "expected"),
+    [
+        (30, None, 0.85 * 8e6),  # nothing acknowledged yet: from the target
+        (30, 12e6, 0.85 * 8e6),  # sent more than the target (12 / 0.7 = 17 M): from the target
+        (30, 0.84e6, 0.85 * 1.2e6),  # sent 1.2 M of an 8 M estimate: from what was sent
+        (15, 1.02e6, 0.925 * 8e6),  # 15 %: from the target, whatever was sent
+    ],
+    ids=["unknown", "sending above the target", "sending below the target", "under 20 %"],
+)
+def test_severe_loss_decreases_from_the_rate_sent(
+    lost_per_100: int, acked: float | None, expected: float
+) -> None:
+    """draft-ietf-rmcat-gcc-02 §6 decreases the sending rate A_s: an SFU that forwards 1.2 Mbit/s
+    under an 8 Mbit/s estimate (probed earlier) must not cut 10 % of 8 M when a link drops."""
+    loss = LossBasedControl(8e6, min_bitrate=50e3, max_bitrate=20e6)
+    loss.on_report(100 - lost_per_100, lost_per_100, 0.6)
+    assert loss.update(0.6, 0.05, 8e6, acked) == pytest.approx(expected)
+
+
 def test_one_lossy_message_in_a_window_does_not_decrease() -> None:
     loss = LossBasedControl(1e6, min_bitrate=50e3, max_bitrate=20e6)
     for i in range(5):

@@ -11,8 +11,8 @@ about the new rate, and counting it again would cut the rate twice for one conge
 - under 2 %: grow 8 %/s (+1 kbit/s) from the lowest target of the last second;
 - 2..10 %: hold — the loss a link always has (wireless, a lossy hop) is no congestion signal;
 - over 10 %: ``rate = target * (1 - 0.5 * loss)``, at most once per 300 ms + RTT;
-- over 20 % (a link far below what is sent, such as a step down): from the rate actually sent
-  (the draft's A_s: the acknowledged rate over ``1 - loss``) when that is lower. An SFU
+- over 20 % (a link far below what is sent): from the rate actually sent (the draft's A_s: the
+  acknowledged rate over ``1 - loss``) when that is lower. An SFU
   forwarding less than its estimate (probes measured the link; the layers need less) would
   otherwise cut from a rate it never sent and stay above the link for several decreases while
   its loss goes on. Not below 20 %: a link's random loss fluctuates over 10 % now and then,

@@ -47,7 +47,7 @@ PACING_FACTOR = 2.5
 #: For this long (s) after the estimate fell, pace at the estimate itself: the bottleneck's
 #: queue is still full of the layer just left, and the new layer's keyframe, paced faster than
 #: the link drains, would overflow it — its tail lost, the picture frozen until the next
-#: keyframe (2 of 4 step-down runs froze 6.5 s that way; 0 of 4 with this).
+#: keyframe (2 of 4 step-down runs froze 6.5 s that way; 0 of 7 with this).
 CONGESTED_PACING = 1.0
 
 #: Every subscriber connection's estimate, observed with each connectionQuality report (bit/s).

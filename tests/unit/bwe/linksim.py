@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from sfu.bwe.estimator import BandwidthEstimator
 from sfu.bwe.feedback import BURST_TIME, FeedbackSummary, PacketGroup, ProbeCluster, ProbePacket
+from sfu.media.bandwidth import PACING_FACTOR  # the server's pacing, simulated
 
 STEP = 0.001
 MTU = 1200
@@ -27,7 +28,6 @@ MTU = 1200
 PADDING_PACKET = 300
 PROBE_INTERVAL = 0.005
 FRAME_RATE = 30.0
-PACING_FACTOR = 2.5
 #: A group may grow by the burst rule for at most this long (as libwebrtc's InterArrival).
 MAX_BURST_DURATION = 0.1
 #: The receiver's clock has its own origin: only differences may matter to the estimator.

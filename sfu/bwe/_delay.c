@@ -265,6 +265,21 @@ DelayDetector_update(DelayDetector *self, PyObject *groups)
 }
 
 static PyObject *
+DelayDetector_restart_trend(DelayDetector *self, PyObject *Py_UNUSED(ignored))
+{
+    /* the deltas, the trendline's window and the detector's state start over; the threshold,
+     * the scale (num_deltas) and the standing queue's history stay */
+    self->has_previous = self->has_last_delta = 0;
+    self->has_first = self->count = self->head = 0;
+    self->accumulated = self->smoothed = self->trend = 0.0;
+    self->modified_trend = self->previous_trend = 0.0;
+    self->time_over_using = -1.0;
+    self->overuse_count = 0;
+    self->state = NORMAL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 DelayDetector_detect(DelayDetector *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 4) {
@@ -354,6 +369,9 @@ static PyMethodDef DelayDetector_methods[] = {
      "in send order; the detector's state after them"},
     {"detect", (PyCFunction)(void (*)(void))DelayDetector_detect, METH_FASTCALL,
      "detect(modified_trend, send_delta, num_deltas, arrival_time): the detector's stage alone"},
+    {"restart_trend", (PyCFunction)DelayDetector_restart_trend, METH_NOARGS,
+     "restart_trend(): forget the groups so far (the link was measured anew); the threshold "
+     "and the standing queue's history stay"},
     {"standing", (PyCFunction)DelayDetector_standing, METH_O,
      "standing(limit): whether a queue over limit seconds stood through the last windows"},
     {NULL},

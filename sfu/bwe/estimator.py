@@ -3,7 +3,8 @@
 Send-side estimation from transport-wide feedback: a delay-based controller (inter-group delay
 variation → trendline → over-use detector with adaptive threshold → AIMD, §5) and a loss-based
 controller on the loss the subscriber reports (§6); the target is the lower of the two (§4),
-clamped to the configured bounds. Probe clusters verify rates above the estimate; while the
+clamped to the configured bounds. A link that falls far below the estimate is measured directly
+(:mod:`sfu.bwe.capacity`, ours) before those two have seen it. Probe clusters verify rates above the estimate; while the
 sender is application-limited the estimate does not grow beyond what the link showed it
 delivers. REMB (the subscriber's own estimate) is used only while no transport-wide feedback
 came for ``REMB_FALLBACK_AFTER`` seconds.
@@ -21,6 +22,7 @@ from typing import Literal
 from sfu.bwe.acked import AckedBitrate
 from sfu.bwe.aimd import AimdRateControl
 from sfu.bwe.alr import AlrDetector
+from sfu.bwe.capacity import CapacityDrop
 from sfu.bwe.delay import BandwidthUsage, DelayDetector
 from sfu.bwe.feedback import FeedbackSummary, ProbeCluster
 from sfu.bwe.loss import LossBasedControl
@@ -87,6 +89,11 @@ class BandwidthEstimator:
             initial_bitrate, min_bitrate=min_bitrate, max_bitrate=max_bitrate
         )
         self._acked = AckedBitrate()
+        self._capacity = CapacityDrop()
+        #: times the link was measured far below the estimate (sfu.bwe.capacity)
+        self.capacity_drops = 0
+        #: groups sent up to this time are kept from the trend (restarted at a capacity drop)
+        self._trend_from = -math.inf
         self._alr = AlrDetector()
         self._probes = ProbeController(
             max_bitrate=max_bitrate,
@@ -117,13 +124,24 @@ class BandwidthEstimator:
         )
         if feedback.groups:
             self._newest_send = max(self._newest_send, feedback.groups[-1][0])  # its send time
-        self._acked.on_feedback(feedback)
+        span = self._acked.on_feedback(feedback)
+        fell = self._capacity.update(feedback.min_delay, span, feedback.received, self._target, now)
         usage = self._usage = self._delay_usage(feedback)
         probe = self._probe_result(feedback, now)
         acked = self._acked.bitrate
         aimd = self._aimd
         probed: float | None = None
-        if usage == "overusing":
+        if fell is not None:
+            # the link fell far below the estimate and measured itself (sfu.bwe.capacity): go
+            # there now rather than after the trend and the loss window have seen it
+            self._probes.stop()
+            aimd.limit(fell, now)
+            self.capacity_drops += 1
+            # what the trend saw so far is the fall itself: it would go on reading over-use
+            # for a second from those groups and cut the measured rate again
+            self._detector.restart_trend()
+            self._trend_from = now
+        elif usage == "overusing":
             self._probes.stop()
             saturated = self._saturated_probe
             if saturated is not None and now - saturated[0] <= PROBE_OVERUSE_WINDOW:
@@ -165,7 +183,10 @@ class BandwidthEstimator:
     def _delay_usage(self, feedback: FeedbackSummary) -> BandwidthUsage:
         """The detector's verdict after this message's groups; a standing queue the trend
         cannot see (it no longer grows) counts as over-use too."""
-        state = self._detector.update(feedback.groups)
+        groups = feedback.groups
+        if groups and groups[0][0] <= self._trend_from:
+            groups = [g for g in groups if g[0] > self._trend_from]
+        state = self._detector.update(groups)
         if state == "normal" and self._detector.standing(STANDING_QUEUE):
             return "overusing"
         return state

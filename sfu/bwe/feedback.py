@@ -24,7 +24,7 @@ BURST_TIME = 0.005
 
 #: What ``Egress.transport_feedback`` returns: (groups as (send time, arrival, size), received,
 #: lost, received bytes, first arrival, last arrival, probe packets as (cluster, send time,
-#: arrival, size)).
+#: arrival, size), the lowest one-way delay).
 EgressFeedback = tuple[
     list[tuple[float, float, int]],
     int,
@@ -33,6 +33,7 @@ EgressFeedback = tuple[
     float | None,
     float | None,
     list[tuple[int, float, float, int]],
+    float | None,
 ]
 
 
@@ -63,7 +64,9 @@ class FeedbackSummary:
     ``groups`` are the groups this message completed, in send order (a group still open at the
     message's end completes in a later one), as the egress gives them: plain tuples whose fields
     :class:`PacketGroup` names (a named tuple per group would cost more than detecting on it);
-    ``probes`` the received packets of probe clusters.
+    ``probes`` the received packets of probe clusters. ``min_delay``: the lowest arrival minus
+    send time among the received packets (None when nothing arrived): the clocks' offset is in
+    it, so only its changes mean anything — a queue every packet of the message waited in.
     """
 
     groups: Sequence[tuple[float, float, int]] = ()
@@ -73,11 +76,12 @@ class FeedbackSummary:
     first_arrival: float | None = None
     last_arrival: float | None = None
     probes: Sequence[ProbePacket] = field(default_factory=tuple)
+    min_delay: float | None = None
 
     @classmethod
     def from_egress(cls, raw: EgressFeedback) -> FeedbackSummary:
         """From ``Egress.transport_feedback``'s tuple."""
-        groups, received, lost, received_bytes, first, last, probes = raw
+        groups, received, lost, received_bytes, first, last, probes, min_delay = raw
         return cls(
             groups,
             received,
@@ -86,6 +90,7 @@ class FeedbackSummary:
             first,
             last,
             tuple(ProbePacket(*p) for p in probes),
+            min_delay,
         )
 
 

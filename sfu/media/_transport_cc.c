@@ -251,7 +251,7 @@ tcc_feedback(TccState *state, const unsigned char *fci, Py_ssize_t size)
         goto fail;
     long long received = 0, lost = 0, received_bytes = 0;
     int64_t arrival_us = state->reference_base * REFERENCE_US;
-    int64_t first_arrival = 0, last_arrival = 0;
+    int64_t first_arrival = 0, last_arrival = 0, min_delay = 0;
     at = deltas_at;
     for (unsigned i = 0; i < count; i++) {
         const TccRecord *record = lookup(state, (base + i) & 0xFFFF);
@@ -273,6 +273,9 @@ tcc_feedback(TccState *state, const unsigned char *fci, Py_ssize_t size)
             first_arrival = arrival_us;
         if (received == 0 || arrival_us > last_arrival)
             last_arrival = arrival_us;
+        /* one-way delay, offset by the clocks' difference: only its changes mean anything */
+        if (received == 0 || arrival_us - record->send_us < min_delay)
+            min_delay = arrival_us - record->send_us;
         received++;
         received_bytes += record->size;
         if (group_packet(&state->group, record->send_us, arrival_us, record->size, groups) < 0)
@@ -288,20 +291,24 @@ tcc_feedback(TccState *state, const unsigned char *fci, Py_ssize_t size)
             Py_DECREF(probe);
         }
     }
-    PyObject *first = Py_None, *last = Py_None;
+    PyObject *first = Py_None, *last = Py_None, *delay = Py_None;
     if (received > 0) {
         first = PyFloat_FromDouble((double)first_arrival / 1e6);
         last = PyFloat_FromDouble((double)last_arrival / 1e6);
-        if (first == NULL || last == NULL) {
+        delay = PyFloat_FromDouble((double)min_delay / 1e6);
+        if (first == NULL || last == NULL || delay == NULL) {
             Py_XDECREF(first);
             Py_XDECREF(last);
+            Py_XDECREF(delay);
             goto fail;
         }
     } else {
         Py_INCREF(first);
         Py_INCREF(last);
+        Py_INCREF(delay);
     }
-    return Py_BuildValue("(NLLLNNN)", groups, received, lost, received_bytes, first, last, probes);
+    return Py_BuildValue("(NLLLNNNN)", groups, received, lost, received_bytes, first, last, probes,
+                         delay);
 fail:
     Py_XDECREF(groups);
     Py_XDECREF(probes);

@@ -32,6 +32,14 @@ from sfu.media.receiver import TrackReceiver
 #: The rid a track without simulcast goes by in the selector: its one stream.
 SINGLE = ""
 
+#: A budget under this fraction of what the layers cost at the last run is a link that fell far
+#: below them (a step down, measured): the layers left stop at once instead of at their
+#: successors' keyframes — the bottleneck drops most of what they send and queues the rest
+#: ahead of the new keyframe. Above it (an estimate sawing 15 % down, a probe that overshot)
+#: they go on until then: the link still carries most of them, and a cut would freeze the
+#: picture for the keyframe's round trip.
+CUT_BELOW = 0.5
+
 
 def rid_of(layer: LayerReceiver) -> str:
     return SINGLE if layer.rid is None else layer.rid
@@ -143,6 +151,7 @@ class SubscriberAllocation:
                 )
             )
         selector = self._selector
+        cut = budget is not None and budget < CUT_BELOW * self.last.allocated
         targets = selector.select(demands, budget, now, may_pause=may_pause)
         levels: dict[str, tuple[int, TrackSettings]] = {}
         for track_id, target in targets.items():
@@ -170,7 +179,8 @@ class SubscriberAllocation:
             elif target.rid is not None:
                 layer = track.layers[0] if target.rid == SINGLE else track.layer(target.rid)
                 if layer is not None:
-                    down_track.set_layer(layer, now, at_once=_down_for_budget(down_track, target))
+                    at_once = cut and _down_for_budget(down_track, target)
+                    down_track.set_layer(layer, now, at_once=at_once)
                 down_track.set_temporal_layer(target.temporal)
         self._levels = levels
         self.last = Allocation(
@@ -184,7 +194,7 @@ class SubscriberAllocation:
 
 def _down_for_budget(down_track: DownTrack, target: LayerTarget) -> bool:
     """Whether ``target`` moves the down-track to a smaller layer than it forwards because its
-    budget fell (not because its subscriber asked): then the layer it leaves stops at once."""
+    budget fell (not because its subscriber asked)."""
     current = down_track.layer
     side = down_track.source.publisher_side
     if not target.limited or current is None or side is None or target.rid is None:

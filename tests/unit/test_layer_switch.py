@@ -13,8 +13,10 @@ from itertools import pairwise
 
 import pytest
 
-from sfu.api import TrackInfo
+from sfu.api import TrackInfo, TrackSettings
+from sfu.media.allocation import CUT_BELOW, PublisherSide, SubscriberAllocation
 from sfu.media.downtrack import DownTrack, OutgoingStream
+from sfu.media.layer_meter import Layer
 from sfu.media.params import URI_MID, Codec, MediaParams
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import PublisherClock
@@ -177,3 +179,26 @@ def test_a_move_down_at_once_stops_the_current_layer_before_the_targets_idr() ->
     assert down_track.layer is q and down_track.stream.layer_switches == 1
     seqs = [struct.unpack_from("!H", p, 2)[0] for p in sink.packets]
     assert all(b - a == 1 for a, b in pairwise(seqs)), seqs
+
+
+@pytest.mark.parametrize(
+    ("budget", "cut"),
+    [(1_000_000, False), (400_000, True)],
+    ids=["an estimate sawing down: f flows until q's IDR", "a link far below f: f stops at once"],
+)
+def test_a_downgrade_for_budget_stops_the_layer_at_once_only_far_below_it(
+    budget: int, cut: bool
+) -> None:
+    track, down_track, _, _ = make()
+    q, f = track.layers
+    side = track.publisher_side = PublisherSide(track)
+    side.ranked = (Layer("q", 150e3), Layer("f", 1.2e6))
+    allocation = SubscriberAllocation(lambda track_id: TrackSettings())
+    allocation.run([down_track], 0.0, 10e6)
+    send = sender(track)
+    for _ in range(2):  # the first packets of a source are on probation
+        send("f", IDR)
+    assert down_track.layer is f and allocation.last.allocated == 1.2e6
+    allocation.run([down_track], 1.0, budget)
+    assert down_track.target is q
+    assert (down_track.layer is None) == cut == (budget < CUT_BELOW * 1.2e6)

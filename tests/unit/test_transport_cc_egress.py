@@ -219,3 +219,23 @@ def test_one_bit_status_vectors(egress: tuple[Egress, list[bytes], object]) -> N
     summary = FeedbackSummary.from_egress(raw)
     assert (summary.received, summary.lost) == (7, 7)
     assert summary.last_arrival == pytest.approx(2 * 0.064 + 0.014)
+
+
+def test_min_delay_is_the_lowest_one_way_delay_of_what_arrived(
+    egress: tuple[Egress, list[bytes], object],
+) -> None:
+    e, _, _ = egress
+    e.probe_cluster = 1  # probe packets come back with their own send and arrival times
+    for _ in range(3):  # 20 ms apart, reported arriving 1 ms apart: the last waited least
+        send(e, 1)
+        time.sleep(0.02)
+    send(e, 1)  # reported lost: no delay of its own
+    raw = e.transport_feedback(fci(0, 4, 10, [two_bit(1, 1, 1, 0)], bytes([4, 4, 4])))
+    assert raw is not None
+    summary = FeedbackSummary.from_egress(raw)
+    delays = [p.arrival_time - p.send_time for p in summary.probes]
+    assert len(delays) == 3 and delays[0] - delays[2] > 0.035
+    assert summary.min_delay == pytest.approx(min(delays), abs=1e-6)
+    send(e, 1)
+    nothing = e.transport_feedback(fci(4, 1, 10, [run(0, 1)], b""))
+    assert nothing is not None and FeedbackSummary.from_egress(nothing).min_delay is None

@@ -278,11 +278,14 @@ class Simulation:
         received = lost = size = 0
         first: float | None = None
         last: float | None = None
+        min_delay: float | None = None
         for p in packets:
             if p.arrival is None:
                 lost += 1
                 continue
             arrival = p.arrival + RECEIVER_CLOCK_OFFSET
+            delay = arrival - p.send_time
+            min_delay = delay if min_delay is None else min(min_delay, delay)
             received += 1
             size += p.size
             first = arrival if first is None else min(first, arrival)
@@ -292,7 +295,9 @@ class Simulation:
             done = self._group_packet(p.send_time, arrival, p.size)
             if done is not None:
                 groups.append(done)
-        return FeedbackSummary(tuple(groups), received, lost, size, first, last, tuple(probes))
+        return FeedbackSummary(
+            tuple(groups), received, lost, size, first, last, tuple(probes), min_delay
+        )
 
     def _group_packet(self, send: float, arrival: float, size: int) -> PacketGroup | None:
         g = self._group

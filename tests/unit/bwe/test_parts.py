@@ -44,6 +44,21 @@ def test_no_trend_before_the_window_fills() -> None:
     assert detector.modified_trend > 0.0
 
 
+def test_restarting_the_trend_forgets_the_groups_but_not_the_threshold() -> None:
+    detector = DelayDetector(window=20)
+    groups = groups_with_delay_growth(61, 0.003)
+    detector.update(groups[:40])
+    assert detector.state == "overusing"
+    threshold = detector.threshold
+    detector.restart_trend()
+    assert (detector.state, detector.modified_trend, detector.last_delta) == ("normal", 0.0, None)
+    assert detector.threshold == threshold
+    detector.update(groups[40:60])  # 19 deltas (the first group pairs with none): not full yet
+    assert (detector.state, detector.modified_trend) == ("normal", 0.0)
+    detector.update(groups[60:])
+    assert detector.modified_trend > 0.0
+
+
 @pytest.mark.parametrize(
     ("groups", "expected"),
     [

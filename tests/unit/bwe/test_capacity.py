@@ -1,0 +1,99 @@
+"""The capacity-drop rule (sfu.bwe.capacity), message by message.
+
+Each case feeds a second of unqueued messages (the base one-way delay), then its own messages
+50 ms apart: (queue the packets waited at least, bit/s delivered over the message's span,
+packets), and states what the last one yields against a target.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from sfu.bwe.capacity import BUSY_QUEUE, CapacityDrop
+
+OFFSET = 1234.5  # the clocks' offset in every one-way delay: only changes count
+INTERVAL = 0.05
+TARGET = 10e6
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    #: (queue s, delivered bit/s, packets received) per message; None: nothing arrived
+    messages: list[tuple[float, float, int] | None]
+    expected: float | None  # the rate the last message yields, None for none
+    target: float = TARGET
+
+
+def feed(
+    detector: CapacityDrop, messages: list[tuple[float, float, int] | None]
+) -> list[float | None]:
+    t = 0.0
+    results = []
+    for _ in range(20):  # the base: an idle link
+        t += INTERVAL
+        results.append(detector.update(OFFSET, (t - INTERVAL, t, 3000), 2, TARGET, t))
+    assert results == [None] * 20
+    results = []
+    for message in messages:
+        t += INTERVAL
+        if message is None:
+            results.append(detector.update(None, None, 0, TARGET, t))
+            continue
+        queue, rate, packets = message
+        size = int(rate * INTERVAL / 8)
+        results.append(detector.update(OFFSET + queue, (t - INTERVAL, t, size), packets, TARGET, t))
+    return results
+
+
+CASES = [
+    Case("a step to 400 kbit/s: two busy messages measure it", [(0.07, 400e3, 2)] * 2, 400e3),
+    Case("one busy message is not enough", [(0.07, 400e3, 2)], None),
+    Case("a keyframe into a link at the estimate delivers the estimate", [(0.1, 6e6, 8)] * 3, None),
+    Case("just over half the target: no fall", [(0.1, 5.5e6, 8)] * 3, None),
+    Case("no queue: an application-limited sender", [(0.0, 300e3, 2)] * 4, None),
+    Case("a queue under BUSY_QUEUE", [(BUSY_QUEUE * 0.8, 300e3, 2)] * 4, None),
+    Case("a queue shorter than the packet spacing may have idled", [(0.04, 300e3, 1)] * 4, None),
+    Case("two single packets are too few", [(0.07, 400e3, 1)] * 2, None),
+    Case(
+        "an idle message between busy ones starts the run over",
+        [(0.07, 400e3, 2), (0.0, 400e3, 2), (0.07, 400e3, 2)],
+        None,
+    ),
+    Case(
+        "a message with no arrivals does not break the run",
+        [(0.07, 400e3, 2), None, (0.07, 400e3, 2)],
+        400e3,
+    ),
+    Case("the subscriber's clock jumped 10 s: a new base", [(10.0, 400e3, 2)] * 3, None),
+    Case(
+        "the run measures over both messages",
+        [(0.07, 300e3, 2), (0.09, 500e3, 3)],
+        400e3,
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_capacity_drop(case: Case) -> None:
+    results = feed(CapacityDrop(), case.messages)
+    assert all(r is None for r in results[:-1])
+    if case.expected is None:
+        assert results[-1] is None
+    else:
+        assert results[-1] == pytest.approx(case.expected, rel=0.01)
+
+
+def test_after_a_fall_the_run_starts_over() -> None:
+    detector = CapacityDrop()
+    results = feed(detector, [(0.07, 400e3, 2)] * 3)
+    assert results[1] == pytest.approx(400e3, rel=0.01)
+    assert results[2] is None  # a third busy message alone is no new measurement
+
+
+def test_the_queue_is_reported_against_the_base() -> None:
+    detector = CapacityDrop()
+    feed(detector, [(0.12, 9e6, 8)])
+    assert detector.queue == pytest.approx(0.12)

@@ -57,6 +57,9 @@ from tests.e2e.shaped_link import LAYERS, REPO, layer_of_width
 BIN = 0.25
 READY_TIMEOUT = 30.0
 STEADY = 20  # frames in a row that make "on a layer"
+#: Freezes that start within this many seconds of the step are the step's (the target: on a
+#: fitting layer within 2 s); later ones (a probe's or a keyframe's queue) are counted apart.
+STEP_WINDOW = 2.0
 LIMIT = 400_000
 BITRATES = {rid: bitrate for rid, _, _, bitrate in LAYERS}
 Schedule = list[tuple[float, int | None]]  # (seconds after ready, limit in bit/s or None)
@@ -92,8 +95,12 @@ def _ramp() -> Schedule:
 # --- numbers ---
 
 
-def _freeze_seconds(seen: Observed, since: float, until: float) -> float:
-    return round(sum(g for _, g in freezes(frame_times(seen, since - 1, until), until)), 3)
+def _freeze_seconds(
+    seen: Observed, since: float, until: float, starting_by: float = float("inf")
+) -> float:
+    """Freezes within [since, until]; only those that start by ``starting_by``, if given."""
+    stalls = freezes(frame_times(seen, since - 1, until), until)
+    return round(sum(g for start, g in stalls if start <= starting_by), 3)
 
 
 def _first_keyframe(seen: Observed, since: float, rids: set[str]) -> float | None:
@@ -134,6 +141,7 @@ def step_numbers(call: ShapedCall, run: Run) -> dict[str, Any]:
         "fit_s": _rel(settled, step),
         "fitting_keyframe_s": _rel(_first_keyframe(shaped, step, fits(limit)), step),
         "freeze_s": _freeze_seconds(shaped, step, end),
+        "freeze_step_s": _freeze_seconds(shaped, step, end, step + STEP_WINDOW),
         "loss_after_settle": None if settled is None else _loss(call, settled, end),
         "loss_limited": _loss(call, step, end),
         "shaped_layers_limited": dict(layers(shaped, step, end)),

@@ -34,11 +34,10 @@ class AckedBitrate:
         self._spans: deque[tuple[float, float, int]] = deque()  # (start, end, bytes)
         self._last_arrival: float | None = None
 
-    def on_feedback(self, feedback: FeedbackSummary) -> tuple[float, float, int] | None:
-        """Take one message; the arrival span it covers as (start, end, bytes), None if none."""
+    def on_feedback(self, feedback: FeedbackSummary) -> None:
         first, last = feedback.first_arrival, feedback.last_arrival
         if first is None or last is None or feedback.received_bytes <= 0 or last < first:
-            return None
+            return
         previous = self._last_arrival
         if previous is not None and last < previous - MAX_BACKWARDS:
             self._spans.clear()
@@ -50,12 +49,10 @@ class AckedBitrate:
             start = previous
         else:
             start = first - spacing
-        span = (start, last, feedback.received_bytes)
-        self._spans.append(span)
+        self._spans.append((start, last, feedback.received_bytes))
         self._last_arrival = last if previous is None else max(previous, last)
         while self._spans and self._spans[0][1] < last - self._window:
             self._spans.popleft()
-        return span
 
     @property
     def bitrate(self) -> float | None:

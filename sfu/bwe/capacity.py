@@ -9,11 +9,15 @@ while the layer left keeps filling the bottleneck and the subscriber's picture i
 
 The feedback says more than that at once. When every packet a message reports waited in a queue
 — its lowest one-way delay over the connection's base by more than :data:`BUSY_QUEUE` and than
-the message's packet spacing — the link never idled over the message's arrival span, so the
-bytes that arrived over that span are what it carries now: the delivery rate BBR samples, or a
-saturated probe cluster's receive rate. Two such messages in a row delivering less than
-:data:`DROP_RATIO` of the target mean the link fell under the estimate: the estimate goes to the
-measured rate at once.
+the spacing of its arrivals — the link never idled while they arrived, so their dispersion
+(the bytes after the first arrival over the span from the first arrival to the last) is what
+it carries now: the packet-train measurement a saturated probe cluster makes, on media. Two
+such messages in a row delivering less than :data:`DROP_RATIO` of the target mean the link fell
+under the estimate: the estimate goes to the measured rate at once.
+
+The span is each message's own, never the gap before it: a receiver that stalls (a busy
+process, a radio waking up) and then reads its queue in one go shows a long queue too, but its
+packets arrive back to back — fast, not slow — and it is no fall of the link.
 
 A keyframe burst into a link that carries the estimate builds a queue too, but drains it at the
 estimate: no fall. A link whose queue someone else's download keeps full delivers our share,
@@ -27,13 +31,14 @@ from __future__ import annotations
 
 from collections import deque
 
+from sfu.bwe.feedback import FeedbackSummary
+
 #: Seconds of queueing every packet of a message must show for the link to count as busy.
 BUSY_QUEUE = 0.03
 #: A busy link delivering under this fraction of the target fell below the estimate.
 DROP_RATIO = 0.5
-#: Busy messages in a row that make a measurement, and the fewest packets they must hold.
+#: Busy messages in a row (two packets at least each) that make a measurement.
 MESSAGES = 2
-MIN_PACKETS = 3
 #: The base one-way delay is the lowest over this many seconds, kept per BUCKET seconds.
 BASE_WINDOW = 10.0
 BUCKET = 1.0
@@ -56,35 +61,28 @@ class CapacityDrop:
         self._drop_ratio = drop_ratio
         self._base_window = base_window
         self._buckets: deque[tuple[float, float]] = deque()  # (opened at, lowest delay)
-        self._run: list[tuple[float, int, int]] = []  # busy messages: (seconds, bytes, packets)
+        self._run: list[tuple[float, int]] = []  # busy messages: (arrival span, bytes over it)
         #: The queue (s) the last message's packets waited in at least; None before any.
         self.queue: float | None = None
 
-    def update(
-        self,
-        min_delay: float | None,
-        span: tuple[float, float, int] | None,
-        received: int,
-        target: float,
-        now: float,
-    ) -> float | None:
-        """One message: its lowest one-way delay, its arrival span as (start, end, bytes) (see
-        :meth:`sfu.bwe.acked.AckedBitrate.on_feedback`) and its packets received; ``target``:
-        the estimate before it. The measured rate when the link fell, else None."""
-        if min_delay is None or span is None or received <= 0:
-            return None  # nothing arrived: no measurement, and no evidence against the run
+    def update(self, feedback: FeedbackSummary, target: float, now: float) -> float | None:
+        """One message; ``target``: the estimate before it. The measured rate (bit/s) when
+        the link fell, else None."""
+        first, last, received = feedback.first_arrival, feedback.last_arrival, feedback.received
+        min_delay = feedback.min_delay
+        if min_delay is None or first is None or last is None or received < 2 or last <= first:
+            return None  # no span: no measurement, and no evidence against the run
         queue = self.queue = min_delay - self._base(min_delay, now)
-        start, end, size = span
-        seconds = end - start
-        if seconds <= 0 or queue < self._busy_queue or queue < seconds / received:
+        seconds = last - first
+        if queue < self._busy_queue or queue < seconds / (received - 1):
             self._run.clear()
             return None
         run = self._run
-        run.append((seconds, size, received))
+        run.append((seconds, feedback.received_bytes - feedback.first_size))
         del run[:-MESSAGES]
-        if len(run) < MESSAGES or sum(p for _, _, p in run) < MIN_PACKETS:
+        if len(run) < MESSAGES:
             return None
-        rate = sum(b for _, b, _ in run) * 8 / sum(s for s, _, _ in run)
+        rate = sum(b for _, b in run) * 8 / sum(s for s, _ in run)
         if rate >= self._drop_ratio * target:
             return None
         run.clear()

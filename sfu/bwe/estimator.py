@@ -4,10 +4,10 @@ Send-side estimation from transport-wide feedback: a delay-based controller (int
 variation → trendline → over-use detector with adaptive threshold → AIMD, §5) and a loss-based
 controller on the loss the subscriber reports (§6); the target is the lower of the two (§4),
 clamped to the configured bounds. A link that falls far below the estimate is measured directly
-(:mod:`sfu.bwe.capacity`, ours) before those two have seen it. Probe clusters verify rates above the estimate; while the
-sender is application-limited the estimate does not grow beyond what the link showed it
-delivers. REMB (the subscriber's own estimate) is used only while no transport-wide feedback
-came for ``REMB_FALLBACK_AFTER`` seconds.
+(:mod:`sfu.bwe.capacity`, ours) before those two have seen it. Probe clusters verify rates above
+the estimate; while the sender is application-limited the estimate does not grow beyond what the
+link showed it delivers. REMB (the subscriber's own estimate) is used only while no
+transport-wide feedback came for ``REMB_FALLBACK_AFTER`` seconds.
 
 Pure and clock-injected: every call takes ``now`` (seconds, ``time.monotonic`` in the server);
 no I/O, no tasks, nothing per packet (the egress does per-packet work in C).
@@ -124,8 +124,8 @@ class BandwidthEstimator:
         )
         if feedback.groups:
             self._newest_send = max(self._newest_send, feedback.groups[-1][0])  # its send time
-        span = self._acked.on_feedback(feedback)
-        fell = self._capacity.update(feedback.min_delay, span, feedback.received, self._target, now)
+        self._acked.on_feedback(feedback)
+        fell = self._capacity.update(feedback, self._target, now)
         usage = self._usage = self._delay_usage(feedback)
         probe = self._probe_result(feedback, now)
         acked = self._acked.bitrate

@@ -24,7 +24,7 @@ BURST_TIME = 0.005
 
 #: What ``Egress.transport_feedback`` returns: (groups as (send time, arrival, size), received,
 #: lost, received bytes, first arrival, last arrival, probe packets as (cluster, send time,
-#: arrival, size), the lowest one-way delay).
+#: arrival, size), the lowest one-way delay, the size of the packet that arrived first).
 EgressFeedback = tuple[
     list[tuple[float, float, int]],
     int,
@@ -34,6 +34,7 @@ EgressFeedback = tuple[
     float | None,
     list[tuple[int, float, float, int]],
     float | None,
+    int,
 ]
 
 
@@ -67,6 +68,8 @@ class FeedbackSummary:
     ``probes`` the received packets of probe clusters. ``min_delay``: the lowest arrival minus
     send time among the received packets (None when nothing arrived): the clocks' offset is in
     it, so only its changes mean anything — a queue every packet of the message waited in.
+    ``first_size``: the octets of the packet that arrived first (0 when none did): the arrival
+    span ``first_arrival``..``last_arrival`` carried the other ``received_bytes``.
     """
 
     groups: Sequence[tuple[float, float, int]] = ()
@@ -77,11 +80,12 @@ class FeedbackSummary:
     last_arrival: float | None = None
     probes: Sequence[ProbePacket] = field(default_factory=tuple)
     min_delay: float | None = None
+    first_size: int = 0
 
     @classmethod
     def from_egress(cls, raw: EgressFeedback) -> FeedbackSummary:
         """From ``Egress.transport_feedback``'s tuple."""
-        groups, received, lost, received_bytes, first, last, probes, min_delay = raw
+        groups, received, lost, received_bytes, first, last, probes, min_delay, first_size = raw
         return cls(
             groups,
             received,
@@ -91,6 +95,7 @@ class FeedbackSummary:
             last,
             tuple(ProbePacket(*p) for p in probes),
             min_delay,
+            first_size,
         )
 
 

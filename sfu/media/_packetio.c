@@ -609,7 +609,7 @@ static PyMethodDef Egress_methods[] = {
     {"transport_feedback", (PyCFunction)Egress_transport_feedback, METH_O,
      "transport_feedback(fci)\n\n"
      "Match one transport-cc feedback message's FCI against the send records: (groups, "
-     "received, lost, received_bytes, first_arrival, last_arrival, probes, min_delay) as "
+     "received, lost, received_bytes, first_arrival, last_arrival, probes, min_delay, first_size) as "
      "sfu.bwe.feedback.FeedbackSummary.from_egress takes it, or None if it is malformed."},
     {"drain", (PyCFunction)Egress_drain, METH_NOARGS,
      "drain()\n\nSend what the pacing rate allows of the queued packets now; returns how many "

@@ -252,6 +252,7 @@ tcc_feedback(TccState *state, const unsigned char *fci, Py_ssize_t size)
     long long received = 0, lost = 0, received_bytes = 0;
     int64_t arrival_us = state->reference_base * REFERENCE_US;
     int64_t first_arrival = 0, last_arrival = 0, min_delay = 0;
+    long long first_size = 0; /* the first arrival's: the arrival span carries the others' bytes */
     at = deltas_at;
     for (unsigned i = 0; i < count; i++) {
         const TccRecord *record = lookup(state, (base + i) & 0xFFFF);
@@ -269,8 +270,10 @@ tcc_feedback(TccState *state, const unsigned char *fci, Py_ssize_t size)
             lost++;
             continue;
         }
-        if (received == 0 || arrival_us < first_arrival)
+        if (received == 0 || arrival_us < first_arrival) {
             first_arrival = arrival_us;
+            first_size = record->size;
+        }
         if (received == 0 || arrival_us > last_arrival)
             last_arrival = arrival_us;
         /* one-way delay, offset by the clocks' difference: only its changes mean anything */
@@ -307,8 +310,8 @@ tcc_feedback(TccState *state, const unsigned char *fci, Py_ssize_t size)
         Py_INCREF(last);
         Py_INCREF(delay);
     }
-    return Py_BuildValue("(NLLLNNNN)", groups, received, lost, received_bytes, first, last, probes,
-                         delay);
+    return Py_BuildValue("(NLLLNNNNL)", groups, received, lost, received_bytes, first, last, probes,
+                         delay, first_size);
 fail:
     Py_XDECREF(groups);
     Py_XDECREF(probes);

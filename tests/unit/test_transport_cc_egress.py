@@ -224,7 +224,7 @@ def test_one_bit_status_vectors(egress: tuple[Egress, list[bytes], object]) -> N
 def test_min_delay_is_the_lowest_one_way_delay_of_what_arrived(
     egress: tuple[Egress, list[bytes], object],
 ) -> None:
-    e, _, _ = egress
+    e, sent, _ = egress
     e.probe_cluster = 1  # probe packets come back with their own send and arrival times
     for _ in range(3):  # 20 ms apart, reported arriving 1 ms apart: the last waited least
         send(e, 1)
@@ -236,6 +236,9 @@ def test_min_delay_is_the_lowest_one_way_delay_of_what_arrived(
     delays = [p.arrival_time - p.send_time for p in summary.probes]
     assert len(delays) == 3 and delays[0] - delays[2] > 0.035
     assert summary.min_delay == pytest.approx(min(delays), abs=1e-6)
+    assert summary.first_size == len(sent[0])  # the first arrival's: the span carries the rest
     send(e, 1)
     nothing = e.transport_feedback(fci(4, 1, 10, [run(0, 1)], b""))
-    assert nothing is not None and FeedbackSummary.from_egress(nothing).min_delay is None
+    assert nothing is not None
+    assert FeedbackSummary.from_egress(nothing).min_delay is None
+    assert FeedbackSummary.from_egress(nothing).first_size == 0

@@ -279,6 +279,7 @@ class Simulation:
         first: float | None = None
         last: float | None = None
         min_delay: float | None = None
+        first_size = 0
         for p in packets:
             if p.arrival is None:
                 lost += 1
@@ -288,6 +289,8 @@ class Simulation:
             min_delay = delay if min_delay is None else min(min_delay, delay)
             received += 1
             size += p.size
+            if first is None or arrival < first:
+                first_size = p.size
             first = arrival if first is None else min(first, arrival)
             last = arrival if last is None else max(last, arrival)
             if p.cluster:
@@ -296,7 +299,7 @@ class Simulation:
             if done is not None:
                 groups.append(done)
         return FeedbackSummary(
-            tuple(groups), received, lost, size, first, last, tuple(probes), min_delay
+            tuple(groups), received, lost, size, first, last, tuple(probes), min_delay, first_size
         )
 
     def _group_packet(self, send: float, arrival: float, size: int) -> PacketGroup | None:

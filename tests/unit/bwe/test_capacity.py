@@ -1,8 +1,8 @@
 """The capacity-drop rule (sfu.bwe.capacity), message by message.
 
 Each case feeds a second of unqueued messages (the base one-way delay), then its own messages
-50 ms apart: (queue the packets waited at least, bit/s delivered over the message's span,
-packets), and states what the last one yields against a target.
+50 ms apart: (queue the packets waited at least, bit/s their arrivals were spaced at, packets),
+and states what the last one yields against a target.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from dataclasses import dataclass
 import pytest
 
 from sfu.bwe.capacity import BUSY_QUEUE, CapacityDrop
+from sfu.bwe.feedback import FeedbackSummary
 
 OFFSET = 1234.5  # the clocks' offset in every one-way delay: only changes count
 INTERVAL = 0.05
 TARGET = 10e6
+SIZE = 1000  # octets per packet
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,19 @@ class Case:
     target: float = TARGET
 
 
+def message(t: float, queue: float, rate: float, packets: int) -> FeedbackSummary:
+    """``packets`` arriving by ``t``, spaced as at ``rate``, the first of them after ``queue``."""
+    span = (packets - 1) * SIZE * 8 / rate
+    return FeedbackSummary(
+        received=packets,
+        received_bytes=packets * SIZE,
+        first_arrival=t - span,
+        last_arrival=t,
+        min_delay=OFFSET + queue,
+        first_size=SIZE,
+    )
+
+
 def feed(
     detector: CapacityDrop, messages: list[tuple[float, float, int] | None]
 ) -> list[float | None]:
@@ -34,17 +49,13 @@ def feed(
     results = []
     for _ in range(20):  # the base: an idle link
         t += INTERVAL
-        results.append(detector.update(OFFSET, (t - INTERVAL, t, 3000), 2, TARGET, t))
+        results.append(detector.update(message(t, 0.0, 1e6, 2), TARGET, t))
     assert results == [None] * 20
     results = []
-    for message in messages:
+    for m in messages:
         t += INTERVAL
-        if message is None:
-            results.append(detector.update(None, None, 0, TARGET, t))
-            continue
-        queue, rate, packets = message
-        size = int(rate * INTERVAL / 8)
-        results.append(detector.update(OFFSET + queue, (t - INTERVAL, t, size), packets, TARGET, t))
+        summary = FeedbackSummary() if m is None else message(t, *m)
+        results.append(detector.update(summary, TARGET, t))
     return results
 
 
@@ -55,8 +66,13 @@ CASES = [
     Case("just over half the target: no fall", [(0.1, 5.5e6, 8)] * 3, None),
     Case("no queue: an application-limited sender", [(0.0, 300e3, 2)] * 4, None),
     Case("a queue under BUSY_QUEUE", [(BUSY_QUEUE * 0.8, 300e3, 2)] * 4, None),
-    Case("a queue shorter than the packet spacing may have idled", [(0.04, 300e3, 1)] * 4, None),
-    Case("two single packets are too few", [(0.07, 400e3, 1)] * 2, None),
+    Case("a queue shorter than the packet spacing may have idled", [(0.04, 150e3, 2)] * 4, None),
+    Case("a single packet has no span", [(0.07, 400e3, 1)] * 2, None),
+    Case(
+        "a receiver that stalled, then read its queue back to back",
+        [(0.15, 50e6, 10)] * 3,
+        None,
+    ),
     Case(
         "an idle message between busy ones starts the run over",
         [(0.07, 400e3, 2), (0.0, 400e3, 2), (0.07, 400e3, 2)],
@@ -69,9 +85,9 @@ CASES = [
     ),
     Case("the subscriber's clock jumped 10 s: a new base", [(10.0, 400e3, 2)] * 3, None),
     Case(
-        "the run measures over both messages",
+        "the run measures over both messages' spans",
         [(0.07, 300e3, 2), (0.09, 500e3, 3)],
-        400e3,
+        3 * SIZE * 8 / (SIZE * 8 / 300e3 + 2 * SIZE * 8 / 500e3),
     ),
 ]
 

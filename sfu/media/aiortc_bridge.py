@@ -21,6 +21,7 @@ tests/unit/test_aiortc_bridge.py fails loudly when an upgrade moves one of these
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import socket
@@ -1367,9 +1368,58 @@ def tap_rtp(dtls: RTCDtlsTransport, tap: RtpTap) -> Callable[[], None]:
 # codec table this relies on.
 
 from aiortc.jitterbuffer import JitterBuffer, JitterFrame  # noqa: E402
+from aiortc.rtcrtpreceiver import NackGenerator  # noqa: E402
 from aiortc.rtp import RtpPacket  # noqa: E402
 
 from sfu.rtp.codecs import is_keyframe  # noqa: E402
+
+#: A packet still missing is asked for again this often (s), at most NACK_TRIES times in all;
+#: then it is given up and a keyframe asked for (libwebrtc: up to 10 times, an RTT apart).
+NACK_RETRY = 0.1
+NACK_TRIES = 5
+#: Keyframes asked for because of given-up packets at most this often (s).
+KEYFRAME_RETRY = 1.0
+
+
+class _RetryingNackGenerator(NackGenerator):
+    """aiortc's NACK generator asks for missing packets only when a new gap appears, so a lost
+    retransmission leaves its hole for good (the jitter buffer then waits for 512 more packets).
+    This one asks for what is still missing again every NACK_RETRY while packets arrive, up to
+    NACK_TRIES times (RFC 4585 §6.2.1 leaves repetition to the receiver), then gives those
+    packets up and wants a keyframe: nothing else repairs the picture."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._clock = clock
+        self._tries: dict[int, int] = {}  # missing seq -> times asked for
+        self._asked_at = -math.inf
+        self.given_up = 0
+        #: set when packets were given up; the jitter buffer turns it into a PLI
+        self.keyframe_wanted = False
+
+    def add(self, packet: RtpPacket) -> bool:
+        """Whether aiortc should send a NACK for ``missing`` now (it sends them all)."""
+        new_gap = super().add(packet)
+        missing, tries = self.missing, self._tries
+        now = self._clock()
+        if not missing:
+            tries.clear()
+            return False
+        if not new_gap and now - self._asked_at < NACK_RETRY:
+            return False
+        for seq in [s for s in tries if s not in missing]:
+            del tries[seq]  # arrived, or too old for aiortc to track
+        for seq in missing:
+            tries[seq] = tries.get(seq, 0) + 1
+        spent = [seq for seq, n in tries.items() if n > NACK_TRIES]
+        for seq in spent:
+            missing.discard(seq)
+            del tries[seq]
+        if spent:
+            self.given_up += len(spent)
+            self.keyframe_wanted = True
+        self._asked_at = now
+        return bool(missing)
 
 
 class _RecoveringJitterBuffer(JitterBuffer):
@@ -1379,12 +1429,37 @@ class _RecoveringJitterBuffer(JitterBuffer):
     does the same). A subscriber whose server switched it to a lower layer, while the old one's
     last packets were lost in a congested queue, then shows the new layer at its keyframe."""
 
-    def __init__(self, codec_name: Callable[[int], str | None]) -> None:
+    def __init__(
+        self,
+        codec_name: Callable[[int], str | None],
+        nacks: _RetryingNackGenerator | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(capacity=512, is_video=True)
         self._codec_name = codec_name  # by payload type
+        self._nacks = nacks
+        self._clock = clock
+        self._keyframe_asked = -math.inf
         self.skipped = 0  # packets dropped waiting before a keyframe
 
     def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        """aiortc sends a PLI when the first value is true: also when packets the NACK generator
+        gave up still hold a frame back (at most every KEYFRAME_RETRY)."""
+        pli, frame = self._add(packet)
+        nacks = self._nacks
+        if nacks is not None and nacks.keyframe_wanted:
+            nacks.keyframe_wanted = False
+            now = self._clock()
+            if (
+                frame is None
+                and self._origin is not None
+                and now >= self._keyframe_asked + (KEYFRAME_RETRY)
+            ):
+                self._keyframe_asked = now
+                pli = True
+        return pli, frame
+
+    def _add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         pli, frame = super().add(packet)
         origin = self._origin
         if frame is not None or origin is None or origin == packet.sequence_number:
@@ -1402,8 +1477,10 @@ class _RecoveringJitterBuffer(JitterBuffer):
 
 def recover_at_keyframes(pc: RTCPeerConnection) -> int:
     """Give the video receivers of ``pc`` that have aiortc's own jitter buffer one that skips to
-    a keyframe past a hole (:class:`_RecoveringJitterBuffer`); returns how many it replaced.
-    Call after each remote description (receivers come with their transceivers)."""
+    a keyframe past a hole (:class:`_RecoveringJitterBuffer`), and a NACK generator that asks
+    again for what is still missing and then for a keyframe (:class:`_RetryingNackGenerator`);
+    returns how many it replaced. Call after each remote description (receivers come with their
+    transceivers)."""
     replaced = 0
     for transceiver in pc.getTransceivers():
         receiver: Any = transceiver.receiver
@@ -1419,6 +1496,11 @@ def recover_at_keyframes(pc: RTCPeerConnection) -> int:
             codec = receiver._RTCRtpReceiver__codecs.get(payload_type)
             return None if codec is None else str(codec.name)
 
-        receiver._RTCRtpReceiver__jitter_buffer = _RecoveringJitterBuffer(codec_name)
+        nacks = receiver._RTCRtpReceiver__nack_generator
+        if type(nacks) is not NackGenerator:
+            raise RuntimeError("aiortc's video receiver no longer keeps a NackGenerator")
+        retrying = _RetryingNackGenerator()
+        receiver._RTCRtpReceiver__nack_generator = retrying
+        receiver._RTCRtpReceiver__jitter_buffer = _RecoveringJitterBuffer(codec_name, retrying)
         replaced += 1
     return replaced

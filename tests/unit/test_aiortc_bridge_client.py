@@ -331,7 +331,8 @@ def test_no_hole_nothing_skipped() -> None:
 
 
 async def test_video_receivers_get_the_recovering_buffer() -> None:
-    """Pins aiortc's receiver: a name-mangled JitterBuffer and codec table per receiver."""
+    """Pins aiortc's receiver: a name-mangled JitterBuffer, NackGenerator and codec table per
+    receiver."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         pc.addTransceiver("video", direction="recvonly")
@@ -340,6 +341,66 @@ async def test_video_receivers_get_the_recovering_buffer() -> None:
         assert bridge.recover_at_keyframes(pc) == 0, "once"
         video: Any = pc.getTransceivers()[0].receiver
         assert isinstance(video._RTCRtpReceiver__jitter_buffer, bridge._RecoveringJitterBuffer)
+        assert isinstance(video._RTCRtpReceiver__nack_generator, bridge._RetryingNackGenerator)
         assert isinstance(video._RTCRtpReceiver__codecs, dict)
     finally:
         await pc.close()
+
+
+# --- asking again for what is still missing, then for a keyframe ---
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_missing_packet_is_asked_for_again_then_given_up_for_a_keyframe() -> None:
+    clock = Clock()
+    nacks = bridge._RetryingNackGenerator(clock)
+    asked = []
+    seq = 1
+    assert not nacks.add(rtp_packet(seq, 0, MORE))
+    seq += 2  # 2 is lost, and so is every retransmission of it
+    for _ in range(32):  # 2 s of packets every 62.5 ms
+        if nacks.add(rtp_packet(seq, 0, MORE)):
+            asked.append((clock.now - 100.0, sorted(nacks.missing)))
+        seq += 1
+        clock.now += 0.0625
+    # a new gap, then at the first packet at least NACK_RETRY (0.1 s) after the last ask
+    assert [a for a, _ in asked] == [0.0, 0.125, 0.25, 0.375, 0.5]
+    assert all(missing == [2] for _, missing in asked)
+    assert nacks.given_up == 1 and nacks.keyframe_wanted and not nacks.missing
+
+
+def test_a_packet_that_arrives_is_not_asked_for_again() -> None:
+    clock = Clock()
+    nacks = bridge._RetryingNackGenerator(clock)
+    nacks.add(rtp_packet(1, 0, MORE))
+    assert nacks.add(rtp_packet(3, 0, MORE))  # 2 missing: asked for
+    clock.now += 0.05
+    assert not nacks.add(rtp_packet(2, 0, MORE))  # the retransmission
+    clock.now += 0.2
+    assert not nacks.add(rtp_packet(4, 0, MORE))
+    assert nacks.given_up == 0 and not nacks.keyframe_wanted
+
+
+def test_given_up_packets_that_hold_a_frame_back_ask_for_a_keyframe_now_and_then() -> None:
+    clock = Clock()
+    nacks = bridge._RetryingNackGenerator(clock)
+    buffer = bridge._RecoveringJitterBuffer(lambda pt: "VP8", nacks, clock)
+    buffer.add(rtp_packet(1, 1000, DELTA))
+    buffer.add(rtp_packet(3, 1000, MORE))  # 2 lost: the 1000 frame is held back
+    nacks.keyframe_wanted = True  # as after NACK_TRIES unanswered NACKs
+    plis = [buffer.add(rtp_packet(4, 2000, DELTA))[0]]
+    nacks.keyframe_wanted = True
+    clock.now += bridge.KEYFRAME_RETRY / 2
+    plis.append(buffer.add(rtp_packet(5, 2000, MORE))[0])
+    nacks.keyframe_wanted = True
+    clock.now += bridge.KEYFRAME_RETRY
+    plis.append(buffer.add(rtp_packet(6, 3000, DELTA))[0])
+    assert plis == [True, False, True], "a PLI, none within KEYFRAME_RETRY, then another"
+    assert not nacks.keyframe_wanted

@@ -43,7 +43,7 @@ def message(t: float, queue: float, rate: float, packets: int) -> FeedbackSummar
 
 
 def feed(
-    detector: CapacityDrop, messages: list[tuple[float, float, int] | None]
+    detector: CapacityDrop, messages: list[tuple[float, float, int] | None], target: float = TARGET
 ) -> list[float | None]:
     t = 0.0
     results = []
@@ -55,15 +55,16 @@ def feed(
     for m in messages:
         t += INTERVAL
         summary = FeedbackSummary() if m is None else message(t, *m)
-        results.append(detector.update(summary, TARGET, t))
+        results.append(detector.update(summary, target, t))
     return results
 
 
 CASES = [
     Case("a step to 400 kbit/s: two busy messages measure it", [(0.07, 400e3, 2)] * 2, 400e3),
     Case("one busy message is not enough", [(0.07, 400e3, 2)], None),
-    Case("a keyframe into a link at the estimate delivers the estimate", [(0.1, 6e6, 8)] * 3, None),
-    Case("just over half the target: no fall", [(0.1, 5.5e6, 8)] * 3, None),
+    Case("a keyframe into a link at the estimate delivers the estimate", [(0.1, 9e6, 8)] * 3, None),
+    Case("just over DROP_RATIO of the target: no fall", [(0.1, 7.5e6, 8)] * 3, None),
+    Case("an estimate a probe lifted 1.7x above the link", [(0.1, 6e6, 8)] * 2, 6e6, 10.2e6),
     Case("no queue: an application-limited sender", [(0.0, 300e3, 2)] * 4, None),
     Case("a queue under BUSY_QUEUE", [(BUSY_QUEUE * 0.8, 300e3, 2)] * 4, None),
     Case("a queue shorter than the packet spacing may have idled", [(0.04, 150e3, 2)] * 4, None),
@@ -94,7 +95,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_capacity_drop(case: Case) -> None:
-    results = feed(CapacityDrop(), case.messages)
+    results = feed(CapacityDrop(), case.messages, case.target)
     assert all(r is None for r in results[:-1])
     if case.expected is None:
         assert results[-1] is None

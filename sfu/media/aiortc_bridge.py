@@ -1453,7 +1453,7 @@ class _RecoveringJitterBuffer(JitterBuffer):
             if (
                 frame is None
                 and self._origin is not None
-                and now >= self._keyframe_asked + (KEYFRAME_RETRY)
+                and now >= self._keyframe_asked + KEYFRAME_RETRY
             ):
                 self._keyframe_asked = now
                 pli = True

@@ -574,6 +574,7 @@ class MediaConnection:
                 paused=sorted(result.paused),
                 probes=self.probe_clusters,
                 feedback=self.transport_feedback_received,
+                capacity_drops=bandwidth.estimator.capacity_drops,
                 tcc_id=self._transport_cc_id,
             )
 

@@ -343,7 +343,8 @@ def run_quietly(
 
 
 def run(options: Options) -> dict[str, Any]:
-    """Every case x run x forwarder (interleaved); returns the results document."""
+    """Every case x run x forwarder (interleaved, the order rotated per run); returns the
+    results document."""
     with tempfile.TemporaryDirectory(prefix="aiosfu-bench-") as tmp:
         workdir = options.logs or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -357,9 +358,12 @@ def _run_all(options: Options, network: Network, workdir: Path) -> dict[str, Any
     network = dataclasses.replace(network, nice=options.nice)
     trials: list[Trial] = []
     started = datetime.now(UTC)
+    forwarders = options.forwarders
     for case in options.cases:
         for run_index in range(options.runs):
-            for forwarder in options.forwarders:
+            # each run starts with another forwarder: none always follows the same one
+            shift = run_index % len(forwarders)
+            for forwarder in forwarders[shift:] + forwarders[:shift]:
                 trial_dir = workdir / f"{case.key}-{run_index}-{forwarder}"
                 trial_dir.mkdir(exist_ok=True)
                 trial = run_quietly(forwarder, case, run_index, options, network, trial_dir)

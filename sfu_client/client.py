@@ -3,6 +3,10 @@
 One WebSocket and one RTCPeerConnection (max-bundle) per client. The client is the impolite peer of
 perfect negotiation: its own negotiations run one at a time, and a server ``offer`` that arrives
 while a client offer awaits its answer is ignored (the server answers, then offers again).
+
+A WebSocket that drops (closes without ``bye``, or stops answering pings) is resumed on a new one
+within the server's resume window, with backoff; the peer connection is kept throughout, and the
+application sees ``reconnecting`` and ``reconnected`` messages in :attr:`SfuClient.events`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from sfu.media.aiortc_bridge import (
     set_ice_host_addresses,
     tap_rtp,
 )
+from sfu_client.resume import ResumeState
 from sfu_client.simulcast import DEFAULT_LAYERS, SimulcastPublisher
 from sfu_client.simulcast_media import LayerSize
 from sfu_client.transport_cc import TransportCcFeedback
@@ -50,6 +55,11 @@ DEFAULT_TIMEOUT = 10.0
 #: The server's offers grow with the room (~1.2 KB per m-line; a full room has hundreds).
 MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 WS_CLOSE_TIMEOUT = 2.0
+#: Seconds between the client's WebSocket pings; a pong missing for half of it is a drop.
+WS_HEARTBEAT = 5.0
+#: Backoff between attempts to resume: the first wait, and the longest.
+RESUME_FIRST_WAIT = 0.1
+RESUME_LONGEST_WAIT = 2.0
 
 Predicate = Callable[["ServerMessage"], bool]
 
@@ -61,8 +71,10 @@ Predicate = Callable[["ServerMessage"], bool]
 class ServerMessage:
     """A message from the server, as parsed JSON, with its arrival time (``time.monotonic()``).
 
-    The client adds one message of its own, ``{"type": "connection-closed", "reason": ...}``, as
-    the last event once the connection is gone.
+    The client adds messages of its own: ``{"type": "connection-closed", "reason": ...}``, as
+    the last event once the connection is gone; ``{"type": "reconnecting"}`` when the WebSocket
+    dropped and ``{"type": "reconnected", "how": "resumed", "replayed": N}`` once a new one took
+    the session over (same participant id, same peer connection).
     """
 
     type: str
@@ -154,6 +166,15 @@ class _Pending:
 # --- helpers ---
 
 
+async def _ws_connect(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientWebSocketResponse:
+    return await http.ws_connect(
+        url,
+        max_msg_size=MAX_MESSAGE_SIZE,
+        timeout=aiohttp.ClientWSTimeout(ws_close=WS_CLOSE_TIMEOUT),
+        heartbeat=WS_HEARTBEAT,
+    )
+
+
 def ws_url(url: str) -> str:
     """``http://h:p`` → ``ws://h:p/ws``; a ws(s) URL with a path is kept as it is."""
     parts = urlsplit(url)
@@ -214,9 +235,11 @@ class SfuClient:
         ice_servers: Sequence[RTCIceServer | str] = (),
         owns_session: bool = True,
         transport_cc: bool = True,
+        url: str = "",
     ) -> None:
         self._session = session
         self._ws = ws
+        self._url = url
         self._owns_session = owns_session
         self.pc = RTCPeerConnection(
             RTCConfiguration(
@@ -251,6 +274,13 @@ class SfuClient:
         self.transport_cc = transport_cc
         #: the feedback sender, once a server offer negotiated transport-cc
         self.transport_cc_feedback: TransportCcFeedback | None = None
+        #: resume a dropped WebSocket when the server allows it (False: a drop closes the client)
+        self.auto_resume = True
+        #: the resume token, the last seq handled and what was sent (sfu_client.resume)
+        self.resume = ResumeState()
+        #: how many times a new WebSocket resumed the session
+        self.resumes = 0
+        self._reconnecting = False
 
         self._request_ids = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
@@ -291,17 +321,18 @@ class SfuClient:
         http = session or aiohttp.ClientSession()
         try:
             async with asyncio.timeout(request_timeout):
-                ws = await http.ws_connect(
-                    ws_url(url),
-                    max_msg_size=MAX_MESSAGE_SIZE,
-                    timeout=aiohttp.ClientWSTimeout(ws_close=WS_CLOSE_TIMEOUT),
-                )
+                ws = await _ws_connect(http, ws_url(url))
         except BaseException:
             if owns_session:
                 await http.close()
             raise
         client = cls(
-            http, ws, ice_servers=ice_servers, owns_session=owns_session, transport_cc=transport_cc
+            http,
+            ws,
+            ice_servers=ice_servers,
+            owns_session=owns_session,
+            transport_cc=transport_cc,
+            url=ws_url(url),
         )
         client.request_timeout = request_timeout
         return client
@@ -406,7 +437,17 @@ class SfuClient:
         if self.closed:
             raise ConnectionClosed(self.close_reason or "closed")
         logger.debug("%s sends %.120s", self.name, text)
-        await self._ws.send_str(text)
+        resumable = self.participant_id is not None and self.resume.possible and self.auto_resume
+        if resumable:
+            self.resume.sent(text)  # sent again after a resume if the server did not read it
+            if self._reconnecting:
+                return
+        try:
+            await self._ws.send_str(text)
+        except (ConnectionError, RuntimeError):
+            if not resumable:
+                raise
+            # the socket is dropping: the reader resumes the session and sends it again
 
     async def request(self, message: Mapping[str, Any], *, expect: str) -> ServerMessage:
         """Send ``message`` with a requestId and return the reply; an ``error`` reply raises."""
@@ -611,14 +652,13 @@ class SfuClient:
     async def _read_loop(self) -> None:
         reason = "disconnected"
         try:
-            async for message in self._ws:
-                if message.type == aiohttp.WSMsgType.TEXT:
-                    bye = self._on_text(message.data)
-                    if bye is not None:
-                        reason = bye
-                        break
-                elif message.type == aiohttp.WSMsgType.ERROR:
-                    reason = f"websocket error: {self._ws.exception()}"
+            while True:
+                reason, dropped = await self._read(self._ws)
+                resumable = self.auto_resume and self.resume.possible
+                if not dropped or not resumable or self._close_task is not None:
+                    break
+                if not await self._resume_session():
+                    reason = f"{reason}; resume failed"
                     break
         except Exception as exc:  # a bug here must not leave the client half alive
             logger.exception("reader failed")
@@ -626,6 +666,84 @@ class SfuClient:
         if self._close_task is None:
             reason = self._expected_close or reason
             self._close_task = asyncio.create_task(self._shutdown(reason), name="sfu-client-close")
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> tuple[str, bool]:
+        """Read ``ws`` to its end: (why it ended, whether that was a drop to resume from)."""
+        closing = (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED)
+        while True:
+            message = await ws.receive()
+            if message.type == aiohttp.WSMsgType.TEXT:
+                bye = self._on_text(message.data)
+                if bye is not None:
+                    return bye, False
+            elif message.type == aiohttp.WSMsgType.ERROR:
+                return f"websocket error: {ws.exception()}", True
+            elif message.type in closing:
+                break
+        if ws.close_code == 1000 and self._expected_close == "left":
+            return "left", False
+        # another socket resumed this session (someone else holds the token): not ours to take
+        if message.type == aiohttp.WSMsgType.CLOSE and message.extra == "resumed":
+            return "resumed elsewhere", False
+        return "disconnected", True
+
+    async def _resume_session(self) -> bool:
+        """Take the session over from a new WebSocket, with backoff, within the window."""
+        self._reconnecting = True
+        self._emit("reconnecting", {})
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.resume.window
+        wait = RESUME_FIRST_WAIT
+        try:
+            while self._close_task is None and loop.time() < deadline:
+                outcome = await self._try_resume(min(self.request_timeout, deadline - loop.time()))
+                if outcome is not None:
+                    return outcome
+                await asyncio.sleep(min(wait, max(0.0, deadline - loop.time())))
+                wait = min(wait * 2, RESUME_LONGEST_WAIT)
+            return False
+        finally:
+            self._reconnecting = False
+
+    async def _try_resume(self, timeout: float) -> bool | None:  # noqa: ASYNC109
+        """One attempt: True resumed, False refused (join again), None try again later."""
+        ws: aiohttp.ClientWebSocketResponse | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                ws = await _ws_connect(self._session, self._url)
+                await ws.send_str(json.dumps(self.resume.message()))
+                reply = await ws.receive()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            logger.info("%s: resume attempt failed: %r", self.name, exc)
+            if ws is not None:
+                await ws.close()
+            return None
+        data = json.loads(reply.data) if reply.type == aiohttp.WSMsgType.TEXT else {}
+        if data.get("type") == "resumed":
+            again = self.resume.to_send_again(int(data["received"]))
+            if again is not None:
+                self.resume.granted(data)
+                self._ws = ws
+                self.resumes += 1
+                self._reconnecting = False
+                for text in again:
+                    await self.send_raw(text)
+                self._emit("reconnected", {"how": "resumed", "replayed": data.get("replayed")})
+                return True
+            logger.warning("%s: resumed, but what it sent is no longer kept", self.name)
+        else:
+            logger.info("%s: resume refused: %s", self.name, data or reply.type)
+        await ws.close()
+        if data.get("type") == "error" and data.get("code") != "resume-failed":
+            return None  # not a refusal of the session (a limit, a busy server): try again
+        return False
+
+    def _emit(self, kind: str, data: Mapping[str, Any]) -> None:
+        """A message of the client's own, in :attr:`history` and :attr:`events`."""
+        message = ServerMessage(kind, {"type": kind, **data}, time.monotonic())
+        self.history.append(message)
+        self.events.put_nowait(message)
+        self._notify()
 
     def _on_text(self, text: str) -> str | None:
         """Handle one server message; returns the reason when it was ``bye``."""
@@ -637,6 +755,8 @@ class SfuClient:
         if not isinstance(data, dict) or not isinstance(data.get("type"), str):
             logger.warning("server sent a message without a type: %.200s", text)
             return None
+        if not self.resume.received(data):
+            return None  # handled before the socket dropped
         message = ServerMessage(data["type"], data, time.monotonic())
         self.history.append(message)
         self.events.put_nowait(message)
@@ -706,6 +826,7 @@ class SfuClient:
             self.errors.append(exc)
 
     def _on_joined(self, data: Mapping[str, Any]) -> None:
+        self.resume.granted(data)
         self.participant_id = str(data["participantId"])
         for entry in data.get("participants", ()):
             participant = _participant(entry)

@@ -12,11 +12,14 @@ from prometheus_client.exposition import choose_encoder
 
 from sfu.api import RoomService
 from sfu.log import get_logger
+from signaling.resume import Resumption
 from signaling.session import SignalingSession
 
 STATIC_DIR = Path(__file__).parent / "static"
 SHUTDOWN_REASON = "server-shutdown"
 DEFAULT_JOIN_TIMEOUT = 10.0
+#: Seconds a participant whose WebSocket dropped keeps its place, waiting for a resume.
+DEFAULT_RESUME_WINDOW = 15.0
 
 log = get_logger()
 
@@ -26,6 +29,7 @@ class SignalingState:
     max_message_size: int
     heartbeat: float
     join_timeout: float | None
+    resumption: Resumption
     sessions: set[SignalingSession] = field(default_factory=set)
 
 
@@ -40,6 +44,7 @@ def create_app(
     max_message_size: int = 262144,
     heartbeat: float = 5.0,
     join_timeout: float | None = DEFAULT_JOIN_TIMEOUT,
+    resume_window: float = DEFAULT_RESUME_WINDOW,
     metrics: CollectorRegistry | None = None,
 ) -> web.Application:
     """Serve ``GET /ws`` (signaling), ``GET /healthz``, ``GET /metrics`` if a Prometheus
@@ -48,12 +53,17 @@ def create_app(
     ``heartbeat``: seconds between WebSocket pings; a client that does not answer one within half
     of that is disconnected (and leaves its room). ``join_timeout``: seconds from opening the
     WebSocket to a successful ``join``; a socket without one by then gets ``bye`` with reason
-    ``join-timeout`` and is closed (1008). ``None``: no limit.
+    ``join-timeout`` and is closed (1008). ``None``: no limit. ``resume_window``: seconds a
+    joined participant whose WebSocket closed without ``leave`` waits for a ``resume`` before it
+    leaves its room (0: it leaves at once).
     """
     app = web.Application()
     app[SERVICE] = service
     app[STATE] = SignalingState(
-        max_message_size=max_message_size, heartbeat=heartbeat, join_timeout=join_timeout
+        max_message_size=max_message_size,
+        heartbeat=heartbeat,
+        join_timeout=join_timeout,
+        resumption=Resumption(resume_window),
     )
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
@@ -73,7 +83,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=state.max_message_size, heartbeat=state.heartbeat)
     await ws.prepare(request)
     session = SignalingSession(
-        ws, request.app[SERVICE], remote=request.remote, join_timeout=state.join_timeout
+        ws,
+        request.app[SERVICE],
+        remote=request.remote,
+        join_timeout=state.join_timeout,
+        resumption=state.resumption,
     )
     state.sessions.add(session)
     try:
@@ -99,11 +113,13 @@ async def index(request: web.Request) -> web.FileResponse:
 
 async def _shutdown(app: web.Application) -> None:
     """Close every room (each participant's socket gets ``bye``), then the remaining sockets."""
-    sessions = app[STATE].sessions
-    log.info("shutting down", sessions=len(sessions))
+    state = app[STATE]
+    sessions = state.sessions
+    log.info("shutting down", sessions=len(sessions), waiting_for_resume=len(state.resumption))
     try:
         await app[SERVICE].close(SHUTDOWN_REASON)
     except Exception:
         log.exception("closing the room service failed")
+    await state.resumption.close()
     # sessions that were told bye are closing already; the others (not joined) get it here
     await asyncio.gather(*(session.shutdown(SHUTDOWN_REASON) for session in list(sessions)))

@@ -13,7 +13,7 @@ from aiohttp import web
 from sfu.config import UDP_RECEIVE_BUFFER, IceServer, MediaConfig, max_signaling_message
 from sfu.log import LEVELS, LogFormat, configure_logging, get_logger
 from sfu.media.aiortc_bridge import set_ice_host_addresses, set_udp_receive_buffer
-from signaling.app import DEFAULT_JOIN_TIMEOUT, create_app
+from signaling.app import DEFAULT_JOIN_TIMEOUT, DEFAULT_RESUME_WINDOW, create_app
 from signaling.fdlimit import raise_file_limit, watch_file_descriptors
 
 log = get_logger()
@@ -70,6 +70,14 @@ def main() -> None:
     show_envvar=True,
     help="Seconds from opening the signaling WebSocket to a successful join; a socket without "
     "one is closed (bye join-timeout, close code 1008).",
+)
+@click.option(
+    "--resume-window",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_RESUME_WINDOW,
+    show_envvar=True,
+    help="Seconds a participant whose signaling WebSocket dropped keeps its place (and its "
+    "media) waiting for the client to resume; 0: it leaves at once.",
 )
 @click.option(
     "--http-idle-timeout",
@@ -139,6 +147,7 @@ def serve(
     ice_credential: str | None,
     peer_timeout: float,
     join_timeout: float,
+    resume_window: float,
     http_idle_timeout: float,
     udp_receive_buffer: int,
     log_format: LogFormat,
@@ -168,6 +177,7 @@ def serve(
             port,
             max_message_size,
             join_timeout=join_timeout,
+            resume_window=resume_window,
             http_idle_timeout=http_idle_timeout,
         )
     )
@@ -180,6 +190,7 @@ async def _serve(
     max_message_size: int,
     *,
     join_timeout: float = DEFAULT_JOIN_TIMEOUT,
+    resume_window: float = DEFAULT_RESUME_WINDOW,
     http_idle_timeout: float = HTTP_IDLE_TIMEOUT,
 ) -> None:
     from sfu.service import Sfu
@@ -212,6 +223,7 @@ async def _serve(
         service,
         max_message_size=max_message_size,
         join_timeout=join_timeout,
+        resume_window=resume_window,
         metrics=service.metrics_registry(),
     )
     # aiohttp's keep-alive timer also runs from the moment a connection is accepted, so it closes

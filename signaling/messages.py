@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import pydantic_core
@@ -57,8 +58,18 @@ MAX_DIMENSION = 16384
 MAX_TEMPORAL_LAYER = 3
 #: How many validation problems one error message lists.
 MAX_REPORTED_ERRORS = 3
+#: A resume token's length as a client may send it (the server's are 43 characters).
+MAX_TOKEN_LENGTH = 128
 
 JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeGrant:
+    """What a client needs to resume its session: the token and how long it is good for."""
+
+    token: str
+    window: float
 
 
 class ProtocolError(Exception):
@@ -153,6 +164,15 @@ class Join(_ClientMessage):
     auto_subscribe: bool = Field(default=True, alias="autoSubscribe")
 
 
+class Resume(_ClientMessage):
+    """Take over a joined session whose WebSocket dropped (signaling/resume.py)."""
+
+    type: Literal["resume"]
+    v: int
+    token: Annotated[str, StringConstraints(min_length=1, max_length=MAX_TOKEN_LENGTH)]
+    last_seq: Annotated[int, Field(ge=0)] = Field(alias="lastSeq")
+
+
 class Offer(_ClientMessage):
     type: Literal["offer"]
     sdp: Sdp
@@ -235,6 +255,7 @@ class SetTrackSettings(_ClientMessage):
 
 ClientMessage = Annotated[
     Join
+    | Resume
     | Offer
     | AnswerMessage
     | Candidate
@@ -247,6 +268,7 @@ ClientMessage = Annotated[
 ]
 CLIENT_MESSAGE_TYPES = (
     "join",
+    "resume",
     "offer",
     "answer",
     "candidate",
@@ -302,9 +324,11 @@ def _check_type(data: Mapping[str, Any], request_id: str | None) -> None:
 
 
 def _check_version(data: Mapping[str, Any], request_id: str | None) -> None:
-    # checked before the rest of the join so that a later version's join shape gets this answer
+    # checked before the rest of a join (or resume) so that a later version's shape gets this
     version = data.get("v")
-    if data["type"] != "join" or isinstance(version, bool) or not isinstance(version, int):
+    if data["type"] not in ("join", "resume") or isinstance(version, bool):
+        return
+    if not isinstance(version, int):
         return
     if version != PROTOCOL_VERSION:
         raise ProtocolError(
@@ -366,6 +390,7 @@ def joined_message(
     participant_id: str,
     participants: tuple[ParticipantInfo, ...],
     request_id: str | None = None,
+    resume: ResumeGrant | None = None,
 ) -> JsonObject:
     message: JsonObject = {
         "type": "joined",
@@ -373,8 +398,35 @@ def joined_message(
         "room": room,
         "participantId": participant_id,
         "participants": [participant_json(p) for p in participants],
+        **resume_json(resume),
     }
     return _with_request_id(message, request_id)
+
+
+def resumed_message(
+    room: str,
+    participant_id: str,
+    resume: ResumeGrant | None,
+    received: int,
+    replayed: int,
+    request_id: str | None = None,
+) -> JsonObject:
+    message: JsonObject = {
+        "type": "resumed",
+        "v": PROTOCOL_VERSION,
+        "room": room,
+        "participantId": participant_id,
+        "received": received,
+        "replayed": replayed,
+        **resume_json(resume),
+    }
+    return _with_request_id(message, request_id)
+
+
+def resume_json(resume: ResumeGrant | None) -> JsonObject:
+    if resume is None:
+        return {}
+    return {"resumeToken": resume.token, "resumeWindow": resume.window}
 
 
 def answer_message(answer: Answer, request_id: str | None = None) -> JsonObject:

@@ -10,6 +10,11 @@ happen. The one exception is ``join``: events raised before it returns wait unti
 sent. A server offer raised while a client offer is being handled must not be held back like that:
 it is the offer the server abandons (glare), which the client ignores only if it arrives before the
 answer.
+
+After ``joined`` (or ``resumed``) everything goes through the participant's
+:class:`~signaling.resume.ParticipantLink`, which numbers and keeps it, so that a WebSocket that
+drops without ``leave`` leaves the participant waiting for a ``resume`` on another socket instead
+of leaving the room.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
-from sfu.api import Event, ParticipantSession, RoomService, SessionClosed, SfuError
+from sfu.api import RoomService, SfuError
 from sfu.log import get_logger
 from signaling.messages import (
     AnswerMessage,
@@ -34,17 +39,19 @@ from signaling.messages import (
     Mute,
     Offer,
     ProtocolError,
+    Resume,
     SetTrackSettings,
     Subscribe,
     Unsubscribe,
     answer_message,
     bye_message,
     error_message,
-    event_message,
     joined_message,
     left_message,
     parse_client_message,
+    resumed_message,
 )
+from signaling.resume import ParticipantLink, ResumeFailed, Resumption
 
 #: Messages waiting for a client that does not read; past this the connection is closed (1008).
 OUTBOX_LIMIT = 4096
@@ -62,7 +69,7 @@ class _Close:
     reason: str
 
 
-_Outgoing = JsonObject | _Close
+_Outgoing = str | _Close  # a serialized message, or the end
 
 
 class SignalingSession:
@@ -75,6 +82,7 @@ class SignalingSession:
         *,
         remote: str | None = None,
         join_timeout: float | None = None,
+        resumption: Resumption | None = None,
     ) -> None:
         self._ws = ws
         self._service = service
@@ -84,15 +92,14 @@ class SignalingSession:
         self._log = get_logger(remote=remote)
         self._outbox: asyncio.Queue[_Outgoing] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
-        self._joining = False
-        self._held: list[_Outgoing] = []  # events raised during join, sent after joined
         self._closing = False
-        self._participant: ParticipantSession | None = None
+        self._resumption = resumption if resumption is not None else Resumption(0)
+        self._link: ParticipantLink | None = None  # once joined or resumed, until taken over
         self._left = False
 
     @property
     def participant_id(self) -> str | None:
-        return None if self._participant is None else self._participant.participant_id
+        return None if self._link is None else self._link.participant_id
 
     async def run(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="signaling-writer")
@@ -102,7 +109,12 @@ class SignalingSession:
         try:
             await self._read_loop()
         finally:
-            await self._leave_once("disconnected")
+            link = self._link
+            if link is not None and not self._left:
+                if link.ended or not self._resumption.enabled:
+                    await self._leave_once("disconnected")
+                else:
+                    link.detach(self)  # the participant waits for a resume
             self._send(_Close(WSCloseCode.OK, ""))
             await self._finish()
             self._log.info("disconnected", close_code=self._ws.close_code)
@@ -123,10 +135,8 @@ class SignalingSession:
             except TimeoutError:
                 self._close_unjoined()
                 return
-            if msg.type is WSMsgType.TEXT:
-                await self._handle_text(msg.data)
-            elif msg.type is WSMsgType.BINARY:
-                self._reply_error("invalid-message", "binary frames are not supported", None)
+            if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                await self._handle_frame(msg.data if msg.type is WSMsgType.TEXT else None)
             elif msg.type is WSMsgType.ERROR:
                 self._log.info("websocket error", error=str(msg.data))
                 return
@@ -147,7 +157,7 @@ class SignalingSession:
 
         Only the wait for a message counts: a join in progress is never cut short.
         """
-        if self._participant is not None or self._join_timeout is None:
+        if self._link is not None or self._join_timeout is None:
             return None
         left = self._join_deadline - asyncio.get_running_loop().time()
         if left <= 0:
@@ -159,7 +169,23 @@ class SignalingSession:
         self._send(bye_message(JOIN_TIMEOUT_REASON))
         self._send(_Close(WSCloseCode.POLICY_VIOLATION, JOIN_TIMEOUT_REASON))
 
-    async def _handle_text(self, text: str) -> None:
+    async def _handle_frame(self, text: str | None) -> None:
+        """One data frame (``None``: binary). A joined session counts each frame it reads, so
+        that a ``resumed`` can tell the client which of its messages arrived."""
+        link = self._link
+        if link is None:
+            await self._handle_text(text)
+            return
+        async with link.lock:
+            if self._link is not link:  # another socket resumed the session meanwhile
+                return
+            link.received += 1
+            await self._handle_text(text)
+
+    async def _handle_text(self, text: str | None) -> None:
+        if text is None:
+            self._reply_error("invalid-message", "binary frames are not supported", None)
+            return
         try:
             message = parse_client_message(text)
         except ProtocolError as exc:
@@ -185,7 +211,11 @@ class SignalingSession:
         if isinstance(message, Join):
             await self._join(message)
             return
-        participant = self._participant
+        if isinstance(message, Resume):
+            await self._resume(message)
+            return
+        link = self._link
+        participant = None if link is None else link.participant
         if participant is None:
             raise ProtocolError("not-joined", f"send join before {message.type}")
         match message:
@@ -212,39 +242,78 @@ class SignalingSession:
                 self._send(_Close(WSCloseCode.OK, "left"))
 
     async def _join(self, message: Join) -> None:
-        if self._participant is not None:
+        if self._link is not None:
             raise ProtocolError(
                 "already-joined", f"this connection already joined as {self.participant_id}"
             )
         # bound before the call so that tasks the room starts for this participant log the room
         structlog.contextvars.bind_contextvars(room=message.room)
-        self._joining = True
+        link = self._resumption.link(message.room)
         try:
             participant, others = await self._service.join(
-                message.room, message.name, self._on_event, message.auto_subscribe
+                message.room, message.name, link.on_event, message.auto_subscribe
             )
         except BaseException:
             structlog.contextvars.unbind_contextvars("room")
-            self._held.clear()
             raise
-        finally:
-            self._joining = False
-        self._participant = participant
-        structlog.contextvars.bind_contextvars(participant=participant.participant_id)
-        self._log = self._log.bind(room=message.room, participant=participant.participant_id)
+        link.participant = participant
+        self._resumption.register(link)
+        self._link = link
+        self._bind(link)
         self._log.info("joined", name=message.name, others=len(others))
-        self._send(
-            joined_message(message.room, participant.participant_id, others, message.request_id)
+        self._enqueue(
+            joined_message(
+                message.room, participant.participant_id, others, message.request_id, link.grant()
+            )
         )
-        held, self._held = self._held, []
-        for item in held:
-            self._send(item)
+        link.attach(self, 0)  # events raised during the join follow joined
+
+    async def _resume(self, message: Resume) -> None:
+        if self._link is not None:
+            raise ProtocolError(
+                "already-joined", f"this connection already joined as {self.participant_id}"
+            )
+        link = self._resumption.find(message.token)
+        if link is None:
+            raise ProtocolError(
+                "resume-failed",
+                "no session to resume with this token (it ended, or its resume window is over);"
+                " join again",
+            )
+        async with link.lock:  # a message the old socket is still handling finishes first
+            try:
+                link.check_resume(message.last_seq)
+            except ResumeFailed as exc:
+                raise ProtocolError("resume-failed", str(exc)) from None
+            self._resumption.register(link)  # a used token is not good twice
+            self._link = link
+            structlog.contextvars.bind_contextvars(room=link.room)
+            self._bind(link)
+            missed = link.missed(message.last_seq)
+            self._log.info("resumed", last_seq=message.last_seq, missed=missed)
+            self._enqueue(
+                resumed_message(
+                    link.room,
+                    link.participant_id,
+                    link.grant(),
+                    link.received,
+                    missed,
+                    message.request_id,
+                )
+            )
+            link.attach(self, message.last_seq)
+
+    def _bind(self, link: ParticipantLink) -> None:
+        structlog.contextvars.bind_contextvars(participant=link.participant_id)
+        self._log = self._log.bind(room=link.room, participant=link.participant_id)
 
     async def _leave_once(self, reason: str = "left") -> None:
-        participant = self._participant
-        if participant is None or self._left:
+        link = self._link
+        participant = None if link is None else link.participant
+        if link is None or participant is None or self._left:
             return
         self._left = True
+        link.end()
         try:
             await participant.leave(reason)
         except Exception:
@@ -254,24 +323,33 @@ class SignalingSession:
 
     # --- writing ---
 
-    def _on_event(self, event: Event) -> None:
-        """The room's listener: called synchronously, on the event loop; never blocks."""
-        items: list[_Outgoing] = [event_message(event)]
-        if isinstance(event, SessionClosed):
-            self._log.info("session closed by server", reason=event.reason)
-            items.append(_Close(WSCloseCode.OK, event.reason))
-        # in the order raised, interleaved with replies: a server offer raised while a client offer
-        # is handled must reach the client before the answer (the client ignores it; the server
-        # rolls it back), never after
-        for item in items:
-            if self._joining:
-                self._held.append(item)
-            else:
-                self._send(item)
+    # the link's sink (signaling.resume.Sink)
 
-    def _send(self, item: _Outgoing) -> None:
+    def deliver(self, text: str) -> None:
+        self._enqueue(text)
+
+    def session_closed(self, reason: str) -> None:
+        self._log.info("session closed by server", reason=reason)
+        self._enqueue(_Close(WSCloseCode.OK, reason))
+
+    def taken_over(self) -> None:
+        self._log.info("session resumed on another connection")
+        self._link = None
+        self._enqueue(_Close(WSCloseCode.OK, "resumed"))
+
+    def _send(self, item: JsonObject | _Close) -> None:
+        """A reply, error or the end; once joined, messages are numbered and kept by the link."""
+        link = self._link
+        if isinstance(item, dict) and link is not None and link.delivers_to(self):
+            link.send(item)  # numbered and kept; comes back through deliver()
+        else:
+            self._enqueue(item)
+
+    def _enqueue(self, item: JsonObject | str | _Close) -> None:
         if self._closing:
             return
+        if isinstance(item, dict):
+            item = json.dumps(item, separators=(",", ":"))
         if isinstance(item, _Close):
             self._closing = True
         elif self._outbox.qsize() >= OUTBOX_LIMIT:
@@ -289,7 +367,7 @@ class SignalingSession:
                 await self._ws.close(code=item.code, message=item.reason.encode()[:120])
                 return
             try:
-                await self._ws.send_str(json.dumps(item, separators=(",", ":")))
+                await self._ws.send_str(item)
             except ConnectionError as exc:
                 self._log.info("send failed", error=str(exc))
                 self._closing = True

@@ -11,7 +11,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -20,27 +20,18 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
 from sfu.api import (
-    Answer,
-    EventListener,
-    InvalidSdp,
     LayerActivity,
-    ParticipantInfo,
-    ParticipantJoined,
-    ParticipantSession,
-    PublishedTrack,
     PublisherLayers,
-    RoomFull,
     RoomService,
-    ServerOffer,
     SessionClosed,
     TrackMuted,
     TrackSettings,
-    UnknownTrack,
 )
 from sfu.config import MediaConfig
 from sfu.media.aiortc_bridge import set_ice_host_addresses
 from signaling.app import create_app
 from signaling.session import OUTBOX_LIMIT
+from tests.signaling.fakes import FakeService
 
 TIMEOUT = 5.0
 MAX_MESSAGE_SIZE = 8192
@@ -60,6 +51,8 @@ async def receive(ws: aiohttp.ClientWebSocketResponse) -> Json:
     assert msg.type is WSMsgType.TEXT, msg
     data = json.loads(msg.data)
     assert isinstance(data, dict)
+    # numbered after joined (test_resume.py checks the numbers); compared without them here
+    assert isinstance(data.pop("seq", 0), int)
     return data
 
 
@@ -124,7 +117,8 @@ async def sfu_service() -> AsyncIterator[RoomService]:
 
 @pytest.fixture
 async def client(sfu_service: RoomService) -> AsyncIterator[TestClient[Any, Any]]:
-    app = create_app(sfu_service, max_message_size=MAX_MESSAGE_SIZE)
+    # resume off: a closed WebSocket leaves at once (test_resume.py has it on)
+    app = create_app(sfu_service, max_message_size=MAX_MESSAGE_SIZE, resume_window=0)
     async with TestClient(TestServer(app, host="127.0.0.1")) as test_client:
         yield test_client
 
@@ -291,7 +285,7 @@ async def test_closed_websocket_is_disconnected(client: TestClient[Any, Any]) ->
 
 
 async def test_dead_client_is_dropped(sfu_service: RoomService) -> None:
-    server = TestServer(create_app(sfu_service, heartbeat=0.2), host="127.0.0.1")
+    server = TestServer(create_app(sfu_service, heartbeat=0.2, resume_window=0), host="127.0.0.1")
     async with TestClient(server) as test_client:
         ann, _ = await join(test_client, "room-1", "Ann")
         # a client that never answers pings
@@ -392,80 +386,6 @@ async def test_cli_serve_and_sigterm(sfu_service: RoomService) -> None:
 # --- against a scripted service ---
 
 
-class FakeParticipant:
-    """Scripted by the sdp it gets: "boom" raises, "bad" is invalid, anything else is answered."""
-
-    def __init__(self, participant_id: str, listener: EventListener) -> None:
-        self._participant_id = participant_id
-        self.listener = listener
-        self.calls: list[str] = []
-        self.leave_calls = 0
-        self.leave_reasons: list[str] = []
-        self.left = asyncio.Event()
-
-    @property
-    def participant_id(self) -> str:
-        return self._participant_id
-
-    async def offer(self, sdp: str, sources: Mapping[str, str]) -> Answer:
-        self.calls.append(f"offer {sdp} {dict(sources)}")
-        if sdp == "boom":
-            raise RuntimeError("scripted failure")
-        if sdp == "bad":
-            raise InvalidSdp("scripted invalid sdp")
-        await asyncio.sleep(0.01)
-        # a server offer raised while the client offer is handled (the one glare abandons)
-        self.listener(ServerOffer("server-sdp"))
-        return Answer("answer-sdp", (PublishedTrack("0", "t1", "audio"),))
-
-    async def answer(self, sdp: str) -> None:
-        self.calls.append(f"answer {sdp}")
-
-    async def add_ice_candidate(
-        self, candidate: str | None, sdp_mid: str | None, sdp_mline_index: int | None
-    ) -> None:
-        self.calls.append(f"candidate {candidate} {sdp_mid} {sdp_mline_index}")
-
-    async def set_muted(self, track_id: str, muted: bool) -> None:
-        raise UnknownTrack(f"no track {track_id}")
-
-    async def subscribe(self, track_ids: Sequence[str], subscribed: bool) -> None:
-        self.calls.append(f"subscribe {list(track_ids)} {subscribed}")
-
-    async def set_track_settings(self, track_ids: Sequence[str], settings: TrackSettings) -> None:
-        if "t9" in track_ids:
-            raise UnknownTrack("no other participant in the room publishes 't9'")
-        self.calls.append(f"settings {list(track_ids)} {settings}")
-
-    async def leave(self, reason: str = "left") -> None:
-        self.leave_calls += 1
-        self.leave_reasons.append(reason)
-        self.left.set()
-
-
-class FakeService:
-    def __init__(self) -> None:
-        self.participants: list[FakeParticipant] = []
-
-    async def join(
-        self, room_id: str, name: str, listener: EventListener, auto_subscribe: bool = True
-    ) -> tuple[ParticipantSession, tuple[ParticipantInfo, ...]]:
-        if room_id == "full":
-            raise RoomFull("scripted full room")
-        participant = FakeParticipant(f"p{len(self.participants) + 1}", listener)
-        self.participants.append(participant)
-        # an event raised during join must reach the client after "joined"
-        listener(ParticipantJoined(ParticipantInfo("early", "Early")))
-        return participant, ()
-
-    def stats(self) -> Mapping[str, int]:
-        return {"rooms": 1, "participants": len(self.participants), "tracks": 0}
-
-    async def close(self, reason: str = "server-shutdown") -> None:
-        for participant in self.participants:
-            participant.listener(SessionClosed(reason))
-
-
 @pytest.fixture
 async def fake() -> FakeService:
     return FakeService()
@@ -473,7 +393,9 @@ async def fake() -> FakeService:
 
 @pytest.fixture
 async def fake_client(fake: FakeService) -> AsyncIterator[TestClient[Any, Any]]:
-    async with TestClient(TestServer(create_app(fake), host="127.0.0.1")) as test_client:
+    async with TestClient(
+        TestServer(create_app(fake, resume_window=0), host="127.0.0.1")
+    ) as test_client:
         yield test_client
 
 

@@ -38,6 +38,9 @@ from aiortc.sdp import SessionDescription, candidate_from_sdp
 from sfu.api import Kind, TrackInfo
 from sfu.media.aiortc_bridge import (
     accept_transport_cc,
+    begin_ice_restart,
+    complete_ice_restart,
+    ice_credentials,
     recover_at_keyframes,
     send_srtp,
     set_ice_host_addresses,
@@ -280,6 +283,8 @@ class SfuClient:
         self.resume = ResumeState()
         #: how many times a new WebSocket resumed the session
         self.resumes = 0
+        #: how many ICE restarts (restart_ice) found a new path
+        self.ice_restarts = 0
         self._reconnecting = False
 
         self._request_ids = itertools.count(1)
@@ -597,6 +602,25 @@ class SfuClient:
         await self.send(
             {"type": "mute", "trackId": track_id, "muted": muted, "requestId": request_id}
         )
+
+    async def restart_ice(self) -> float:
+        """Restart ICE on the same peer connection (RFC 8445 §9; docs/protocol.md, ICE restart):
+        an offer with new ICE credentials, then new connectivity checks. DTLS and SRTP keys,
+        tracks and ids stay, and media goes on over the old path until the new one is chosen.
+        What a client does when its network changed or its connection failed. Returns the
+        seconds from the offer to the new pair; raises ConnectionError or TimeoutError when
+        none came of it."""
+        started = time.monotonic()
+        async with self._negotiation:
+            begin_ice_restart(self.pc, controlling=True)
+            answer = await self._negotiate({})
+        remote = ice_credentials(str(answer.data["sdp"]))
+        if remote is None:
+            raise ConnectionError("the server's answer has no ICE credentials")
+        await complete_ice_restart(self.pc, remote)
+        self.ice_restarts += 1
+        self._emit("ice-restarted", {})
+        return time.monotonic() - started
 
     async def _negotiate(self, new: Mapping[RTCRtpTransceiver, str]) -> ServerMessage:
         """One client offer/answer exchange; the caller holds the negotiation lock."""

@@ -33,6 +33,7 @@ from typing import Any, cast
 
 import aioice.ice
 import aioice.turn
+import aioice.utils
 from aiortc import (
     RTCBundlePolicy,
     RTCConfiguration,
@@ -404,27 +405,17 @@ class MediaTransport:
         """The egress to the nominated pair, once DTLS is up."""
         if self._egress is not None:
             return self._egress
-        pair = self._connection._nominated.get(1)
         session = self._dtls._tx_srtp
-        if pair is None or session is None or self._dtls._state is not State.CONNECTED:
+        if session is None or self._dtls._state is not State.CONNECTED:
             return None
-        host, port = pair.remote_addr[:2]
-        host = host.partition("%")[0]  # an IPv6 scope id: the socket is bound to its interface
-        protocol = pair.protocol
-        if type(protocol) is aioice.ice.StunProtocol:
-            # written through a duplicate of aioice's socket descriptor, not uvloop's
-            # transport: the C egress sends from its one buffer and cannot wait
-            fd = os.dup(protocol.transport.get_extra_info("socket").fileno())
-            relay = None
-        else:
-            # a TURN relay wraps each packet and may wait for a channel binding: a copy
-            # goes through aioice
-            fd, relay = -1, self._relay_sender(pair)
+        target = self._target()
+        if target is None:
+            return None
         try:
-            egress = Egress(srtp_session(session), fd, host, port, relay)
+            egress = Egress(srtp_session(session), *target)
         except ValueError:  # not a numeric address: nothing can be sent to it
-            if fd >= 0:
-                os.close(fd)
+            if target[0] >= 0:
+                os.close(target[0])
             return None
         egress.transport_cc_id = self._transport_cc_id
         egress.pacing_rate = self._pacing_rate
@@ -435,6 +426,38 @@ class MediaTransport:
         self.send_rewritten = egress.send_rewritten
         self.send_vp8 = egress.send_vp8
         return egress
+
+    def _target(self) -> tuple[int, str, int, Callable[[bytes], None] | None] | None:
+        """(socket descriptor, host, port, relay) of the nominated pair, as Egress takes them."""
+        pair = self._connection._nominated.get(1)
+        if pair is None:
+            return None
+        host, port = pair.remote_addr[:2]
+        host = host.partition("%")[0]  # an IPv6 scope id: the socket is bound to its interface
+        protocol = pair.protocol
+        if type(protocol) is aioice.ice.StunProtocol:
+            # written through a duplicate of aioice's socket descriptor, not uvloop's
+            # transport: the C egress sends from its one buffer and cannot wait
+            return os.dup(protocol.transport.get_extra_info("socket").fileno()), host, port, None
+        # a TURN relay wraps each packet and may wait for a channel binding: a copy goes
+        # through aioice
+        return -1, host, port, self._relay_sender(pair)
+
+    def repath(self) -> None:
+        """Send on the pair ICE nominated now (after a restart): the egress keeps its
+        transport-wide numbering, send records and pacer, and changes only where it sends."""
+        egress, session = self._egress, self._dtls._tx_srtp
+        if egress is None or session is None:
+            return
+        target = self._target()
+        if target is None:
+            return
+        try:
+            egress.__init__(srtp_session(session), *target)  # type: ignore[misc]
+        except ValueError:
+            if target[0] >= 0:
+                os.close(target[0])
+            self.close()
 
     def _relay_sender(self, pair: Any) -> Callable[[bytes], None]:
         protocol, addr = pair.protocol, pair.remote_addr
@@ -528,8 +551,36 @@ class ServerPeerConnection(RTCPeerConnection):
         self.on_media_transport: Callable[[MediaTransport], None] | None = None
         #: the simulcast of each client m-line that has some, by mid, as last negotiated
         self.simulcast: dict[str, NegotiatedSimulcast] = {}
+        #: told the outcome of each ICE restart the client asked for (True: a new pair)
+        self.on_ice_restart: Callable[[bool], None] | None = None
+        self.ice_restarts = 0
+        self._ice_restart: asyncio.Task[None] | None = None
+
+    def restart_ice_checks(self, remote: tuple[str, str]) -> None:
+        """Run the checks of an ICE restart the client's offer began (in the background);
+        when no pair comes of it, the ICE transport fails as a first connection would."""
+        if self._ice_restart is not None:
+            self._ice_restart.cancel()  # a newer restart supersedes it
+        self._ice_restart = task = asyncio.ensure_future(complete_ice_restart(self, remote))
+        task.add_done_callback(self._ice_restart_done)
+
+    def _ice_restart_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        if self._ice_restart is task:
+            self._ice_restart = None
+        ok = task.exception() is None
+        self.ice_restarts += 1
+        if not ok:
+            transport: Any = _ice_transport(self)
+            if transport is not None and transport.state != "closed":
+                transport._RTCIceTransport__setState("failed")
+        if self.on_ice_restart is not None:
+            self.on_ice_restart(ok)
 
     async def close(self) -> None:
+        if self._ice_restart is not None:
+            self._ice_restart.cancel()
         await super().close()
         if self.media_transport is not None:
             self.media_transport.close()  # the socket descriptor it duplicated
@@ -765,6 +816,9 @@ async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
     """
     described = sdp_simulcast.receivable(sdp)
     _check_layers_kept(pc, described, "offer")
+    restart = ice_credentials(sdp) if ice_restart_offered(pc, sdp) else None
+    if restart is not None:
+        begin_ice_restart(pc, controlling=False)  # the offerer of a restart controls it
     await pc.setRemoteDescription(
         RTCSessionDescription(sdp=_bundle_candidates(_bundle_setup(sdp)), type="offer")
     )
@@ -786,6 +840,8 @@ async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
     await pc.setLocalDescription(await pc.createAnswer())
     answer = sdp_simulcast.with_layers(str(pc.localDescription.sdp), _layers(pc))
     compact_descriptions(pc)
+    if restart is not None:
+        pc.restart_ice_checks(restart)
     return answer
 
 
@@ -1504,3 +1560,112 @@ def recover_at_keyframes(pc: RTCPeerConnection) -> int:
         receiver._RTCRtpReceiver__jitter_buffer = _RecoveringJitterBuffer(codec_name, retrying)
         replaced += 1
     return replaced
+
+
+# --- ICE restart (RFC 8445 §9, RFC 8839 §4.4.1.1.1): server and client ---
+#
+# aioice 0.13 and aiortc 1.16 cannot restart ICE: an offer with new credentials is applied as
+# if nothing changed. A restart here keeps the aioice Connection — its sockets, local
+# candidates, the DTLS transport reading from its queue and our hooks on it — and starts a new
+# ICE session on it: new local credentials, the peer's new ones, an empty check list, a new
+# nomination. Until the new pair is nominated, what is sent goes on over the old one (aiortc's
+# senders stop for good at the first "not connected"), and the SFU's C egress is moved to the
+# new pair afterwards (MediaTransport.repath). DTLS and SRTP are untouched.
+
+ICE_RESTART_TIMEOUT = 10.0
+
+
+def ice_credentials(sdp: str) -> tuple[str, str] | None:
+    """The (ufrag, pwd) a description gives its first m-line (or its session), if any."""
+    ufrag = pwd = None
+    for line in sdp.splitlines():
+        if line.startswith("a=ice-ufrag:") and ufrag is None:
+            ufrag = line.partition(":")[2].strip()
+        elif line.startswith("a=ice-pwd:") and pwd is None:
+            pwd = line.partition(":")[2].strip()
+    return None if ufrag is None or pwd is None else (ufrag, pwd)
+
+
+def _ice_transport(pc: RTCPeerConnection) -> Any:
+    transceivers = pc.getTransceivers()
+    if not transceivers:
+        return None
+    dtls: Any = transceivers[0].receiver.transport
+    return None if dtls is None else dtls.transport
+
+
+def ice_restart_offered(pc: RTCPeerConnection, sdp: str) -> bool:
+    """Whether a remote offer restarts ICE: it changes the credentials in use (RFC 8839)."""
+    transport = _ice_transport(pc)
+    if transport is None or transport._connection.remote_username is None:
+        return False
+    offered = ice_credentials(sdp)
+    connection = transport._connection
+    return offered is not None and offered != (
+        connection.remote_username,
+        connection.remote_password,
+    )
+
+
+def begin_ice_restart(pc: RTCPeerConnection, *, controlling: bool) -> None:
+    """Start a new ICE session on ``pc``'s (bundled) transport: new local credentials, no
+    pairs; call before creating the offer (or before applying the peer's), then
+    :func:`complete_ice_restart` once the peer's credentials are known."""
+    transport = _ice_transport(pc)
+    if transport is None:
+        raise ValueError("no ICE transport to restart")
+    connection: Any = transport._connection
+    if connection._query_consent_task is not None:
+        connection._query_consent_task.cancel()  # it would check the old session's pair
+        connection._query_consent_task = None
+    for pair in connection._check_list:
+        if pair.task is not None:
+            pair.task.cancel()
+    previous = dict(connection._nominated)
+    connection._local_username = aioice.utils.random_string(4)
+    connection._local_password = aioice.utils.random_string(22)
+    connection.remote_username = connection.remote_password = None
+    connection.ice_controlling = controlling
+    connection._check_list = []
+    connection._check_list_done = False
+    connection._check_list_state = asyncio.Queue()
+    connection._early_checks.clear()
+    connection._early_checks_done = False
+    connection._nominated = {}
+    connection._nominating = set()
+    connection._remote_candidates = []
+    connection._remote_candidates_end = False
+    transport.iceGatherer._remote_candidates_end = False
+    transport._role_set = True  # the roles of this session are the ones given here
+
+    async def sendto(data: bytes, component: int) -> None:
+        # the old pair carries on until the new session nominates one
+        pair = connection._nominated.get(component) or previous.get(component)
+        if pair is None:
+            raise ConnectionError("Cannot send data, not connected")
+        await pair.protocol.send_data(data, pair.remote_addr)
+
+    async def recvfrom() -> tuple[bytes, int]:
+        # aioice refuses to receive while nothing is nominated; the DTLS transport's reader
+        # would take that for the end of the connection
+        result = await connection._queue.get()
+        if result is None:
+            raise ConnectionError("Connection lost while receiving data")
+        return cast(tuple[bytes, int], result)
+
+    connection.sendto, connection.recvfrom = sendto, recvfrom
+
+
+async def complete_ice_restart(pc: RTCPeerConnection, remote: tuple[str, str]) -> None:
+    """Run the new session's checks with the peer's credentials ``remote`` until a pair is
+    nominated; ConnectionError (or TimeoutError) when none is. The media transport, if any,
+    then sends on the new pair."""
+    transport = _ice_transport(pc)
+    connection: Any = transport._connection
+    connection.remote_username, connection.remote_password = remote
+    async with asyncio.timeout(ICE_RESTART_TIMEOUT):
+        await connection.connect()
+    del connection.sendto, connection.recvfrom  # aioice's own again: a pair is nominated
+    media = getattr(pc, "media_transport", None)
+    if media is not None:
+        media.repath()

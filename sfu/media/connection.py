@@ -136,6 +136,7 @@ class MediaConnection:
         self._next_quality = 0.0
         self.log = log if log is not None else structlog.get_logger("sfu")
         self.pc.on("connectionstatechange", self._on_state_change)
+        self.pc.on_ice_restart = self._on_ice_restart
 
     def _attach(self, transport: MediaTransport) -> None:
         self.transport = transport
@@ -159,6 +160,12 @@ class MediaConnection:
             self._on_connected()
         elif state in ("failed", "closed") and not self.closed:
             self._on_failed("ice-failed")
+
+    def _on_ice_restart(self, ok: bool) -> None:
+        # the new path may have lost packets a keyframe request would have asked for
+        self.log.info("ice restarted" if ok else "ice restart failed")
+        if ok:
+            self._on_connected()
 
     def negotiated(self) -> None:
         """An offer/answer exchange completed: the connection should come up soon."""

@@ -169,6 +169,24 @@ async def test_private_attributes_of_live_objects() -> None:
         connection = dtls.transport._connection
         assert isinstance(connection, aioice.ice.Connection)
         assert hasattr(connection, "_nominated")
+        for name in (  # what an ICE restart resets (begin_ice_restart)
+            "_query_consent_task",
+            "_check_list",
+            "_check_list_done",
+            "_check_list_state",
+            "_early_checks",
+            "_early_checks_done",
+            "_nominating",
+            "_remote_candidates",
+            "_remote_candidates_end",
+            "_local_username",
+            "_local_password",
+            "_queue",
+        ):
+            assert hasattr(connection, name), f"aioice moved Connection.{name}"
+        ice = dtls.transport
+        assert hasattr(ice, "_role_set") and hasattr(ice, "_RTCIceTransport__setState")
+        assert hasattr(ice.iceGatherer, "_remote_candidates_end")
     finally:
         await pc.close()
 
@@ -636,3 +654,62 @@ async def test_aioice_fails_at_once_without_remote_candidates() -> None:
 async def test_a_peer_with_no_candidates_connects_by_its_checks() -> None:
     """RFC 8445 §7.3.1.3: the client's checks make a peer-reflexive candidate on the server."""
     assert await _connect_without_remote_candidates(patched=True) == (True, True)
+
+
+async def test_aioice_receives_nothing_while_nothing_is_nominated() -> None:
+    """Why begin_ice_restart replaces recvfrom: aioice's would end the DTLS transport's reader
+    (and so the peer connection) in the moment between two ICE sessions."""
+    connection = aioice.ice.Connection(ice_controlling=False)
+    with pytest.raises(ConnectionError, match="not connected"):
+        await connection.recvfrom()
+
+
+async def test_ice_restart_keeps_dtls_and_moves_the_egress() -> None:
+    """RFC 8445 §9: the client's offer with new credentials restarts ICE on both sides; DTLS,
+    SRTP and the server's egress (its transport-wide numbering) carry on over the new pair."""
+    server = bridge.ServerPeerConnection()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    outcomes: list[bool] = []
+    server.on_ice_restart = outcomes.append
+    empty_rr = bytes([0x80, 201, 0, 1, 0, 0, 0, 1])
+    try:
+        client.addTransceiver("audio", direction="recvonly")
+        await _client_offers(client, server)
+        await _wait_connected(client, server)
+        transport = server.media_transport
+        assert transport is not None
+        transport.send_rtcp(empty_rr)  # opens the egress
+        egress, dtls = transport._egress, transport.dtls
+        first = bridge.ice_credentials(client.localDescription.sdp)
+        assert not bridge.ice_restart_offered(server, client.localDescription.sdp)
+
+        bridge.begin_ice_restart(client, controlling=True)
+        await client.setLocalDescription(await client.createOffer())
+        offered = bridge.ice_credentials(client.localDescription.sdp)
+        assert offered is not None and offered != first
+        assert bridge.ice_restart_offered(server, client.localDescription.sdp)
+        answer = await bridge.accept_offer(server, client.localDescription.sdp)
+        remote = bridge.ice_credentials(answer)
+        assert remote is not None
+        await client.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        await bridge.complete_ice_restart(client, remote)
+        for _ in range(200):
+            if outcomes:
+                break
+            await asyncio.sleep(0.025)
+        assert outcomes == [True] and server.ice_restarts == 1
+
+        assert (client.connectionState, server.connectionState) == ("connected", "connected")
+        assert transport.dtls is dtls and dtls.state == "connected"
+        connection: Any = cast(Any, dtls.transport)._connection
+        assert (connection.remote_username, connection.remote_password) == offered
+        assert "sendto" not in vars(connection) and "recvfrom" not in vars(connection)
+        sent = transport.packets_sent
+        transport.send_rtcp(empty_rr)
+        assert transport._egress is egress and transport.packets_sent == sent + 1
+        # the next offer with the same credentials is no restart
+        assert not bridge.ice_restart_offered(server, client.localDescription.sdp)
+    finally:
+        await client.close()
+        await server.close()
+

@@ -42,6 +42,7 @@ from sfu.media.aiortc_bridge import (
     complete_ice_restart,
     ice_credentials,
     recover_at_keyframes,
+    regather_ice,
     send_srtp,
     set_ice_host_addresses,
     tap_rtp,
@@ -176,6 +177,14 @@ async def _ws_connect(http: aiohttp.ClientSession, url: str) -> aiohttp.ClientWe
         timeout=aiohttp.ClientWSTimeout(ws_close=WS_CLOSE_TIMEOUT),
         heartbeat=WS_HEARTBEAT,
     )
+
+
+def _abort(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Drop ``ws``'s connection at once, without the closing handshake (aiohttp has no public
+    abort; close() would wait for a peer that a dead network cannot reach)."""
+    response = getattr(ws, "_response", None)
+    if response is not None:
+        response.close()
 
 
 def ws_url(url: str) -> str:
@@ -603,7 +612,15 @@ class SfuClient:
             {"type": "mute", "trackId": track_id, "muted": muted, "requestId": request_id}
         )
 
-    async def restart_ice(self) -> float:
+    async def network_changed(self) -> float:
+        """The host's addresses changed (Wi-Fi to mobile data, a VPN): the signaling connection
+        is dropped and resumed on a new one, and ICE restarts on candidates of the addresses
+        there are now (pin them first with ``set_ice_host_addresses`` where they are pinned).
+        Returns the restart's seconds, as :meth:`restart_ice`."""
+        _abort(self._ws)  # its TCP connection went with the old address: resume at once
+        return await self.restart_ice(regather=True)
+
+    async def restart_ice(self, *, regather: bool = False) -> float:
         """Restart ICE on the same peer connection (RFC 8445 §9; docs/protocol.md, ICE restart):
         an offer with new ICE credentials, then new connectivity checks. DTLS and SRTP keys,
         tracks and ids stay, and media goes on over the old path until the new one is chosen.
@@ -613,6 +630,8 @@ class SfuClient:
         started = time.monotonic()
         async with self._negotiation:
             begin_ice_restart(self.pc, controlling=True)
+            if regather:
+                await regather_ice(self.pc)
             answer = await self._negotiate({})
         remote = ice_credentials(str(answer.data["sdp"]))
         if remote is None:

@@ -1639,11 +1639,12 @@ def begin_ice_restart(pc: RTCPeerConnection, *, controlling: bool) -> None:
     transport._role_set = True  # the roles of this session are the ones given here
 
     async def sendto(data: bytes, component: int) -> None:
-        # the old pair carries on until the new session nominates one
+        # the old pair carries on until the new session nominates one; with none (its socket
+        # went with the host's address), the packet is lost as on a dead link: aiortc's
+        # senders would stop for good at a "not connected"
         pair = connection._nominated.get(component) or previous.get(component)
-        if pair is None:
-            raise ConnectionError("Cannot send data, not connected")
-        await pair.protocol.send_data(data, pair.remote_addr)
+        if pair is not None and not pair.protocol.transport.is_closing():
+            await pair.protocol.send_data(data, pair.remote_addr)
 
     async def recvfrom() -> tuple[bytes, int]:
         # aioice refuses to receive while nothing is nominated; the DTLS transport's reader
@@ -1654,6 +1655,20 @@ def begin_ice_restart(pc: RTCPeerConnection, *, controlling: bool) -> None:
         return cast(tuple[bytes, int], result)
 
     connection.sendto, connection.recvfrom = sendto, recvfrom
+
+
+async def regather_ice(pc: RTCPeerConnection) -> None:
+    """Gather new local candidates for a restart begun with :func:`begin_ice_restart`: the
+    host's addresses changed (a network change), so the old sockets, bound to addresses that
+    may be gone, are closed, and new ones are bound to the addresses there are now."""
+    transport = _ice_transport(pc)
+    connection: Any = transport._connection
+    old, connection._protocols = connection._protocols, []
+    for protocol in old:
+        await protocol.close()
+    connection._local_candidates = []
+    connection._local_candidates_start = connection._local_candidates_end = False
+    await connection.gather_candidates()
 
 
 async def complete_ice_restart(pc: RTCPeerConnection, remote: tuple[str, str]) -> None:

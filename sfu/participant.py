@@ -117,6 +117,7 @@ class Participant:
         self._offer_outstanding = False
         self._negotiation: asyncio.Task[None] | None = None
         self._negotiate_again = False
+        self._ice_restart_wanted = False  # the next server offer restarts ICE
         self._removal: asyncio.Future[None] | None = None
         self._declined: set[TrackReceiver] = set()
         self._rejected_answers = 0  # in a row
@@ -128,6 +129,7 @@ class Participant:
             config, self._on_failed, self._on_connected, self.log, self._settings_of
         )
         self.connection.on_layer_activity = self._on_layer_activity
+        self.connection.on_silent = self.restart_ice
         self.connection.on_stream_state = self._on_stream_state
         self.connection.on_connection_quality = self._on_connection_quality
 
@@ -339,6 +341,16 @@ class Participant:
         self._retry = None
         self._schedule_negotiation()
 
+    def restart_ice(self) -> None:
+        """Offer the client an ICE restart (RFC 8445 §9): new credentials from the server, new
+        checks; for a path that went silent while the client may still be there. The offer
+        waits in the session if the client's WebSocket is down too, for it to resume."""
+        if self.closed:
+            return
+        self.log.info("offering an ICE restart")
+        self._ice_restart_wanted = True
+        self._schedule_negotiation()
+
     def _schedule_negotiation(self) -> None:
         if self.closed or self._retry is not None:
             return  # backing off: the timer offers
@@ -372,8 +384,11 @@ class Participant:
         carried = {s.track for s in self.subscriptions if s.track is not None}
         removed = [s for s in self.subscriptions if s.track is not None and s.track not in wanted]
         added = [t for t in wanted if t not in carried]
-        if not removed and not added:
+        restart, self._ice_restart_wanted = self._ice_restart_wanted, False
+        if not removed and not added and not restart:
             return None
+        if restart:
+            bridge.begin_ice_restart(self.connection.pc, controlling=True)
         for subscription in removed:
             self._detach(subscription)
             subscription.track = None

@@ -41,6 +41,7 @@ from sfu.media.aiortc_bridge import (
     begin_ice_restart,
     complete_ice_restart,
     ice_credentials,
+    ice_restart_offered,
     recover_at_keyframes,
     regather_ice,
     send_srtp,
@@ -295,6 +296,7 @@ class SfuClient:
         #: how many ICE restarts (restart_ice) found a new path
         self.ice_restarts = 0
         self._reconnecting = False
+        self._server_restart: asyncio.Task[None] | None = None
 
         self._request_ids = itertools.count(1)
         self._pending: dict[str, _Pending] = {}
@@ -414,6 +416,8 @@ class SfuClient:
     async def _shutdown(self, reason: str) -> None:
         self._mark_closed(reason)
         self._worker.cancel()
+        if self._server_restart is not None:
+            self._server_restart.cancel()
         # close() first: it ends the reader's receive() cleanly (a cancelled receive() makes
         # aiohttp drop the TCP connection without the closing handshake)
         with contextlib.suppress(Exception):
@@ -638,7 +642,7 @@ class SfuClient:
             raise ConnectionError("the server's answer has no ICE credentials")
         await complete_ice_restart(self.pc, remote)
         self.ice_restarts += 1
-        self._emit("ice-restarted", {})
+        self._emit("ice-restarted", {"by": "client"})
         return time.monotonic() - started
 
     async def _negotiate(self, new: Mapping[RTCRtpTransceiver, str]) -> ServerMessage:
@@ -933,6 +937,10 @@ class SfuClient:
     async def _answer(self, offer: ServerMessage) -> None:
         sdp = str(offer.data["sdp"])
         self._check_extends_session(sdp)
+        # the server restarts ICE (its side of the path went silent): a new session, we answer
+        restart = ice_credentials(sdp) if ice_restart_offered(self.pc, sdp) else None
+        if restart is not None:
+            begin_ice_restart(self.pc, controlling=False)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
         self._keep_transport_cc()
         recover_at_keyframes(self.pc)
@@ -943,6 +951,17 @@ class SfuClient:
         for publisher in self._simulcast:
             answer = publisher.answer(answer, sdp)
         await self.send({"type": "answer", "sdp": answer})
+        if restart is not None:
+            self._server_restart = asyncio.create_task(self._complete_restart(restart))
+
+    async def _complete_restart(self, remote: tuple[str, str]) -> None:
+        try:
+            await complete_ice_restart(self.pc, remote)
+        except (ConnectionError, TimeoutError) as exc:
+            logger.warning("%s: the server's ICE restart found no path: %r", self.name, exc)
+            return
+        self.ice_restarts += 1
+        self._emit("ice-restarted", {"by": "server"})
 
     def _keep_transport_cc(self) -> None:
         """After a remote description: keep transport-cc where the server sends, and start the

@@ -816,8 +816,10 @@ async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
     """
     described = sdp_simulcast.receivable(sdp)
     _check_layers_kept(pc, described, "offer")
-    restart = ice_credentials(sdp) if ice_restart_offered(pc, sdp) else None
-    if restart is not None:
+    restart = None
+    if ice_restart_offered(pc, sdp) or ice_restart_pending(pc):
+        # a restart the client asks for, or ours that its offer crossed (glare): it offers
+        restart = ice_credentials(sdp)
         begin_ice_restart(pc, controlling=False)  # the offerer of a restart controls it
     await pc.setRemoteDescription(
         RTCSessionDescription(sdp=_bundle_candidates(_bundle_setup(sdp)), type="offer")
@@ -865,6 +867,10 @@ async def accept_answer(pc: ServerPeerConnection, sdp: str) -> None:
         RTCSessionDescription(sdp=_bundle_candidates(_bundle_setup(sdp)), type="answer")
     )
     pc.before_offer = None  # answered: nothing left to roll back to (it held a whole offer)
+    if ice_restart_pending(pc):  # our offer restarted ICE: check with the answer's credentials
+        remote = ice_credentials(sdp)
+        if remote is not None:
+            pc.restart_ice_checks(remote)
     # the subscriber's transport-wide feedback, where it answered it (aiortc drops it)
     accept_transport_cc(pc, ("recvonly", "sendrecv"))
     for mid, mline in described.items():
@@ -1607,6 +1613,17 @@ def ice_restart_offered(pc: RTCPeerConnection, sdp: str) -> bool:
     )
 
 
+def ice_restart_pending(pc: RTCPeerConnection) -> bool:
+    """Whether a restart begun here still waits for the peer's credentials (our restart
+    offer is out, or was rolled back for the client's)."""
+    transport = _ice_transport(pc)
+    return (
+        transport is not None
+        and "recvfrom" in vars(transport._connection)
+        and (transport._connection.remote_username is None)
+    )
+
+
 def begin_ice_restart(pc: RTCPeerConnection, *, controlling: bool) -> None:
     """Start a new ICE session on ``pc``'s (bundled) transport: new local credentials, no
     pairs; call before creating the offer (or before applying the peer's), then
@@ -1621,7 +1638,9 @@ def begin_ice_restart(pc: RTCPeerConnection, *, controlling: bool) -> None:
     for pair in connection._check_list:
         if pair.task is not None:
             pair.task.cancel()
-    previous = dict(connection._nominated)
+    # a restart begun again before the last one nominated a pair keeps the pair of before
+    previous = dict(connection._nominated) or getattr(connection, "_pair_before_restart", {})
+    connection._pair_before_restart = previous
     connection._local_username = aioice.utils.random_string(4)
     connection._local_password = aioice.utils.random_string(22)
     connection.remote_username = connection.remote_password = None
@@ -1681,6 +1700,7 @@ async def complete_ice_restart(pc: RTCPeerConnection, remote: tuple[str, str]) -
     async with asyncio.timeout(ICE_RESTART_TIMEOUT):
         await connection.connect()
     del connection.sendto, connection.recvfrom  # aioice's own again: a pair is nominated
+    connection._pair_before_restart = {}
     media = getattr(pc, "media_transport", None)
     if media is not None:
         media.repath()

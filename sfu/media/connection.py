@@ -137,6 +137,10 @@ class MediaConnection:
         self.log = log if log is not None else structlog.get_logger("sfu")
         self.pc.on("connectionstatechange", self._on_state_change)
         self.pc.on_ice_restart = self._on_ice_restart
+        #: nothing has arrived for half the peer timeout: the path may be dead while the peer
+        #: lives (an ICE restart may find another); called once per silence
+        self.on_silent: Callable[[], None] | None = None
+        self._silent = False
 
     def _attach(self, transport: MediaTransport) -> None:
         self.transport = transport
@@ -620,8 +624,16 @@ class MediaConnection:
         now = time.monotonic()
         transport = self.transport
         if self._was_connected and transport is not None:
-            if now - transport.last_activity > self._config.peer_timeout:
+            quiet = now - transport.last_activity
+            if quiet > self._config.peer_timeout:
                 self._on_failed("timeout")
+            elif quiet > self._config.peer_timeout / 2 and not self._silent:
+                self._silent = True
+                self.log.info("peer silent", seconds=round(quiet, 1))
+                if self.on_silent is not None:
+                    self.on_silent()
+            elif quiet < self._config.peer_timeout / 2:
+                self._silent = False
         elif (
             self._negotiated_at is not None
             and now - self._negotiated_at > self._config.connect_timeout

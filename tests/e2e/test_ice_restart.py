@@ -9,6 +9,7 @@ Timings are printed (run with -s) and asserted only against generous bounds.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -19,6 +20,7 @@ from sfu_client import PALETTE, FrameProbe, MarkerVideoTrack, SfuClient
 
 from .conftest import ClientFactory, SfuServer
 from .observe import metric
+from .outage import udp_outage
 
 pytestmark = pytest.mark.e2e
 
@@ -80,3 +82,31 @@ async def test_both_clients_restart_ice_mid_call(
     assert alice.errors == [] and bob.errors == []
     left = [m for m in alice.history + bob.history if m.type == "participant-left"]
     assert left == []
+
+
+async def test_the_server_restarts_ice_when_a_path_goes_silent(
+    make_client: ClientFactory, sfu_server: SfuServer, room: str
+) -> None:
+    """Nothing from a client for half the peer timeout (4 s): the server offers an ICE restart
+    itself. The client only answers (as a browser does, natively); the new session's checks
+    succeed once its packets flow again, before the peer timeout would remove it."""
+    publisher, watcher = await make_client(room, "publisher"), await make_client(room, "watcher")
+    await publisher.publish(MarkerVideoTrack(PALETTE[0], WIDTH, HEIGHT, FPS), "camera")
+    await fresh_frames(watcher, publisher, time.monotonic())
+    before = ice_state(watcher)
+
+    silenced = time.monotonic()
+    with udp_outage(watcher):
+        offer = await watcher.wait_for(lambda m: m.type == "offer" and m.at > silenced, 8.0)
+        assert ice_credentials(str(offer.data["sdp"])) is not None
+        print(f"server's restart offer {offer.at - silenced:.2f} s into the silence")
+        await asyncio.sleep(max(0.0, 5.0 - (time.monotonic() - silenced)))
+    restored = time.monotonic()
+    done = await watcher.wait_for_message("ice-restarted", 12.0)
+    after = ice_state(watcher)
+    print(f"restart done {done.at - restored:.2f} s after the path came back: {done.data}")
+    assert done.data["by"] == "server" and watcher.ice_restarts == 1
+    assert after[0] != before[0] and after[1] != before[1]  # new credentials on both sides
+    took = await fresh_frames(watcher, publisher, restored)
+    print(f"first frame {took:.2f} s after the path came back")
+    assert not watcher.closed and watcher.participant_id in publisher.participants

@@ -10,6 +10,8 @@ import { SfuClient } from "./sfu-client.js";
 import { QualityMonitor } from "./sfu-stats.js";
 
 const STATS_INTERVAL_MS = 1000;
+/** How long "reconnected" stays on screen. */
+const RECONNECTED_NOTICE_MS = 4000;
 /** Narrower captures are sent as one encoding: their layers would be too small to be of use. */
 const SIMULCAST_MIN_WIDTH = 640;
 const params = new URLSearchParams(location.search);
@@ -22,6 +24,7 @@ const local = { mic: null, camera: null, screen: null };
 /** @type {Map<string, Tile>} participantId (or "self") → its tile; "screen:<trackId>" → a screen tile */
 const tiles = new Map();
 let statsTimer = 0;
+let connectionTimer = 0;
 /** @type {QualityMonitor|null} */
 let quality = null;
 
@@ -229,6 +232,14 @@ function listen(sfu) {
   sfu.addEventListener("connection-quality", (e) => tiles.get("self")?.setLink(e.detail));
   sfu.addEventListener("stream-state", () => refreshPaused());
   sfu.addEventListener("error", (e) => console.warn("[sfu]", e.detail.what, e.detail.error));
+  // the signaling connection dropped: the call goes on (media too, if the network lets it)
+  sfu.addEventListener("reconnecting", () => showConnection("reconnecting", "Reconnecting…"));
+  sfu.addEventListener("reconnected", (e) => {
+    // a rejoin published our tracks again with new ids: the controls follow the LocalTracks
+    if (e.detail.how === "rejoined") updateControls();
+    showConnection(e.detail.how, e.detail.how === "resumed" ? "Reconnected" : "Reconnected (joined again)");
+    connectionTimer = setTimeout(() => showConnection("", ""), RECONNECTED_NOTICE_MS);
+  });
   sfu.addEventListener("closed", (e) => {
     if (sfu !== client) return;
     const reason = e.detail.reason;
@@ -245,6 +256,7 @@ async function leave() {
 
 function endCall(message) {
   clearInterval(statsTimer);
+  showConnection("", "");
   quality = null;
   for (const tile of tiles.values()) tile.remove();
   tiles.clear();
@@ -468,6 +480,14 @@ async function stopScreen() {
 function formatBps(bps) {
   if (bps === null) return "?";
   return bps >= 1e6 ? `${(bps / 1e6).toFixed(1)} Mbit/s` : `${Math.round(bps / 1e3)} kbit/s`;
+}
+
+/** @param {""|"reconnecting"|"resumed"|"rejoined"} state @param {string} text */
+function showConnection(state, text) {
+  clearTimeout(connectionTimer);
+  const el = $("connection-status");
+  el.dataset.state = state;
+  el.textContent = text;
 }
 
 function setStatus(text, id, isError = false) {

@@ -36,12 +36,30 @@
 // Mute (see `setMuted`): the sender's encoding is deactivated (`active: false`), so no RTP is sent
 // for a muted track at all, and the track is disabled (`enabled = false`) as well, so that a browser
 // that cannot deactivate an encoding sends silence / black frames instead.
+//
+// Reconnecting (protocol section 1, "Resuming a session"): when the WebSocket closes without
+// `bye` or `left` (or the browser says it is `online` again after a network change), the client
+// says "reconnecting", keeps the peer connection and its tracks, and sends `resume` on new
+// WebSockets with backoff (100 ms doubling to 2 s) for the server's resume window; on `resumed`
+// what the server had not read of ours is sent again and the missed messages follow ("reconnected",
+// how "resumed": same participant id). Messages the application sends meanwhile go out after the
+// resume, and requests wait for their replies. When the session cannot be resumed, the client
+// joins the same room again with the same name, on a new peer connection, and publishes the same
+// tracks again (the same LocalTrack objects, with new track ids): "reconnected", how "rejoined",
+// with a new participant id. If that fails too (`rejoinTimeoutMs`), "closed".
 
 import { AdaptiveStream } from "./adaptive-stream.js";
 
 export const PROTOCOL_VERSION = 1;
 
 const DEFAULT_REQUEST_TIMEOUT_MS = 10000;
+/** How long to keep trying to join again once a session cannot be resumed. */
+const DEFAULT_REJOIN_TIMEOUT_MS = 30000;
+/** Backoff between reconnection attempts: the first wait, and the longest. */
+const RECONNECT_FIRST_WAIT_MS = 100;
+const RECONNECT_LONGEST_WAIT_MS = 2000;
+/** Messages kept for sending again after a resume (the server keeps as many of its own). */
+const KEEP_SENT = 1024;
 /** Track ids in one setTrackSettings (the protocol's limit). */
 const MAX_TRACK_IDS = 512;
 
@@ -139,15 +157,27 @@ export function defaultSignalingUrl() {
  *   "connection-quality"  ConnectionQuality (also kept in `connectionQuality`)
  *   "stream-state"        StreamState (paused ones are kept in `pausedTracks` until active again)
  *   "error"               {error} (a server error no call was waiting for, a failed negotiation)
+ *   "reconnecting"        {reason} (the WebSocket dropped; media goes on meanwhile if it can)
+ *   "reconnected"         {how: "resumed", participantId, replayed} (the same session: nothing
+ *                         was missed; `replayed` server messages were delivered late)
+ *                         {how: "rejoined", participantId, reason} (a new session, `reason`: why
+ *                         the old one could not be resumed; a new participant id,
+ *                         remote tracks ended and came again as "track" events, the others
+ *                         as "participant-joined"/"participant-left" (reason "absent-after-rejoin")
+ *                         and track events where they changed, local tracks published again
+ *                         with new track ids; subscribe() again what autoSubscribe does not give)
+ * After "reconnecting" comes either "reconnected" or "closed".
  */
 export class SfuClient extends EventTarget {
   /**
    * @param {string} [url] signaling WebSocket URL; defaults to this page's server
    * @param {{iceServers?: RTCIceServer[], requestTimeoutMs?: number, log?: (...args: any[]) => void,
-   *          adaptiveStream?: boolean, adaptiveStreamDebounceMs?: number}} [options]
+   *          adaptiveStream?: boolean, adaptiveStreamDebounceMs?: number,
+   *          autoReconnect?: boolean, rejoinTimeoutMs?: number}} [options]
    *   `iceServers` stays empty unless the server's operator gives STUN/TURN servers.
    *   `adaptiveStream: false`: `observeElement()` does nothing (every track at its best layer,
    *   unless `setTrackSettings()` says otherwise).
+   *   `autoReconnect: false`: a dropped WebSocket closes the client (as "closed").
    */
   constructor(url = defaultSignalingUrl(), options = {}) {
     super();
@@ -175,6 +205,17 @@ export class SfuClient extends EventTarget {
     this.connectionQuality = null;
     /** @type {Map<string, string>} trackId -> reason, for received tracks the server paused */
     this.pausedTracks = new Map();
+    this.autoReconnect = options.autoReconnect ?? true;
+    this.rejoinTimeoutMs = options.rejoinTimeoutMs ?? DEFAULT_REJOIN_TIMEOUT_MS;
+    /** @type {string|null} what `resume` needs (from the last joined/resumed; a secret) */
+    this.resumeToken = null;
+    /** seconds the server waits for a resume */
+    this.resumeWindow = 0;
+    /** between "reconnecting" and "reconnected" */
+    this.reconnecting = false;
+    /** how many times a new WebSocket resumed the session, and how many times it joined again */
+    this.resumes = 0;
+    this.rejoins = 0;
 
     this._requestIds = 0;
     /** @type {Map<string, {expect: string, resolve: Function, reject: Function, timer: number}>} */
@@ -184,7 +225,7 @@ export class SfuClient extends EventTarget {
     this._serverOffer = null; // {message, offersSent}: a server offer waiting to be answered
     /** @type {{apply: () => void, done: (error?: Error) => void}[]} */
     this._changes = [];
-    this._pumping = false;
+    this._pumpingSession = -1; // the session whose #pump() runs
     this._ownOfferOutstanding = false;
     this._offersSent = 0;
     this._descriptionSent = false; // candidates wait for the first offer/answer
@@ -203,6 +244,25 @@ export class SfuClient extends EventTarget {
     /** @type {Map<string, string>} trackId -> the settings last sent for it (JSON) */
     this._sentSettings = new Map();
     this._settingsRequests = 0;
+    /** @type {WeakMap<LocalTrack, readonly RTCRtpEncodingParameters[]|null>} as published */
+    this._encodings = new WeakMap();
+    this._autoSubscribe = true;
+    // resume bookkeeping: the highest seq handled, and what was sent since joined
+    this._lastSeq = 0;
+    /** @type {string[]} */
+    this._sent = [];
+    this._sentTotal = 0; // as the server counts them (`resumed.received`)
+    this._session = 0; // counts rejoins: work of a replaced session must not touch the new one
+    this._rejoining = false; // no session: messages are dropped until the new one's joined
+    /** @type {WebSocket|null} a reconnection attempt's socket, until its first reply */
+    this._candidate = null;
+    /** @type {((message: any) => void)|null} */
+    this._candidateReply = null;
+    /** @type {{apply: () => void, done: (error?: Error) => void}[]|null} in the outstanding offer */
+    this._offering = null;
+    /** @type {any} the refusal that ended the last reconnection attempt */
+    this._refusal = null;
+    this._onOnline = () => this._networkChanged();
     /** @type {AdaptiveStream|null} */
     this.adaptiveStream =
       options.adaptiveStream === false
@@ -228,8 +288,7 @@ export class SfuClient extends EventTarget {
   async join(room, name, options = {}) {
     if (this.ws) throw new Error("join: this client has joined already (make a new one)");
     const ws = (this.ws = new WebSocket(this.url));
-    ws.addEventListener("message", (event) => this._onMessage(event.data));
-    ws.addEventListener("close", (event) => this._shutdown(event.reason || `websocket closed (${event.code})`));
+    this._watch(ws);
     await new Promise((resolve, reject) => {
       ws.addEventListener("open", resolve, { once: true });
       ws.addEventListener("close", () => reject(new Error(`cannot connect to ${this.url}`)), { once: true });
@@ -245,12 +304,15 @@ export class SfuClient extends EventTarget {
     }
     this.room = room;
     this.name = name;
+    this._autoSubscribe = options.autoSubscribe !== false;
     this.participantId = reply.participantId;
+    this._grant(reply);
     for (const data of reply.participants ?? []) {
       const participant = participantFrom(data);
       this.participants.set(participant.participantId, participant);
     }
     this._createPeerConnection();
+    globalThis.addEventListener?.("online", this._onOnline);
     return { participantId: this.participantId, participants: [...this.participants.values()] };
   }
 
@@ -293,19 +355,32 @@ export class SfuClient extends EventTarget {
     return this.adaptiveStream.observe(trackId, element);
   }
 
-  /** Send `leave`, wait for `left` (briefly), and close everything. */
+  /** Send `leave`, wait for `left` (briefly), and close everything. While reconnecting: at once. */
   async leave() {
     if (this.closed) return;
-    try {
-      await this._request({ type: "leave" }, "left", 2000);
-    } catch (error) {
-      this.log("leave:", error);
+    if (!this.reconnecting) {
+      try {
+        await this._request({ type: "leave" }, "left", 2000);
+      } catch (error) {
+        this.log("leave:", error);
+      }
     }
-    this.close("left");
+    this._closeSocket("left");
   }
 
-  /** Close the WebSocket and the peer connection now (the server removes us). Idempotent. */
+  /**
+   * Close the WebSocket and the peer connection now. Idempotent. The server removes us at once
+   * if the socket is open (`leave` goes first: a socket closed without it waits for a resume).
+   */
   close(reason = "closed") {
+    const ws = this.ws;
+    if (ws && ws.readyState === WebSocket.OPEN && this.participantId && !this.closed && !this.reconnecting) {
+      ws.send(JSON.stringify({ type: "leave" }));
+    }
+    this._closeSocket(reason);
+  }
+
+  _closeSocket(reason) {
     if (this.ws && this.ws.readyState <= WebSocket.OPEN) this.ws.close(1000, reason.slice(0, 120));
     this._shutdown(reason);
   }
@@ -313,6 +388,10 @@ export class SfuClient extends EventTarget {
   _shutdown(reason) {
     if (this.closed) return;
     this.closeReason = reason;
+    this.reconnecting = false;
+    this._rejoining = false;
+    this._candidate?.close(); // its attempt ends; the reconnection loop sees `closed`
+    globalThis.removeEventListener?.("online", this._onOnline);
     for (const pending of this._pending.values()) {
       clearTimeout(pending.timer);
       pending.reject(new Error(`connection closed: ${reason}`));
@@ -331,10 +410,270 @@ export class SfuClient extends EventTarget {
       bundlePolicy: "max-bundle",
       rtcpMuxPolicy: "require",
     }));
-    pc.addEventListener("icecandidate", (event) => this._onLocalCandidate(event.candidate));
-    pc.addEventListener("connectionstatechange", () =>
-      this._emit("connectionstatechange", { state: pc.connectionState }),
+    pc.addEventListener("icecandidate", (event) => {
+      if (pc === this.pc) this._onLocalCandidate(event.candidate);
+    });
+    pc.addEventListener("connectionstatechange", () => {
+      if (pc === this.pc) this._emit("connectionstatechange", { state: pc.connectionState });
+    });
+  }
+
+  // --- reconnecting (protocol section 1, "Resuming a session") ---
+
+  /** Route a socket's messages and close: to the session if it is `ws`, else to its attempt. */
+  _watch(ws) {
+    ws.addEventListener("message", (event) => {
+      if (ws === this.ws) {
+        if (!this._rejoining) this._onMessage(event.data);
+      } else if (ws === this._candidate && this._candidateReply) {
+        let message = null;
+        try {
+          message = JSON.parse(event.data);
+        } catch {
+          this.log("bad JSON from the server:", event.data);
+        }
+        this._candidateReply(message);
+      }
+    });
+    ws.addEventListener("close", (event) => {
+      if (ws === this.ws) this._onClose(event);
+    });
+  }
+
+  _onClose(event) {
+    if (this.closed || this.reconnecting) return;
+    const reason = event.reason || `websocket closed (${event.code})`;
+    // not joined (yet), or someone else resumed our session, or a message of ours was too
+    // large (it would be sent again): nothing to reconnect
+    if (!this.participantId || !this.autoReconnect || event.reason === "resumed" || event.code === 1009) {
+      this._shutdown(event.reason === "resumed" ? "resumed elsewhere" : reason);
+      return;
+    }
+    this._reconnect(reason);
+  }
+
+  /** The browser is online again (e.g. Wi-Fi to mobile): the old socket may be dead unnoticed. */
+  _networkChanged() {
+    if (this.closed || this.reconnecting || !this.participantId || !this.resumeToken || !this.autoReconnect) {
+      return;
+    }
+    const old = this.ws;
+    this._reconnect("network changed");
+    old?.close(4000, "network changed");
+  }
+
+  /** From `joined` or `resumed`: the token for the next resume (none: the server does not resume). */
+  _grant(reply) {
+    this.resumeToken = typeof reply.resumeToken === "string" && reply.resumeToken ? reply.resumeToken : null;
+    this.resumeWindow = typeof reply.resumeWindow === "number" ? reply.resumeWindow : 0;
+  }
+
+  /** Resume within the window, else join again; "closed" if neither works. */
+  async _reconnect(reason) {
+    this.reconnecting = true;
+    this._emit("reconnecting", { reason });
+    let notResumed = "the server does not resume sessions";
+    if (this.resumeToken && this.resumeWindow > 0) {
+      const outcome = await this._retry(performance.now() + this.resumeWindow * 1000, (timeoutMs) => {
+        const resume = { type: "resume", v: PROTOCOL_VERSION, token: this.resumeToken, lastSeq: this._lastSeq };
+        return this._attempt(resume, (ws, reply) => this._onResumeReply(ws, reply), timeoutMs);
+      });
+      if (outcome === "adopted" || this.closed) return;
+      notResumed = this._refusal ? describeRefusal(this._refusal) : "the resume window is over";
+    }
+    await this._rejoin(reason, notResumed);
+  }
+
+  /**
+   * Call `attempt` with backoff until it says "adopted" or "refused", or `deadline`
+   * (performance.now()) passes. @returns {Promise<"adopted"|"refused"|"retry">}
+   */
+  async _retry(deadline, attempt) {
+    let wait = RECONNECT_FIRST_WAIT_MS;
+    this._refusal = null;
+    while (!this.closed && performance.now() < deadline) {
+      const outcome = await attempt(Math.min(this.requestTimeoutMs, deadline - performance.now()));
+      if (outcome !== "retry" || this.closed) return outcome;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(wait, Math.max(0, deadline - performance.now()))));
+      wait = Math.min(wait * 2, RECONNECT_LONGEST_WAIT_MS);
+    }
+    return "retry";
+  }
+
+  /**
+   * Open a WebSocket and send `first` on it. `onReply(ws, message)` gets the first message back
+   * and says what came of it: "adopted" (it made `ws` the session's socket, synchronously, so
+   * that the messages after it are handled as usual), "refused" or "retry".
+   * @returns {Promise<"adopted"|"refused"|"retry">}
+   */
+  _attempt(first, onReply, timeoutMs) {
+    return new Promise((resolve) => {
+      let ws;
+      try {
+        ws = new WebSocket(this.url);
+      } catch (error) {
+        this.log("reconnect:", error);
+        resolve("retry");
+        return;
+      }
+      const finish = (outcome) => {
+        if (this._candidate !== ws) return; // settled already
+        this._candidate = null;
+        this._candidateReply = null;
+        clearTimeout(timer);
+        if (outcome !== "adopted") ws.close();
+        resolve(outcome);
+      };
+      const timer = setTimeout(() => finish("retry"), Math.max(0, timeoutMs));
+      this._candidate = ws;
+      this._candidateReply = (message) => finish(onReply(ws, message));
+      this._watch(ws);
+      ws.addEventListener("open", () => ws.send(JSON.stringify(first)), { once: true });
+      ws.addEventListener("close", () => finish("retry"), { once: true });
+    });
+  }
+
+  _onResumeReply(ws, reply) {
+    if (reply?.type !== "resumed") {
+      this._refusal = reply;
+      // resume-failed: the session is gone; another error (a limit, a busy server): try again
+      return reply?.type === "error" && reply.code !== "resume-failed" ? "retry" : "refused";
+    }
+    const missing = this._sentTotal - reply.received;
+    if (!(missing >= 0 && missing <= this._sent.length)) {
+      // what the server did not read of ours is no longer kept: end that session, join anew
+      this._refusal = `the server read ${reply.received} of ${this._sentTotal} messages; the rest is not kept`;
+      ws.send(JSON.stringify({ type: "leave" }));
+      return "refused";
+    }
+    const again = this._sent.splice(this._sent.length - missing);
+    this._sentTotal = reply.received;
+    this.ws = ws;
+    this._grant(reply);
+    this.reconnecting = false;
+    this.resumes += 1;
+    for (const text of again) this._sendText(text);
+    this._emit("reconnected", { how: "resumed", participantId: this.participantId, replayed: reply.replayed ?? 0 });
+    return "adopted";
+  }
+
+  /**
+   * The session is lost: end it here (remote tracks, the peer connection), join the same room
+   * again and publish the same local tracks on a new peer connection.
+   */
+  async _rejoin(reason, notResumed) {
+    const locals = this.localTracks.filter((local) => local.published);
+    const carried = this._offering ?? []; // changes of the offer the old session did not answer
+    this._endSession(reason);
+    const join = { type: "join", v: PROTOCOL_VERSION, room: this.room, name: this.name };
+    if (!this._autoSubscribe) join.autoSubscribe = false;
+    const outcome = await this._retry(performance.now() + this.rejoinTimeoutMs, (timeoutMs) =>
+      this._attempt(join, (ws, reply) => this._onRejoinReply(ws, reply), timeoutMs),
     );
+    if (this.closed) return;
+    if (outcome !== "adopted") {
+      const refusal = this._refusal ? ` (${describeRefusal(this._refusal)})` : "";
+      for (const change of carried) change.done(new Error(`connection closed: ${reason}`));
+      this._shutdown(`${reason}; could not resume (${notResumed}) nor join again${refusal}`);
+      return;
+    }
+    await new Promise((resolve) => {
+      this._changes.unshift({
+        apply: () => {
+          for (const local of locals) {
+            if (!local.published) continue; // unpublished meanwhile
+            local.trackId = null;
+            local.layers = new Map();
+            local.transceiver = this._sendingTransceiver(local, this._encodings.get(local) ?? null);
+          }
+        },
+        done: (error) => {
+          for (const change of carried) change.done(error);
+          resolve(undefined);
+        },
+      });
+      this._pump();
+    });
+    if (!this.closed) {
+      this._emit("reconnected", { how: "rejoined", participantId: this.participantId, reason: notResumed });
+    }
+  }
+
+  /** Forget the lost session; remote tracks end. Local tracks and settings are kept. */
+  _endSession(reason) {
+    this._session += 1;
+    this._rejoining = true;
+    this.resumeToken = null;
+    this.resumeWindow = 0;
+    this._lastSeq = 0;
+    this._sent = [];
+    this._sentTotal = 0;
+    for (const pending of this._pending.values()) {
+      clearTimeout(pending.timer);
+      pending.reject(new Error(`the session was lost (${reason}); joining again`));
+    }
+    this._pending.clear();
+    this._offering = null;
+    for (const remote of [...this.remoteTracks.values()]) this._endRemote(remote);
+    this._receiving = {};
+    this._serverOffer = null;
+    this._ownOfferOutstanding = false;
+    this._descriptionSent = false;
+    this._queuedCandidates = [];
+    this._ownTransceivers = new Set();
+    this._simulcastTransceivers = new Set();
+    this._pendingLayers.clear();
+    this._sentSettings.clear();
+    this.pausedTracks.clear();
+    this.connectionQuality = null;
+    this.pc?.close();
+  }
+
+  _onRejoinReply(ws, reply) {
+    if (reply?.type !== "joined") {
+      this._refusal = reply;
+      return "refused";
+    }
+    this.ws = ws;
+    this.participantId = reply.participantId;
+    this._grant(reply);
+    this._replaceParticipants(reply.participants ?? []);
+    this._createPeerConnection();
+    this._rejoining = false;
+    this.reconnecting = false;
+    this.rejoins += 1;
+    // the server forgot what we asked of the tracks we receive: ask again for those still there
+    for (const trackId of [...this._appSettings.keys()]) {
+      if (!this._isPublished(trackId)) this._appSettings.delete(trackId);
+    }
+    if (this._appSettings.size > 0) this._sendSettings([...this._appSettings.keys()], false);
+    return "adopted";
+  }
+
+  /** The room as `joined` says it is now: events for what changed while we were away. */
+  _replaceParticipants(list) {
+    const fresh = new Map(list.map((data) => [data.participantId, participantFrom(data)]));
+    for (const [participantId, participant] of [...this.participants]) {
+      if (fresh.has(participantId)) continue;
+      this.participants.delete(participantId);
+      this._emit("participant-left", { participant, reason: "absent-after-rejoin" });
+    }
+    for (const [participantId, participant] of fresh) {
+      const old = this.participants.get(participantId);
+      this.participants.set(participantId, participant);
+      if (!old) {
+        this._emit("participant-joined", participant);
+        continue;
+      }
+      for (const [trackId, info] of old.tracks) {
+        if (!participant.tracks.has(trackId)) this._emit("track-unpublished", info);
+      }
+      for (const [trackId, info] of participant.tracks) {
+        const was = old.tracks.get(trackId);
+        if (!was) this._emit("track-published", info);
+        else if (was.muted !== info.muted) this._emit("track-muted", info);
+      }
+    }
   }
 
   // --- publishing ---
@@ -366,6 +705,7 @@ export class SfuClient extends EventTarget {
       simulcast: Boolean(encodings),
       layers: new Map(),
     };
+    this._encodings.set(local, encodings);
     return this._change(() => {
       local.transceiver = this._sendingTransceiver(local, encodings);
       this.localTracks.push(local);
@@ -423,14 +763,14 @@ export class SfuClient extends EventTarget {
    * @param {LocalTrack} local @param {readonly RTCRtpEncodingParameters[]|null} encodings
    */
   _sendingTransceiver(local, encodings) {
-    const track = /** @type {MediaStreamTrack} */ (local.track);
+    const track = local.track; // null: replaced by nothing (published again after a rejoin)
     const reusable = this.pc
       .getTransceivers()
       .find(
         (t) =>
           !t.stopped &&
           t.direction === "inactive" &&
-          t.receiver.track.kind === track.kind &&
+          t.receiver.track.kind === local.kind &&
           this._ownTransceivers.has(t) &&
           this._simulcastTransceivers.has(t) === Boolean(encodings) &&
           !this.localTracks.some((l) => l.transceiver === t),
@@ -444,7 +784,7 @@ export class SfuClient extends EventTarget {
     }
     const init = { direction: /** @type {RTCRtpTransceiverDirection} */ ("sendonly") };
     if (encodings) init.sendEncodings = encodings.map((encoding) => ({ ...encoding }));
-    const transceiver = this.pc.addTransceiver(track, init);
+    const transceiver = this.pc.addTransceiver(track ?? local.kind, init);
     this._ownTransceivers.add(transceiver);
     if (encodings) this._simulcastTransceivers.add(transceiver);
     return transceiver;
@@ -494,10 +834,11 @@ export class SfuClient extends EventTarget {
   // --- negotiation ---
 
   async _pump() {
-    if (this._pumping) return;
-    this._pumping = true;
+    const session = this._session;
+    if (this._pumpingSession === session || this._rejoining) return;
+    this._pumpingSession = session;
     try {
-      while (!this.closed) {
+      while (!this.closed && session === this._session) {
         if (this._serverOffer) {
           const { message, offersSent } = this._serverOffer;
           this._serverOffer = null;
@@ -510,26 +851,31 @@ export class SfuClient extends EventTarget {
         }
       }
     } finally {
-      this._pumping = false;
+      if (this._pumpingSession === session) this._pumpingSession = -1;
     }
   }
 
   async _answer(message) {
     const pc = this.pc;
+    const session = this._session;
     try {
       await pc.setRemoteDescription({ type: "offer", sdp: message.sdp });
     } catch (error) {
+      if (session !== this._session) return; // its peer connection was closed by a rejoin
       this._fail("the server's offer could not be applied", error, message.sdp);
       return;
     }
+    if (session !== this._session) return;
     this._receiving = { ...(message.tracks ?? {}) };
     try {
       await pc.setLocalDescription(await pc.createAnswer());
     } catch (error) {
+      if (session !== this._session) return;
       this._fail("could not answer the server's offer", error, message.sdp);
       await pc.setRemoteDescription({ type: "rollback" }).catch(() => {});
       return;
     }
+    if (session !== this._session) return;
     this._send({ type: "answer", sdp: pc.localDescription.sdp });
     this._descriptionWasSent();
     this._syncRemoteTracks();
@@ -537,10 +883,14 @@ export class SfuClient extends EventTarget {
 
   async _offer(changes) {
     const pc = this.pc;
+    const session = this._session;
+    const stale = () => session !== this._session; // a rejoin took these changes over
     this._ownOfferOutstanding = true; // from now on a server offer crosses ours: ignore it
+    this._offering = changes;
     try {
       for (const change of changes) change.apply();
       await pc.setLocalDescription(await pc.createOffer());
+      if (stale()) return;
       /** @type {Record<string, {source: string}>} */
       const tracks = {};
       for (const local of this.localTracks) tracks[local.transceiver.mid] = { source: local.source };
@@ -549,6 +899,7 @@ export class SfuClient extends EventTarget {
       this._descriptionWasSent();
       const answer = await answerPromise;
       await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      if (stale()) return;
       const ids = new Map((answer.tracks ?? []).map((t) => [t.mid, t.trackId]));
       for (const local of this.localTracks) {
         const trackId = ids.get(local.transceiver.mid) ?? null;
@@ -567,14 +918,19 @@ export class SfuClient extends EventTarget {
       this._pendingLayers.clear();
       for (const change of changes) change.done();
     } catch (error) {
+      if (stale()) return;
       this._ownOfferOutstanding = false;
+      this._offering = null;
       if (pc.signalingState === "have-local-offer") {
         await pc.setLocalDescription({ type: "rollback" }).catch(() => {});
       }
       this._fail("a client offer failed", error, pc.localDescription?.sdp);
       for (const change of changes) change.done(error);
     } finally {
-      this._ownOfferOutstanding = false;
+      if (!stale()) {
+        this._ownOfferOutstanding = false;
+        this._offering = null;
+      }
     }
   }
 
@@ -615,19 +971,41 @@ export class SfuClient extends EventTarget {
   // --- messages ---
 
   _send(message) {
-    if (!this.ws || this.ws.readyState !== WebSocket.OPEN) return;
-    this.ws.send(JSON.stringify(message));
+    if (this._rejoining) return; // the session it was meant for is gone
+    this._sendText(JSON.stringify(message));
   }
 
-  /** Send `message` with a requestId; resolves with the reply, rejects with an SfuError. */
+  /** Once joined, every message is kept until a resume says it arrived (and held while reconnecting). */
+  _sendText(text) {
+    if (this.participantId && !this.closed) {
+      if (this.resumeToken) {
+        this._sent.push(text);
+        this._sentTotal += 1;
+        if (this._sent.length > KEEP_SENT) this._sent.shift();
+      }
+      if (this.reconnecting) return;
+    }
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(text);
+  }
+
+  /**
+   * Send `message` with a requestId; resolves with the reply, rejects with an SfuError. The
+   * time limit does not run out while reconnecting: the reply may come after a resume.
+   */
   _request(message, expect, timeoutMs = this.requestTimeoutMs) {
     const requestId = `r${++this._requestIds}`;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const expire = () => {
+        const pending = this._pending.get(requestId);
+        if (!pending) return;
+        if (this.reconnecting) {
+          pending.timer = setTimeout(expire, timeoutMs);
+          return;
+        }
         this._pending.delete(requestId);
         reject(new Error(`no ${expect} to ${message.type} within ${timeoutMs} ms`));
-      }, timeoutMs);
-      this._pending.set(requestId, { expect, resolve, reject, timer });
+      };
+      this._pending.set(requestId, { expect, resolve, reject, timer: setTimeout(expire, timeoutMs) });
       this._send({ ...message, requestId });
     });
   }
@@ -639,6 +1017,10 @@ export class SfuClient extends EventTarget {
     } catch {
       this.log("bad JSON from the server:", text);
       return;
+    }
+    if (typeof message?.seq === "number") {
+      if (message.seq <= this._lastSeq) return; // handled before the socket dropped
+      this._lastSeq = message.seq;
     }
     if (this._resolvePending(message)) return;
     switch (message.type) {
@@ -725,7 +1107,7 @@ export class SfuClient extends EventTarget {
         break;
       }
       case "bye":
-        this.close(message.reason || "bye");
+        this._closeSocket(message.reason || "bye");
         break;
       case "error":
         // adaptive stream's report for a track that ended while it was on its way: no matter
@@ -883,6 +1265,13 @@ async function applyEncodings(sender, local) {
     }
   }
   if (changed) await sender.setParameters(parameters);
+}
+
+/** What a refused resume or join said, for a message. */
+function describeRefusal(reply) {
+  if (typeof reply === "string") return reply;
+  if (reply?.type === "error") return `${reply.code}: ${reply.message}`;
+  return `the server replied ${reply ? String(reply.type) : "nothing readable"}`;
 }
 
 /** @returns {Participant} */

@@ -76,10 +76,22 @@ def loopback_only() -> Iterator[None]:
 
 
 @pytest.fixture
+def server_env() -> dict[str, str]:
+    """Server options as environment variables (e.g. ``SFU_RESUME_WINDOW``); parametrize it."""
+    return {}
+
+
+@pytest.fixture
 def sfu_server(
-    loopback_only: None, request: pytest.FixtureRequest, tmp_path: Path
+    loopback_only: None,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    server_env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[SfuServer]:
     """A fresh server inside this test's namespace (``AIOSFU_E2E_URL`` is not used here)."""
+    for name, value in server_env.items():
+        monkeypatch.setenv(name, value)
     server = _start_server(tmp_path)
     request.node.sfu_server = server
     try:

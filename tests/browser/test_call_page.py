@@ -63,8 +63,9 @@ async def test_two_pages_see_and_hear_each_other(browser: Browser, room: str) ->
         await expect(own).to_have_attribute("data-quality", word, timeout=TILE_TIMEOUT_MS)
         await expect(own.locator(".quality")).to_contain_text(re.compile(r"\w+ ↓[\d.]+ [kM]bit/s"))
 
-    # bob's WebSocket goes: his page cleans up and says so, alice's grid drops him
-    await bob.evaluate("() => window.sfuApp.client.ws.close()")
+    # bob's page closes its client (leave, then the socket): it cleans up and says so, and
+    # alice's grid drops him at once (a socket that merely drops is resumed: test_resume_chromium)
+    await bob.evaluate("() => window.sfuApp.client.close('network gone')")
     await expect(bob.locator("#join-status")).to_contain_text("Disconnected")
     await expect(bob.locator("#join-form")).to_be_visible()
     assert await bob.evaluate("() => window.sfuApp.client") is None

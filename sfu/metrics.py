@@ -9,6 +9,7 @@ The metric names are listed in docs/operations.md.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 from collections.abc import Iterator, Mapping
@@ -80,6 +81,11 @@ class SfuCollector:
             service.left_total,
         )
         yield from _counters(service.media_totals())
+        yield GaugeMetricFamily(
+            "sfu_event_loop_tasks",
+            "asyncio tasks alive on the server's event loop (a count that only grows is a leak).",
+            value=_tasks(),
+        )
         yield _histogram(self._latency)
         yield HistogramMetricFamily(
             "sfu_subscriber_bandwidth_estimate_bps",
@@ -259,6 +265,13 @@ def _histogram(latency: Histogram) -> Metric:
         buckets=[(_le(bound), n) for bound, n in latency.cumulative()],
         sum_value=latency.sum,
     )
+
+
+def _tasks() -> int:
+    try:
+        return len(asyncio.all_tasks())
+    except RuntimeError:  # collected outside the loop (a test): none of its tasks to count
+        return 0
 
 
 def _le(bound: float) -> str:

@@ -1071,6 +1071,25 @@ class SfuClient:
         except TimeoutError:
             raise TimeoutError(f"{self.name}: timed out after {timeout} s waiting {what}") from None
 
+    async def wait_connected(self, timeout: float = DEFAULT_TIMEOUT) -> None:  # noqa: ASYNC109
+        """Until the peer connection is connected (ICE and DTLS up); ConnectionError if it
+        fails or closes first, TimeoutError after ``timeout``."""
+        done = asyncio.Event()
+
+        def on_change() -> None:
+            if self.pc.connectionState in ("connected", "failed", "closed"):
+                done.set()
+
+        on_change()
+        self.pc.on("connectionstatechange", on_change)
+        try:
+            async with asyncio.timeout(timeout):
+                await done.wait()
+        finally:
+            self.pc.remove_listener("connectionstatechange", on_change)
+        if self.pc.connectionState != "connected":
+            raise ConnectionError(f"{self.name}: peer connection {self.pc.connectionState}")
+
     async def wait_for(
         self,
         predicate: Predicate,

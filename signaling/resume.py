@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
@@ -32,6 +33,10 @@ from signaling.messages import JsonObject, ResumeGrant, event_message
 #: that must drop one its client cannot have received can no longer be resumed and leaves.
 REPLAY_MESSAGES = 1024
 REPLAY_BYTES = 8 * 1024 * 1024
+#: While a socket is attached, messages older than this are dropped from the replay: a socket
+#: that died without a word is noticed within the heartbeat (5 s ping, 2.5 s for the pong), so
+#: what it may have swallowed is younger. Keeps an attached participant's replay small.
+ATTACHED_KEEP = 20.0
 #: Reason a participant leaves with when its resume window ran out (as for a closed socket).
 EXPIRED_REASON = "disconnected"
 
@@ -69,7 +74,7 @@ class ParticipantLink:
         self.ended = False
         self._resumption = resumption
         self._seq = 0
-        self._kept: deque[tuple[int, str]] = deque()
+        self._kept: deque[tuple[int, str, float]] = deque()  # (seq, text, when sent)
         self._kept_bytes = 0
         self._sink: Sink | None = None
         self._missed_from: int | None = None  # first seq sent while no socket was attached
@@ -115,12 +120,16 @@ class ParticipantLink:
             self._sink.deliver(text)
 
     def _keep(self, seq: int, text: str) -> None:
-        self._kept.append((seq, text))
+        now = self._resumption.clock()
+        self._kept.append((seq, text, now))
         self._kept_bytes += len(text)
-        while len(self._kept) > 1 and (
-            len(self._kept) > REPLAY_MESSAGES or self._kept_bytes > REPLAY_BYTES
+        kept = self._kept
+        while len(kept) > 1 and (
+            len(kept) > REPLAY_MESSAGES
+            or self._kept_bytes > REPLAY_BYTES
+            or (self._sink is not None and now - kept[0][2] > ATTACHED_KEEP)
         ):
-            dropped, old = self._kept.popleft()
+            dropped, old, _ = kept.popleft()
             self._kept_bytes -= len(old)
             if self._missed_from is not None and dropped >= self._missed_from:
                 log.info(
@@ -137,7 +146,7 @@ class ParticipantLink:
     def attach(self, sink: Sink, after_seq: int) -> int:
         """Deliver to ``sink`` from now on, after the kept messages past ``after_seq``; returns
         how many of those there were. The socket attached before, if any, is released."""
-        replay = [text for seq, text in self._kept if seq > after_seq]
+        replay = [text for seq, text, _ in self._kept if seq > after_seq]
         old, self._sink = self._sink, sink
         if old is not None and old is not sink:
             old.taken_over()
@@ -154,7 +163,7 @@ class ParticipantLink:
 
     def missed(self, last_seq: int) -> int:
         """How many kept messages come after ``last_seq``."""
-        return sum(1 for seq, _ in self._kept if seq > last_seq)
+        return sum(1 for seq, _, _ in self._kept if seq > last_seq)
 
     def check_resume(self, last_seq: int) -> None:
         """ResumeFailed unless every message after ``last_seq`` is still kept."""
@@ -214,8 +223,14 @@ class ParticipantLink:
 class Resumption:
     """The links that can be resumed, by token. ``window`` 0: resume is off."""
 
-    def __init__(self, window: float, token: Callable[[], str] = lambda: secrets.token_urlsafe(32)):
+    def __init__(
+        self,
+        window: float,
+        token: Callable[[], str] = lambda: secrets.token_urlsafe(32),
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.window = window
+        self.clock = clock
         self._new_token = token
         self._links: dict[str, ParticipantLink] = {}
         self._leaving: set[asyncio.Future[None]] = set()

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from sfu.api import ParticipantInfo, ParticipantJoined, RoomService, SessionClosed
 from signaling.app import STATE, create_app
-from signaling.resume import REPLAY_MESSAGES
+from signaling.resume import ATTACHED_KEEP, REPLAY_MESSAGES, ResumeFailed, Resumption
 from tests.signaling.fakes import FakeService
 from tests.signaling.test_app import sfu_service  # noqa: F401 - fixture, found by name
 
@@ -265,3 +265,42 @@ async def test_others_see_no_leave_while_a_participant_resumes(
         gone = await receive(ann)  # the first thing Ann hears since Bob joined
         assert (gone["type"], gone["reason"]) == ("participant-left", "left")
         await ann.close()
+
+
+# --- the replay's bounds, without sockets ---
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def deliver(self, text: str) -> None:
+        self.texts.append(text)
+
+    def session_closed(self, reason: str) -> None:
+        pass
+
+    def taken_over(self) -> None:
+        pass
+
+
+async def test_an_attached_link_keeps_only_recent_messages() -> None:
+    now = [0.0]
+    link = Resumption(15.0, clock=lambda: now[0]).link("r")
+    sink = _Sink()
+    link.attach(sink, 0)
+    for t, n in ((0.0, 1), (10.0, 2), (25.0, 3)):  # the first is older than ATTACHED_KEEP at 25 s
+        now[0] = t
+        link.send({"type": "x", "n": n})
+    assert [json.loads(t)["seq"] for t in sink.texts] == [1, 2, 3]
+    assert link.missed(0) == 2  # seq 1 was dropped: delivered 25 s ago, the socket lived on
+    with pytest.raises(ResumeFailed, match="no longer kept"):
+        link.check_resume(0)
+    link.check_resume(1)  # a client that has seq 1 can resume
+    # once detached, nothing is dropped for age: the client has not received any of it
+    link.detach(sink)
+    for n in range(4, 10):
+        now[0] += ATTACHED_KEEP
+        link.send({"type": "x", "n": n})
+    assert link.missed(1) == 8
+    link.end()  # its expiry timer goes

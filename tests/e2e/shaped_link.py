@@ -33,7 +33,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import av
 import numpy as np
@@ -222,10 +222,20 @@ def interface_counters(pid: int, interface: str) -> tuple[int, int, int, int]:
 # --- the server ---
 
 
+class ServerSite(Protocol):
+    """Where :class:`ServerProcess` runs: a :class:`ShapedLink`, or a test's own namespaces
+    (``tests/e2e/test_loss_jitter.py``)."""
+
+    @property
+    def server_ns(self) -> str: ...
+
+    def command(self, ns: str, *argv: str) -> list[str]: ...
+
+
 class ServerProcess:
     """The real server (``python -m signaling.cli serve``) in the server's namespace."""
 
-    def __init__(self, link: ShapedLink, workdir: Path, *extra: str) -> None:
+    def __init__(self, link: ServerSite, workdir: Path, *extra: str) -> None:
         self.stdout_path = workdir / "server.stdout"
         self.stderr_path = workdir / "server.stderr"
         command = link.command(

@@ -11,7 +11,9 @@ lines, ``e`` being):
 - ``rx`` every 0.25 s: bytes and packets the connection received (``bytes``, ``packets``, after
   the impairment), RTP packets lost as the receiver counts them (``lost``), the interface's
   received bytes (``link``, with ``--interface``), datagrams the impairment dropped and the
-  event loop's longest late wake-up (``lag``, see :func:`loop_lag`).
+  event loop's longest late wake-up (``lag``, see :func:`loop_lag`), the generic NACK, PLI
+  and FIR messages it sent (``nacks``, ``plis``, ``firs``: see :class:`SentFeedback`) and the
+  retransmissions (RTX packets with a payload, RFC 4588) it received (``rtx``).
 
 Loss (``--loss``): this kernel has no netem, so the process drops a seeded random fraction of the
 SRTP and SRTCP datagrams it receives (RFC 7983: first byte 128..191) before anything reads them,
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import contextlib
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +45,7 @@ REPORT_INTERVAL = 0.25
 LAG_PERIOD = 0.05
 NEGOTIATION = frozenset({"offer", "answer", "candidate"})
 TRACK_TIMEOUT = 20.0
+RTX_MAP = re.compile(r"^a=rtpmap:(\d+) rtx/", re.MULTILINE)
 
 
 # --- the impairment ---
@@ -83,6 +87,47 @@ class ReceiveLoss:
         return protocol
 
 
+class SentFeedback:
+    """Counts the feedback messages the process sends, by the clear header of each SRTCP
+    datagram (RFC 3711 §3.4 leaves the first 8 bytes unencrypted; aiortc sends NACK and PLI as
+    compounds of their own): RTPFB FMT 1 (generic NACK, RFC 4585 §6.2.1), PSFB FMT 1 (PLI,
+    §6.3.1) and FMT 4 (FIR, RFC 5104 §4.3.1). A receive-only peer sends no RTP, whose payload
+    types 72..78 with the marker bit would read the same."""
+
+    def __init__(self) -> None:
+        self.nacks = self.plis = self.firs = 0
+
+    def count(self, data: bytes) -> None:
+        if len(data) < 8 or not 127 < data[0] < 192:
+            return
+        kind, fmt = data[1], data[0] & 0x1F
+        if kind == 205 and fmt == 1:
+            self.nacks += 1
+        elif kind == 206 and fmt == 1:
+            self.plis += 1
+        elif kind == 206 and fmt == 4:
+            self.firs += 1
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Count what every UDP endpoint ``loop`` opens from now on sends."""
+        create = loop.create_datagram_endpoint
+
+        async def create_datagram_endpoint(
+            *args: Any, **kwargs: Any
+        ) -> tuple[asyncio.DatagramTransport, asyncio.DatagramProtocol]:
+            transport, protocol = await create(*args, **kwargs)
+            send = transport.sendto
+
+            def sendto(data: bytes, addr: Any = None) -> None:
+                self.count(data)
+                send(data, addr)
+
+            setattr(transport, "sendto", sendto)  # noqa: B010
+            return transport, protocol
+
+        setattr(loop, "create_datagram_endpoint", create_datagram_endpoint)  # noqa: B010
+
+
 # --- the process ---
 
 
@@ -100,6 +145,9 @@ async def _run(args: argparse.Namespace) -> None:
     loss = ReceiveLoss(args.loss, args.seed)
     if args.loss:
         loss.install(asyncio.get_running_loop())
+    feedback = SentFeedback()
+    feedback.install(asyncio.get_running_loop())
+    received = Received()
     client = await SfuClient.connect(
         args.url,
         args.room,
@@ -110,8 +158,8 @@ async def _run(args: argparse.Namespace) -> None:
     emit("joined", id=client.participant_id)
     tasks = [
         asyncio.create_task(_messages(client)),
-        asyncio.create_task(_counters(client, args.interface, loss)),
-        asyncio.create_task(_frames(client, args.publisher)),
+        asyncio.create_task(_counters(client, args.interface, loss, feedback, received)),
+        asyncio.create_task(_frames(client, args.publisher, received)),
     ]
     try:
         await run_until_quit(*tasks)
@@ -127,7 +175,13 @@ async def _messages(client: SfuClient) -> None:
             emit("msg", data=dict(message.data))
 
 
-async def _counters(client: SfuClient, interface: str | None, loss: ReceiveLoss) -> None:
+async def _counters(
+    client: SfuClient,
+    interface: str | None,
+    loss: ReceiveLoss,
+    feedback: SentFeedback,
+    tapped: Received,
+) -> None:
     while True:
         lag = await loop_lag(LAG_PERIOD, round(REPORT_INTERVAL / LAG_PERIOD))
         received = packets = lost = 0
@@ -140,24 +194,42 @@ async def _counters(client: SfuClient, interface: str | None, loss: ReceiveLoss)
         emit(
             "rx", bytes=received, packets=packets, lost=lost,
             link=_link_bytes(interface), dropped=loss.dropped, lag=round(lag, 4),
+            nacks=feedback.nacks, plis=feedback.plis, firs=feedback.firs, rtx=tapped.rtx,
         )  # fmt: skip
 
 
-async def _frames(client: SfuClient, publisher: str) -> None:
+class Received:
+    """What the RTP tap saw beyond keyframes: retransmissions (payload types that the remote
+    description maps to ``rtx``, with more than the 2-byte original sequence number: padding-only
+    probes on the RTX stream are not retransmissions)."""
+
+    def __init__(self) -> None:
+        self.rtx_types: frozenset[int] = frozenset()
+        self.rtx = 0
+
+    def learn(self, sdp: str) -> None:
+        self.rtx_types = frozenset(int(pt) for pt in RTX_MAP.findall(sdp))
+
+    def on_rtp(self, packet: bytes, arrival: float) -> None:
+        with contextlib.suppress(ValueError):
+            start, end = payload_bounds(packet)
+            if packet[1] & 0x7F in self.rtx_types and end - start > 2:
+                self.rtx += 1
+            size = keyframe_size(packet, start, end)
+            if size is not None:
+                emit("keyframe", w=size[0], h=size[1])
+
+
+async def _frames(client: SfuClient, publisher: str, received: Received) -> None:
     remote = await client.wait_for_track(publisher, "video", TRACK_TIMEOUT)
     emit("track", trackId=remote.track_id)
-    tap_rtp(client.pc.getTransceivers()[0].receiver.transport, _on_rtp)
+    description = client.pc.remoteDescription
+    received.learn(description.sdp if description is not None else "")
+    tap_rtp(client.pc.getTransceivers()[0].receiver.transport, received.on_rtp)
     while True:
         frame = await remote.track.recv()
         if isinstance(frame, av.VideoFrame):
             emit("frame", w=frame.width, h=frame.height)
-
-
-def _on_rtp(packet: bytes, arrival: float) -> None:
-    with contextlib.suppress(ValueError):
-        size = keyframe_size(packet, *payload_bounds(packet))
-        if size is not None:
-            emit("keyframe", w=size[0], h=size[1])
 
 
 def main() -> None:

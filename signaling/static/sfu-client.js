@@ -47,6 +47,15 @@
 // joins the same room again with the same name, on a new peer connection, and publishes the same
 // tracks again (the same LocalTrack objects, with new track ids): "reconnected", how "rejoined",
 // with a new participant id. If that fails too (`rejoinTimeoutMs`), "closed".
+//
+// ICE restart (protocol section 8, ICE; RFC 8445 §9): `restartIce()` makes a client offer with
+// new ICE credentials on the same peer connection (queued as any local change); DTLS, tracks and
+// ids stay. The client does it by itself ("ice-restart") when the browser says it is `online`
+// again (at once, beside the resume), when `iceConnectionState` stays "disconnected" for 1 s or
+// turns "failed", and again with backoff (2 s doubling to 8 s, within the server's 10 s) while the
+// connection does not come back. An automatic restart not answered within 3 s means the WebSocket
+// is dead unnoticed: the client resumes on a new one. A restart the server offers (its own offer
+// with new credentials) needs nothing from here: the browser answers it as any offer.
 
 import { AdaptiveStream } from "./adaptive-stream.js";
 
@@ -58,6 +67,13 @@ const DEFAULT_REJOIN_TIMEOUT_MS = 30000;
 /** Backoff between reconnection attempts: the first wait, and the longest. */
 const RECONNECT_FIRST_WAIT_MS = 100;
 const RECONNECT_LONGEST_WAIT_MS = 2000;
+/** How long "disconnected" may last before the client restarts ICE (it often recovers alone). */
+const ICE_DISCONNECTED_GRACE_MS = 1000;
+/** A restart that has not brought the connection back is made again after this, doubling. */
+const ICE_RETRY_FIRST_MS = 2000;
+const ICE_RETRY_LONGEST_MS = 8000;
+/** An automatic restart's answer not here after this long: the WebSocket is presumed dead. */
+const ICE_ANSWER_WAIT_MS = 3000;
 /** Messages kept for sending again after a resume (the server keeps as many of its own). */
 const KEEP_SENT = 1024;
 /** Track ids in one setTrackSettings (the protocol's limit). */
@@ -167,6 +183,9 @@ export function defaultSignalingUrl() {
  *                         and track events where they changed, local tracks published again
  *                         with new track ids; subscribe() again what autoSubscribe does not give)
  * After "reconnecting" comes either "reconnected" or "closed".
+ *   "ice-restart"         {reason} (the client restarts ICE by itself: "network changed" (the
+ *                         browser's `online`), "disconnected" (for 1 s), "failed", each with
+ *                         `attempt` 1, 2, ... until the connection is back)
  */
 export class SfuClient extends EventTarget {
   /**
@@ -216,6 +235,8 @@ export class SfuClient extends EventTarget {
     /** how many times a new WebSocket resumed the session, and how many times it joined again */
     this.resumes = 0;
     this.rejoins = 0;
+    /** ICE restarts this client made (answered by the server), by itself or by `restartIce()` */
+    this.iceRestarts = 0;
 
     this._requestIds = 0;
     /** @type {Map<string, {expect: string, resolve: Function, reject: Function, timer: number}>} */
@@ -262,7 +283,17 @@ export class SfuClient extends EventTarget {
     this._offering = null;
     /** @type {any} the refusal that ended the last reconnection attempt */
     this._refusal = null;
-    this._onOnline = () => this._networkChanged();
+    this._onOnline = () => {
+      this._networkChanged("network changed");
+      this._autoRestartIce("network changed");
+    };
+    /** @type {number|null} an automatic ICE restart due (or the check after one) */
+    this._iceTimer = null;
+    this._iceRetryMs = ICE_RETRY_FIRST_MS;
+    this._iceAttempts = 0; // automatic restarts since the connection was last up
+    this._iceRestarting = false; // an automatic restart waits for its answer
+    /** @type {string|null} the network changed during that restart: another one after it */
+    this._iceRestartAgain = null;
     /** @type {AdaptiveStream|null} */
     this.adaptiveStream =
       options.adaptiveStream === false
@@ -392,6 +423,7 @@ export class SfuClient extends EventTarget {
     this._rejoining = false;
     this._candidate?.close(); // its attempt ends; the reconnection loop sees `closed`
     globalThis.removeEventListener?.("online", this._onOnline);
+    this._stopIceTimer();
     for (const pending of this._pending.values()) {
       clearTimeout(pending.timer);
       pending.reject(new Error(`connection closed: ${reason}`));
@@ -415,6 +447,9 @@ export class SfuClient extends EventTarget {
     });
     pc.addEventListener("connectionstatechange", () => {
       if (pc === this.pc) this._emit("connectionstatechange", { state: pc.connectionState });
+    });
+    pc.addEventListener("iceconnectionstatechange", () => {
+      if (pc === this.pc) this._onIceState();
     });
   }
 
@@ -452,14 +487,17 @@ export class SfuClient extends EventTarget {
     this._reconnect(reason);
   }
 
-  /** The browser is online again (e.g. Wi-Fi to mobile): the old socket may be dead unnoticed. */
-  _networkChanged() {
+  /**
+   * The browser is online again (e.g. Wi-Fi to mobile), or an ICE restart got no answer: the old
+   * socket may be dead unnoticed. @param {string} reason
+   */
+  _networkChanged(reason) {
     if (this.closed || this.reconnecting || !this.participantId || !this.resumeToken || !this.autoReconnect) {
       return;
     }
     const old = this.ws;
-    this._reconnect("network changed");
-    old?.close(4000, "network changed");
+    this._reconnect(reason);
+    old?.close(4000, reason);
   }
 
   /** From `joined` or `resumed`: the token for the next resume (none: the server does not resume). */
@@ -626,6 +664,9 @@ export class SfuClient extends EventTarget {
     this._sentSettings.clear();
     this.pausedTracks.clear();
     this.connectionQuality = null;
+    this._stopIceTimer();
+    this._iceRetryMs = ICE_RETRY_FIRST_MS;
+    this._iceAttempts = 0;
     this.pc?.close();
   }
 
@@ -940,6 +981,87 @@ export class SfuClient extends EventTarget {
   }
 
   // --- ICE ---
+
+  /**
+   * Restart ICE (RFC 8445 §9): a client offer with new credentials and candidates on the same
+   * peer connection, made as any other local change (after a server offer being answered, one
+   * offer at a time); the server answers with new credentials of its own. Resolves once that
+   * answer is applied (the new path comes up after it). The client restarts by itself when the
+   * network changes or the connection fails ("ice-restart"); call it when the application knows
+   * of a network change the browser does not report.
+   * @returns {Promise<void>}
+   */
+  restartIce() {
+    return this._change(() => this.pc.restartIce()).then(() => {
+      this.iceRestarts += 1;
+    });
+  }
+
+  _onIceState() {
+    const state = this.pc.iceConnectionState;
+    if (state === "connected" || state === "completed") {
+      this._stopIceTimer();
+      this._iceRetryMs = ICE_RETRY_FIRST_MS;
+      this._iceAttempts = 0;
+    } else if (state === "disconnected") {
+      this._scheduleIceRestart("disconnected", ICE_DISCONNECTED_GRACE_MS);
+    } else if (state === "failed") {
+      this._scheduleIceRestart("failed", 0);
+    }
+  }
+
+  /** Restart ICE after `delayMs` unless the connection is up by then (or a restart is due). */
+  _scheduleIceRestart(reason, delayMs) {
+    if (this._iceTimer !== null || this.closed) return;
+    const pc = this.pc;
+    this._iceTimer = setTimeout(() => {
+      this._iceTimer = null;
+      const state = pc.iceConnectionState;
+      if (pc === this.pc && state !== "connected" && state !== "completed") this._autoRestartIce(reason);
+    }, delayMs);
+  }
+
+  _stopIceTimer() {
+    if (this._iceTimer !== null) clearTimeout(this._iceTimer);
+    this._iceTimer = null;
+  }
+
+  /** Restart ICE by itself; while it has not brought the connection back, again with backoff. */
+  _autoRestartIce(reason) {
+    // nothing to restart before the first answer, nor while joining again (a new connection)
+    if (this.closed || this._rejoining || !this.pc?.remoteDescription) return;
+    if (this._iceRestarting) {
+      // its candidates may be those of the network that is gone
+      if (reason === "network changed") this._iceRestartAgain = reason;
+      return;
+    }
+    this._stopIceTimer();
+    this._iceRestarting = true;
+    this._iceAttempts += 1;
+    const pc = this.pc;
+    this._emit("ice-restart", { reason, attempt: this._iceAttempts });
+    // the offer goes out on the WebSocket: no answer in time means that is dead too
+    const unanswered = setTimeout(() => this._networkChanged("no answer to an ICE restart"), ICE_ANSWER_WAIT_MS);
+    this.restartIce()
+      .catch((error) => {
+        if (!this.closed) this.log("ICE restart:", error);
+      })
+      .finally(() => {
+        clearTimeout(unanswered);
+        this._iceRestarting = false;
+        if (pc !== this.pc || this.closed) return;
+        const again = this._iceRestartAgain;
+        this._iceRestartAgain = null;
+        if (again) {
+          this._autoRestartIce(again);
+          return;
+        }
+        const wait = this._iceRetryMs;
+        this._iceRetryMs = Math.min(wait * 2, ICE_RETRY_LONGEST_MS);
+        const state = pc.iceConnectionState;
+        if (state !== "connected" && state !== "completed") this._scheduleIceRestart(reason, wait);
+      });
+  }
 
   _onLocalCandidate(candidate) {
     // the server is UDP only (protocol section 8): TCP candidates are of no use to it

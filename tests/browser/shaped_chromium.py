@@ -44,15 +44,19 @@ FREEZE_MIN = 0.150
 
 @contextlib.asynccontextmanager
 async def chromium_in(
-    namespace: str, logs: list[PageLog], nice: int | None = None
+    namespace: str,
+    logs: list[PageLog],
+    nice: int | None = None,
+    flags: Sequence[str] = WATCHING_FLAGS,
 ) -> AsyncIterator[WatchingChromium]:
-    """A headless Chromium whose processes live in ``namespace`` (at priority ``nice``)."""
+    """A headless Chromium whose processes live in ``namespace`` (at priority ``nice``),
+    watching only unless given other ``flags``."""
     with in_namespace(namespace, nice):
         # the driver is forked now, in this namespace; Chromium is its child
         playwright = await async_playwright().start()
     try:
         browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=WATCHING_FLAGS, headless=True
+            executable_path=str(CHROMIUM), args=list(flags), headless=True
         )
         try:
             yield WatchingChromium(browser, logs)

@@ -712,4 +712,3 @@ async def test_ice_restart_keeps_dtls_and_moves_the_egress() -> None:
     finally:
         await client.close()
         await server.close()
-

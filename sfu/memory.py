@@ -14,6 +14,7 @@ millisecond on the event loop. Not glibc (musl, macOS): nothing to do.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
 import ctypes.util
 import time
@@ -51,6 +52,9 @@ class MemoryTrimmer:
         self._delay, self._interval = delay, interval
         self._last = -interval
         self._pending: asyncio.TimerHandle | None = None
+        # the timer runs in a context of its own, made once: not a copy of the leaver's (its
+        # log bindings), which the pending timer would keep alive after it left
+        self._context = contextvars.Context()
         self.trims = 0
 
     @property
@@ -62,7 +66,8 @@ class MemoryTrimmer:
         if self._trim is None or self._pending is not None:
             return
         wait = max(self._delay, self._last + self._interval - self._clock())
-        self._pending = asyncio.get_running_loop().call_later(wait, self._run)
+        loop = asyncio.get_running_loop()
+        self._pending = loop.call_later(wait, self._run, context=self._context)
 
     def _run(self) -> None:
         self._pending = None

@@ -362,6 +362,11 @@ class MediaConnection:
     def remove_down_track(self, down_track: DownTrack) -> None:
         if self._down_tracks.get(down_track.ssrc) is down_track:
             del self._down_tracks[down_track.ssrc]
+        if self._padder is down_track:
+            # its source is another participant's track: kept here, it kept that whole
+            # participant alive after it left, and through its connection's own padder the
+            # one before, and so on (a soak of 553 visitors grew the server by 0.55 MB each)
+            self._padder = None
 
     # --- RTCP in ---
 
@@ -703,4 +708,5 @@ class MediaConnection:
         for receiver in list(self._receivers.values()):
             self.remove_receiver(receiver)
         self._down_tracks.clear()
+        self._padder = None
         await self.pc.close()

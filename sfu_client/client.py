@@ -42,6 +42,7 @@ from sfu.media.aiortc_bridge import (
     complete_ice_restart,
     ice_credentials,
     ice_restart_offered,
+    own_ice_connect,
     recover_at_keyframes,
     regather_ice,
     send_srtp,
@@ -661,6 +662,7 @@ class SfuClient:
             )
             for publisher in self._simulcast:  # before aiortc may start their senders
                 publisher.apply_answer(str(answer.data["sdp"]))
+            own_ice_connect(self.pc)  # before aiortc starts ICE: a restart may retry it
             await self.pc.setRemoteDescription(
                 RTCSessionDescription(sdp=str(answer.data["sdp"]), type="answer")
             )
@@ -942,6 +944,7 @@ class SfuClient:
         if restart is not None:
             begin_ice_restart(self.pc, controlling=False)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        own_ice_connect(self.pc)  # ICE starts with our answer: a restart may retry it
         self._keep_transport_cc()
         recover_at_keyframes(self.pc)
         self._offered = dict(offer.data.get("tracks") or {})

@@ -64,6 +64,15 @@ def main() -> None:
     help="Seconds without any packet from a participant before it is removed.",
 )
 @click.option(
+    "--connect-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_envvar=True,
+    help="Seconds from a participant's first offer/answer to its media connection being up; "
+    "at half of it the server retries with an ICE restart, at the end it gives up "
+    "(bye ice-failed).",
+)
+@click.option(
     "--join-timeout",
     type=click.FloatRange(min=0, min_open=True),
     default=DEFAULT_JOIN_TIMEOUT,
@@ -146,6 +155,7 @@ def serve(
     ice_username: str | None,
     ice_credential: str | None,
     peer_timeout: float,
+    connect_timeout: float,
     join_timeout: float,
     resume_window: float,
     http_idle_timeout: float,
@@ -163,6 +173,7 @@ def serve(
         ice_hosts=ice_host,
         ice_servers=tuple(IceServer(url, ice_username, ice_credential) for url in ice_server),
         peer_timeout=peer_timeout,
+        connect_timeout=connect_timeout,
         udp_receive_buffer=udp_receive_buffer,
         max_participants_per_room=max_participants,
         max_tracks_per_participant=max_tracks_per_participant,

@@ -21,6 +21,7 @@ tests/unit/test_aiortc_bridge.py fails loudly when an upgrade moves one of these
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
 import random
@@ -264,6 +265,7 @@ class MediaTransport:
 
         self._connection.request_received = request_received
         await_peer_reflexive(self._connection)
+        _own_first_connect(self._connection)  # an ICE restart may retry a first connection
         # SRTP straight from the socket callback: aioice would queue each datagram for the
         # DTLS transport's receive task (a task wake-up per packet); DTLS records still go there
         queue_datagram = self._connection.data_received
@@ -1674,6 +1676,9 @@ def begin_ice_restart(pc: RTCPeerConnection, *, controlling: bool) -> None:
         return cast(tuple[bytes, int], result)
 
     connection.sendto, connection.recvfrom = sendto, recvfrom
+    first: _FirstConnect | None = getattr(connection, "_first_connect", None)
+    if first is not None:
+        first.take_over()  # the first connect now waits for this session's outcome
 
 
 async def regather_ice(pc: RTCPeerConnection) -> None:
@@ -1697,10 +1702,85 @@ async def complete_ice_restart(pc: RTCPeerConnection, remote: tuple[str, str]) -
     transport = _ice_transport(pc)
     connection: Any = transport._connection
     connection.remote_username, connection.remote_password = remote
-    async with asyncio.timeout(ICE_RESTART_TIMEOUT):
-        await connection.connect()
+    first: _FirstConnect | None = getattr(connection, "_first_connect", None)
+    try:
+        async with asyncio.timeout(ICE_RESTART_TIMEOUT):
+            await aioice.ice.Connection.connect(connection)  # aioice's: ours may wrap it
+    except (ConnectionError, TimeoutError):
+        if first is not None:
+            first.settle(ok=False)
+        raise
     del connection.sendto, connection.recvfrom  # aioice's own again: a pair is nominated
     connection._pair_before_restart = {}
+    if first is not None:
+        first.settle(ok=True)
     media = getattr(pc, "media_transport", None)
     if media is not None:
         media.repath()
+
+
+class _FirstConnect:
+    """A first ICE connect that an ICE restart may take over (see :func:`own_ice_connect`)."""
+
+    def __init__(self) -> None:
+        self.taken_over = asyncio.Event()
+        self.settled = asyncio.Event()
+        self.ok = False
+        self.since = time.monotonic()
+
+    def take_over(self) -> None:
+        self.taken_over.set()
+        self.since = time.monotonic()  # each restart gets its own time
+
+    def settle(self, *, ok: bool) -> None:
+        self.ok = ok
+        self.settled.set()
+
+
+def own_ice_connect(pc: RTCPeerConnection) -> None:
+    """Let an ICE restart take over a first connection that has not come up yet.
+
+    aiortc starts ICE once (``RTCIceTransport.start`` awaits aioice's ``connect``), and a
+    restart begun before that returns would leave it waiting forever on the old session's
+    check list. Here the first ``connect`` is ours: it runs aioice's, and when
+    :func:`begin_ice_restart` starts a new session meanwhile, it stops that attempt and
+    returns (or fails) with the restart — so a connection that does not come up can be
+    retried with new credentials (RFC 8445 §9) before anyone is told it failed. Call before
+    the first remote description is applied (idempotent)."""
+    transport = _ice_transport(pc)
+    if transport is not None:
+        _own_first_connect(transport._connection)
+
+
+def _own_first_connect(connection: Any) -> None:
+    if "connect" in vars(connection) or connection._check_list_done:
+        return
+
+    async def connect() -> None:
+        first = connection._first_connect = _FirstConnect()
+        attempt = asyncio.ensure_future(aioice.ice.Connection.connect(connection))
+        attempt.add_done_callback(lambda task: task.cancelled() or task.exception())
+        taken_over = asyncio.ensure_future(first.taken_over.wait())
+        try:
+            await asyncio.wait({attempt, taken_over}, return_when=asyncio.FIRST_COMPLETED)
+            if not first.taken_over.is_set():
+                return attempt.result()
+            attempt.cancel()  # a restart began: its session is the one that counts
+            while not first.settled.is_set():
+                # no restart may leave aiortc's start waiting forever: a closed connection,
+                # or one whose restart never got the peer's answer, fails as aioice's would
+                waited = time.monotonic() - first.since
+                if connection._closing or waited > 2 * ICE_RESTART_TIMEOUT:
+                    break
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await first.settled.wait()
+            if not first.ok:
+                raise ConnectionError("ICE negotiation failed")
+        finally:
+            attempt.cancel()
+            taken_over.cancel()
+            connection._first_connect = None
+            del connection.connect  # later restarts run their own checks
+
+    connection.connect = connect

@@ -137,8 +137,9 @@ class MediaConnection:
         self.log = log if log is not None else structlog.get_logger("sfu")
         self.pc.on("connectionstatechange", self._on_state_change)
         self.pc.on_ice_restart = self._on_ice_restart
-        #: nothing has arrived for half the peer timeout: the path may be dead while the peer
-        #: lives (an ICE restart may find another); called once per silence
+        #: nothing has arrived for half the peer timeout, or the first connection is not up
+        #: after half the connect timeout: the path may be dead while the peer lives (an ICE
+        #: restart may find another); called once per silence
         self.on_silent: Callable[[], None] | None = None
         self._silent = False
 
@@ -168,7 +169,7 @@ class MediaConnection:
     def _on_ice_restart(self, ok: bool) -> None:
         # the new path may have lost packets a keyframe request would have asked for
         self.log.info("ice restarted" if ok else "ice restart failed")
-        if ok:
+        if ok and self._was_connected:  # else DTLS comes next, and "connected" with it
             self._on_connected()
 
     def negotiated(self) -> None:
@@ -639,11 +640,16 @@ class MediaConnection:
                     self.on_silent()
             elif quiet < self._config.peer_timeout / 2:
                 self._silent = False
-        elif (
-            self._negotiated_at is not None
-            and now - self._negotiated_at > self._config.connect_timeout
-        ):
-            self._on_failed("ice-failed")
+        elif self._negotiated_at is not None:
+            waited = now - self._negotiated_at
+            if waited > self._config.connect_timeout:
+                self._on_failed("ice-failed")
+            elif waited > self._config.connect_timeout / 2 and not self._silent:
+                # not up yet: retried with an ICE restart before anyone is told it failed
+                self._silent = True
+                self.log.info("not connected yet", seconds=round(waited, 1))
+                if self.on_silent is not None:
+                    self.on_silent()
 
     def _send_reports(self) -> None:
         now, now_wall = time.monotonic(), time.time()

@@ -19,6 +19,7 @@ import aioice.ice
 import aioice.stun
 import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc import rtcicetransport as aiortc_rtcicetransport
 from aiortc import rtcpeerconnection as aiortc_rtcpeerconnection
 from aiortc import sdp as aiortc_sdp
 from aiortc.codecs import HEADER_EXTENSIONS
@@ -182,6 +183,7 @@ async def test_private_attributes_of_live_objects() -> None:
             "_local_username",
             "_local_password",
             "_queue",
+            "_closing",  # a first connect taken over by a restart ends when it closes
         ):
             assert hasattr(connection, name), f"aioice moved Connection.{name}"
         ice = dtls.transport
@@ -709,6 +711,60 @@ async def test_ice_restart_keeps_dtls_and_moves_the_egress() -> None:
         assert transport._egress is egress and transport.packets_sent == sent + 1
         # the next offer with the same credentials is no restart
         assert not bridge.ice_restart_offered(server, client.localDescription.sdp)
+    finally:
+        await client.close()
+        await server.close()
+
+
+async def test_aioice_waits_forever_when_a_restart_replaces_its_check_list() -> None:
+    """Why own_ice_connect exists: aiortc starts ICE once and awaits aioice's ``connect``,
+    which waits on the check-list queue of the session it began with; begin_ice_restart
+    replaces it, and that connect would never return."""
+    source = inspect.getsource(aioice.ice.Connection.connect)
+    assert "await self._check_list_state.get()" in source, "aioice's connect changed"
+    start = inspect.getsource(aiortc_rtcicetransport.RTCIceTransport.start)
+    assert "await self._connection.connect()" in start, "aiortc's ICE start changed"
+
+
+async def test_a_restart_takes_over_a_first_connection_that_is_not_up() -> None:
+    """RFC 8445 §9 before the first pair: the client's packets go nowhere, so its first
+    connection cannot come up; an ICE restart then takes over both sides' first connect (aiortc's
+    start returns with the restart), and DTLS comes up on the new session's pair."""
+    server = bridge.ServerPeerConnection()
+    client = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    outcomes: list[bool] = []
+    server.on_ice_restart = outcomes.append
+    try:
+        client.addTransceiver("audio", direction="recvonly")
+        await client.setLocalDescription(await client.createOffer())
+        connection: Any = cast(Any, client.getTransceivers()[0].receiver.transport).transport
+        connection = connection._connection
+        sends = [(p, p.transport.sendto) for p in connection._protocols]
+        for protocol, _ in sends:  # a dead network: nothing leaves the client
+            protocol.transport.sendto = lambda data, addr=None: None
+        answer = await bridge.accept_offer(server, client.localDescription.sdp)
+        bridge.own_ice_connect(client)
+        await client.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        for _ in range(100):  # aiortc's start is running ours
+            if getattr(connection, "_first_connect", None) is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert connection._first_connect is not None
+        await asyncio.sleep(0.3)
+        assert client.connectionState == "connecting" and server.connectionState != "connected"
+
+        bridge.begin_ice_restart(client, controlling=True)
+        await client.setLocalDescription(await client.createOffer())
+        answer = await bridge.accept_offer(server, client.localDescription.sdp)
+        await client.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+        for protocol, sendto in sends:
+            protocol.transport.sendto = sendto
+        remote = bridge.ice_credentials(answer)
+        assert remote is not None
+        await bridge.complete_ice_restart(client, remote)
+        await _wait_connected(client, server)
+        assert outcomes == [True]
+        assert "connect" not in vars(connection) and connection._first_connect is None
     finally:
         await client.close()
         await server.close()

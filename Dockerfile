@@ -17,6 +17,8 @@ RUN python -m venv /venv && /venv/bin/pip install --no-cache-dir .
 
 # HTTP + WebSocket signaling. Media uses one UDP port per participant (ephemeral range):
 # run with --network host, or publish the range and set SFU_ICE_HOST to the host's address.
+# Access keys: mount a keys file and set SFU_KEYS_FILE (docs/operations.md); without them the
+# server refuses to serve 0.0.0.0 unless SFU_INSECURE=1.
 EXPOSE 8080
 ENV SFU_HOST=0.0.0.0 SFU_PORT=8080 SFU_LOG_FORMAT=json
 USER nobody

@@ -172,6 +172,22 @@ EventListener = Callable[[Event], None]
 
 
 @dataclass(frozen=True, slots=True)
+class Grants:
+    """What a participant may do in its room (from its access token; everything without one)."""
+
+    publish: bool = True
+    subscribe: bool = True
+    #: the track sources it may publish ("camera", "microphone", "screen", ...); None: any
+    sources: tuple[str, ...] | None = None
+    #: may manage the room through the operator API
+    admin: bool = False
+
+
+#: what a participant without an access token may do (a server without keys): all but admin
+FULL_GRANTS = Grants()
+
+
+@dataclass(frozen=True, slots=True)
 class TrackSettings:
     """What a subscriber wants of one video track it receives; the defaults ask for the best.
 
@@ -215,6 +231,12 @@ class UnknownTrack(SfuError):
 
 class RoomFull(SfuError):
     code = "room-full"
+
+
+class NotAllowed(SfuError):
+    """What the participant's grants do not allow (publishing, a source, subscribing)."""
+
+    code = "not-allowed"
 
 
 # --- the interface ---
@@ -269,12 +291,21 @@ class ParticipantSession(Protocol):
 
 class RoomService(Protocol):
     async def join(
-        self, room_id: str, name: str, listener: EventListener, auto_subscribe: bool = True
+        self,
+        room_id: str,
+        name: str,
+        listener: EventListener,
+        auto_subscribe: bool = True,
+        *,
+        identity: str | None = None,
+        grants: Grants = FULL_GRANTS,
     ) -> tuple[ParticipantSession, tuple[ParticipantInfo, ...]]:
         """Join (creating the room if needed); returns the session and the others already in it.
 
         ``auto_subscribe``: receive every track the others publish, now and later, except those
-        unsubscribed from; else only those subscribed to.
+        unsubscribed from; else only those subscribed to. ``identity``: who the participant is
+        beyond this session; one already in the room with it is replaced (its listener gets
+        :class:`SessionClosed` ``duplicate-identity``). ``grants``: what it may do.
         """
         ...
 

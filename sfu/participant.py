@@ -20,18 +20,22 @@ import structlog
 from aiortc.exceptions import InternalError, InvalidAccessError, InvalidStateError, OperationError
 
 from sfu.api import (
+    FULL_GRANTS,
     Answer,
     ConnectionQualityReport,
     Event,
     EventListener,
+    Grants,
     InvalidSdp,
     InvalidState,
     LayerActivity,
+    NotAllowed,
     OfferedTrack,
     PublishedTrack,
     PublisherLayers,
     ServerOffer,
     SessionClosed,
+    SfuError,
     StreamState,
     TrackInfo,
     TrackSettings,
@@ -90,6 +94,10 @@ class Subscription:
         self.down_track: DownTrack | None = None
 
 
+def _default_source(kind: str) -> str:
+    return "microphone" if kind == "audio" else "camera"
+
+
 class Participant:
     def __init__(
         self,
@@ -98,13 +106,17 @@ class Participant:
         listener: EventListener,
         config: MediaConfig,
         auto_subscribe: bool = True,
+        identity: str | None = None,
+        grants: Grants = FULL_GRANTS,
     ) -> None:
         self.participant_id = new_id("PA")
         self.name = name
+        self.identity = identity
+        self.grants = grants
         self.room = room
         self.closed = False
         #: receive every track of the others unless unsubscribed (else only those subscribed to)
-        self.auto_subscribe = auto_subscribe
+        self.auto_subscribe = auto_subscribe and grants.subscribe
         self._choices: dict[str, bool] = {}  # track id -> subscribed, as the client chose
         self.track_settings: dict[str, TrackSettings] = {}  # track id -> what the client wants
         self.published: dict[str, TrackReceiver] = {}  # by mid of this connection
@@ -146,11 +158,16 @@ class Participant:
         self._check_sdp(sdp)
         async with self._lock:
             self._ensure_open()
-            self._check_offer_limits(sdp)
             pc = self.connection.pc
             if pc.signalingState == "have-local-offer":
                 self.log.info("glare: rolling back our offer")
                 self._rollback()
+            try:
+                # after the rollback: the m-lines of our offer no longer hide the client's
+                self._check_offer_limits(sdp, sources)
+            except SfuError:
+                self._schedule_negotiation()  # ours was rolled back for nothing
+                raise
             self.log.debug("client offer", sdp=sdp)
             try:
                 answer = await bridge.accept_offer(pc, sdp)
@@ -218,6 +235,8 @@ class Participant:
 
     async def subscribe(self, track_ids: Sequence[str], subscribed: bool) -> None:
         tracks = self._others_tracks(track_ids)
+        if subscribed and not self.grants.subscribe:
+            raise NotAllowed("this participant may not subscribe (its token does not grant it)")
         changed = False
         for track_id in track_ids:
             track = tracks[track_id]
@@ -249,7 +268,7 @@ class Participant:
 
     def wants(self, track: TrackReceiver) -> bool:
         """Whether this participant subscribes to another participant's ``track``."""
-        return self._choices.get(track.info.track_id, self.auto_subscribe)
+        return self._choices.get(track.info.track_id, self.auto_subscribe) and self.grants.subscribe
 
     def forget_track(self, track_id: str) -> None:
         """A track of another participant ended: its subscription choice goes with it."""
@@ -258,10 +277,11 @@ class Participant:
 
     # --- publishing ---
 
-    def _check_offer_limits(self, sdp: str) -> None:
+    def _check_offer_limits(self, sdp: str, sources: Mapping[str, str]) -> None:
         """Refuse an offer that would publish or create more than a participant may."""
         ours = {s.transceiver.mid for s in self.subscriptions}
         m_lines = bridge.offered_m_lines(sdp)
+        self._check_grants([m for m in m_lines if m.mid not in ours and m.sending], sources)
         created = [m for m in m_lines if m.mid not in ours]
         if len(created) > MAX_CLIENT_MLINES:
             raise InvalidSdp(
@@ -274,6 +294,28 @@ class Participant:
             raise InvalidSdp(
                 f"the offer sends {len(sending)} tracks; a participant may publish at most {cap}"
             )
+
+    def _check_grants(
+        self, sending: Sequence[bridge.OfferedMLine], sources: Mapping[str, str]
+    ) -> None:
+        grants = self.grants
+        if sending and not grants.publish:
+            raise NotAllowed("this participant may not publish (its token does not grant it)")
+        if grants.sources is None:
+            return
+        for m_line in sending:
+            published = self.published.get(m_line.mid)
+            source = (
+                published.info.source
+                if published is not None
+                else sources.get(m_line.mid) or _default_source(m_line.kind)
+            )
+            if source not in grants.sources:
+                allowed = ", ".join(grants.sources) or "none"
+                raise NotAllowed(
+                    f"mid {m_line.mid!r} publishes source {source!r}; this participant may "
+                    f"publish only: {allowed}"
+                )
 
     def _reconcile_published(self, sources: Mapping[str, str]) -> tuple[PublishedTrack, ...]:
         """Publish what the client now sends, unpublish what it stopped sending."""
@@ -296,7 +338,7 @@ class Participant:
             if existing is not None and params is not None:
                 existing.update(params)
             if params is not None and existing is None and params.primary is not None:
-                source = sources.get(mid) or ("microphone" if params.kind == "audio" else "camera")
+                source = sources.get(mid) or _default_source(params.kind)
                 info = TrackInfo(new_id("TR"), self.participant_id, params.kind, source)
                 receiver = TrackReceiver(
                     info,

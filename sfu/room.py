@@ -11,6 +11,7 @@ from sfu.api import (
     ParticipantInfo,
     ParticipantJoined,
     ParticipantLeft,
+    SessionClosed,
     TrackInfo,
     TrackMuted,
     TrackPublished,
@@ -18,6 +19,9 @@ from sfu.api import (
 )
 from sfu.media.receiver import TrackReceiver
 from sfu.participant import Participant
+
+#: why a participant left when another session joined with its identity
+DUPLICATE_IDENTITY = "duplicate-identity"
 
 
 class Room:
@@ -58,6 +62,14 @@ class Room:
         self.log.info("left", participant=participant.participant_id, reason=reason)
         if not self.participants:
             self._on_empty(self)
+
+    async def replace_identity(self, identity: str) -> None:
+        """One identity is one participant: a session already in the room with it (another tab,
+        a reconnect the old session has not noticed yet) leaves for the one joining."""
+        for participant in list(self.participants.values()):
+            if participant.identity == identity:
+                participant.emit(SessionClosed(DUPLICATE_IDENTITY))
+                await self.remove(participant, DUPLICATE_IDENTITY)
 
     def tracks_for(self, participant: Participant) -> list[TrackReceiver]:
         """Every track the others publish (``participant`` receives those it subscribes to)."""

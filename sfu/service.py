@@ -8,7 +8,15 @@ from collections.abc import Mapping
 import structlog
 from prometheus_client import CollectorRegistry
 
-from sfu.api import EventListener, ParticipantInfo, ParticipantSession, RoomFull, SessionClosed
+from sfu.api import (
+    FULL_GRANTS,
+    EventListener,
+    Grants,
+    ParticipantInfo,
+    ParticipantSession,
+    RoomFull,
+    SessionClosed,
+)
 from sfu.config import MediaConfig
 from sfu.counters import MediaTotals, participant_totals
 from sfu.memory import MemoryTrimmer
@@ -33,15 +41,26 @@ class Sfu:
         self._trimmer = MemoryTrimmer()
 
     async def join(
-        self, room_id: str, name: str, listener: EventListener, auto_subscribe: bool = True
+        self,
+        room_id: str,
+        name: str,
+        listener: EventListener,
+        auto_subscribe: bool = True,
+        *,
+        identity: str | None = None,
+        grants: Grants = FULL_GRANTS,
     ) -> tuple[ParticipantSession, tuple[ParticipantInfo, ...]]:
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = Room(room_id, self._drop_room, self._participant_left)
             self.log.info("room created", room=room_id)
+        if identity is not None:
+            await room.replace_identity(identity)
         if len(room.participants) >= self.config.max_participants_per_room:
             raise RoomFull(f"room {room_id!r} has {len(room.participants)} participants")
-        participant = Participant(room, name, listener, self.config, auto_subscribe)
+        participant = Participant(
+            room, name, listener, self.config, auto_subscribe, identity=identity, grants=grants
+        )
         self._counted.add(participant)
         self.joined_total += 1
         return participant, room.add(participant)

@@ -42,9 +42,11 @@ from sfu.media.aiortc_bridge import (
     complete_ice_restart,
     ice_credentials,
     ice_restart_offered,
+    local_descriptions,
     own_ice_connect,
     recover_at_keyframes,
     regather_ice,
+    rollback_offer,
     send_srtp,
     set_ice_host_addresses,
     tap_rtp,
@@ -263,6 +265,7 @@ class SfuClient:
         )
         self.room: str | None = None
         self.name: str | None = None
+        self.token: str | None = None  # the access token of the last join
         self.participant_id: str | None = None
         self.participants: dict[str, RemoteParticipant] = {}
         self.local_tracks: dict[str, LocalTrack] = {}
@@ -367,8 +370,10 @@ class SfuClient:
         request_timeout: float = DEFAULT_TIMEOUT,
         auto_subscribe: bool = True,
         transport_cc: bool = True,
+        token: str | None = None,
     ) -> SfuClient:
-        """Open the WebSocket, join ``room`` as ``name`` and return once ``joined`` arrived."""
+        """Open the WebSocket, join ``room`` as ``name`` and return once ``joined`` arrived
+        (``token``: the access token a server with keys asks for)."""
         client = await cls.open(
             url,
             ice_servers=ice_servers,
@@ -378,19 +383,30 @@ class SfuClient:
             transport_cc=transport_cc,
         )
         try:
-            await client.join(room, name, auto_subscribe=auto_subscribe)
+            await client.join(room, name, auto_subscribe=auto_subscribe, token=token)
         except BaseException:
             await client.close()
             raise
         return client
 
-    async def join(self, room: str, name: str, *, auto_subscribe: bool = True) -> None:
-        """Join ``room``. ``auto_subscribe=False``: receive only what :meth:`subscribe` asks for."""
+    async def join(
+        self, room: str, name: str, *, auto_subscribe: bool = True, token: str | None = None
+    ) -> None:
+        """Join ``room``. ``auto_subscribe=False``: receive only what :meth:`subscribe` asks for.
+        ``token``: the access token a server with keys asks for (docs/protocol.md, ``join``)."""
         self.room, self.name = room, name
         self.auto_subscribe = auto_subscribe
-        message = {"type": "join", "v": PROTOCOL_VERSION, "room": room, "name": name}
+        self.token = token
+        message: dict[str, Any] = {
+            "type": "join",
+            "v": PROTOCOL_VERSION,
+            "room": room,
+            "name": name,
+        }
         if not auto_subscribe:
             message["autoSubscribe"] = False
+        if token is not None:
+            message["token"] = token
         await self.request(message, expect="joined")
 
     async def leave(self) -> None:
@@ -650,6 +666,7 @@ class SfuClient:
         """One client offer/answer exchange; the caller holds the negotiation lock."""
         self._own_offer_pending = True
         self._offers_sent += 1
+        before = local_descriptions(self.pc)
         try:
             await self.pc.setLocalDescription(await self._create_offer())
             sources = {t.mid: {"source": t.source} for t in self.local_tracks.values()}
@@ -657,9 +674,15 @@ class SfuClient:
             sdp = self.pc.localDescription.sdp
             for publisher in self._simulcast:
                 sdp = publisher.offer(sdp)
-            answer = await self.request(
-                {"type": "offer", "sdp": sdp, "tracks": sources}, expect="answer"
-            )
+            try:
+                answer = await self.request(
+                    {"type": "offer", "sdp": sdp, "tracks": sources}, expect="answer"
+                )
+            except ServerError:
+                # refused, nothing applied on the server: back to stable (JSEP §5.7), so the
+                # server's next offer can be answered; the m-lines this offer added are gone
+                rollback_offer(self.pc, before)
+                raise
             for publisher in self._simulcast:  # before aiortc may start their senders
                 publisher.apply_answer(str(answer.data["sdp"]))
             own_ice_connect(self.pc)  # before aiortc starts ICE: a restart may retry it

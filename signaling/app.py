@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class SignalingState:
     heartbeat: float
     join_timeout: float | None
     resumption: Resumption
+    keys: Mapping[str, str] | None = None
     sessions: set[SignalingSession] = field(default_factory=set)
 
 
@@ -46,6 +48,7 @@ def create_app(
     join_timeout: float | None = DEFAULT_JOIN_TIMEOUT,
     resume_window: float = DEFAULT_RESUME_WINDOW,
     metrics: CollectorRegistry | None = None,
+    keys: Mapping[str, str] | None = None,
 ) -> web.Application:
     """Serve ``GET /ws`` (signaling), ``GET /healthz``, ``GET /metrics`` if a Prometheus
     ``metrics`` registry is given, and, if present, the static web client.
@@ -55,7 +58,8 @@ def create_app(
     WebSocket to a successful ``join``; a socket without one by then gets ``bye`` with reason
     ``join-timeout`` and is closed (1008). ``None``: no limit. ``resume_window``: seconds a
     joined participant whose WebSocket closed without ``leave`` waits for a ``resume`` before it
-    leaves its room (0: it leaves at once).
+    leaves its room (0: it leaves at once). ``keys``: the access tokens' keys by key id
+    (signaling/tokens.py); a ``join`` then needs a token. ``None``: anyone may join any room.
     """
     app = web.Application()
     app[SERVICE] = service
@@ -64,6 +68,7 @@ def create_app(
         heartbeat=heartbeat,
         join_timeout=join_timeout,
         resumption=Resumption(resume_window),
+        keys=keys,
     )
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
@@ -88,6 +93,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         remote=request.remote,
         join_timeout=state.join_timeout,
         resumption=state.resumption,
+        keys=state.keys,
     )
     state.sessions.add(session)
     try:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
+from collections.abc import Mapping
+from pathlib import Path
 
 import click
 import uvloop
@@ -15,6 +18,7 @@ from sfu.log import LEVELS, LogFormat, configure_logging, get_logger
 from sfu.media.aiortc_bridge import set_ice_host_addresses, set_udp_receive_buffer
 from signaling.app import DEFAULT_JOIN_TIMEOUT, DEFAULT_RESUME_WINDOW, create_app
 from signaling.fdlimit import raise_file_limit, watch_file_descriptors
+from signaling.token_cli import KEYS_FILE, read_keys, token
 
 log = get_logger()
 #: Seconds an HTTP connection may stay open without a request (before the first, between two).
@@ -62,6 +66,20 @@ def main() -> None:
     default=8.0,
     show_envvar=True,
     help="Seconds without any packet from a participant before it is removed.",
+)
+@click.option(
+    "--keys-file",
+    type=KEYS_FILE,
+    show_envvar=True,
+    help="Access tokens' keys ('KEY_ID: SECRET' lines; `sfu token keygen`): every join then "
+    "needs a token (`sfu token create`). Without it anyone who reaches the server may join any "
+    "room.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    show_envvar=True,
+    help="Serve on a non-loopback address without --keys-file (anyone may join any room).",
 )
 @click.option(
     "--connect-timeout",
@@ -155,6 +173,8 @@ def serve(
     ice_username: str | None,
     ice_credential: str | None,
     peer_timeout: float,
+    keys_file: Path | None,
+    insecure: bool,
     connect_timeout: float,
     join_timeout: float,
     resume_window: float,
@@ -169,6 +189,19 @@ def serve(
 ) -> None:
     """Serve signaling (WebSocket /ws) and media until SIGTERM or SIGINT."""
     configure_logging(log_format, log_level)
+    keys = None if keys_file is None else read_keys(keys_file)
+    if keys is None and not _is_loopback(host) and not insecure:
+        raise click.UsageError(
+            f"--host {host} serves beyond this machine, and without --keys-file anyone who "
+            "reaches it can join any room: give --keys-file (see `sfu token keygen`), or "
+            "--insecure if that is what you want"
+        )
+    if keys is None:
+        log.warning(
+            "INSECURE: no access keys (--keys-file): anyone who reaches this server may join "
+            "any room, publish and subscribe",
+            host=host,
+        )
     config = MediaConfig(
         ice_hosts=ice_host,
         ice_servers=tuple(IceServer(url, ice_username, ice_credential) for url in ice_server),
@@ -190,8 +223,18 @@ def serve(
             join_timeout=join_timeout,
             resume_window=resume_window,
             http_idle_timeout=http_idle_timeout,
+            keys=keys,
         )
     )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
 
 
 async def _serve(
@@ -203,6 +246,7 @@ async def _serve(
     join_timeout: float = DEFAULT_JOIN_TIMEOUT,
     resume_window: float = DEFAULT_RESUME_WINDOW,
     http_idle_timeout: float = HTTP_IDLE_TIMEOUT,
+    keys: Mapping[str, str] | None = None,
 ) -> None:
     from sfu.service import Sfu
 
@@ -236,6 +280,7 @@ async def _serve(
         join_timeout=join_timeout,
         resume_window=resume_window,
         metrics=service.metrics_registry(),
+        keys=keys,
     )
     # aiohttp's keep-alive timer also runs from the moment a connection is accepted, so it closes
     # a connection that never completes a first request as well (since aiohttp 3.14.4)
@@ -277,6 +322,8 @@ async def _wait_for_signal() -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
 
+
+main.add_command(token)
 
 if __name__ == "__main__":
     main()

@@ -60,6 +60,7 @@ MAX_TEMPORAL_LAYER = 3
 MAX_REPORTED_ERRORS = 3
 #: A resume token's length as a client may send it (the server's are 43 characters).
 MAX_TOKEN_LENGTH = 128
+MAX_ACCESS_TOKEN_LENGTH = 4096
 
 JsonObject = dict[str, Any]
 
@@ -156,12 +157,19 @@ class TrackOptions(_Model):
     source: Label = "unknown"
 
 
+AccessToken = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ACCESS_TOKEN_LENGTH)]
+
+
 class Join(_ClientMessage):
     type: Literal["join"]
     v: int
     room: RoomId
     name: Name
     auto_subscribe: bool = Field(default=True, alias="autoSubscribe")
+    #: the access token (signaling/tokens.py); required when the server has keys
+    token: (
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_ACCESS_TOKEN_LENGTH)] | None
+    ) = None
 
 
 class Resume(_ClientMessage):

@@ -22,12 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import structlog
 from aiohttp import WSCloseCode, WSMessage, WSMsgType, web
 
-from sfu.api import RoomService, SfuError
+from sfu.api import FULL_GRANTS, RoomService, SfuError
 from sfu.log import get_logger
 from signaling.messages import (
     AnswerMessage,
@@ -52,6 +53,7 @@ from signaling.messages import (
     resumed_message,
 )
 from signaling.resume import ParticipantLink, ResumeFailed, Resumption
+from signaling.tokens import Access, TokenError, verify
 
 #: Messages waiting for a client that does not read; past this the connection is closed (1008).
 OUTBOX_LIMIT = 4096
@@ -83,9 +85,11 @@ class SignalingSession:
         remote: str | None = None,
         join_timeout: float | None = None,
         resumption: Resumption | None = None,
+        keys: Mapping[str, str] | None = None,
     ) -> None:
         self._ws = ws
         self._service = service
+        self._keys = keys  # access tokens' keys by key id; None: joins need no token
         # an unjoined socket holds a file descriptor and costs nothing to open: it gets this long
         self._join_timeout = join_timeout
         self._join_deadline = 0.0
@@ -247,11 +251,18 @@ class SignalingSession:
                 "already-joined", f"this connection already joined as {self.participant_id}"
             )
         # bound before the call so that tasks the room starts for this participant log the room
+        access = self._admit(message)
+        name = message.name if access is None or access.name is None else access.name
         structlog.contextvars.bind_contextvars(room=message.room)
         link = self._resumption.link(message.room)
         try:
             participant, others = await self._service.join(
-                message.room, message.name, link.on_event, message.auto_subscribe
+                message.room,
+                name,
+                link.on_event,
+                message.auto_subscribe,
+                identity=None if access is None else access.identity,
+                grants=FULL_GRANTS if access is None else access.grants,
             )
         except BaseException:
             structlog.contextvars.unbind_contextvars("room")
@@ -260,13 +271,33 @@ class SignalingSession:
         self._resumption.register(link)
         self._link = link
         self._bind(link)
-        self._log.info("joined", name=message.name, others=len(others))
+        self._log.info("joined", name=name, identity=access and access.identity, others=len(others))
         self._enqueue(
             joined_message(
                 message.room, participant.participant_id, others, message.request_id, link.grant()
             )
         )
         link.attach(self, 0)  # events raised during the join follow joined
+
+    def _admit(self, message: Join) -> Access | None:
+        """The access the join's token gives (None: the server has no keys, anyone may join);
+        ProtocolError ``token-required``, ``token-invalid``, ``token-expired`` or
+        ``token-wrong-room`` when it gives none to this room."""
+        if self._keys is None:
+            return None
+        if message.token is None:
+            raise ProtocolError(
+                "token-required", "this server admits only joins with an access token (token)"
+            )
+        try:
+            access = verify(message.token, self._keys)
+        except TokenError as exc:
+            raise ProtocolError(exc.code, exc.message) from None
+        if access.room != message.room:
+            raise ProtocolError(
+                "token-wrong-room", f"the token does not admit to room {message.room!r}"
+            )
+        return access
 
     async def _resume(self, message: Resume) -> None:
         if self._link is not None:

@@ -673,11 +673,7 @@ async def create_offer(
         media.rtp.codecs = codecs
         media.rtp.headerExtensions = extensions
         media.fmt = [c.payloadType for c in codecs]
-    private: Any = pc
-    pc.before_offer = (
-        private._RTCPeerConnection__pendingLocalDescription,
-        private._RTCPeerConnection__currentLocalDescription,
-    )
+    pc.before_offer = local_descriptions(pc)
     await pc.setLocalDescription(RTCSessionDescription(sdp=str(description), type="offer"))
     # a subsequent offer keeps the simulcast negotiated (JSEP §5.2.2): without it a browser's
     # answer would drop its layers but one
@@ -776,16 +772,36 @@ def _extension_parameters(
     return result
 
 
+LocalDescriptions = tuple[Any, Any]
+
+
+def local_descriptions(pc: RTCPeerConnection) -> LocalDescriptions:
+    """What :func:`rollback_offer` restores: take it just before ``setLocalDescription(offer)``."""
+    private: Any = pc
+    return (
+        private._RTCPeerConnection__pendingLocalDescription,
+        private._RTCPeerConnection__currentLocalDescription,
+    )
+
+
 def rollback_local_offer(pc: ServerPeerConnection) -> list[RTCRtpTransceiver]:
-    """Undo an unanswered local offer (JSEP §5.7); returns the transceivers it had added.
+    """Undo the server's unanswered offer (JSEP §5.7); see :func:`rollback_offer`."""
+    if pc.before_offer is None:
+        return []
+    before, pc.before_offer = pc.before_offer, None
+    return rollback_offer(pc, before)
+
+
+def rollback_offer(pc: RTCPeerConnection, before: LocalDescriptions) -> list[RTCRtpTransceiver]:
+    """Undo an unanswered local offer (JSEP §5.7: aiortc has no ``rollback``) back to
+    ``before`` (:func:`local_descriptions`); returns the transceivers it had added.
 
     Those transceivers are detached: a remote offer must never be matched to them.
     """
-    if pc.signalingState != "have-local-offer" or pc.before_offer is None:
+    if pc.signalingState != "have-local-offer":
         return []
     private: Any = pc
-    pending, current = pc.before_offer
-    pc.before_offer = None
+    pending, current = before
     settled = pending or current
     settled_mids = {m.rtp.muxId for m in settled.media} if settled is not None else set()
     transceivers: list[RTCRtpTransceiver] = private._RTCPeerConnection__transceivers

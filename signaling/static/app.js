@@ -184,7 +184,8 @@ async function join(room, name) {
   });
   listen(client);
   try {
-    await client.join(room, name);
+    // a server with keys admits only a join with an access token: the page's ?token=
+    await client.join(room, name, { token: params.get("token") ?? undefined });
   } catch (error) {
     stream?.getTracks().forEach((t) => t.stop());
     client = null;

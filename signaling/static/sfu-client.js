@@ -268,6 +268,7 @@ export class SfuClient extends EventTarget {
     /** @type {WeakMap<LocalTrack, readonly RTCRtpEncodingParameters[]|null>} as published */
     this._encodings = new WeakMap();
     this._autoSubscribe = true;
+    this._token = null;
     // resume bookkeeping: the highest seq handled, and what was sent since joined
     this._lastSeq = 0;
     /** @type {string[]} */
@@ -312,8 +313,10 @@ export class SfuClient extends EventTarget {
   /**
    * Open the WebSocket, join `room` as `name` and create the peer connection.
    * `autoSubscribe: false`: receive only the tracks `subscribe()` asks for (default: every track
-   * the others publish, except those `unsubscribe()`d).
-   * @param {string} room @param {string} name @param {{autoSubscribe?: boolean}} [options]
+   * the others publish, except those `unsubscribe()`d). `token`: the access token a server with
+   * keys asks for (docs/protocol.md, `join`); a rejoin uses it again.
+   * @param {string} room @param {string} name
+   * @param {{autoSubscribe?: boolean, token?: string}} [options]
    * @returns {Promise<{participantId: string, participants: Participant[]}>}
    */
   async join(room, name, options = {}) {
@@ -328,6 +331,7 @@ export class SfuClient extends EventTarget {
     try {
       const join = { type: "join", v: PROTOCOL_VERSION, room, name };
       if (options.autoSubscribe === false) join.autoSubscribe = false;
+      if (options.token) join.token = options.token;
       reply = await this._request(join, "joined");
     } catch (error) {
       this.close("join failed");
@@ -336,6 +340,7 @@ export class SfuClient extends EventTarget {
     this.room = room;
     this.name = name;
     this._autoSubscribe = options.autoSubscribe !== false;
+    this._token = options.token || null;
     this.participantId = reply.participantId;
     this._grant(reply);
     for (const data of reply.participants ?? []) {
@@ -605,6 +610,7 @@ export class SfuClient extends EventTarget {
     this._endSession(reason);
     const join = { type: "join", v: PROTOCOL_VERSION, room: this.room, name: this.name };
     if (!this._autoSubscribe) join.autoSubscribe = false;
+    if (this._token) join.token = this._token;
     const outcome = await this._retry(performance.now() + this.rejoinTimeoutMs, (timeoutMs) =>
       this._attempt(join, (ws, reply) => this._onRejoinReply(ws, reply), timeoutMs),
     );

@@ -158,7 +158,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 class ClientFactory(Protocol):
     def __call__(
-        self, room: str, name: str, *, join: bool = True, auto_subscribe: bool = True
+        self,
+        room: str,
+        name: str,
+        *,
+        join: bool = True,
+        auto_subscribe: bool = True,
+        token: str | None = None,
     ) -> Awaitable[SfuClient]: ...
 
 
@@ -169,11 +175,16 @@ async def make_client(sfu_server: SfuServer) -> AsyncIterator[ClientFactory]:
     clients: list[SfuClient] = []
 
     async def factory(
-        room: str, name: str, *, join: bool = True, auto_subscribe: bool = True
+        room: str,
+        name: str,
+        *,
+        join: bool = True,
+        auto_subscribe: bool = True,
+        token: str | None = None,
     ) -> SfuClient:
         if join:
             client = await SfuClient.connect(
-                sfu_server.ws_url, room, name, auto_subscribe=auto_subscribe
+                sfu_server.ws_url, room, name, auto_subscribe=auto_subscribe, token=token
             )
         else:
             client = await SfuClient.open(sfu_server.ws_url)

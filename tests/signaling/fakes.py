@@ -7,8 +7,10 @@ import asyncio
 from collections.abc import Mapping, Sequence
 
 from sfu.api import (
+    FULL_GRANTS,
     Answer,
     EventListener,
+    Grants,
     InvalidSdp,
     ParticipantInfo,
     ParticipantJoined,
@@ -76,10 +78,20 @@ class FakeParticipant:
 class FakeService:
     def __init__(self) -> None:
         self.participants: list[FakeParticipant] = []
+        #: (room, name, identity, grants) of each join
+        self.joins: list[tuple[str, str, str | None, Grants]] = []
 
     async def join(
-        self, room_id: str, name: str, listener: EventListener, auto_subscribe: bool = True
+        self,
+        room_id: str,
+        name: str,
+        listener: EventListener,
+        auto_subscribe: bool = True,
+        *,
+        identity: str | None = None,
+        grants: Grants = FULL_GRANTS,
     ) -> tuple[ParticipantSession, tuple[ParticipantInfo, ...]]:
+        self.joins.append((room_id, name, identity, grants))
         if room_id == "full":
             raise RoomFull("scripted full room")
         participant = FakeParticipant(f"p{len(self.participants) + 1}", listener)

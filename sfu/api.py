@@ -37,6 +37,27 @@ class ParticipantInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomSummary:
+    """A room as the operator API lists it."""
+
+    room_id: str
+    participants: int
+    tracks: int
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantDetails:
+    """A participant as the operator API shows it: beyond what the others see, who it is and
+    whether its media connection is up."""
+
+    participant_id: str
+    name: str
+    identity: str | None
+    connected: bool
+    tracks: tuple[TrackInfo, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class PublishedTrack:
     """The answer to a client offer tells the publisher the id given to each sending m-line."""
 
@@ -233,6 +254,14 @@ class RoomFull(SfuError):
     code = "room-full"
 
 
+class UnknownRoom(SfuError):
+    code = "unknown-room"
+
+
+class UnknownParticipant(SfuError):
+    code = "unknown-participant"
+
+
 class NotAllowed(SfuError):
     """What the participant's grants do not allow (publishing, a source, subscribing)."""
 
@@ -311,6 +340,28 @@ class RoomService(Protocol):
 
     def stats(self) -> Mapping[str, int]:
         """Counters for health checks: rooms, participants, tracks."""
+        ...
+
+    # --- the operator's (docs/operations.md, operator API) ---
+
+    def rooms(self) -> tuple[RoomSummary, ...]: ...
+
+    def room_participants(self, room_id: str) -> tuple[ParticipantDetails, ...]:
+        """Who is in the room; :class:`UnknownRoom` if there is no such room."""
+        ...
+
+    async def remove_participant(self, room_id: str, participant_id: str) -> None:
+        """End a participant's session (``bye`` ``removed``); :class:`UnknownRoom`,
+        :class:`UnknownParticipant`."""
+        ...
+
+    async def mute_track(self, room_id: str, track_id: str, muted: bool) -> TrackInfo:
+        """Forward a published track to no one (or again), whatever its publisher sends; the
+        room and the publisher are told (``track-muted``). :class:`UnknownTrack`."""
+        ...
+
+    async def close_room(self, room_id: str) -> None:
+        """End every session in the room (``bye`` ``room-closed``); :class:`UnknownRoom`."""
         ...
 
     async def close(self, reason: str = "server-shutdown") -> None:

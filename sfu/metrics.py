@@ -47,7 +47,7 @@ class SfuCollector:
 
     def collect(self) -> Iterator[Metric]:
         service = self._service
-        rooms = list(service.rooms.values())
+        rooms = list(service.rooms_by_id.values())
         participants = [p for room in rooms for p in room.participants.values()]
         published = [t for p in participants for t in p.published.values()]
         tracks = Counter[str]()

@@ -215,6 +215,10 @@ class Participant:
         self._ensure_open()
         for receiver in self.published.values():
             if receiver.info.track_id == track_id:
+                if receiver.blocked and not muted:
+                    raise NotAllowed(
+                        f"the operator muted {track_id!r}; only the operator unmutes it"
+                    )
                 receiver.info = replace(receiver.info, muted=muted)
                 self.room.track_muted(self, receiver.info)
                 return

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import replace
 
 import structlog
 
 from sfu.api import (
     Event,
+    ParticipantDetails,
     ParticipantInfo,
     ParticipantJoined,
     ParticipantLeft,
@@ -16,12 +19,15 @@ from sfu.api import (
     TrackMuted,
     TrackPublished,
     TrackUnpublished,
+    UnknownTrack,
 )
 from sfu.media.receiver import TrackReceiver
 from sfu.participant import Participant
 
 #: why a participant left when another session joined with its identity
 DUPLICATE_IDENTITY = "duplicate-identity"
+#: why participants left whom the operator removed, or whose room the operator closed
+REMOVED, ROOM_CLOSED = "removed", "room-closed"
 
 
 class Room:
@@ -63,13 +69,42 @@ class Room:
         if not self.participants:
             self._on_empty(self)
 
+    async def end_session(self, participant: Participant, reason: str) -> None:
+        """The server ends ``participant``'s session: it is told (``bye``), the others see it
+        leave with ``reason``."""
+        participant.emit(SessionClosed(reason))
+        await self.remove(participant, reason)
+
+    def details(self) -> tuple[ParticipantDetails, ...]:
+        return tuple(
+            ParticipantDetails(
+                p.participant_id, p.name, p.identity, p.connection.connected, p.info_tracks()
+            )
+            for p in self.participants.values()
+        )
+
+    def block_track(self, track_id: str, blocked: bool) -> TrackInfo:
+        """The operator mutes (or unmutes) a published track: it reaches no one, the others
+        see it muted, its publisher is told; UnknownTrack if no one here publishes it."""
+        for publisher in self.participants.values():
+            for track in publisher.published.values():
+                if track.info.track_id == track_id:
+                    track.block(blocked)
+                    track.info = replace(track.info, muted=blocked)
+                    self.track_muted(publisher, track.info)
+                    publisher.emit(TrackMuted(publisher.participant_id, track_id, blocked))
+                    for participant in self.participants.values():
+                        participant.connection.choose_layers(time.monotonic())  # video
+                    self.log.info("track muted by the operator", track=track_id, muted=blocked)
+                    return track.info
+        raise UnknownTrack(f"no participant in room {self.room_id!r} publishes {track_id!r}")
+
     async def replace_identity(self, identity: str) -> None:
         """One identity is one participant: a session already in the room with it (another tab,
         a reconnect the old session has not noticed yet) leaves for the one joining."""
         for participant in list(self.participants.values()):
             if participant.identity == identity:
-                participant.emit(SessionClosed(DUPLICATE_IDENTITY))
-                await self.remove(participant, DUPLICATE_IDENTITY)
+                await self.end_session(participant, DUPLICATE_IDENTITY)
 
     def tracks_for(self, participant: Participant) -> list[TrackReceiver]:
         """Every track the others publish (``participant`` receives those it subscribes to)."""

@@ -12,17 +12,22 @@ from sfu.api import (
     FULL_GRANTS,
     EventListener,
     Grants,
+    ParticipantDetails,
     ParticipantInfo,
     ParticipantSession,
     RoomFull,
+    RoomSummary,
     SessionClosed,
+    TrackInfo,
+    UnknownParticipant,
+    UnknownRoom,
 )
 from sfu.config import MediaConfig
 from sfu.counters import MediaTotals, participant_totals
 from sfu.memory import MemoryTrimmer
 from sfu.metrics import build_registry
 from sfu.participant import Participant
-from sfu.room import Room
+from sfu.room import REMOVED, ROOM_CLOSED, Room
 
 
 class Sfu:
@@ -30,7 +35,7 @@ class Sfu:
 
     def __init__(self, config: MediaConfig | None = None) -> None:
         self.config = config or MediaConfig()
-        self.rooms: dict[str, Room] = {}
+        self.rooms_by_id: dict[str, Room] = {}
         self.log = structlog.get_logger("sfu")
         # for metrics: who is counted live, and the counters of those who left
         self.joined_total = 0
@@ -50,9 +55,11 @@ class Sfu:
         identity: str | None = None,
         grants: Grants = FULL_GRANTS,
     ) -> tuple[ParticipantSession, tuple[ParticipantInfo, ...]]:
-        room = self.rooms.get(room_id)
+        room = self.rooms_by_id.get(room_id)
         if room is None:
-            room = self.rooms[room_id] = Room(room_id, self._drop_room, self._participant_left)
+            room = self.rooms_by_id[room_id] = Room(
+                room_id, self._drop_room, self._participant_left
+            )
             self.log.info("room created", room=room_id)
         if identity is not None:
             await room.replace_identity(identity)
@@ -65,6 +72,38 @@ class Sfu:
         self.joined_total += 1
         return participant, room.add(participant)
 
+    # --- the operator's ---
+
+    def rooms(self) -> tuple[RoomSummary, ...]:
+        return tuple(
+            RoomSummary(room.room_id, len(room.participants), room.track_count())
+            for room in self.rooms_by_id.values()
+        )
+
+    def room_participants(self, room_id: str) -> tuple[ParticipantDetails, ...]:
+        return self._room(room_id).details()
+
+    async def remove_participant(self, room_id: str, participant_id: str) -> None:
+        room = self._room(room_id)
+        participant = room.participants.get(participant_id)
+        if participant is None:
+            raise UnknownParticipant(f"room {room_id!r} has no participant {participant_id!r}")
+        await room.end_session(participant, REMOVED)
+
+    async def mute_track(self, room_id: str, track_id: str, muted: bool) -> TrackInfo:
+        return self._room(room_id).block_track(track_id, muted)
+
+    async def close_room(self, room_id: str) -> None:
+        room = self._room(room_id)
+        for participant in list(room.participants.values()):
+            await room.end_session(participant, ROOM_CLOSED)
+
+    def _room(self, room_id: str) -> Room:
+        room = self.rooms_by_id.get(room_id)
+        if room is None:
+            raise UnknownRoom(f"there is no room {room_id!r}")
+        return room
+
     def _participant_left(self, participant: Participant) -> None:
         if participant in self._counted:
             self._counted.discard(participant)
@@ -73,15 +112,15 @@ class Sfu:
             self._trimmer.departed()
 
     def _drop_room(self, room: Room) -> None:
-        if self.rooms.get(room.room_id) is room and not room.participants:
-            del self.rooms[room.room_id]
+        if self.rooms_by_id.get(room.room_id) is room and not room.participants:
+            del self.rooms_by_id[room.room_id]
             self.log.info("room closed", room=room.room_id)
 
     def stats(self) -> Mapping[str, int]:
         return {
-            "rooms": len(self.rooms),
-            "participants": sum(len(r.participants) for r in self.rooms.values()),
-            "tracks": sum(r.track_count() for r in self.rooms.values()),
+            "rooms": len(self.rooms_by_id),
+            "participants": sum(len(r.participants) for r in self.rooms_by_id.values()),
+            "tracks": sum(r.track_count() for r in self.rooms_by_id.values()),
         }
 
     def media_totals(self) -> MediaTotals:
@@ -99,7 +138,7 @@ class Sfu:
 
     async def close(self, reason: str = "server-shutdown") -> None:
         removals = []
-        for room in list(self.rooms.values()):
+        for room in list(self.rooms_by_id.values()):
             for participant in list(room.participants.values()):
                 participant.emit(SessionClosed(reason))
                 removals.append(room.remove(participant, reason))

@@ -13,6 +13,7 @@ from prometheus_client.exposition import choose_encoder
 
 from sfu.api import RoomService
 from sfu.log import get_logger
+from signaling.operator_api import add_routes
 from signaling.resume import Resumption
 from signaling.session import SignalingSession
 
@@ -59,7 +60,8 @@ def create_app(
     ``join-timeout`` and is closed (1008). ``None``: no limit. ``resume_window``: seconds a
     joined participant whose WebSocket closed without ``leave`` waits for a ``resume`` before it
     leaves its room (0: it leaves at once). ``keys``: the access tokens' keys by key id
-    (signaling/tokens.py); a ``join`` then needs a token. ``None``: anyone may join any room.
+    (signaling/tokens.py); a ``join`` then needs a token, and the operator API (``/api/``,
+    signaling/operator_api.py) an admin token. ``None``: anyone may join any room.
     """
     app = web.Application()
     app[SERVICE] = service
@@ -72,6 +74,7 @@ def create_app(
     )
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
+    add_routes(app, service, keys)
     if metrics is not None:
         app[METRICS] = metrics
         app.router.add_get("/metrics", prometheus_metrics)

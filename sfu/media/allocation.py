@@ -39,6 +39,8 @@ SINGLE = ""
 #: they go on until then: the link still carries most of them, and a cut would freeze the
 #: picture for the keyframe's round trip.
 CUT_BELOW = 0.5
+#: the settings of a track the operator muted, whatever its subscriber asked for
+BLOCKED = TrackSettings(paused=True)
 
 
 def rid_of(layer: LayerReceiver) -> str:
@@ -132,12 +134,15 @@ class SubscriberAllocation:
         demands: list[VideoTrackDemand] = []
         by_track: dict[str, DownTrack] = {}
         layers_of: dict[str, tuple[Layer, ...]] = {}
+        settings_of: dict[str, TrackSettings] = {}
         for down_track in down_tracks:
             track = down_track.source
             side = track.publisher_side
             if side is None or track.closed or down_track.closed:
                 continue  # audio: always forwarded
             track_id = track.info.track_id
+            # a track the operator muted is paused for everyone
+            settings_of[track_id] = BLOCKED if track.blocked else self._settings(track_id)
             by_track[track_id] = down_track
             layers_of[track_id] = side.ranked
             current = down_track.target or down_track.layer
@@ -145,7 +150,7 @@ class SubscriberAllocation:
                 VideoTrackDemand(
                     track_id,
                     side.ranked,
-                    self._settings(track_id),
+                    settings_of[track_id],
                     track.info.source,
                     None if current is None else rid_of(current),
                 )
@@ -155,7 +160,7 @@ class SubscriberAllocation:
         targets = selector.select(demands, budget, now, may_pause=may_pause)
         levels: dict[str, tuple[int, TrackSettings]] = {}
         for track_id, target in targets.items():
-            settings = self._settings(track_id)
+            settings = settings_of[track_id]
             level = -1 if target.paused else (target.spatial or 0)
             before = self._levels.get(track_id)
             if budget is not None and before is not None and before[1] == settings:

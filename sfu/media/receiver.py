@@ -45,6 +45,8 @@ class TrackReceiver:
         self.is_video = info.kind == "video"
         self.down_tracks: list[DownTrack] = []  # every subscriber's, whatever layer it forwards
         self.closed = False
+        #: muted by the operator: forwarded to no one, whatever the publisher sends
+        self.blocked = False
         #: measurements and wanted layers (video; set by the publisher's connection)
         self.publisher_side: PublisherSide | None = None
         self._clock = clock
@@ -97,7 +99,16 @@ class TrackReceiver:
         """A new subscriber: it waits for the first layer that can start it (see
         :meth:`default_layer`), until its layer selection says otherwise."""
         self.down_tracks.append(down_track)
-        down_track.set_layer(self.default_layer(), self._clock())
+        down_track.set_layer(None if self.blocked else self.default_layer(), self._clock())
+
+    def block(self, blocked: bool) -> None:
+        """Forward nothing of this track (or again): audio here; video through each subscriber's
+        layer allocation, which pauses a blocked track (its caller runs them)."""
+        self.blocked = blocked
+        if self.publisher_side is None:
+            now = self._clock()
+            for down_track in self.down_tracks:
+                down_track.set_layer(None if blocked else self.default_layer(), now)
 
     def remove_down_track(self, down_track: DownTrack) -> None:
         if down_track in self.down_tracks:

@@ -5,16 +5,18 @@ refused participant harms no one else's call."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from sfu.api import FULL_GRANTS, Grants
 from sfu_client import PALETTE, MarkerVideoTrack, SfuClient, ToneAudioTrack
-from sfu_client.client import ServerError
+from sfu_client.client import RemoteTrack, ServerError
 from signaling.tokens import create_token, new_secret
 
-from .conftest import ClientFactory
+from .conftest import ClientFactory, SfuServer
 from .test_ice_restart import FPS, HEIGHT, WIDTH, fresh_frames
 
 pytestmark = pytest.mark.e2e
@@ -96,3 +98,66 @@ async def test_one_identity_is_one_participant(make_client: ClientFactory, room:
     await second.publish(camera(1), "camera")
     await fresh_frames(watcher, second, 0.0)
     assert isinstance(second, SfuClient) and not second.closed
+
+
+async def frames_within(remote: RemoteTrack, seconds: float) -> int:
+    """How many frames ``remote`` decodes in the next ``seconds`` (after what was queued)."""
+    remote.drain()
+    count = 0
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            async with asyncio.timeout(left):
+                await remote.track.recv()
+        except TimeoutError:
+            break
+        count += 1
+    return count
+
+
+async def test_the_operator_mutes_a_track_for_everyone(
+    make_client: ClientFactory, sfu_server: SfuServer, room: str
+) -> None:
+    """POST /api/rooms/R/tracks/T/mute: the track reaches no one, whatever its publisher sends
+    (a publisher that ignores the mute changes nothing), and again after unmute."""
+    speaker = await make_client(room, "speaker", token=token(room, "speaker"))
+    voice, video = await speaker.publish_many(
+        [(ToneAudioTrack(440.0), "microphone"), (camera(0), "camera")]
+    )
+    listener = await make_client(room, "listener", token=token(room, "listener"))
+    assert speaker.participant_id is not None
+    heard = await listener.wait_for_track(speaker.participant_id, "audio", 20.0)
+    seen = await listener.wait_for_track(speaker.participant_id, "video", 20.0)
+    assert await frames_within(heard, 1.0) > 10 and await frames_within(seen, 1.0) > 5
+    admin = create_token(KEYS, "main", room=room, identity="ops", grants=Grants(admin=True))
+    headers = {"Authorization": f"Bearer {admin}"}
+    async with aiohttp.ClientSession() as http:
+
+        async def mute(track_id: str, muted: bool) -> None:
+            url = f"{sfu_server.url}/api/rooms/{room}/tracks/{track_id}/mute"
+            async with http.post(url, json={"muted": muted}, headers=headers) as response:
+                assert response.status == 200, await response.text()
+                assert (await response.json())["muted"] is muted
+
+        for track_id in (voice.track_id, video.track_id):
+            await mute(track_id, True)
+        told = await speaker.wait_for(
+            lambda m: m.type == "track-muted" and m.data["trackId"] == video.track_id, 5.0
+        )
+        assert told.data["muted"] is True
+        await listener.wait_until(lambda: heard.muted and seen.muted, 5.0, "muted tracks")
+        await asyncio.sleep(0.5)  # what was on its way
+        muted_audio, muted_video = await frames_within(heard, 2.0), await frames_within(seen, 2.0)
+        print(f"frames in 2 s while muted: audio {muted_audio}, video {muted_video}")
+        assert muted_audio <= 2 and muted_video <= 1
+        with pytest.raises(ServerError) as refused:  # its own unmute does not lift it
+            await speaker.request(
+                {"type": "mute", "trackId": voice.track_id, "muted": False, "requestId": "u"},
+                expect="error",
+            )
+        assert refused.value.code == "not-allowed"
+
+        for track_id in (voice.track_id, video.track_id):
+            await mute(track_id, False)
+        await asyncio.sleep(0.5)
+        assert await frames_within(heard, 2.0) > 20 and await frames_within(seen, 2.0) > 5

@@ -12,14 +12,18 @@ from sfu.api import (
     EventListener,
     Grants,
     InvalidSdp,
+    ParticipantDetails,
     ParticipantInfo,
     ParticipantJoined,
     ParticipantSession,
     PublishedTrack,
     RoomFull,
+    RoomSummary,
     ServerOffer,
     SessionClosed,
+    TrackInfo,
     TrackSettings,
+    UnknownRoom,
     UnknownTrack,
 )
 
@@ -80,6 +84,21 @@ class FakeService:
         self.participants: list[FakeParticipant] = []
         #: (room, name, identity, grants) of each join
         self.joins: list[tuple[str, str, str | None, Grants]] = []
+
+    def rooms(self) -> tuple[RoomSummary, ...]:
+        return ()
+
+    def room_participants(self, room_id: str) -> tuple[ParticipantDetails, ...]:
+        raise UnknownRoom(f"there is no room {room_id!r}")
+
+    async def remove_participant(self, room_id: str, participant_id: str) -> None:
+        raise UnknownRoom(f"there is no room {room_id!r}")
+
+    async def mute_track(self, room_id: str, track_id: str, muted: bool) -> TrackInfo:
+        raise UnknownRoom(f"there is no room {room_id!r}")
+
+    async def close_room(self, room_id: str) -> None:
+        raise UnknownRoom(f"there is no room {room_id!r}")
 
     async def join(
         self,

@@ -202,3 +202,28 @@ def test_a_downgrade_for_budget_stops_the_layer_at_once_only_far_below_it(
     allocation.run([down_track], 1.0, budget)
     assert down_track.target is q
     assert (down_track.layer is None) == cut == (budget < CUT_BELOW * 1.2e6)
+
+
+def test_a_track_the_operator_muted_is_paused_whatever_the_subscriber_asked() -> None:
+    track, down_track, sink, _ = make()
+    _, f = track.layers
+    side = track.publisher_side = PublisherSide(track)
+    side.ranked = (Layer("q", 150e3), Layer("f", 1.2e6))
+    allocation = SubscriberAllocation(lambda track_id: TrackSettings(max_layer=1))
+    allocation.run([down_track], 0.0, 10e6)
+    send = sender(track)
+    for _ in range(2):
+        send("f", IDR)
+    assert down_track.layer is f
+    track.block(True)
+    allocation.run([down_track], 1.0, 10e6)
+    sent = len(sink.packets)
+    for nal in (IDR, SLICE, IDR):
+        send("f", nal)
+        send("q", nal)
+    assert down_track.layer is None and len(sink.packets) == sent  # nothing passes
+    assert allocation.last.paused == frozenset()  # not a pause for bandwidth
+    track.block(False)
+    allocation.run([down_track], 2.0, 10e6)
+    send("f", IDR)
+    assert down_track.layer is f and len(sink.packets) == sent + 1

@@ -244,8 +244,8 @@ async def test_switches_requests_and_pauses_move_the_metrics(call: Call) -> None
     assert samples["sfu_down_tracks,kind=video"] == 1
 
     # both leave: the counters stay, the gauges fall to zero
-    await call.service.rooms["room"].remove(call.subscriber, "left")
-    await call.service.rooms["room"].remove(call.publisher, "left")
+    await call.service.rooms_by_id["room"].remove(call.subscriber, "left")
+    await call.service.rooms_by_id["room"].remove(call.publisher, "left")
     samples = scrape(call.service)
     assert samples["sfu_layer_switches_total"] == 1
     assert samples["sfu_keyframe_requests_total,reason=start"] == 2

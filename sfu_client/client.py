@@ -6,7 +6,13 @@ while a client offer awaits its answer is ignored (the server answers, then offe
 
 A WebSocket that drops (closes without ``bye``, or stops answering pings) is resumed on a new one
 within the server's resume window, with backoff; the peer connection is kept throughout, and the
-application sees ``reconnecting`` and ``reconnected`` messages in :attr:`SfuClient.events`.
+application sees ``reconnecting`` and ``reconnected`` (how ``resumed``) in :attr:`SfuClient.events`.
+When the session cannot be resumed (``resume-failed``, the window is over, or the server does not
+resume), the client joins the same room again by itself (docs/protocol.md, "Resuming a session"):
+the old peer connection closes (its remote tracks end), a new one publishes the same local tracks
+with the same options, subscriptions and track settings are asked for again, and ``reconnected``
+(how ``rejoined``) gives the new participant id. Calls waiting for a reply when the session was lost
+raise :class:`SessionLost`; if joining again fails too, the client closes (``connection-closed``).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import SessionDescription, candidate_from_sdp
 
 from sfu.api import Kind, TrackInfo
@@ -51,9 +58,10 @@ from sfu.media.aiortc_bridge import (
     set_ice_host_addresses,
     tap_rtp,
 )
+from sfu_client.reconnect import Backoff
 from sfu_client.resume import ResumeState
 from sfu_client.simulcast import DEFAULT_LAYERS, SimulcastPublisher
-from sfu_client.simulcast_media import LayerSize
+from sfu_client.simulcast_media import LayerSize, PreEncodedLayers
 from sfu_client.transport_cc import TransportCcFeedback
 
 logger = logging.getLogger(__name__)
@@ -68,6 +76,14 @@ WS_HEARTBEAT = 5.0
 #: Backoff between attempts to resume: the first wait, and the longest.
 RESUME_FIRST_WAIT = 0.1
 RESUME_LONGEST_WAIT = 2.0
+#: Joining again when a session cannot be resumed: at most this many attempts, within this many
+#: seconds, the waits between them doubling from the first to the longest.
+REJOIN_ATTEMPTS = 4
+REJOIN_WITHIN = 10.0
+REJOIN_FIRST_WAIT = 1.0
+REJOIN_LONGEST_WAIT = 4.0
+#: ``join`` refusals that may go away (a room at its limit, a server bug): try again.
+JOIN_RETRY_CODES = frozenset({"room-full", "internal-error"})
 
 Predicate = Callable[["ServerMessage"], bool]
 
@@ -81,8 +97,14 @@ class ServerMessage:
 
     The client adds messages of its own: ``{"type": "connection-closed", "reason": ...}``, as
     the last event once the connection is gone; ``{"type": "reconnecting"}`` when the WebSocket
-    dropped and ``{"type": "reconnected", "how": "resumed", "replayed": N}`` once a new one took
-    the session over (same participant id, same peer connection).
+    dropped and ``{"type": "reconnected", "how": "resumed", "participantId": ..., "replayed": N}``
+    once a new one took the session over (same participant id, same peer connection), or
+    ``{"type": "reconnected", "how": "rejoined", "participantId": NEW, "previousParticipantId":
+    OLD, "reason": WHY_NOT_RESUMED}`` once the client joined again (a new session: new ids, new
+    peer connection; local tracks published again, with new track ids). After a rejoin, others
+    the client knew and no longer finds get ``{"type": "participant-left", "participantId": ...,
+    "reason": "absent-after-rejoin"}``, and newcomers ``participant-joined``, as if the server
+    had sent them.
     """
 
     type: str
@@ -126,9 +148,22 @@ class RemoteTrack:
         return _drain(self.track)
 
 
+@dataclass(frozen=True, slots=True)
+class SimulcastOptions:
+    """How a track was published with simulcast (kept to publish it again after a rejoin)."""
+
+    layers: tuple[LayerSize, ...]
+    fps: float
+    always_send_rid: bool
+
+
 @dataclass(slots=True)
 class LocalTrack:
-    """A track this client publishes; ``track_id`` is the id the server gave it."""
+    """A track this client publishes; ``track_id`` is the id the server gave it.
+
+    After a rejoin the same object carries the track on the new connection: ``track_id``,
+    ``mid``, ``transceiver`` and ``simulcast`` change, ``track`` stays.
+    """
 
     track_id: str
     mid: str
@@ -139,6 +174,9 @@ class LocalTrack:
     muted: bool = False
     #: the layers' sender when published with simulcast (``set_active``, counters per layer)
     simulcast: SimulcastPublisher | None = None
+    #: the codec names it was published with (``publish_many``), and its simulcast options
+    codecs: tuple[str, ...] = ()
+    simulcast_options: SimulcastOptions | None = None
 
 
 class SfuClientError(Exception):
@@ -162,6 +200,16 @@ class InvalidServerOffer(SfuClientError):
 class ConnectionClosed(SfuClientError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"connection closed: {reason}")
+        self.reason = reason
+
+
+class SessionLost(SfuClientError):
+    """The session this call belonged to could not be resumed: the client joins again by
+    itself (``reconnected`` how ``rejoined`` follows, or ``connection-closed``). Requests are
+    not carried over: their ids, offers and answers belonged to the lost session."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the session was lost ({reason}); joining again")
         self.reason = reason
 
 
@@ -189,6 +237,15 @@ def _abort(ws: aiohttp.ClientWebSocketResponse) -> None:
     response = getattr(ws, "_response", None)
     if response is not None:
         response.close()
+
+
+def _refusal(data: Mapping[str, Any], what: aiohttp.WSMsgType) -> str:
+    """What a refused resume or join got back, for the application (no token in it)."""
+    if data.get("type") == "error":
+        return f"{data.get('code')}: {data.get('message')}"
+    if data:
+        return f"the server answered {data.get('type')}"
+    return f"the server answered {what.name.lower()} (no reply)"
 
 
 def ws_url(url: str) -> str:
@@ -257,12 +314,12 @@ class SfuClient:
         self._ws = ws
         self._url = url
         self._owns_session = owns_session
-        self.pc = RTCPeerConnection(
-            RTCConfiguration(
-                iceServers=[_ice_server(s) for s in ice_servers],
-                bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
-            )
+        self._configuration = RTCConfiguration(
+            iceServers=[_ice_server(s) for s in ice_servers],
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
         )
+        #: the peer connection; a rejoin replaces it with a new one
+        self.pc = RTCPeerConnection(self._configuration)
         self.room: str | None = None
         self.name: str | None = None
         self.token: str | None = None  # the access token of the last join
@@ -272,6 +329,7 @@ class SfuClient:
         #: receive every track the others publish, except those unsubscribed from (see join)
         self.auto_subscribe = True
         self._choices: dict[str, bool] = {}  # track id -> subscribed, as asked
+        self._settings: dict[str, dict[str, Any]] = {}  # track id -> its setTrackSettings
         #: every message received, in order; :attr:`events` gets the same messages as a stream
         #: (both grow without bound: a long-lived client should consume :attr:`events`).
         self.history: list[ServerMessage] = []
@@ -299,7 +357,17 @@ class SfuClient:
         self.resumes = 0
         #: how many ICE restarts (restart_ice) found a new path
         self.ice_restarts = 0
+        #: join again when the session cannot be resumed (False: close, as without auto_resume)
+        self.auto_rejoin = True
+        #: how many times the client joined again; the bounds of joining again
+        self.rejoins = 0
+        self.rejoin_attempts = REJOIN_ATTEMPTS
+        self.rejoin_within = REJOIN_WITHIN
         self._reconnecting = False
+        self._rejoining = False  # no session: requests fail, settings wait for the new one
+        self._rejoin_task: asyncio.Task[None] | None = None
+        self._generation = 0  # counts rejoins: the old session's offers and candidates are dropped
+        self._refusal = ""  # why the last resume or join was refused
         self._server_restart: asyncio.Task[None] | None = None
 
         self._request_ids = itertools.count(1)
@@ -310,7 +378,7 @@ class SfuClient:
         self._negotiation = asyncio.Lock()
         self._own_offer_pending = False
         self._offers_sent = 0
-        self._inbox: asyncio.Queue[tuple[ServerMessage, int]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[tuple[ServerMessage, int, int]] = asyncio.Queue()
         self._changed = asyncio.Event()
         self._close_task: asyncio.Task[None] | None = None
         self._expected_close: str | None = None
@@ -415,7 +483,7 @@ class SfuClient:
         try:
             if not self.closed:
                 await self.request({"type": "leave"}, expect="left")
-        except ConnectionClosed:
+        except (ConnectionClosed, SessionLost):
             pass
         finally:
             await self.close("left")
@@ -435,6 +503,9 @@ class SfuClient:
         self._worker.cancel()
         if self._server_restart is not None:
             self._server_restart.cancel()
+        if self._rejoin_task is not None:
+            self._rejoin_task.cancel()
+            await asyncio.gather(self._rejoin_task, return_exceptions=True)
         # close() first: it ends the reader's receive() cleanly (a cancelled receive() makes
         # aiohttp drop the TCP connection without the closing handshake)
         with contextlib.suppress(Exception):
@@ -445,6 +516,8 @@ class SfuClient:
         if self.transport_cc_feedback is not None:
             await self.transport_cc_feedback.stop()
         await self.pc.close()
+        for local in self.local_tracks.values():
+            local.track.stop()  # as aiortc did when it held them (see _Sent)
         if self._owns_session:
             await self._session.close()
 
@@ -471,6 +544,8 @@ class SfuClient:
     async def send_raw(self, text: str) -> None:
         if self.closed:
             raise ConnectionClosed(self.close_reason or "closed")
+        if self._rejoining:
+            raise SessionLost(self._refusal or "disconnected")
         logger.debug("%s sends %.120s", self.name, text)
         resumable = self.participant_id is not None and self.resume.possible and self.auto_resume
         if resumable:
@@ -513,7 +588,8 @@ class SfuClient:
         # needed, an error arrives as an event and lands in self.errors
         for track_id in track_ids:
             self._choices[track_id] = subscribed
-        await self.send({"type": kind, "trackIds": list(track_ids)})
+        if not self._rejoining:  # else asked for again once joined again
+            await self.send({"type": kind, "trackIds": list(track_ids)})
         self._notify()
 
     def wants(self, track_id: str) -> bool:
@@ -542,7 +618,11 @@ class SfuClient:
             "maxTemporalLayer": max_temporal_layer,
         }
         message.update({key: value for key, value in limits.items() if value is not None})
-        await self.send(message)
+        settings = {key: value for key, value in message.items() if key not in ("type", "trackIds")}
+        for track_id in track_ids:
+            self._settings[track_id] = settings  # asked for again after a rejoin
+        if not self._rejoining:
+            await self.send(message)
 
     # --- publishing ---
 
@@ -570,7 +650,8 @@ class SfuClient:
         VP8 stream. ``track`` may be :class:`~sfu_client.simulcast_media.PreEncodedLayers`
         (sent without encoding; its rids are the layers). ``LocalTrack.simulcast`` controls
         the layers. Without simulcast in the server's answer, only the first layer is sent."""
-        publisher = SimulcastPublisher(track, layers, fps=fps, always_send_rid=always_send_rid)
+        options = SimulcastOptions(tuple(layers), fps, always_send_rid)
+        publisher = self._simulcast_publisher(track, options)
         async with self._negotiation:
             transceiver = publisher.attach(self.pc)
             self._simulcast.append(publisher)
@@ -584,10 +665,22 @@ class SfuClient:
             mid = transceiver.mid
             if mid is None or mid not in ids:
                 raise SfuClientError(f"the answer gave no track id to mid {mid}: {ids}")
-            local = LocalTrack(ids[mid], mid, "video", source, track, transceiver, False, publisher)
+            local = LocalTrack(
+                ids[mid], mid, "video", source, track, transceiver, False, publisher, (), options
+            )
             self.local_tracks[local.track_id] = local
             self._notify()
             return local
+
+    @staticmethod
+    def _simulcast_publisher(
+        track: MediaStreamTrack, options: SimulcastOptions
+    ) -> SimulcastPublisher:
+        # a closing publisher stops its source: let it stop a _Sent, not the application's
+        source = track if isinstance(track, PreEncodedLayers) else _Sent(track)
+        return SimulcastPublisher(
+            source, options.layers, fps=options.fps, always_send_rid=options.always_send_rid
+        )
 
     async def publish_many(
         self, tracks: Sequence[tuple[MediaStreamTrack, str]], *, codecs: Sequence[str] = ()
@@ -596,18 +689,20 @@ class SfuClient:
         and a microphone before negotiating does). ``codecs`` (e.g. ``["H264"]``) limits what
         is offered, in order of preference, to those codec names (per kind, when it has any)."""
         async with self._negotiation:
-            added = {self.pc.addTransceiver(t, direction="sendonly"): s for t, s in tracks}
+            add = self.pc.addTransceiver
+            added = {add(_Sent(t), direction="sendonly"): (t, s) for t, s in tracks}
             for transceiver in added:
                 _prefer_codecs(transceiver, codecs)
-            answer = await self._negotiate(added)
+            answer = await self._negotiate({t: source for t, (_, source) in added.items()})
             ids = {str(e.get("mid")): str(e.get("trackId")) for e in answer.data.get("tracks", ())}
             published = []
-            for transceiver, source in added.items():
+            for transceiver, (track, source) in added.items():
                 mid = transceiver.mid
-                track = transceiver.sender.track
-                if mid is None or mid not in ids or track is None:
+                if mid is None or mid not in ids:
                     raise SfuClientError(f"the answer gave no track id to mid {mid}: {ids}")
-                local = LocalTrack(ids[mid], mid, _kind(track.kind), source, track, transceiver)
+                kind = _kind(track.kind)
+                local = LocalTrack(ids[mid], mid, kind, source, track, transceiver)
+                local.codecs = tuple(codecs)
                 self.local_tracks[local.track_id] = local
                 published.append(local)
             self._notify()
@@ -628,6 +723,8 @@ class SfuClient:
         """Tell the others a published track is (un)muted; an error reply becomes an event."""
         local = self.local_tracks[track_id]
         local.muted = muted
+        if self._rejoining:
+            return  # sent once published again
         request_id = f"c{next(self._request_ids)}"
         await self.send(
             {"type": "mute", "trackId": track_id, "muted": muted, "requestId": request_id}
@@ -726,18 +823,37 @@ class SfuClient:
         try:
             while True:
                 reason, dropped = await self._read(self._ws)
-                resumable = self.auto_resume and self.resume.possible
-                if not dropped or not resumable or self._close_task is not None:
+                if not dropped or not self.auto_resume or self._close_task is not None:
                     break
-                if not await self._resume_session():
-                    reason = f"{reason}; resume failed"
-                    break
+                if await self._reconnect():
+                    continue
+                if self._close_task is None:
+                    reason = f"{reason}; {self._refusal}"
+                break
         except Exception as exc:  # a bug here must not leave the client half alive
             logger.exception("reader failed")
             reason = f"reader failed: {exc!r}"
         if self._close_task is None:
             reason = self._expected_close or reason
             self._close_task = asyncio.create_task(self._shutdown(reason), name="sfu-client-close")
+
+    async def _reconnect(self) -> bool:
+        """Resume the session, else join again: False when neither worked (``_refusal``)."""
+        resumable = self.resume.possible
+        if resumable or (self.auto_rejoin and self.participant_id is not None):
+            self._emit("reconnecting", {})
+        not_resumed = "the server does not resume sessions"
+        if resumable:
+            if await self._resume_session():
+                return True
+            not_resumed = self._refusal or "the resume window is over"
+        if not self.auto_rejoin or self.participant_id is None or self._close_task is not None:
+            self._refusal = "resume failed" if resumable else not_resumed
+            return False
+        if await self._rejoin(not_resumed):
+            return True
+        self._refusal = f"could not resume ({not_resumed}) nor join again ({self._refusal})"
+        return False
 
     async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> tuple[str, bool]:
         """Read ``ws`` to its end: (why it ended, whether that was a drop to resume from)."""
@@ -762,17 +878,22 @@ class SfuClient:
     async def _resume_session(self) -> bool:
         """Take the session over from a new WebSocket, with backoff, within the window."""
         self._reconnecting = True
-        self._emit("reconnecting", {})
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.resume.window
-        wait = RESUME_FIRST_WAIT
+        self._refusal = ""
+        backoff = Backoff(
+            asyncio.get_running_loop().time,
+            first=RESUME_FIRST_WAIT,
+            longest=RESUME_LONGEST_WAIT,
+            within=self.resume.window,
+        )
         try:
-            while self._close_task is None and loop.time() < deadline:
-                outcome = await self._try_resume(min(self.request_timeout, deadline - loop.time()))
+            while self._close_task is None:
+                outcome = await self._try_resume(min(self.request_timeout, backoff.remaining()))
                 if outcome is not None:
                     return outcome
-                await asyncio.sleep(min(wait, max(0.0, deadline - loop.time())))
-                wait = min(wait * 2, RESUME_LONGEST_WAIT)
+                wait = backoff.next_wait()
+                if wait is None:
+                    return False
+                await asyncio.sleep(wait)
             return False
         finally:
             self._reconnecting = False
@@ -800,15 +921,227 @@ class SfuClient:
                 self._reconnecting = False
                 for text in again:
                     await self.send_raw(text)
-                self._emit("reconnected", {"how": "resumed", "replayed": data.get("replayed")})
+                self._emit(
+                    "reconnected",
+                    {
+                        "how": "resumed",
+                        "participantId": self.participant_id,
+                        "replayed": data.get("replayed"),
+                    },
+                )
                 return True
             logger.warning("%s: resumed, but what it sent is no longer kept", self.name)
+            self._refusal = "what the server had not read of ours is no longer kept"
+            with contextlib.suppress(ConnectionError, RuntimeError):
+                await ws.send_str(json.dumps({"type": "leave"}))  # end it: we join anew
         else:
             logger.info("%s: resume refused: %s", self.name, data or reply.type)
+            self._refusal = _refusal(data, reply.type)
         await ws.close()
         if data.get("type") == "error" and data.get("code") != "resume-failed":
             return None  # not a refusal of the session (a limit, a busy server): try again
         return False
+
+    # --- joining again (the session could not be resumed) ---
+
+    async def _rejoin(self, not_resumed: str) -> bool:
+        """Join again in a task of its own (it needs this reader for its replies); True once
+        a new WebSocket is this client's, False when joining again failed."""
+        adopted: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        task = self._rejoin_task = asyncio.create_task(
+            self._rejoin_session(not_resumed, adopted), name="sfu-client-rejoin"
+        )
+        either: list[asyncio.Future[Any]] = [adopted, task]
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        if adopted.done():
+            return adopted.result()
+        self._refusal = "cancelled"
+        with contextlib.suppress(asyncio.CancelledError):
+            self._refusal = f"failed: {task.exception()!r}"
+        return False
+
+    async def _rejoin_session(self, not_resumed: str, adopted: asyncio.Future[bool]) -> None:
+        """End the lost session, join the same room again, publish the same tracks again and
+        ask again for what this client chose to receive; then ``reconnected`` (rejoined)."""
+        self._rejoining = True
+        self._fail_pending(SessionLost(not_resumed))
+        previous = self.participant_id
+        async with self._negotiation:  # the calls that were negotiating have failed: they let go
+            await self._end_session()
+            joined = await self._join_again()
+            if joined is None:
+                adopted.set_result(False)
+                return
+            self._adopt(*joined)
+            adopted.set_result(True)  # the reader goes on with the new WebSocket
+            try:
+                await self._publish_again()
+                await self._choose_again()
+            except (SfuClientError, TimeoutError) as exc:
+                if not self._rejoining:  # else this session was lost too: the next rejoin goes on
+                    logger.warning("%s: joined again, but restoring it failed: %r", self, exc)
+                    self.errors.append(exc)
+        if self._rejoining:
+            return
+        self.rejoins += 1
+        data = {"previousParticipantId": previous, "reason": not_resumed}
+        self._emit("reconnected", {"how": "rejoined", "participantId": self.participant_id, **data})
+
+    def _fail_pending(self, error: Exception) -> None:
+        for pending in self._pending.values():
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self._pending.clear()
+
+    async def _end_session(self) -> None:
+        """Close the old peer connection (its remote tracks end); the local tracks stay live."""
+        self._generation += 1
+        _abort(self._ws)  # dropped already; its connection goes now
+        self.resume = ResumeState()
+        self._own_offer_pending = False
+        if self._server_restart is not None:
+            self._server_restart.cancel()
+        for local in self.local_tracks.values():
+            if local.simulcast is not None:
+                await local.simulcast.close()
+        self._simulcast = []
+        remotes = list(self._remote_by_mid.values())
+        for remote in remotes:
+            remote.active = False
+        self._remote_by_mid, self._offered = {}, {}
+        if self.transport_cc_feedback is not None:
+            await self.transport_cc_feedback.stop()
+            self.transport_cc_feedback = None
+        await self.pc.close()
+        for remote in remotes:
+            remote.track.stop()  # "ended" for the application (aiortc ends only those it decoded)
+        self._notify()
+
+    async def _join_again(self) -> tuple[aiohttp.ClientWebSocketResponse, str] | None:
+        """``join`` on new WebSockets with backoff: the one that joined and its ``joined``."""
+        backoff = Backoff(
+            asyncio.get_running_loop().time,
+            first=REJOIN_FIRST_WAIT,
+            longest=REJOIN_LONGEST_WAIT,
+            within=self.rejoin_within,
+            attempts=self.rejoin_attempts,
+        )
+        join: dict[str, Any] = {"type": "join", "v": PROTOCOL_VERSION, "room": self.room}
+        join["name"] = self.name
+        if not self.auto_subscribe:
+            join["autoSubscribe"] = False
+        while self._close_task is None:
+            outcome = await self._try_join(join, min(self.request_timeout, backoff.remaining()))
+            if isinstance(outcome, tuple):
+                return outcome
+            if outcome is False:
+                return None
+            wait = backoff.next_wait()
+            if wait is None:
+                return None
+            await asyncio.sleep(wait)
+        return None
+
+    async def _try_join(
+        self,
+        join: Mapping[str, Any],
+        timeout: float,  # noqa: ASYNC109
+    ) -> tuple[aiohttp.ClientWebSocketResponse, str] | bool | None:
+        """One attempt: the WebSocket and its ``joined``, False refused, None try again later."""
+        ws: aiohttp.ClientWebSocketResponse | None = None
+        try:
+            async with asyncio.timeout(timeout):
+                ws = await _ws_connect(self._session, self._url)
+                await ws.send_str(json.dumps(join))
+                reply = await ws.receive()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            logger.info("%s: join attempt failed: %r", self.name, exc)
+            self._refusal = f"join attempt failed: {exc!r}"
+            if ws is not None:
+                await ws.close()
+            return None
+        data = json.loads(reply.data) if reply.type == aiohttp.WSMsgType.TEXT else {}
+        if data.get("type") == "joined":
+            return ws, str(reply.data)
+        await ws.close()
+        self._refusal = _refusal(data, reply.type)
+        logger.info("%s: join again refused: %s", self.name, self._refusal)
+        retry = data.get("type") != "error" or data.get("code") in JOIN_RETRY_CODES
+        return None if retry else False
+
+    def _adopt(self, ws: aiohttp.ClientWebSocketResponse, joined: str) -> None:
+        """The new session: its WebSocket, a new peer connection, the room as ``joined`` says."""
+        self._ws = ws
+        self.pc = RTCPeerConnection(self._configuration)
+        known = self.participants
+        self.participants = {}
+        self._on_text(joined)  # sets the participant id, the resume grant and the participants
+        for participant_id in known.keys() - self.participants.keys():
+            reason = "absent-after-rejoin"
+            self._emit("participant-left", {"participantId": participant_id, "reason": reason})
+        entries = {str(e.get("participantId")): e for e in self._joined_participants(joined)}
+        for participant_id in self.participants.keys() - known.keys():
+            self._emit("participant-joined", {"participant": entries[participant_id]})
+        self._rejoining = False
+        self._refusal = ""
+
+    @staticmethod
+    def _joined_participants(joined: str) -> list[Mapping[str, Any]]:
+        entries = json.loads(joined).get("participants") or []
+        return [e for e in entries if isinstance(e, Mapping)]
+
+    async def _publish_again(self) -> None:
+        """The same tracks with the same options, in one offer, on the new connection (the
+        caller holds the negotiation lock); each keeps its LocalTrack, with a new track id."""
+        again = list(self.local_tracks.values())
+        if not again:
+            return
+        added: dict[RTCRtpTransceiver, LocalTrack] = {}
+        for local in again:
+            options = local.simulcast_options
+            if options is not None:
+                publisher = self._simulcast_publisher(local.track, options)
+                transceiver = publisher.attach(self.pc)
+                self._simulcast.append(publisher)
+                local.simulcast = publisher
+            else:
+                transceiver = self.pc.addTransceiver(_Sent(local.track), direction="sendonly")
+                _prefer_codecs(transceiver, local.codecs)
+            local.transceiver = transceiver
+            added[transceiver] = local
+        self.local_tracks = {}  # their old ids and mids mean nothing to the new session
+        try:
+            answer = await self._negotiate({t: local.source for t, local in added.items()})
+        except BaseException:
+            self.local_tracks = {local.track_id: local for local in again}  # next rejoin
+            raise
+        ids = {str(e.get("mid")): str(e.get("trackId")) for e in answer.data.get("tracks", ())}
+        for transceiver, local in added.items():
+            mid = transceiver.mid
+            if mid is None or mid not in ids:
+                raise SfuClientError(f"the answer gave no track id to mid {mid}: {ids}")
+            local.track_id, local.mid = ids[mid], mid
+            self.local_tracks[local.track_id] = local
+        for local in again:
+            if local.muted:
+                await self.set_muted(local.track_id, True)
+        self._notify()
+
+    async def _choose_again(self) -> None:
+        """Ask again for the subscriptions and track settings of tracks still published (the
+        server forgot them with the old session); forget those of tracks gone."""
+        published = {t for p in self.participants.values() for t in p.tracks}
+        self._choices = {t: c for t, c in self._choices.items() if t in published}
+        self._settings = {t: c for t, c in self._settings.items() if t in published}
+        for kind, subscribed in (("subscribe", True), ("unsubscribe", False)):
+            ids = [t for t, c in self._choices.items() if c == subscribed]
+            if ids and subscribed != self.auto_subscribe:
+                await self.send({"type": kind, "trackIds": ids})
+        groups: dict[str, list[str]] = {}
+        for track_id, settings in self._settings.items():
+            groups.setdefault(json.dumps(settings, sort_keys=True), []).append(track_id)
+        for key, ids in groups.items():
+            await self.send({"type": "setTrackSettings", "trackIds": ids, **json.loads(key)})
 
     def _emit(self, kind: str, data: Mapping[str, Any]) -> None:
         """A message of the client's own, in :attr:`history` and :attr:`events`."""
@@ -852,9 +1185,9 @@ class SfuClient:
                 self.ignored_offers += 1
                 logger.debug("ignoring a server offer: own offer outstanding")
             else:
-                self._inbox.put_nowait((message, self._offers_sent))
+                self._inbox.put_nowait((message, self._offers_sent, self._generation))
         elif kind == "candidate":
-            self._inbox.put_nowait((message, self._offers_sent))
+            self._inbox.put_nowait((message, self._offers_sent, self._generation))
         elif kind == "participant-joined":
             participant = _participant(data["participant"])
             self.participants[participant.participant_id] = participant
@@ -942,10 +1275,12 @@ class SfuClient:
 
     async def _negotiation_loop(self) -> None:
         while True:
-            message, offers_sent = await self._inbox.get()
+            message, offers_sent, generation = await self._inbox.get()
             async with self._negotiation:
                 try:
-                    if message.type == "candidate":
+                    if generation != self._generation:
+                        pass  # of a session lost since: nothing of it applies to this one
+                    elif message.type == "candidate":
                         await self._add_candidate(message.data)
                     elif offers_sent != self._offers_sent:
                         # an offer of ours went out after this one arrived: the server drops it
@@ -1201,6 +1536,22 @@ class SfuClient:
 
     def __repr__(self) -> str:
         return f"<SfuClient {self.name!r} {self.participant_id} room={self.room!r}>"
+
+
+class _Sent(MediaStreamTrack):
+    """What aiortc's sender holds in place of the application's track. aiortc stops the track
+    it sends when its connection ends (the server closing DTLS, or close()); a track that a
+    rejoin sends again on a new connection must outlive the old one, so aiortc stops this."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        return await self.source.recv()
 
 
 def _prefer_codecs(transceiver: RTCRtpTransceiver, names: Sequence[str]) -> None:

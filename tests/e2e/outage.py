@@ -2,7 +2,9 @@
 
 :class:`CuttableProxy` carries a client's signaling WebSocket to the server over TCP on
 127.0.0.1 and can cut it the way a lost Wi-Fi does: open connections are aborted without a
-close handshake and new ones refused until it is restored. :func:`udp_outage` silences a
+close handshake and new ones refused until it is restored; or stranded, the way a path that dies
+silently is: the server's side is aborted, the client's side stays open and hears nothing (the
+client notices only by its own pings, or a later cut). :func:`udp_outage` silences a
 client's media sockets both ways for the time of a ``with`` block.
 """
 
@@ -25,6 +27,7 @@ class CuttableProxy:
         self._target = (target_host, target_port)
         self._server: asyncio.Server | None = None
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
+        self._stranded: list[asyncio.StreamWriter] = []
         self._pumps: set[asyncio.Task[None]] = set()
         self.down = False
         self.port = 0
@@ -41,6 +44,18 @@ class CuttableProxy:
             client.transport.abort()
             upstream.transport.abort()
         self._pairs.clear()
+        for client in self._stranded:
+            client.transport.abort()
+        self._stranded.clear()
+
+    def strand(self) -> None:
+        """Abort the server's side of every open connection; the client's side stays open, and
+        what it sends is dropped, until :meth:`cut`. New connections are refused."""
+        self.down = True
+        pairs, self._pairs = list(self._pairs), set()  # so that the pumps leave them open
+        for client, upstream in pairs:
+            upstream.transport.abort()
+            self._stranded.append(client)
 
     def restore(self) -> None:
         self.down = False

@@ -130,6 +130,10 @@ class Participant:
         self._negotiation: asyncio.Task[None] | None = None
         self._negotiate_again = False
         self._ice_restart_wanted = False  # the next server offer restarts ICE
+        #: the outstanding server offer stops tracks; rolled back (glare), the client's answer
+        #: sets their m-lines inactive, but the client still needs an offer's ``tracks`` map
+        self._offer_removes = False
+        self._tracks_unsent = False
         self._removal: asyncio.Future[None] | None = None
         self._declined: set[TrackReceiver] = set()
         self._rejected_answers = 0  # in a row
@@ -431,8 +435,10 @@ class Participant:
         removed = [s for s in self.subscriptions if s.track is not None and s.track not in wanted]
         added = [t for t in wanted if t not in carried]
         restart, self._ice_restart_wanted = self._ice_restart_wanted, False
-        if not removed and not added and not restart:
+        stale, self._tracks_unsent = self._tracks_unsent, False
+        if not removed and not added and not restart and not stale:
             return None
+        self._offer_removes = bool(removed) or stale
         if restart:
             bridge.begin_ice_restart(self.connection.pc, controlling=True)
         for subscription in removed:
@@ -536,6 +542,8 @@ class Participant:
 
     def _rollback(self) -> None:
         added = set(bridge.rollback_local_offer(self.connection.pc))
+        self._tracks_unsent = self._tracks_unsent or self._offer_removes
+        self._offer_removes = False
         for subscription in list(self.subscriptions):
             if not subscription.pending:
                 continue

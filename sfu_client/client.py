@@ -1030,6 +1030,8 @@ class SfuClient:
         join["name"] = self.name
         if not self.auto_subscribe:
             join["autoSubscribe"] = False
+        if self.token is not None:
+            join["token"] = self.token  # a token past its expiry is refused: join fails
         while self._close_task is None:
             outcome = await self._try_join(join, min(self.request_timeout, backoff.remaining()))
             if isinstance(outcome, tuple):

@@ -94,9 +94,7 @@ async def test_rejoins_when_the_resume_is_refused(
         await alice.wait_until(
             lambda: screen.track_id in alice.remote_tracks, TIMEOUT, "for Bob's screen"
         )
-        # settled before Alice offers: a server offer that only stops tracks, abandoned in
-        # glare with hers, is not offered again (the server's answer sets the m-line inactive,
-        # the client's tracks map keeps it): a server defect, not this test's subject
+        # settled before Alice offers (glare with a removal is test_glare_removal.py's subject)
         await alice.unsubscribe([screen.track_id])
         await alice.wait_until(
             lambda: carried(alice, bob, "screen") is None, TIMEOUT, "Bob's screen to go"

@@ -254,6 +254,10 @@ class RoomFull(SfuError):
     code = "room-full"
 
 
+class TooManyRooms(SfuError):
+    code = "too-many-rooms"
+
+
 class UnknownRoom(SfuError):
     code = "unknown-room"
 

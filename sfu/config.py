@@ -61,6 +61,11 @@ class MediaConfig:
     #: Interval of the RTCP reports (SR, RR, REMB) the server sends on each connection (seconds).
     rtcp_interval: float = 1.0
     max_participants_per_room: int = 100
+    #: Rooms one server holds at once; a join that would open one more gets too-many-rooms.
+    max_rooms: int = 1000
+    #: A server offer the client has not answered in this long ends the participant
+    #: (negotiation-timeout): a client that never answers would hold its place for ever.
+    negotiation_timeout: float = 30.0
     #: Tracks one participant may publish at once. Every other participant gets an m-line per
     #: track it receives, so this bounds the SDP of everyone in the room.
     max_tracks_per_participant: int = 4

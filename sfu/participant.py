@@ -138,6 +138,7 @@ class Participant:
         self._declined: set[TrackReceiver] = set()
         self._rejected_answers = 0  # in a row
         self._retry: asyncio.TimerHandle | None = None  # a re-offer backing off
+        self._answer_timer: asyncio.TimerHandle | None = None  # our offer's negotiation timeout
         self.log = structlog.get_logger("sfu").bind(
             room=room.room_id, participant=self.participant_id
         )
@@ -387,6 +388,21 @@ class Participant:
         self.log.info("answer rejected; offering again later", delay=delay)
         self._retry = asyncio.get_running_loop().call_later(delay, self._retry_offer)
 
+    def _await_answer(self) -> None:
+        """A client that leaves our offer unanswered (a stuck or hostile client) would hold its
+        place, and its subscriptions' m-lines, for ever: it gets negotiation_timeout."""
+        if self._answer_timer is not None:
+            self._answer_timer.cancel()
+        self._answer_timer = asyncio.get_running_loop().call_later(
+            self._config.negotiation_timeout, self._answer_overdue
+        )
+
+    def _answer_overdue(self) -> None:
+        self._answer_timer = None
+        if self._offer_outstanding and not self.closed:
+            self.log.warning("offer not answered", seconds=self._config.negotiation_timeout)
+            self._on_failed("negotiation-timeout")
+
     def _retry_offer(self) -> None:
         self._retry = None
         self._schedule_negotiation()
@@ -462,6 +478,7 @@ class Participant:
         sdp = await bridge.create_offer(self.connection.pc, new_codecs)
         self.log.debug("server offer", sdp=sdp)
         self._offer_outstanding = True
+        self._await_answer()
         tracks = {
             s.transceiver.mid: OfferedTrack(
                 s.track.info.participant_id, s.track.info.track_id, s.track.info.kind
@@ -630,6 +647,9 @@ class Participant:
         if self._retry is not None:
             self._retry.cancel()
             self._retry = None
+        if self._answer_timer is not None:
+            self._answer_timer.cancel()
+            self._answer_timer = None
         if self._negotiation is not None and not self._negotiation.done():
             self._negotiation.cancel()
         for subscription in self.subscriptions:

@@ -18,6 +18,7 @@ from sfu.api import (
     RoomFull,
     RoomSummary,
     SessionClosed,
+    TooManyRooms,
     TrackInfo,
     UnknownParticipant,
     UnknownRoom,
@@ -57,6 +58,11 @@ class Sfu:
     ) -> tuple[ParticipantSession, tuple[ParticipantInfo, ...]]:
         room = self.rooms_by_id.get(room_id)
         if room is None:
+            if len(self.rooms_by_id) >= self.config.max_rooms:
+                raise TooManyRooms(
+                    f"this server holds {len(self.rooms_by_id)} rooms, its limit: join an "
+                    "existing room, or try later"
+                )
             room = self.rooms_by_id[room_id] = Room(
                 room_id, self._drop_room, self._participant_left
             )

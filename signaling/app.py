@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +16,14 @@ from sfu.api import RoomService
 from sfu.log import get_logger
 from signaling.operator_api import add_routes
 from signaling.resume import Resumption
-from signaling.session import SignalingSession
+from signaling.session import DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE, SignalingSession
 
 STATIC_DIR = Path(__file__).parent / "static"
 SHUTDOWN_REASON = "server-shutdown"
 DEFAULT_JOIN_TIMEOUT = 10.0
+#: WebSockets one client address may hold open at once (a NAT or proxy puts many people
+#: behind one; a load test many clients).
+DEFAULT_MAX_SOCKETS_PER_ADDRESS = 500
 #: Seconds a participant whose WebSocket dropped keeps its place, waiting for a resume.
 DEFAULT_RESUME_WINDOW = 15.0
 
@@ -33,6 +37,9 @@ class SignalingState:
     join_timeout: float | None
     resumption: Resumption
     keys: Mapping[str, str] | None = None
+    message_rate: tuple[float, float] = (DEFAULT_MESSAGE_RATE, DEFAULT_MESSAGE_BURST)
+    max_sockets_per_address: int = DEFAULT_MAX_SOCKETS_PER_ADDRESS
+    sockets_by_address: Counter[str] = field(default_factory=Counter)
     sessions: set[SignalingSession] = field(default_factory=set)
 
 
@@ -50,6 +57,8 @@ def create_app(
     resume_window: float = DEFAULT_RESUME_WINDOW,
     metrics: CollectorRegistry | None = None,
     keys: Mapping[str, str] | None = None,
+    message_rate: tuple[float, float] = (DEFAULT_MESSAGE_RATE, DEFAULT_MESSAGE_BURST),
+    max_sockets_per_address: int = DEFAULT_MAX_SOCKETS_PER_ADDRESS,
 ) -> web.Application:
     """Serve ``GET /ws`` (signaling), ``GET /healthz``, ``GET /metrics`` if a Prometheus
     ``metrics`` registry is given, and, if present, the static web client.
@@ -62,6 +71,9 @@ def create_app(
     leaves its room (0: it leaves at once). ``keys``: the access tokens' keys by key id
     (signaling/tokens.py); a ``join`` then needs a token, and the operator API (``/api/``,
     signaling/operator_api.py) an admin token. ``None``: anyone may join any room.
+    ``message_rate``: (messages per second, burst) one WebSocket's messages are handled at, at
+    most (signaling/ratelimit.py). ``max_sockets_per_address``: open WebSockets from one client
+    address; one more is refused (HTTP 429).
     """
     app = web.Application()
     app[SERVICE] = service
@@ -71,6 +83,8 @@ def create_app(
         join_timeout=join_timeout,
         resumption=Resumption(resume_window),
         keys=keys,
+        message_rate=message_rate,
+        max_sockets_per_address=max_sockets_per_address,
     )
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
@@ -86,8 +100,29 @@ def create_app(
     return app
 
 
-async def websocket(request: web.Request) -> web.WebSocketResponse:
+async def websocket(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
+    address = request.remote or ""
+    if state.sockets_by_address[address] >= state.max_sockets_per_address:
+        log.warning("too many sockets from one address", remote=address)
+        return web.json_response(
+            {
+                "code": "too-many-connections",
+                "message": f"{state.max_sockets_per_address} WebSockets from this address are "
+                "open already",
+            },
+            status=429,
+        )
+    state.sockets_by_address[address] += 1
+    try:
+        return await _serve_websocket(request, state)
+    finally:
+        state.sockets_by_address[address] -= 1
+        if not state.sockets_by_address[address]:
+            del state.sockets_by_address[address]
+
+
+async def _serve_websocket(request: web.Request, state: SignalingState) -> web.WebSocketResponse:
     ws = web.WebSocketResponse(max_msg_size=state.max_message_size, heartbeat=state.heartbeat)
     await ws.prepare(request)
     session = SignalingSession(
@@ -97,6 +132,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         join_timeout=state.join_timeout,
         resumption=state.resumption,
         keys=state.keys,
+        message_rate=state.message_rate,
     )
     state.sessions.add(session)
     try:

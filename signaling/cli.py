@@ -16,8 +16,14 @@ from aiohttp import web
 from sfu.config import UDP_RECEIVE_BUFFER, IceServer, MediaConfig, max_signaling_message
 from sfu.log import LEVELS, LogFormat, configure_logging, get_logger
 from sfu.media.aiortc_bridge import set_ice_host_addresses, set_udp_receive_buffer
-from signaling.app import DEFAULT_JOIN_TIMEOUT, DEFAULT_RESUME_WINDOW, create_app
+from signaling.app import (
+    DEFAULT_JOIN_TIMEOUT,
+    DEFAULT_MAX_SOCKETS_PER_ADDRESS,
+    DEFAULT_RESUME_WINDOW,
+    create_app,
+)
 from signaling.fdlimit import raise_file_limit, watch_file_descriptors
+from signaling.session import DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE
 from signaling.token_cli import KEYS_FILE, read_keys, token
 
 log = get_logger()
@@ -143,6 +149,43 @@ def main() -> None:
     help="Participants one room admits; the next join gets room-full.",
 )
 @click.option(
+    "--message-rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=DEFAULT_MESSAGE_RATE,
+    show_envvar=True,
+    help="Signaling messages per second one WebSocket's are handled at, at most; faster ones "
+    "wait (and the socket is read no faster).",
+)
+@click.option(
+    "--message-burst",
+    type=click.FloatRange(min=1),
+    default=DEFAULT_MESSAGE_BURST,
+    show_envvar=True,
+    help="Signaling messages one WebSocket may send at once before --message-rate applies.",
+)
+@click.option(
+    "--max-sockets-per-address",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_SOCKETS_PER_ADDRESS,
+    show_envvar=True,
+    help="WebSockets one client address may hold open; one more is refused (HTTP 429).",
+)
+@click.option(
+    "--max-rooms",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS.max_rooms,
+    show_envvar=True,
+    help="Rooms the server holds at once; a join that would open another gets too-many-rooms.",
+)
+@click.option(
+    "--negotiation-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=_DEFAULTS.negotiation_timeout,
+    show_envvar=True,
+    help="Seconds a client may leave a server offer unanswered before it is removed "
+    "(bye negotiation-timeout).",
+)
+@click.option(
     "--max-tracks-per-participant",
     type=click.IntRange(min=1),
     default=_DEFAULTS.max_tracks_per_participant,
@@ -183,6 +226,11 @@ def serve(
     log_format: LogFormat,
     log_level: str,
     max_participants: int,
+    message_rate: float,
+    message_burst: float,
+    max_sockets_per_address: int,
+    max_rooms: int,
+    negotiation_timeout: float,
     max_tracks_per_participant: int,
     max_message_size: int | None,
     congestion_control: bool,
@@ -209,6 +257,8 @@ def serve(
         connect_timeout=connect_timeout,
         udp_receive_buffer=udp_receive_buffer,
         max_participants_per_room=max_participants,
+        max_rooms=max_rooms,
+        negotiation_timeout=negotiation_timeout,
         max_tracks_per_participant=max_tracks_per_participant,
         congestion_control=congestion_control,
     )
@@ -224,6 +274,8 @@ def serve(
             resume_window=resume_window,
             http_idle_timeout=http_idle_timeout,
             keys=keys,
+            message_rate=(message_rate, message_burst),
+            max_sockets_per_address=max_sockets_per_address,
         )
     )
 
@@ -247,6 +299,8 @@ async def _serve(
     resume_window: float = DEFAULT_RESUME_WINDOW,
     http_idle_timeout: float = HTTP_IDLE_TIMEOUT,
     keys: Mapping[str, str] | None = None,
+    message_rate: tuple[float, float] = (DEFAULT_MESSAGE_RATE, DEFAULT_MESSAGE_BURST),
+    max_sockets_per_address: int = DEFAULT_MAX_SOCKETS_PER_ADDRESS,
 ) -> None:
     from sfu.service import Sfu
 
@@ -281,6 +335,8 @@ async def _serve(
         resume_window=resume_window,
         metrics=service.metrics_registry(),
         keys=keys,
+        message_rate=message_rate,
+        max_sockets_per_address=max_sockets_per_address,
     )
     # aiohttp's keep-alive timer also runs from the moment a connection is accepted, so it closes
     # a connection that never completes a first request as well (since aiohttp 3.14.4)

@@ -52,6 +52,7 @@ from signaling.messages import (
     parse_client_message,
     resumed_message,
 )
+from signaling.ratelimit import TokenBucket
 from signaling.resume import ParticipantLink, ResumeFailed, Resumption
 from signaling.tokens import Access, TokenError, verify
 
@@ -59,6 +60,10 @@ from signaling.tokens import Access, TokenError, verify
 OUTBOX_LIMIT = 4096
 #: How long closing waits for queued messages and the close handshake before cutting the socket.
 CLOSE_TIMEOUT = 5.0
+#: Messages one connection may send per second, and in a burst, before it is slowed down.
+DEFAULT_MESSAGE_RATE = 50.0
+DEFAULT_MESSAGE_BURST = 200.0
+
 #: ``bye`` reason and close reason for a connection that did not join in time.
 JOIN_TIMEOUT_REASON = "join-timeout"
 
@@ -86,10 +91,12 @@ class SignalingSession:
         join_timeout: float | None = None,
         resumption: Resumption | None = None,
         keys: Mapping[str, str] | None = None,
+        message_rate: tuple[float, float] = (DEFAULT_MESSAGE_RATE, DEFAULT_MESSAGE_BURST),
     ) -> None:
         self._ws = ws
         self._service = service
         self._keys = keys  # access tokens' keys by key id; None: joins need no token
+        self._message_rate = message_rate  # (per second, burst): signaling/ratelimit.py
         # an unjoined socket holds a file descriptor and costs nothing to open: it gets this long
         self._join_timeout = join_timeout
         self._join_deadline = 0.0
@@ -133,6 +140,8 @@ class SignalingSession:
     # --- reading ---
 
     async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        bucket = TokenBucket(*self._message_rate, loop.time())
         while not self._closing:
             try:
                 msg = await self._receive()
@@ -140,6 +149,13 @@ class SignalingSession:
                 self._close_unjoined()
                 return
             if msg.type is WSMsgType.TEXT or msg.type is WSMsgType.BINARY:
+                wait = bucket.take(loop.time())
+                if wait:  # a flood: read no faster than the rate (TCP pushes back on it)
+                    if bucket.delayed == 1:
+                        self._log.info(
+                            "messages over the rate: slowed down", rate=self._message_rate[0]
+                        )
+                    await asyncio.sleep(wait)
                 await self._handle_frame(msg.data if msg.type is WSMsgType.TEXT else None)
             elif msg.type is WSMsgType.ERROR:
                 self._log.info("websocket error", error=str(msg.data))

@@ -26,6 +26,7 @@ from sfu.media.params import (
 )
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import ntp_timestamp, rtt_from_report
+from sfu.media.retransmit_budget import RetransmitBudget
 from sfu.media.vp8_rewriter import Vp8Rewriter
 from sfu.rtp.header import build_extension_block, padding_packet, rewrite, wrap_rtx
 from sfu.rtp.rtcp import ReportBlock, SenderReport
@@ -92,6 +93,7 @@ class OutgoingStream:
         self.packets_sent = 0
         self.octets_sent = 0
         self.retransmissions = 0
+        self.retransmit_budget = RetransmitBudget()
         self.layer_switches = 0  # simulcast: times it went on with another layer of its track
         self.vp8: Vp8Rewriter | None = None  # VP8 simulcast: picture ids etc. across layers
 
@@ -360,7 +362,8 @@ class DownTrack:
         history = None if layer is None else layer.history
         if history is None:
             return
-        munger = self.stream.munger
+        stream = self.stream
+        munger, budget, now = stream.munger, stream.retransmit_budget, self._clock()
         for seq in lost:
             found = munger.source_packet(seq)
             if found is None or found[0] != munger.generation:
@@ -371,6 +374,8 @@ class DownTrack:
             mapped = munger.forward(packet.ext_seq, packet.timestamp)
             if mapped is None or mapped[0] != seq:
                 continue
+            if not budget.allow(stream.packets_sent, now):
+                return  # a flood of NACKs: the rest of this one goes unanswered
             self._retransmit(packet, mapped[0], mapped[1])
 
     def _retransmit(self, packet: IngressPacket, seq: int, ts: int) -> None:

@@ -8,6 +8,7 @@ when the m-line is reused for another track, the subscriber keeps seeing one con
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -40,6 +41,9 @@ _AS_THEY_ARE = (-1, -1, -1)
 HOLD_LIMIT = 0.04
 #: Packets a down-track refuses in a row (forwarding none between) before it logs that it stalled.
 STALL_REFUSALS = 50
+#: Shortest time between two keyframe requests of one subscriber passed on to the publisher
+#: (a decoder that lost its picture asks again after a round trip or so; a hostile one floods).
+SUBSCRIBER_KEYFRAME_INTERVAL = 0.5
 
 
 class PacketSink(Protocol):
@@ -130,6 +134,7 @@ class DownTrack:
         self.remb_bitrate: int | None = None
         self.closed = False
         self._created = clock()
+        self._keyframe_asked = -math.inf  # when this subscriber's last PLI/FIR was passed on
         self._refusals = 0  # packets refused since the stream last sent one
         self._refused_at_sent = 0  # stream.packets_sent when that run of refusals began
 
@@ -412,9 +417,17 @@ class DownTrack:
         )
 
     def on_keyframe_request(self) -> None:
+        """The subscriber's PLI or FIR (RFC 4585 §6.3.1, RFC 5104 §4.3.1): passed on to the
+        publisher at most every SUBSCRIBER_KEYFRAME_INTERVAL, so that one subscriber cannot
+        make the publisher send everyone keyframes as often as the stream's own throttle lets
+        all of them together."""
+        now = self._clock()
+        if now - self._keyframe_asked < SUBSCRIBER_KEYFRAME_INTERVAL:
+            return
         layer = self.target or self.layer
         if layer is not None:
-            layer.request_keyframe(self._clock(), "subscriber")
+            self._keyframe_asked = now
+            layer.request_keyframe(now, "subscriber")
 
     def on_report_block(self, block: ReportBlock, now_wall: float) -> None:
         rtt = rtt_from_report(block.lsr, block.dlsr, now_wall)

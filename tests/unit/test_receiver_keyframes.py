@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sfu.api import TrackInfo
-from sfu.media.downtrack import DownTrack, OutgoingStream
+from sfu.media.downtrack import SUBSCRIBER_KEYFRAME_INTERVAL, DownTrack, OutgoingStream
 from sfu.media.layer import KEYFRAME_RETRY, LayerReceiver
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import PublisherClock
@@ -125,3 +125,29 @@ def test_nobody_waiting_means_no_repeated_requests() -> None:
     layer = make_receiver(upstream, clock)
     layer.request_keyframe(clock.now)
     assert upstream.requests == [777] and upstream.timers == []
+
+
+def test_one_subscribers_requests_pass_at_most_every_half_second() -> None:
+    """A subscriber flooding PLIs would make the publisher send everyone keyframes as often as
+    the stream's own throttle (0.5 s here) allows; its own reach the publisher every 0.5 s."""
+    upstream, clock = Upstream(), Clock()
+    track = TrackReceiver(
+        TrackInfo("TR_a", "PA_a", "video"), publisher_params(777), upstream, 0.1,
+        PublisherClock(), clock=clock,
+    )  # fmt: skip
+    layer = track.layers[0]
+    sink = RecordingSink()
+    down_track = DownTrack(track, OutgoingStream(subscriber_params(), 500, 9000), sink, clock=clock)
+    track.add_down_track(down_track)
+    for seq in (0, 1):
+        layer.on_rtp(keyframe_packet(seq), clock.now)
+    assert sink.packets
+    upstream.requests.clear()
+    passed = []
+    for tick in range(100):  # a PLI every 10 ms for a second
+        clock.now = 200.0 + tick / 100
+        before = len(upstream.requests) + len(upstream.timers)
+        down_track.on_keyframe_request()
+        passed.append(len(upstream.requests) + len(upstream.timers) > before)
+    assert [tick for tick, p in enumerate(passed) if p] == [0, 50]
+    assert SUBSCRIBER_KEYFRAME_INTERVAL == 0.5

@@ -233,14 +233,15 @@ class ServerSite(Protocol):
 
 
 class ServerProcess:
-    """The real server (``python -m signaling.cli serve``) in the server's namespace."""
+    """The real server (``python -m signaling.cli serve``) in the server's namespace (on all of
+    its addresses: only the test's namespaces reach them, so without access keys)."""
 
     def __init__(self, link: ServerSite, workdir: Path, *extra: str) -> None:
         self.stdout_path = workdir / "server.stdout"
         self.stderr_path = workdir / "server.stderr"
         command = link.command(
             link.server_ns, sys.executable, "-m", "signaling.cli", "serve",
-            "--host", "0.0.0.0", "--port", "0", "--log-format", "json",
+            "--host", "0.0.0.0", "--insecure", "--port", "0", "--log-format", "json",
             "--ice-host", "127.0.0.1", "--ice-host", SERVER_ADDRESS, *extra,
         )  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -13,6 +13,12 @@ the old peer connection closes (its remote tracks end), a new one publishes the 
 with the same options, subscriptions and track settings are asked for again, and ``reconnected``
 (how ``rejoined``) gives the new participant id. Calls waiting for a reply when the session was lost
 raise :class:`SessionLost`; if joining again fails too, the client closes (``connection-closed``).
+
+Received video is played out as a browser does (``sfu_client.playout``): each decoded frame is
+returned by ``recv()`` at a render time taken from its RTP timestamp plus a playout delay that
+adapts to the jitter and to the time NACK repairs take (tens of ms on a calm link, at most 0.5 s
+by default), instead of the moment it was complete. ``playout_delay=False`` hands frames over
+as soon as they are decoded, as aiortc does; audio is always handed over at once.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ from sfu.media.aiortc_bridge import (
     set_ice_host_addresses,
     tap_rtp,
 )
+from sfu_client.playout import PlayoutConfig, PlayoutStats, PlayoutTrack
 from sfu_client.reconnect import Backoff
 from sfu_client.resume import ResumeState
 from sfu_client.simulcast import DEFAULT_LAYERS, SimulcastPublisher
@@ -128,7 +135,9 @@ class RemoteParticipant:
 class RemoteTrack:
     """A remote track carried on one m-line (``mid``) of this client's connection.
 
-    ``track`` is aiortc's receiving track: ``await remote.track.recv()`` returns decoded frames.
+    ``track`` is aiortc's receiving track: ``await remote.track.recv()`` returns decoded frames
+    (video: a :class:`~sfu_client.playout.PlayoutTrack` over it, each frame at its render time,
+    unless the client was made with ``playout_delay=False``).
     An m-line can later carry another remote track; this object then turns ``active=False`` and a
     new :class:`RemoteTrack` with the same ``track`` object takes its place.
     """
@@ -146,6 +155,11 @@ class RemoteTrack:
     def drain(self) -> int:
         """Drop the frames decoded so far and not read yet; returns how many."""
         return _drain(self.track)
+
+    @property
+    def playout(self) -> PlayoutStats | None:
+        """The video playout delay and its counters (None: not played out)."""
+        return self.track.stats if isinstance(self.track, PlayoutTrack) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,6 +323,7 @@ class SfuClient:
         owns_session: bool = True,
         transport_cc: bool = True,
         url: str = "",
+        playout_delay: PlayoutConfig | bool = True,
     ) -> None:
         self._session = session
         self._ws = ws
@@ -349,6 +364,9 @@ class SfuClient:
         self.transport_cc = transport_cc
         #: the feedback sender, once a server offer negotiated transport-cc
         self.transport_cc_feedback: TransportCcFeedback | None = None
+        #: how received video is played out (``sfu_client.playout``); None: frames at once
+        self.playout_delay = _playout_config(playout_delay)
+        self._playout_tracks: dict[str, PlayoutTrack] = {}  # mid -> the one over its receiver
         #: resume a dropped WebSocket when the server allows it (False: a drop closes the client)
         self.auto_resume = True
         #: the resume token, the last seq handled and what was sent (sfu_client.resume)
@@ -397,11 +415,14 @@ class SfuClient:
         session: aiohttp.ClientSession | None = None,
         request_timeout: float = DEFAULT_TIMEOUT,
         transport_cc: bool = True,
+        playout_delay: PlayoutConfig | bool = True,
     ) -> SfuClient:
         """Open the WebSocket without joining (``ice_hosts`` pins ICE process-wide).
 
         ``request_timeout`` bounds the connection and every wait for a reply (join, offer, leave).
         ``transport_cc=False``: no transport-cc feedback (see :attr:`transport_cc`).
+        ``playout_delay``: received video frames at their render time with an adaptive delay
+        (True, or a :class:`~sfu_client.playout.PlayoutConfig`), or as soon as decoded (False).
         """
         if ice_hosts is not None:
             set_ice_host_addresses(ice_hosts)
@@ -421,6 +442,7 @@ class SfuClient:
             owns_session=owns_session,
             transport_cc=transport_cc,
             url=ws_url(url),
+            playout_delay=playout_delay,
         )
         client.request_timeout = request_timeout
         return client
@@ -439,6 +461,7 @@ class SfuClient:
         auto_subscribe: bool = True,
         transport_cc: bool = True,
         token: str | None = None,
+        playout_delay: PlayoutConfig | bool = True,
     ) -> SfuClient:
         """Open the WebSocket, join ``room`` as ``name`` and return once ``joined`` arrived
         (``token``: the access token a server with keys asks for)."""
@@ -449,6 +472,7 @@ class SfuClient:
             session=session,
             request_timeout=request_timeout,
             transport_cc=transport_cc,
+            playout_delay=playout_delay,
         )
         try:
             await client.join(room, name, auto_subscribe=auto_subscribe, token=token)
@@ -518,6 +542,8 @@ class SfuClient:
         await self.pc.close()
         for local in self.local_tracks.values():
             local.track.stop()  # as aiortc did when it held them (see _Sent)
+        for played in self._playout_tracks.values():
+            played.stop()
         if self._owns_session:
             await self._session.close()
 
@@ -1015,6 +1041,9 @@ class SfuClient:
         await self.pc.close()
         for remote in remotes:
             remote.track.stop()  # "ended" for the application (aiortc ends only those it decoded)
+        for played in self._playout_tracks.values():
+            played.stop()
+        self._playout_tracks = {}
         self._notify()
 
     async def _join_again(self) -> tuple[aiohttp.ClientWebSocketResponse, str] | None:
@@ -1397,13 +1426,24 @@ class SfuClient:
                     track_id=str(entry["trackId"]),
                     kind=_kind(entry["kind"]),
                     mid=mid,
-                    track=receiver.track,
+                    track=self._played_out(mid, receiver.track),
                 )
                 self._remote_by_mid[mid] = current
             participant = self.participants.get(current.participant_id)
             info = participant.tracks.get(current.track_id) if participant else None
             if info is not None:
                 current.source, current.muted = info.source, info.muted
+
+    def _played_out(self, mid: str, track: MediaStreamTrack) -> MediaStreamTrack:
+        """The track the application reads for ``mid``: video through a playout track."""
+        if self.playout_delay is None or track.kind != "video":
+            return track
+        played = self._playout_tracks.get(mid)
+        if played is None or played.source is not track:
+            if played is not None:
+                played.stop()
+            played = self._playout_tracks[mid] = PlayoutTrack(track, self.playout_delay)
+        return played
 
     @property
     def remote_tracks(self) -> dict[str, RemoteTrack]:
@@ -1566,8 +1606,17 @@ def _prefer_codecs(transceiver: RTCRtpTransceiver, names: Sequence[str]) -> None
         transceiver.setCodecPreferences(chosen + rtx)
 
 
+def _playout_config(value: PlayoutConfig | bool) -> PlayoutConfig | None:
+    if isinstance(value, PlayoutConfig):
+        return value
+    return PlayoutConfig() if value else None
+
+
 def _drain(track: MediaStreamTrack) -> int:
-    """Drop the decoded frames queued in an aiortc receiving track (keeps an end marker)."""
+    """Drop the decoded frames queued in an aiortc receiving track (keeps an end marker), and
+    those a playout track over it holds."""
+    if isinstance(track, PlayoutTrack):
+        return track.drain() + _drain(track.source)
     queue = getattr(track, "_queue", None)
     if not isinstance(queue, asyncio.Queue):
         return 0

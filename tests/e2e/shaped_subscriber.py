@@ -12,8 +12,10 @@ lines, ``e`` being):
   the impairment), RTP packets lost as the receiver counts them (``lost``), the interface's
   received bytes (``link``, with ``--interface``), datagrams the impairment dropped and the
   event loop's longest late wake-up (``lag``, see :func:`loop_lag`), the generic NACK, PLI
-  and FIR messages it sent (``nacks``, ``plis``, ``firs``: see :class:`SentFeedback`) and the
-  retransmissions (RTX packets with a payload, RFC 4588) it received (``rtx``).
+  and FIR messages it sent (``nacks``, ``plis``, ``firs``: see :class:`SentFeedback`), the
+  retransmissions (RTX packets with a payload, RFC 4588) it received (``rtx``) and the video's
+  playout (``playout``: :class:`sfu_client.playout.PlayoutStats` as a dict, delays in seconds;
+  null with ``--playout off``).
 
 Loss (``--loss``): this kernel has no netem, so the process drops a seeded random fraction of the
 SRTP and SRTCP datagrams it receives (RFC 7983: first byte 128..191) before anything reads them,
@@ -30,6 +32,7 @@ import contextlib
 import random
 import re
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +157,7 @@ async def _run(args: argparse.Namespace) -> None:
         args.name,
         ice_hosts=[args.ice_host],
         transport_cc=args.transport_cc == "on",
+        playout_delay=args.playout == "on",
     )
     emit("joined", id=client.participant_id)
     tasks = [
@@ -191,10 +195,13 @@ async def _counters(
                 packets += stats.packetsReceived
             elif stats.type == "inbound-rtp" and stats.kind == "video":
                 lost += stats.packetsLost
+        videos = [r.playout for r in client.remote_tracks.values() if r.kind == "video"]
+        playout = asdict(videos[0]) if videos and videos[0] is not None else None
         emit(
             "rx", bytes=received, packets=packets, lost=lost,
             link=_link_bytes(interface), dropped=loss.dropped, lag=round(lag, 4),
             nacks=feedback.nacks, plis=feedback.plis, firs=feedback.firs, rtx=tapped.rtx,
+            playout=playout,
         )  # fmt: skip
 
 
@@ -243,6 +250,7 @@ def main() -> None:
     parser.add_argument("--loss", type=float, default=0.0, help="media datagrams to drop, 0..1")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--transport-cc", choices=("on", "off"), default="on")
+    parser.add_argument("--playout", choices=("on", "off"), default="on", help="playout delay")
     asyncio.run(_run(parser.parse_args()))
 
 

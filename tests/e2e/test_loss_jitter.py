@@ -16,10 +16,11 @@ so the spread mostly adds delay (round trip ~100-200 ms).
 
 Over WINDOW seconds of call the test measures, for each subscriber: decoded frames per second,
 frozen time (``shaped_call``'s freeze: a gap between decoded frames over max(3 x the median
-interval, median + 150 ms)), NACK and PLI messages it sent and retransmissions it received;
-the publisher's keyframes; the server's NACK/PLI/retransmission totals. It asserts outcomes:
-both keep decoding, the clean one never freezes and keeps the top layer, the impaired one's
-NACKs were answered, and the publisher's keyframes stay within what the server's keyframe
+interval, median + 150 ms)), NACK and PLI messages it sent and retransmissions it received, the
+playout delay its client settled at (``sfu_client.playout``: median over the window and at its
+end); the publisher's keyframes; the server's NACK/PLI/retransmission totals. It asserts
+outcomes: both keep decoding, the clean one never freezes and keeps the top layer, the impaired
+one's NACKs were answered, and the publisher's keyframes stay within what the server's keyframe
 throttle (``MediaConfig.keyframe_min_interval``) lets through. Issue 11's target (frozen < 1 %
 for the impaired subscriber, 0 for the others) is printed (``pytest -s``), not asserted.
 """
@@ -117,14 +118,31 @@ class Numbers:
     plis: int
     rtx: int
     keyframes: int  # that arrived
+    playout: str  # the playout delay over the window
 
     def line(self, name: str) -> str:
         return (
             f"{name}: {self.fps:.1f} fps decoded ({self.frames} frames, layers "
             f"{self.layers}), frozen {self.frozen:.2f} s = {self.frozen / WINDOW:.2%} "
             f"in {self.freezes} freezes; sent {self.nacks} NACKs, {self.plis} PLIs; "
-            f"received {self.rtx} retransmissions, {self.keyframes} keyframes"
+            f"received {self.rtx} retransmissions, {self.keyframes} keyframes; {self.playout}"
         )
+
+
+def playout(seen: Observed, start: float, end: float) -> str:
+    """The playout delay (its median over the window's reports, and at the end) and the frames
+    that came after their render time or were dropped as too late within the window."""
+    rows = [c["playout"] for c in seen.counters if start <= c["t"] <= end and c.get("playout")]
+    if not rows:
+        return "no playout delay"
+    delays = sorted(float(r["delay"]) for r in rows)
+    first, last = rows[0], rows[-1]
+    return (
+        f"playout delay median {delays[len(delays) // 2] * 1000:.0f} ms, at the end "
+        f"{float(last['delay']) * 1000:.0f} ms (target {float(last['target']) * 1000:.0f} ms), "
+        f"{last['late'] - first['late']} frames late, {last['dropped'] - first['dropped']} "
+        f"dropped, {last['reanchors'] - first['reanchors']} re-anchors"
+    )
 
 
 def describe_freezes(seen: Observed, start: float, end: float, waits: ServerWaits) -> str:
@@ -178,6 +196,7 @@ def measure(seen: Observed, start: float, end: float) -> Numbers:
         plis=delta("plis"),
         rtx=delta("rtx"),
         keyframes=sum(start <= t < end for t, _, _ in seen.keyframes),
+        playout=playout(seen, start, end),
     )
 
 
@@ -338,6 +357,9 @@ async def _measure(
     report = "\n".join(lines)
     print(report)
 
+    # both clients played their video out (the SDK's default) and said with what delay
+    for name in ("impaired", "clean"):
+        assert any(c.get("playout") for c in peers[name].seen.counters), f"{name}\n{report}"
     # the impairment was there and the repair ran
     lost = [link_after[d].lost - link_before[d].lost for d in ("forward", "backward")]
     assert min(lost) > 0, report

@@ -8,6 +8,7 @@ A plain aiortc peer connection (the client) talks to a ServerPeerConnection over
 from __future__ import annotations
 
 import asyncio
+import queue
 import struct
 import time
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,8 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, V
 from aiortc import rtcpeerconnection as aiortc_rtcpeerconnection
 from aiortc import sdp as aiortc_sdp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+from aiortc.rtcrtpreceiver import TimestampMapper
 from aiortc.rtcrtpsender import RTCRtpSender
 from aiortc.rtp import RtpPacket
 
@@ -320,6 +323,85 @@ def test_a_keyframe_past_a_hole_is_decoded_at_once() -> None:
     assert buffer.skipped == 3
 
 
+def _frames_out(
+    buffer: Any,
+    packets: list[tuple[int, int, bytes]],
+    clock: Clock | None = None,
+    step: float = 0.0,
+) -> list[int]:
+    """The timestamps of the frames ``buffer`` hands over (returned, or to its sink)."""
+    out: list[int] = []
+    buffer._sink = lambda frame, pt: out.append(frame.timestamp)
+    for seq, ts, payload in packets:
+        _, frame = buffer.add(rtp_packet(seq, ts, payload))
+        if frame is not None:
+            out.append(frame.timestamp)
+        if clock is not None:
+            clock.now += step
+    return out
+
+
+# a hole at 3 (the 2000 frame's start), a keyframe at 5, and the packets after it
+AROUND_A_HOLE = [(1, 1000, DELTA), (2, 1000, MORE), (4, 2000, MORE), (5, 3000, KEYFRAME_START),
+                 (6, 3000, MORE), (7, 4000, DELTA), (8, 5000, DELTA)]  # fmt: skip
+
+
+def test_a_keyframe_waits_for_a_hole_still_asked_for_and_nothing_is_skipped() -> None:
+    """Skipping at once dropped, at every layer switch on a lossy link, the frames a
+    retransmission filled moments later."""
+    clock = Clock()
+    nacks = bridge._RetryingNackGenerator(clock)
+    buffer = bridge._RecoveringJitterBuffer(lambda pt: "VP8", nacks, clock)
+    nacks.missing.add(3)  # asked for
+    repaired = [*AROUND_A_HOLE[:5], (3, 2000, DELTA), *AROUND_A_HOLE[5:]]
+    out = _frames_out(buffer, repaired, clock, bridge.KEYFRAME_PATIENCE / 10)
+    assert out == [1000, 2000, 3000, 4000] and buffer.skipped == 0
+
+
+def test_a_keyframe_skips_a_hole_not_repaired_within_its_patience() -> None:
+    clock = Clock()
+    nacks = bridge._RetryingNackGenerator(clock)
+    buffer = bridge._RecoveringJitterBuffer(lambda pt: "VP8", nacks, clock)
+    nacks.missing.add(3)
+    out = _frames_out(buffer, AROUND_A_HOLE, clock, bridge.KEYFRAME_PATIENCE / 2 + 0.001)
+    # waited at 5 and 6; at 7 (patience spent) the keyframe, then all that is complete
+    assert out == [3000, 4000] and buffer.skipped == 3
+
+
+def test_a_keyframe_skips_at_once_a_hole_given_up() -> None:
+    clock = Clock()
+    nacks = bridge._RetryingNackGenerator(clock)
+    buffer = bridge._RecoveringJitterBuffer(lambda pt: "VP8", nacks, clock)
+    assert _frames_out(buffer, AROUND_A_HOLE[:6]) == [3000]  # 3 was never (or no longer) asked
+    assert buffer.skipped == 3
+
+
+def test_a_late_retransmission_of_a_keyframe_already_passed_is_ignored() -> None:
+    """It is older than the buffer's origin: skipping "to" it removed 65,000 packets, and the
+    AssertionError ended aiortc's receive loop, silently (aiortc logs to a NullHandler)."""
+    clock = Clock()
+    nacks = bridge._RetryingNackGenerator(clock)
+    buffer = bridge._RecoveringJitterBuffer(lambda pt: "VP8", nacks, clock)
+    out = _frames_out(buffer, [(1, 1000, DELTA), (2, 2000, DELTA), (4, 2000, MORE)])
+    assert out == [1000]  # the origin is now 2; 3 is missing
+    assert _frames_out(buffer, [(1, 1000, KEYFRAME_START)]) == []  # late, and old
+    assert _frames_out(buffer, [(5, 3000, DELTA), (6, 4000, DELTA), (3, 2000, MORE)]) == [
+        2000,
+        3000,
+    ]
+
+
+def test_a_failing_buffer_empties_and_asks_for_a_keyframe(caplog: pytest.LogCaptureFixture) -> None:
+    def broken(payload_type: int) -> str | None:
+        raise RuntimeError("a bug")
+
+    buffer = bridge._RecoveringJitterBuffer(broken)
+    buffer.add(rtp_packet(1, 1000, DELTA))
+    assert buffer.add(rtp_packet(3, 2000, KEYFRAME_START)) == (True, None)  # a PLI, no frame
+    assert "jitter buffer failed" in caplog.text
+    assert buffer.add(rtp_packet(4, 2000, MORE)) == (False, None)  # starts again from there
+
+
 def test_no_hole_nothing_skipped() -> None:
     buffer = bridge._RecoveringJitterBuffer(lambda pt: "VP8")
     frames = []
@@ -343,6 +425,41 @@ async def test_video_receivers_get_the_recovering_buffer() -> None:
         assert isinstance(video._RTCRtpReceiver__jitter_buffer, bridge._RecoveringJitterBuffer)
         assert isinstance(video._RTCRtpReceiver__nack_generator, bridge._RetryingNackGenerator)
         assert isinstance(video._RTCRtpReceiver__codecs, dict)
+    finally:
+        await pc.close()
+
+
+async def test_frames_held_behind_a_repaired_hole_reach_the_decoder_together() -> None:
+    """aiortc's buffer hands over one frame per packet: after a repair the frames held behind
+    it came one per later packet, and on a layer of one packet per frame never caught up.
+    Pins the receiver's timestamp mapper, decoder queue and thread that the sink feeds."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("video", direction="recvonly")
+        bridge.recover_at_keyframes(pc)
+        receiver: Any = pc.getTransceivers()[0].receiver
+        assert isinstance(receiver._RTCRtpReceiver__decoder_queue, queue.Queue)
+        assert isinstance(receiver._RTCRtpReceiver__timestamp_mapper, TimestampMapper)
+        assert receiver._RTCRtpReceiver__decoder_thread is None  # until receive()
+        receiver._RTCRtpReceiver__decoder_thread = object()  # as if receiving
+        vp8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90_000, payloadType=96)
+        receiver._RTCRtpReceiver__codecs[96] = vp8
+        buffer = receiver._RTCRtpReceiver__jitter_buffer
+        decoder_queue = receiver._RTCRtpReceiver__decoder_queue
+        mapper = receiver._RTCRtpReceiver__timestamp_mapper
+        handled = []
+        # one packet per frame; 2 (the 2000 frame) is lost, then its retransmission arrives
+        for seq in (1, 3, 4, 5, 2):
+            _, frame = buffer.add(rtp_packet(seq, seq * 1000, DELTA))
+            if frame is not None:  # what aiortc's receiver does with it
+                frame.timestamp = mapper.map(frame.timestamp)
+                decoder_queue.put((vp8, frame))
+            handled.append(decoder_queue.qsize())
+        assert handled == [0, 0, 0, 0, 4], "all four complete frames as the hole is filled"
+        queued = [decoder_queue.get_nowait() for _ in range(4)]
+        assert all(codec is vp8 for codec, _ in queued)
+        assert [f.timestamp for _, f in queued] == [0, 1000, 2000, 3000]  # mapped, in order
+        assert buffer.released == 3
     finally:
         await pc.close()
 

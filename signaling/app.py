@@ -16,6 +16,7 @@ from sfu.log import get_logger
 from signaling.operator_api import add_routes
 from signaling.resume import Resumption
 from signaling.session import SignalingSession
+from signaling.turn import TurnConfig
 
 STATIC_DIR = Path(__file__).parent / "static"
 SHUTDOWN_REASON = "server-shutdown"
@@ -33,6 +34,7 @@ class SignalingState:
     join_timeout: float | None
     resumption: Resumption
     keys: Mapping[str, str] | None = None
+    turn: TurnConfig | None = None
     sessions: set[SignalingSession] = field(default_factory=set)
 
 
@@ -50,6 +52,7 @@ def create_app(
     resume_window: float = DEFAULT_RESUME_WINDOW,
     metrics: CollectorRegistry | None = None,
     keys: Mapping[str, str] | None = None,
+    turn: TurnConfig | None = None,
 ) -> web.Application:
     """Serve ``GET /ws`` (signaling), ``GET /healthz``, ``GET /metrics`` if a Prometheus
     ``metrics`` registry is given, and, if present, the static web client.
@@ -61,7 +64,8 @@ def create_app(
     joined participant whose WebSocket closed without ``leave`` waits for a ``resume`` before it
     leaves its room (0: it leaves at once). ``keys``: the access tokens' keys by key id
     (signaling/tokens.py); a ``join`` then needs a token, and the operator API (``/api/``,
-    signaling/operator_api.py) an admin token. ``None``: anyone may join any room.
+    signaling/operator_api.py) an admin token. ``None``: anyone may join any room. ``turn``:
+    TURN servers whose credentials each ``joined`` and ``resumed`` carry (signaling/turn.py).
     """
     app = web.Application()
     app[SERVICE] = service
@@ -71,6 +75,7 @@ def create_app(
         join_timeout=join_timeout,
         resumption=Resumption(resume_window),
         keys=keys,
+        turn=turn,
     )
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
@@ -97,6 +102,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         join_timeout=state.join_timeout,
         resumption=state.resumption,
         keys=state.keys,
+        turn=state.turn,
     )
     state.sessions.add(session)
     try:

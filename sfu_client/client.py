@@ -62,6 +62,7 @@ from sfu.media.aiortc_bridge import (
     rollback_offer,
     send_srtp,
     set_ice_host_addresses,
+    set_ice_servers,
     tap_rtp,
 )
 from sfu_client.playout import PlayoutConfig, PlayoutStats, PlayoutTrack
@@ -279,6 +280,20 @@ def _ice_server(server: RTCIceServer | str) -> RTCIceServer:
     return server if isinstance(server, RTCIceServer) else RTCIceServer(urls=server)
 
 
+def _server_ice_servers(data: Mapping[str, Any]) -> list[RTCIceServer]:
+    """``iceServers`` of ``joined`` (TURN servers with this session's credentials)."""
+    return [
+        RTCIceServer(
+            urls=[str(url) for url in entry["urls"]]
+            if isinstance(entry["urls"], list)
+            else str(entry["urls"]),
+            username=None if entry.get("username") is None else str(entry["username"]),
+            credential=None if entry.get("credential") is None else str(entry["credential"]),
+        )
+        for entry in data.get("iceServers") or ()
+    ]
+
+
 def _kind(value: object) -> Kind:
     if value == "audio":
         return "audio"
@@ -335,6 +350,8 @@ class SfuClient:
         )
         #: the peer connection; a rejoin replaces it with a new one
         self.pc = RTCPeerConnection(self._configuration)
+        #: the ICE (TURN) servers the last ``joined`` gave, used after :attr:`_configuration`'s
+        self.server_ice_servers: list[RTCIceServer] = []
         self.room: str | None = None
         self.name: str | None = None
         self.token: str | None = None  # the access token of the last join
@@ -1267,6 +1284,18 @@ class SfuClient:
         for entry in data.get("participants", ()):
             participant = _participant(entry)
             self.participants[participant.participant_id] = participant
+        self._use_server_ice(_server_ice_servers(data))
+
+    def _use_server_ice(self, servers: list[RTCIceServer]) -> None:
+        """joined's ICE servers, after the application's own, for this session's (new) peer
+        connection; aioice uses the first TURN server it can (docs/protocol.md, ``joined``)."""
+        self.server_ice_servers = servers
+        if not servers:
+            return
+        if self.pc.getTransceivers():
+            logger.warning("%s: joined's iceServers came after the transport was made", self)
+            return
+        set_ice_servers(self.pc, [*(self._configuration.iceServers or ()), *servers])
 
     def _resolve_pending(self, message: ServerMessage) -> bool:
         """Settle the request this message replies to (by requestId, else by reply type)."""

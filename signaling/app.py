@@ -17,6 +17,7 @@ from sfu.log import get_logger
 from signaling.operator_api import add_routes
 from signaling.resume import Resumption
 from signaling.session import DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE, SignalingSession
+from signaling.turn import TurnConfig
 
 STATIC_DIR = Path(__file__).parent / "static"
 SHUTDOWN_REASON = "server-shutdown"
@@ -40,6 +41,7 @@ class SignalingState:
     message_rate: tuple[float, float] = (DEFAULT_MESSAGE_RATE, DEFAULT_MESSAGE_BURST)
     max_sockets_per_address: int = DEFAULT_MAX_SOCKETS_PER_ADDRESS
     sockets_by_address: Counter[str] = field(default_factory=Counter)
+    turn: TurnConfig | None = None
     sessions: set[SignalingSession] = field(default_factory=set)
 
 
@@ -59,6 +61,7 @@ def create_app(
     keys: Mapping[str, str] | None = None,
     message_rate: tuple[float, float] = (DEFAULT_MESSAGE_RATE, DEFAULT_MESSAGE_BURST),
     max_sockets_per_address: int = DEFAULT_MAX_SOCKETS_PER_ADDRESS,
+    turn: TurnConfig | None = None,
 ) -> web.Application:
     """Serve ``GET /ws`` (signaling), ``GET /healthz``, ``GET /metrics`` if a Prometheus
     ``metrics`` registry is given, and, if present, the static web client.
@@ -74,6 +77,8 @@ def create_app(
     ``message_rate``: (messages per second, burst) one WebSocket's messages are handled at, at
     most (signaling/ratelimit.py). ``max_sockets_per_address``: open WebSockets from one client
     address; one more is refused (HTTP 429).
+    ``turn``: TURN servers whose credentials each ``joined`` and ``resumed`` carry
+    (signaling/turn.py).
     """
     app = web.Application()
     app[SERVICE] = service
@@ -85,6 +90,7 @@ def create_app(
         keys=keys,
         message_rate=message_rate,
         max_sockets_per_address=max_sockets_per_address,
+        turn=turn,
     )
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
@@ -133,6 +139,7 @@ async def _serve_websocket(request: web.Request, state: SignalingState) -> web.W
         resumption=state.resumption,
         keys=state.keys,
         message_rate=state.message_rate,
+        turn=state.turn,
     )
     state.sessions.add(session)
     try:

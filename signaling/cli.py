@@ -25,6 +25,7 @@ from signaling.app import (
 from signaling.fdlimit import raise_file_limit, watch_file_descriptors
 from signaling.session import DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE
 from signaling.token_cli import KEYS_FILE, read_keys, token
+from signaling.turn import DEFAULT_TTL, TurnConfig, check_url, read_secret
 
 log = get_logger()
 #: Seconds an HTTP connection may stay open without a request (before the first, between two).
@@ -32,6 +33,17 @@ HTTP_IDLE_TIMEOUT = 15.0
 #: Below this soft file limit the server warns at start (see docs/operations.md).
 RECOMMENDED_FILE_LIMIT = 8192
 _DEFAULTS = MediaConfig()
+
+
+def _check_turn_urls(
+    _ctx: click.Context, _param: click.Parameter, urls: tuple[str, ...]
+) -> tuple[str, ...]:
+    for url in urls:
+        try:
+            check_url(url)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return urls
 
 
 @click.group()
@@ -66,6 +78,34 @@ def main() -> None:
 )
 @click.option("--ice-username", show_envvar=True, help="Username for the --ice-server URLs.")
 @click.option("--ice-credential", show_envvar=True, help="Credential for the --ice-server URLs.")
+@click.option(
+    "--turn-url",
+    multiple=True,
+    show_envvar=True,
+    callback=_check_turn_urls,
+    help="TURN server the clients are told to use, with credentials for --turn-secret, e.g. "
+    "turn:turn.example.com:3478?transport=udp or turns:turn.example.com:5349 (repeatable; "
+    "in the environment, separated by spaces). Default: none.",
+)
+@click.option(
+    "--turn-secret",
+    show_envvar=True,
+    help="The TURN servers' shared secret (coturn: static-auth-secret with use-auth-secret). "
+    "Prefer SFU_TURN_SECRET or --turn-secret-file: command lines are visible to every user.",
+)
+@click.option(
+    "--turn-secret-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    show_envvar=True,
+    help="File whose first line is the TURN servers' shared secret.",
+)
+@click.option(
+    "--turn-ttl",
+    type=click.IntRange(min=60),
+    default=DEFAULT_TTL,
+    show_envvar=True,
+    help="Seconds the TURN credentials handed out at a join (or resume) are good for.",
+)
 @click.option(
     "--peer-timeout",
     type=click.FloatRange(min=0, min_open=True),
@@ -215,6 +255,10 @@ def serve(
     ice_server: tuple[str, ...],
     ice_username: str | None,
     ice_credential: str | None,
+    turn_url: tuple[str, ...],
+    turn_secret: str | None,
+    turn_secret_file: Path | None,
+    turn_ttl: int,
     peer_timeout: float,
     keys_file: Path | None,
     insecure: bool,
@@ -250,6 +294,9 @@ def serve(
             "any room, publish and subscribe",
             host=host,
         )
+    turn = _turn_config(turn_url, turn_secret, turn_secret_file, turn_ttl)
+    if turn is not None:
+        log.info("clients get TURN credentials", turn_urls=list(turn.urls), ttl=turn.ttl)
     config = MediaConfig(
         ice_hosts=ice_host,
         ice_servers=tuple(IceServer(url, ice_username, ice_credential) for url in ice_server),
@@ -276,8 +323,32 @@ def serve(
             keys=keys,
             message_rate=(message_rate, message_burst),
             max_sockets_per_address=max_sockets_per_address,
+            turn=turn,
         )
     )
+
+
+def _turn_config(
+    urls: tuple[str, ...], secret: str | None, secret_file: Path | None, ttl: int
+) -> TurnConfig | None:
+    """The TURN servers for clients; UsageError when the options do not make one."""
+    if secret is not None and secret_file is not None:
+        raise click.UsageError("give the TURN secret once: --turn-secret or --turn-secret-file")
+    if secret_file is not None:
+        try:
+            secret = read_secret(secret_file)
+        except (OSError, ValueError) as exc:
+            raise click.UsageError(f"--turn-secret-file: {exc}") from None
+    if not urls:
+        if secret is not None:
+            raise click.UsageError("a TURN secret without --turn-url: give the TURN servers")
+        return None
+    if not secret:
+        raise click.UsageError(
+            "--turn-url needs the TURN servers' shared secret: --turn-secret-file, "
+            "SFU_TURN_SECRET or --turn-secret"
+        )
+    return TurnConfig(urls, secret, ttl)
 
 
 def _is_loopback(host: str) -> bool:
@@ -301,6 +372,7 @@ async def _serve(
     keys: Mapping[str, str] | None = None,
     message_rate: tuple[float, float] = (DEFAULT_MESSAGE_RATE, DEFAULT_MESSAGE_BURST),
     max_sockets_per_address: int = DEFAULT_MAX_SOCKETS_PER_ADDRESS,
+    turn: TurnConfig | None = None,
 ) -> None:
     from sfu.service import Sfu
 
@@ -337,6 +409,7 @@ async def _serve(
         keys=keys,
         message_rate=message_rate,
         max_sockets_per_address=max_sockets_per_address,
+        turn=turn,
     )
     # aiohttp's keep-alive timer also runs from the moment a connection is accepted, so it closes
     # a connection that never completes a first request as well (since aiohttp 3.14.4)

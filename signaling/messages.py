@@ -8,7 +8,7 @@ objects the server sends.
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -399,6 +399,7 @@ def joined_message(
     participants: tuple[ParticipantInfo, ...],
     request_id: str | None = None,
     resume: ResumeGrant | None = None,
+    ice_servers: Sequence[JsonObject] = (),
 ) -> JsonObject:
     message: JsonObject = {
         "type": "joined",
@@ -407,6 +408,7 @@ def joined_message(
         "participantId": participant_id,
         "participants": [participant_json(p) for p in participants],
         **resume_json(resume),
+        **ice_servers_json(ice_servers),
     }
     return _with_request_id(message, request_id)
 
@@ -418,6 +420,7 @@ def resumed_message(
     received: int,
     replayed: int,
     request_id: str | None = None,
+    ice_servers: Sequence[JsonObject] = (),
 ) -> JsonObject:
     message: JsonObject = {
         "type": "resumed",
@@ -427,6 +430,7 @@ def resumed_message(
         "received": received,
         "replayed": replayed,
         **resume_json(resume),
+        **ice_servers_json(ice_servers),
     }
     return _with_request_id(message, request_id)
 
@@ -435,6 +439,11 @@ def resume_json(resume: ResumeGrant | None) -> JsonObject:
     if resume is None:
         return {}
     return {"resumeToken": resume.token, "resumeWindow": resume.window}
+
+
+def ice_servers_json(ice_servers: Sequence[JsonObject]) -> JsonObject:
+    """``iceServers`` (signaling/turn.py) when the server has TURN servers; else no field."""
+    return {"iceServers": list(ice_servers)} if ice_servers else {}
 
 
 def answer_message(answer: Answer, request_id: str | None = None) -> JsonObject:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -55,6 +56,7 @@ from signaling.messages import (
 from signaling.ratelimit import TokenBucket
 from signaling.resume import ParticipantLink, ResumeFailed, Resumption
 from signaling.tokens import Access, TokenError, verify
+from signaling.turn import TurnConfig, ice_servers
 
 #: Messages waiting for a client that does not read; past this the connection is closed (1008).
 OUTBOX_LIMIT = 4096
@@ -92,11 +94,13 @@ class SignalingSession:
         resumption: Resumption | None = None,
         keys: Mapping[str, str] | None = None,
         message_rate: tuple[float, float] = (DEFAULT_MESSAGE_RATE, DEFAULT_MESSAGE_BURST),
+        turn: TurnConfig | None = None,
     ) -> None:
         self._ws = ws
         self._service = service
         self._keys = keys  # access tokens' keys by key id; None: joins need no token
         self._message_rate = message_rate  # (per second, burst): signaling/ratelimit.py
+        self._turn = turn  # the TURN servers clients get credentials for; None: no TURN
         # an unjoined socket holds a file descriptor and costs nothing to open: it gets this long
         self._join_timeout = join_timeout
         self._join_deadline = 0.0
@@ -290,7 +294,12 @@ class SignalingSession:
         self._log.info("joined", name=name, identity=access and access.identity, others=len(others))
         self._enqueue(
             joined_message(
-                message.room, participant.participant_id, others, message.request_id, link.grant()
+                message.room,
+                participant.participant_id,
+                others,
+                message.request_id,
+                link.grant(),
+                ice_servers(self._turn, participant.participant_id, time.time()),
             )
         )
         link.attach(self, 0)  # events raised during the join follow joined
@@ -346,6 +355,8 @@ class SignalingSession:
                     link.received,
                     missed,
                     message.request_id,
+                    # fresh credentials: the join's may be near their end
+                    ice_servers(self._turn, link.participant_id, time.time()),
                 )
             )
             link.attach(self, message.last_seq)

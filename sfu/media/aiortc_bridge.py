@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import os
 import random
@@ -1883,3 +1884,30 @@ def _own_first_connect(connection: Any) -> None:
             del connection.connect  # later restarts run their own checks
 
     connection.connect = connect
+
+
+# --- client side: ICE servers a server hands out (joined.iceServers) ---
+
+
+def set_ice_servers(pc: RTCPeerConnection, servers: Sequence[RTCIceServer]) -> None:
+    """Use ``servers`` (STUN/TURN) for ``pc``'s ICE: what a browser's ``setConfiguration`` does
+    before the first transceiver. aiortc has no setConfiguration: it reads its configuration's
+    ``iceServers`` when it creates a transport's ICE gatherer (the first transceiver's, with
+    max-bundle the only one), so they must be set before that; ValueError after."""
+    if pc.getTransceivers() or pc.sctp is not None:
+        raise ValueError("the peer connection has its transport already")
+    name = "_RTCPeerConnection__configuration"
+    configuration: RTCConfiguration = getattr(pc, name)
+    setattr(pc, name, dataclasses.replace(configuration, iceServers=list(servers)))
+
+
+def selected_candidate_types(pc: RTCPeerConnection) -> tuple[str, str] | None:
+    """(local, remote) candidate types of the pair ICE nominated (``host``, ``srflx``,
+    ``prflx``, ``relay``: RFC 8445 §5.1.1), or None before there is one."""
+    transport = _ice_transport(pc)
+    if transport is None:
+        return None
+    pair = transport._connection._nominated.get(1)
+    if pair is None:
+        return None
+    return str(pair.local_candidate.type), str(pair.remote_candidate.type)

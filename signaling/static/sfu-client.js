@@ -193,7 +193,8 @@ export class SfuClient extends EventTarget {
    * @param {{iceServers?: RTCIceServer[], requestTimeoutMs?: number, log?: (...args: any[]) => void,
    *          adaptiveStream?: boolean, adaptiveStreamDebounceMs?: number,
    *          autoReconnect?: boolean, rejoinTimeoutMs?: number}} [options]
-   *   `iceServers` stays empty unless the server's operator gives STUN/TURN servers.
+   *   `iceServers`: the application's own STUN/TURN servers (default none); those the server
+   *   gives in `joined`/`resumed` (TURN with this session's credentials) are used after them.
    *   `adaptiveStream: false`: `observeElement()` does nothing (every track at its best layer,
    *   unless `setTrackSettings()` says otherwise).
    *   `autoReconnect: false`: a dropped WebSocket closes the client (as "closed").
@@ -202,6 +203,8 @@ export class SfuClient extends EventTarget {
     super();
     this.url = url;
     this.iceServers = options.iceServers ?? [];
+    /** @type {RTCIceServer[]} from the last `joined`/`resumed` (docs/protocol.md, `joined`) */
+    this.serverIceServers = [];
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     this.log = options.log ?? (() => {});
     /** @type {RTCPeerConnection|null} */
@@ -443,7 +446,7 @@ export class SfuClient extends EventTarget {
 
   _createPeerConnection() {
     const pc = (this.pc = new RTCPeerConnection({
-      iceServers: this.iceServers,
+      iceServers: [...this.iceServers, ...this.serverIceServers],
       bundlePolicy: "max-bundle",
       rtcpMuxPolicy: "require",
     }));
@@ -509,6 +512,16 @@ export class SfuClient extends EventTarget {
   _grant(reply) {
     this.resumeToken = typeof reply.resumeToken === "string" && reply.resumeToken ? reply.resumeToken : null;
     this.resumeWindow = typeof reply.resumeWindow === "number" ? reply.resumeWindow : 0;
+    // TURN servers with this session's credentials; a resume brings fresh ones, which the peer
+    // connection uses from its next ICE restart on (its TURN allocation keeps the old ones)
+    this.serverIceServers = Array.isArray(reply.iceServers) ? reply.iceServers : [];
+    if (this.pc && this.pc.signalingState !== "closed") {
+      try {
+        this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers: [...this.iceServers, ...this.serverIceServers] });
+      } catch (error) {
+        this.log("setConfiguration failed", error);
+      }
+    }
   }
 
   /** Resume within the window, else join again; "closed" if neither works. */

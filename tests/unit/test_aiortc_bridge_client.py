@@ -15,7 +15,13 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription, VideoStreamTrack
+from aiortc import (
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCSessionDescription,
+    VideoStreamTrack,
+)
 from aiortc import rtcpeerconnection as aiortc_rtcpeerconnection
 from aiortc import sdp as aiortc_sdp
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -521,3 +527,29 @@ def test_given_up_packets_that_hold_a_frame_back_ask_for_a_keyframe_now_and_then
     plis.append(buffer.add(rtp_packet(6, 3000, DELTA))[0])
     assert plis == [True, False, True], "a PLI, none within KEYFRAME_RETRY, then another"
     assert not nacks.keyframe_wanted
+
+
+# --- ICE servers from joined, and the selected pair ---
+
+
+async def test_ice_servers_set_before_the_first_transceiver_reach_its_gatherer() -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        turn = RTCIceServer("turn:127.0.0.1:3479?transport=tcp", "1700000000:PA_1", "pass")
+        bridge.set_ice_servers(pc, [turn])
+        pc.addTransceiver("video", "recvonly")
+        # aiortc hands the configuration's servers to aioice when it makes the transport
+        connection: Any = pc.getTransceivers()[0].receiver.transport.transport._connection
+        assert connection.turn_server == ("127.0.0.1", 3479)
+        assert connection.turn_transport == "tcp"
+        assert (connection.turn_username, connection.turn_password) == ("1700000000:PA_1", "pass")
+        with pytest.raises(ValueError, match="has its transport already"):
+            bridge.set_ice_servers(pc, [])
+    finally:
+        await pc.close()
+
+
+async def test_the_selected_pair_types_are_read_from_the_nominated_pair(peers: Peers) -> None:
+    assert bridge.selected_candidate_types(peers.client) is None
+    await peers.connect()
+    assert bridge.selected_candidate_types(peers.client) == ("host", "host")

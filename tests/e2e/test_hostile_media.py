@@ -105,12 +105,8 @@ async def _call(make_client: ClientFactory, room: str) -> Call:
     )
 
 
-def _hostile_sender(client: SfuClient) -> Send:
-    """Sends RTP protected with the client's SRTP keys, as a hostile stack of its own would.
-
-    aiortc's own session refuses sequence numbers far behind the ones it sent, and what it sent
-    would then be refused: each packet here gets a session of its own (rollover counter 0).
-    """
+def srtp_policy(client: SfuClient) -> Policy:
+    """The client's outbound SRTP keys (RFC 5764 §4.2), as a stack of its own would derive them."""
     dtls: Any = client.pc.getTransceivers()[0].receiver.transport
     selected = dtls._ssl.get_selected_srtp_profile()
     profile = next(p for p in dtls._srtp_profiles if p.openssl_profile == selected)
@@ -118,9 +114,17 @@ def _hostile_sender(client: SfuClient) -> Send:
         b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length)
     )
     key = profile.get_key_and_salt(view, 1 if dtls._role == "server" else 0)
-    policy = Policy(
-        key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile.libsrtp_profile
-    )
+    return Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile.libsrtp_profile)
+
+
+def _hostile_sender(client: SfuClient) -> Send:
+    """Sends RTP protected with the client's SRTP keys, as a hostile stack of its own would.
+
+    aiortc's own session refuses sequence numbers far behind the ones it sent, and what it sent
+    would then be refused: each packet here gets a session of its own (rollover counter 0).
+    """
+    dtls: Any = client.pc.getTransceivers()[0].receiver.transport
+    policy = srtp_policy(client)
 
     async def send(packet: bytes) -> None:
         await dtls.transport._send(Session(policy).protect(packet))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pylibsrtp import Policy, Session
+from pylibsrtp import Session
 
 from sfu.media.downtrack import SUBSCRIBER_KEYFRAME_INTERVAL
 from sfu.media.retransmit_budget import BASE_RATE, RESERVE
@@ -32,7 +32,7 @@ from sfu_client import PALETTE, MarkerVideoTrack, SfuClient
 from . import taps
 from .conftest import ClientFactory, SfuServer
 from .test_access import frames_within
-from .test_hostile_media import _mid_ssrc
+from .test_hostile_media import _mid_ssrc, srtp_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -42,17 +42,6 @@ FPS = 15
 TICK = 0.01  # the flood's pace: every 10 ms
 
 
-def _keys(client: SfuClient) -> Policy:
-    dtls: Any = client.pc.getTransceivers()[0].receiver.transport
-    selected = dtls._ssl.get_selected_srtp_profile()
-    profile = next(p for p in dtls._srtp_profiles if p.openssl_profile == selected)
-    view = dtls._ssl.export_keying_material(
-        b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length)
-    )
-    key = profile.get_key_and_salt(view, 1 if dtls._role == "server" else 0)
-    return Policy(key=key, ssrc_type=Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile.libsrtp_profile)
-
-
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -60,7 +49,7 @@ def _cpu_seconds(pid: int) -> float:
 
 async def _flood(eve: SfuClient, tap: taps.Tap, media_ssrc: int, until: float) -> dict[str, int]:
     dtls: Any = eve.pc.getTransceivers()[0].receiver.transport
-    policy = _keys(eve)
+    policy = srtp_policy(eve)
     rtcp_session = Session(policy)  # one session: SRTCP indexes must grow (replay protection)
     me = random.getrandbits(32)  # not Eve's own RTCP SSRC: its index would collide with ours
     rng = random.Random(12)

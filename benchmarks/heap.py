@@ -5,7 +5,8 @@ Run inside the measured process (benchmarks/memory_probe.py calls :func:`census`
 - **live objects**: ``gc.get_objects()`` counted by type (container objects only: ``bytes`` and
   ``str`` are not tracked by the collector), after a full collection, with the classes whose
   instances belong to one participant (:data:`WATCHED`) always listed. Instances of those still
-  alive after every participant left are a leak.
+  alive after every participant left are a leak. What the server froze at startup
+  (``sfu.memory.freeze_startup``) is not listed, only counted (``frozen_objects``).
 - **pymalloc** (objects of ≤ 512 bytes): ``sys._debugmallocstats()`` — bytes in allocated
   blocks (live), in free blocks of arenas still mapped (fragmentation: an arena returns to the
   OS only once all its blocks are free), and the arenas mapped.
@@ -200,6 +201,7 @@ def census(baseline: Baseline | None = None) -> tuple[dict[str, Any], Baseline]:
     modules = frozenset(sys.modules)
     document: dict[str, Any] = {
         "gc_objects": sum(counts.values()),
+        "frozen_objects": gc.get_freeze_count(),
         "modules": len(modules),
         "allocated_blocks": sys.getallocatedblocks(),
         "watched": {name: counts.get(name, 0) for name in WATCHED},

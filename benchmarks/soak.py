@@ -9,7 +9,7 @@ that joins, publishes a camera, stays ``--stay`` seconds and leaves — so ``sta
 in the room at once besides the observer. Every ``--sample`` seconds the server's RSS, file
 descriptors and threads (/proc) and its event loop's tasks (``sfu_event_loop_tasks``) are
 sampled. At the end, after everyone but the observer left and the server had ``--settle``
-seconds (its heap trim runs 2 s after a leave, at most every 30 s), the last sample is
+seconds (it collects and trims its heap 0.5 s after a leave: sfu/memory.py), the last sample is
 compared with the first one taken in the same state. Saved as JSON in benchmarks/results/.
 """
 

@@ -25,7 +25,7 @@ from sfu.api import (
 )
 from sfu.config import MediaConfig
 from sfu.counters import MediaTotals, participant_totals
-from sfu.memory import MemoryTrimmer
+from sfu.memory import MemoryReclaimer, freeze_startup
 from sfu.metrics import build_registry
 from sfu.participant import Participant
 from sfu.room import REMOVED, ROOM_CLOSED, Room
@@ -44,7 +44,7 @@ class Sfu:
         self._counted: set[Participant] = set()
         self._departed = MediaTotals()
         self._registry: CollectorRegistry | None = None
-        self._trimmer = MemoryTrimmer()
+        self._reclaimer = MemoryReclaimer()
 
     async def join(
         self,
@@ -115,7 +115,13 @@ class Sfu:
             self._counted.discard(participant)
             self._departed.add(participant_totals(participant))
             self.left_total += 1
-            self._trimmer.departed()
+            self._reclaimer.departed()
+
+    def serving(self) -> None:
+        """The process is set up and about to accept participants: what exists now stays, and
+        the collections after departures need not walk it (:func:`sfu.memory.freeze_startup`)."""
+        if not self._counted:
+            freeze_startup()
 
     def _drop_room(self, room: Room) -> None:
         if self.rooms_by_id.get(room.room_id) is room and not room.participants:
@@ -149,4 +155,4 @@ class Sfu:
                 participant.emit(SessionClosed(reason))
                 removals.append(room.remove(participant, reason))
         await asyncio.gather(*removals, return_exceptions=True)
-        self._trimmer.close()
+        self._reclaimer.close()

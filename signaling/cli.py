@@ -411,6 +411,7 @@ async def _serve(
         max_sockets_per_address=max_sockets_per_address,
         turn=turn,
     )
+    service.serving()  # before the server's own tasks: their futures come and go
     # aiohttp's keep-alive timer also runs from the moment a connection is accepted, so it closes
     # a connection that never completes a first request as well (since aiohttp 3.14.4)
     runner = web.AppRunner(app, keepalive_timeout=http_idle_timeout)

@@ -587,6 +587,10 @@ Egress_close(Egress *self, PyObject *Py_UNUSED(ignored))
 {
     Egress_close_fd(self);
     pacer_free(&self->pacer);
+    /* the send records too (192 KiB): a closed connection's egress may wait for the cycle
+     * collector, and nothing is numbered after close */
+    self->tcc_id = 0;
+    tcc_free(&self->tcc);
     Py_CLEAR(self->relay);
     Py_RETURN_NONE;
 }

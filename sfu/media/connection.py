@@ -467,8 +467,8 @@ class MediaConnection:
             self.plis_sent += 1
         self.send_rtcp([rtcp.Pli(sender_ssrc=self.rtcp_ssrc, media_ssrc=media_ssrc)])
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
-        self._loop.call_later(delay, callback)
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        return self._loop.call_later(delay, callback)
 
     def schedule_nack(self, layer: LayerReceiver) -> None:
         if layer in self._nack_pending:

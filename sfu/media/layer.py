@@ -16,6 +16,7 @@ by one, timestamps by the time elapsed — as ``RtpMunger.switch_source`` does f
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Literal, Protocol
@@ -50,7 +51,9 @@ class Upstream(Protocol):
 
     def schedule_nack(self, layer: LayerReceiver) -> None: ...
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> None: ...
+    def call_later(
+        self, delay: float, callback: Callable[[], None]
+    ) -> asyncio.TimerHandle | None: ...
 
 
 class IngressPacket:
@@ -274,8 +277,8 @@ class LayerReceiver:
     def frame_size(self, size: tuple[int, int] | None) -> None:
         self.keyframes.frame_size = size
 
-    def call_later(self, delay: float, callback: Callable[[], None]) -> None:
-        self._upstream.call_later(delay, callback)
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle | None:
+        return self._upstream.call_later(delay, callback)
 
     def _start_waiting(self, packet: IngressPacket) -> None:
         """Down-tracks waiting for this stream start with ``packet`` (they forward it next)."""
@@ -386,6 +389,7 @@ class LayerReceiver:
         self.down_tracks.clear()
         self.waiting.clear()
         self.leaving.clear()
+        self.keyframes.close()
 
 
 #: How often a layer with down-tracks waiting for its keyframe asks again (seconds). A publisher
@@ -412,6 +416,7 @@ class KeyframeRequests:
         "_layer",
         "_pending_reason",
         "_requester",
+        "_timer",
         "_upstream",
         "frame_size",
         "sent",
@@ -429,6 +434,7 @@ class KeyframeRequests:
         self._requester = KeyframeRequester(min_interval)
         self._clock = clock
         self._armed = False
+        self._timer: asyncio.TimerHandle | None = None
         self._pending_reason: KeyframeReason = "subscriber"
         self.sent: dict[KeyframeReason, int] = dict.fromkeys(KEYFRAME_REASONS, 0)
         #: the layer's (width, height) as its latest keyframe said (kept here, with what is
@@ -464,10 +470,18 @@ class KeyframeRequests:
             due = now + KEYFRAME_RETRY
         self._armed = True
         # the loop's timer clock is coarser than time.monotonic(): it may fire a little early
-        self._upstream.call_later(max(0.001, due - now), self._fire)
+        self._timer = self._upstream.call_later(max(0.001, due - now), self._fire)
+
+    def close(self) -> None:
+        """The stream ended: the pending timer goes, or it would keep the publisher's
+        connection (and participant) alive until it fires, up to KEYFRAME_RETRY after leaving."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def _fire(self) -> None:
         self._armed = False
+        self._timer = None
         layer = self._layer
         if layer.closed or layer.ssrc is None:
             return

@@ -53,6 +53,14 @@ class Census:
         return self.fds <= other.fds and self.threads <= other.threads and self.tasks <= other.tasks
 
 
+def rss_kb(server: SfuServer) -> int:
+    assert server.process is not None
+    for line in Path(f"/proc/{server.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
 async def census(server: SfuServer) -> Census:
     assert server.process is not None
     pid = server.process.pid
@@ -121,10 +129,15 @@ async def test_join_publish_leave_cycles_leave_nothing_behind(
         for n in range(3):  # warm-up: imports, caches and pools the first participants fill
             await cycle(n)
         baseline = await settled(sfu_server, await census(sfu_server), participants=1)
+        tenth, path = max(1, cycles // 10), []
         for n in range(cycles):
             await cycle(n)
+            if (n + 1) % tenth == 0:
+                path.append(rss_kb(sfu_server))
         after = await settled(sfu_server, baseline, participants=1)
         report("join/publish/leave", cycles, baseline, after)
+        # a plateau (what the allocators keep for the next participants) or a slope (a leak)
+        print(f"RSS every {tenth} cycles (MiB): " + " ".join(f"{kb / 1024:.1f}" for kb in path))
         assert after.participants == 1
         assert after.at_most(baseline), (baseline, after)
     finally:

@@ -16,17 +16,20 @@
  *     least-squares slope of the smoothed delay against arrival time taken over the last `window`
  *     groups. Scaled by the deltas seen (at most 60) and a gain it is the modified trend m (ms),
  *     comparable with the detector's threshold.
+ *   - the floor's slope caps a rising trend (libwebrtc has it as an option, off by default): the
+ *     lowest accumulated delay among the window's first cap_groups groups and among its last,
+ *     and the slope between those two points. A queue delays every packet, so its floor rises
+ *     with it; a link that delays packets at random but keeps their order holds the ones behind
+ *     a late packet and releases them in a bunch — the groups' delays jump up and down, their
+ *     least-squares slope over 20 groups (~0.1 s) swings by tens of ms per 100 ms, but some
+ *     group at each end was not held, and the floor stays.
  *   - over-use detector (§5.4): m against an adaptive threshold gamma that follows |m| quickly
  *     upwards (k_up) and slowly downwards (k_down), so the detector neither starves against a
  *     concurrent loss-based flow nor sleeps through real queueing. Over-use once m > gamma has
  *     lasted overusing_time (ms of send time) and two groups and m is not falling; under-use
  *     when m < -gamma (a queue draining).
- *   - standing queue (ours): the trend sees a queue only while it grows. A drop-tail queue that
- *     filled up (tc tbf at its limit) is flat: trend zero, its overflow showing only as loss,
- *     which under 10 % the loss-based controller must not take for congestion (§6). So the
- *     one-way delay's level is watched too (arrival - send time: the clocks' offset cancels
- *     out): its lowest value per queue_window, against the lowest over base_window. A queue
- *     that never drained within a window is standing, not jitter.
+ * A queue that no longer grows (a full drop-tail queue) has no trend: sfu/bwe/standing.py
+ * watches the one-way delay's level, per feedback message.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -37,7 +40,6 @@
 #include <string.h>
 
 #define MAX_WINDOW 100
-#define MAX_BUCKETS 64
 #define MAX_DELAY_JUMP 3.0   /* s */
 #define MAX_NUM_DELTAS 1000
 #define TREND_DELTAS 60      /* the trend's scale stops growing here */
@@ -45,21 +47,15 @@
 #define MAX_THRESHOLD 600.0  /* ms, §5.4 */
 #define MAX_ADAPT_OFFSET 15.0 /* ms over the threshold: an outlier, the threshold ignores it */
 #define MAX_UPDATE_STEP 100.0 /* ms: a gap does not jump the threshold */
-#define DRAINING 0.005       /* s lower than the previous window's lowest: draining */
-#define CLOCK_RESTART 1.0    /* s earlier than the newest window's start: a new clock */
+#define CAP_GROUPS 7         /* the trend's floor: lowest delay of this many groups each end */
 
 enum usage { NORMAL, OVERUSING, UNDERUSING };
-
-typedef struct {
-    double start; /* on the subscriber's clock */
-    double lowest; /* one-way delay */
-} Bucket;
 
 typedef struct {
     PyObject_HEAD
     /* settings */
     int window;
-    double smoothing, gain, k_up, k_down, overusing_time, queue_window, base_window;
+    double smoothing, gain, k_up, k_down, overusing_time;
     /* inter-group deltas */
     int has_previous;
     double previous_send, previous_arrival;
@@ -68,14 +64,12 @@ typedef struct {
     /* trendline */
     int num_deltas, has_first, count, head; /* count/head: the window's ring */
     double first_arrival, accumulated, smoothed, trend;
-    double xs[MAX_WINDOW], ys[MAX_WINDOW];
+    double xs[MAX_WINDOW], ys[MAX_WINDOW], raws[MAX_WINDOW]; /* raws: accumulated, unsmoothed */
+    int cap_groups; /* 0: no cap */
     /* detector */
     double threshold, time_over_using, previous_trend, last_update_ms, modified_trend;
     int overuse_count, has_last_update;
     enum usage state;
-    /* standing queue */
-    Bucket buckets[MAX_BUCKETS];
-    int bucket_head, bucket_count;
 } DelayDetector;
 
 static PyObject *usage_names[3];
@@ -107,6 +101,33 @@ window_slope(const DelayDetector *self, int *ok)
     return num / den;
 }
 
+/* The lowest raw delay's point among `n` groups of the window from `from` on. */
+static int
+lowest_of(const DelayDetector *self, int from, int n)
+{
+    int best = (self->head + from) % self->window;
+    for (int i = from + 1; i < from + n; i++) {
+        int at = (self->head + i) % self->window;
+        if (self->raws[at] < self->raws[best])
+            best = at;
+    }
+    return best;
+}
+
+/* The slope between the lowest raw delays of the window's first and last cap_groups: how fast
+ * the delay's floor rose. A queue raises every packet's delay, its floor too; jitter that holds
+ * packets and releases them in bunches raises some of them only, and the floor stays. *ok = 0
+ * when the two points are less than 1 ms apart. */
+static double
+floor_slope(const DelayDetector *self, int *ok)
+{
+    int early = lowest_of(self, 0, self->cap_groups);
+    int late = lowest_of(self, self->count - self->cap_groups, self->cap_groups);
+    double span = self->xs[late] - self->xs[early];
+    *ok = span >= 1.0;
+    return *ok ? (self->raws[late] - self->raws[early]) / span : 0.0;
+}
+
 /* One delta into the trendline; the modified trend (ms). */
 static double
 trend_update(DelayDetector *self, double send_delta, double arrival_delta, double arrival)
@@ -129,9 +150,16 @@ trend_update(DelayDetector *self, double send_delta, double arrival_delta, doubl
     }
     self->xs[at] = (arrival - self->first_arrival) * 1000.0;
     self->ys[at] = self->smoothed;
+    self->raws[at] = self->accumulated;
     if (self->count == self->window) {
         int ok;
         double slope = window_slope(self, &ok);
+        if (ok && slope > 0 && self->cap_groups) {
+            int capped;
+            double cap = floor_slope(self, &capped);
+            if (capped && slope > cap)
+                slope = cap;
+        }
         if (ok)
             self->trend = slope;
     }
@@ -189,38 +217,9 @@ detect(DelayDetector *self, double trend, double send_delta, int num_deltas, dou
     adapt_threshold(self, trend, arrival * 1000.0);
 }
 
-static Bucket *
-bucket(DelayDetector *self, int i) /* i: 0 oldest .. bucket_count - 1 newest */
-{
-    return &self->buckets[(self->bucket_head + i) % MAX_BUCKETS];
-}
-
-static void
-queue_on_group(DelayDetector *self, double send, double arrival)
-{
-    double delay = arrival - send;
-    if (self->bucket_count && arrival < bucket(self, self->bucket_count - 1)->start - CLOCK_RESTART)
-        self->bucket_count = 0; /* the subscriber's clock went back: start over */
-    if (!self->bucket_count ||
-        arrival - bucket(self, self->bucket_count - 1)->start >= self->queue_window) {
-        if (self->bucket_count == MAX_BUCKETS) { /* base_window / queue_window too large */
-            self->bucket_head = (self->bucket_head + 1) % MAX_BUCKETS;
-            self->bucket_count--;
-        }
-        *bucket(self, self->bucket_count++) = (Bucket){arrival, delay};
-    } else if (delay < bucket(self, self->bucket_count - 1)->lowest) {
-        bucket(self, self->bucket_count - 1)->lowest = delay;
-    }
-    while (arrival - bucket(self, 0)->start > self->base_window) {
-        self->bucket_head = (self->bucket_head + 1) % MAX_BUCKETS;
-        self->bucket_count--;
-    }
-}
-
 static void
 on_group(DelayDetector *self, double send, double arrival)
 {
-    queue_on_group(self, send, arrival);
     self->has_last_delta = 0;
     int had_previous = self->has_previous;
     if (had_previous && send <= self->previous_send)
@@ -267,8 +266,8 @@ DelayDetector_update(DelayDetector *self, PyObject *groups)
 static PyObject *
 DelayDetector_restart_trend(DelayDetector *self, PyObject *Py_UNUSED(ignored))
 {
-    /* the deltas, the trendline's window and the detector's state start over; the threshold,
-     * the scale (num_deltas) and the standing queue's history stay */
+    /* the deltas, the trendline's window and the detector's state start over; the threshold
+     * and the scale (num_deltas) stay */
     self->has_previous = self->has_last_delta = 0;
     self->has_first = self->count = self->head = 0;
     self->accumulated = self->smoothed = self->trend = 0.0;
@@ -297,38 +296,25 @@ DelayDetector_detect(DelayDetector *self, PyObject *const *args, Py_ssize_t narg
     return Py_NewRef(usage_names[self->state]);
 }
 
-static PyObject *
-DelayDetector_standing(DelayDetector *self, PyObject *arg)
-{
-    double limit = PyFloat_AsDouble(arg);
-    if (limit == -1.0 && PyErr_Occurred())
-        return NULL;
-    if (self->bucket_count < 3) /* no base yet */
-        Py_RETURN_FALSE;
-    double base = INFINITY;
-    for (int i = 0; i < self->bucket_count; i++)
-        base = fmin(base, bucket(self, i)->lowest);
-    double previous = bucket(self, self->bucket_count - 2)->lowest;
-    double current = bucket(self, self->bucket_count - 1)->lowest;
-    return PyBool_FromLong(fmin(previous, current) - base > limit && current >= previous - DRAINING);
-}
-
 static int
 DelayDetector_init(DelayDetector *self, PyObject *args, PyObject *kwargs)
 {
     static char *keywords[] = {"window", "smoothing", "gain", "k_up", "k_down",
-                               "overusing_time", "initial_threshold", "queue_window",
-                               "base_window", NULL};
+                               "overusing_time", "initial_threshold", "cap_groups", NULL};
     int window = 20;
     double smoothing = 0.9, gain = 4.0, k_up = 0.01, k_down = 0.00018, overusing_time = 10.0;
-    double threshold = 12.5, queue_window = 1.0, base_window = 30.0;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$iddddddd", keywords, &window, &smoothing,
+    double threshold = 12.5;
+    int cap_groups = CAP_GROUPS;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|$iddddddi", keywords, &window, &smoothing,
                                      &gain, &k_up, &k_down, &overusing_time, &threshold,
-                                     &queue_window, &base_window))
+                                     &cap_groups))
         return -1;
-    if (window < 2 || window > MAX_WINDOW || !(queue_window > 0) || !(base_window > 0)) {
-        PyErr_Format(PyExc_ValueError, "window must be 2..%d, the queue's windows positive",
-                     MAX_WINDOW);
+    if (window < 2 || window > MAX_WINDOW) {
+        PyErr_Format(PyExc_ValueError, "window must be 2..%d", MAX_WINDOW);
+        return -1;
+    }
+    if (cap_groups < 0 || 2 * cap_groups > window) {
+        PyErr_SetString(PyExc_ValueError, "cap_groups must be 0..window / 2");
         return -1;
     }
     memset((char *)self + offsetof(DelayDetector, window), 0,
@@ -340,8 +326,7 @@ DelayDetector_init(DelayDetector *self, PyObject *args, PyObject *kwargs)
     self->k_down = k_down;
     self->overusing_time = overusing_time;
     self->threshold = threshold;
-    self->queue_window = queue_window;
-    self->base_window = base_window;
+    self->cap_groups = cap_groups;
     self->time_over_using = -1.0;
     self->state = NORMAL;
     return 0;
@@ -371,9 +356,7 @@ static PyMethodDef DelayDetector_methods[] = {
      "detect(modified_trend, send_delta, num_deltas, arrival_time): the detector's stage alone"},
     {"restart_trend", (PyCFunction)DelayDetector_restart_trend, METH_NOARGS,
      "restart_trend(): forget the groups so far (the link was measured anew); the threshold "
-     "and the standing queue's history stay"},
-    {"standing", (PyCFunction)DelayDetector_standing, METH_O,
-     "standing(limit): whether a queue over limit seconds stood through the last windows"},
+     "stays"},
     {NULL},
 };
 

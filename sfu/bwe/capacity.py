@@ -19,6 +19,14 @@ The span is each message's own, never the gap before it: a receiver that stalls 
 process, a radio waking up) and then reads its queue in one go shows a long queue too, but its
 packets arrive back to back — fast, not slow — and it is no fall of the link.
 
+A jittery link that keeps the packets' order holds the ones behind a late packet and releases
+them in a bunch: every packet of a message may have waited 30 ms and more, and a message's
+dispersion then says nothing of the link (in a simulation of 50 +- 50 ms jitter on a 10 Mbit/s
+link the rule "measured" 0.2-2 Mbit/s eight times in 30 s). There the waits vary from message to
+message by tens of ms, where a full queue's do not: the queue must exceed the busy queue by the
+path's jitter as :class:`sfu.bwe.standing.StandingQueue` measures it (as of the messages before
+the run, which the fall's own messages do not move).
+
 A keyframe burst into a link that carries the estimate builds a queue too, but drains it at the
 estimate: no fall. A link whose queue someone else's download keeps full delivers our share,
 which is then the estimate (GCC's delay-based controller backs off there as well).
@@ -67,16 +75,19 @@ class CapacityDrop:
         #: The queue (s) the last message's packets waited in at least; None before any.
         self.queue: float | None = None
 
-    def update(self, feedback: FeedbackSummary, target: float, now: float) -> float | None:
-        """One message; ``target``: the estimate before it. The measured rate (bit/s) when
-        the link fell, else None."""
+    def update(
+        self, feedback: FeedbackSummary, target: float, now: float, *, jitter: float = 0.0
+    ) -> float | None:
+        """One message; ``target``: the estimate before it; ``jitter``: how much the queue
+        varies from message to message on this path (s, :class:`sfu.bwe.standing.StandingQueue`).
+        The measured rate (bit/s) when the link fell, else None."""
         first, last, received = feedback.first_arrival, feedback.last_arrival, feedback.received
         min_delay = feedback.min_delay
         if min_delay is None or first is None or last is None or received < 2 or last <= first:
             return None  # no span: no measurement, and no evidence against the run
         queue = self.queue = min_delay - self._base(min_delay, now)
         seconds = last - first
-        if queue < self._busy_queue or queue < seconds / (received - 1):
+        if queue < self._busy_queue + jitter or queue < seconds / (received - 1):
             self._run.clear()
             return None
         run = self._run

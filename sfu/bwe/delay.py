@@ -2,9 +2,10 @@
 
 Per packet group of a subscriber's transport-wide feedback: the inter-group delay variation,
 smoothed into a trend (a trendline filter, as libwebrtc's goog_cc uses in place of the draft's
-Kalman filter), compared against an adaptive threshold by the over-use detector; beside it, a
-standing queue (a full drop-tail queue no longer grows, so no trend shows it) from the one-way
-delay's level. It runs for every 5 ms group of every subscriber, so it is C
+Kalman filter) whose rise is capped by the rise of the delay's floor (jitter moves single
+groups, a queue all of them), compared against an adaptive threshold by the over-use detector.
+A full drop-tail queue no longer grows, so no trend shows it: :mod:`sfu.bwe.standing` watches
+the delay's level. It runs for every 5 ms group of every subscriber, so it is C
 (``sfu/bwe/_delay.c``, whose opening comment describes each stage); the rate control acting on
 its verdict (:mod:`sfu.bwe.aimd`) runs once per feedback message, in Python.
 """

@@ -4,7 +4,9 @@ Send-side estimation from transport-wide feedback: a delay-based controller (int
 variation → trendline → over-use detector with adaptive threshold → AIMD, §5) and a loss-based
 controller on the loss the subscriber reports (§6); the target is the lower of the two (§4),
 clamped to the configured bounds. A link that falls far below the estimate is measured directly
-(:mod:`sfu.bwe.capacity`, ours) before those two have seen it. Probe clusters verify rates above
+(:mod:`sfu.bwe.capacity`, ours) before those two have seen it. A queue that stopped growing,
+and the path's jitter that neither rule may take for a queue, are read from the one-way delay's
+level per message (:mod:`sfu.bwe.standing`). Probe clusters verify rates above
 the estimate; while the sender is application-limited the estimate does not grow beyond what the
 link showed it delivers. REMB (the subscriber's own estimate) is used only while no
 transport-wide feedback came for ``REMB_FALLBACK_AFTER`` seconds.
@@ -28,6 +30,7 @@ from sfu.bwe.feedback import FeedbackSummary, ProbeCluster
 from sfu.bwe.loss import LossBasedControl
 from sfu.bwe.probe import ProbeController
 from sfu.bwe.probe_result import ProbeResult, ProbeResultEstimator
+from sfu.bwe.standing import StandingQueue
 
 EstimateSource = Literal["transport-cc", "remb", "none"]
 
@@ -39,7 +42,7 @@ MAX_LOSS_BLINDNESS = 1.0
 PROBE_OVERUSE_WINDOW = 0.5
 #: After such a probe, the delay-based estimate goes to this fraction of its receive rate.
 SATURATED_UTILIZATION = 0.95
-#: A queue that stays this long (seconds) is a standing queue: over-use (see sfu.bwe.delay).
+#: A queue that stays this long (seconds) is a standing queue: over-use (sfu.bwe.standing).
 STANDING_QUEUE = 0.025
 #: The RTT assumed until a receiver report gives one.
 DEFAULT_RTT = 0.1
@@ -82,6 +85,7 @@ class BandwidthEstimator:
         self._max = max_bitrate
         self._usage: BandwidthUsage = "normal"
         self._detector = DelayDetector()
+        self._standing = StandingQueue()
         self._aimd = AimdRateControl(
             initial_bitrate, min_bitrate=min_bitrate, max_bitrate=max_bitrate
         )
@@ -125,7 +129,8 @@ class BandwidthEstimator:
         if feedback.groups:
             self._newest_send = max(self._newest_send, feedback.groups[-1][0])  # its send time
         self._acked.on_feedback(feedback)
-        fell = self._capacity.update(feedback, self._target, now)
+        # the jitter as of the messages before this one: a fall's own messages do not hide it
+        fell = self._capacity.update(feedback, self._target, now, jitter=self._standing.jitter)
         usage = self._usage = self._delay_usage(feedback)
         probe = self._probe_result(feedback, now)
         acked = self._acked.bitrate
@@ -187,7 +192,8 @@ class BandwidthEstimator:
         if groups and groups[0][0] <= self._trend_from:
             groups = [g for g in groups if g[0] > self._trend_from]
         state = self._detector.update(groups)
-        if state == "normal" and self._detector.standing(STANDING_QUEUE):
+        self._standing.update(feedback.min_delay, self._now)
+        if state == "normal" and self._standing.standing(STANDING_QUEUE):
             return "overusing"
         return state
 

@@ -7,8 +7,12 @@ delay each way and seeded random loss. The receiver reports every packet's arriv
 ``feedback_interval`` (transport-wide feedback; messages may be lost), and the sender's side
 matches reports against its send records and forms packet groups as the egress does in C
 (draft-ietf-rmcat-gcc-02 §5.2: 5 ms send bursts, plus the burst rule), producing the
-:class:`FeedbackSummary` objects the estimator consumes. Time advances in 1 ms steps; there are
-no threads or sleeps, so a run is exactly reproducible.
+:class:`FeedbackSummary` objects the estimator consumes. Jitter is ``benchmarks/impair.py``'s
+model: after the bottleneck each packet (and each feedback message on the way back) waits the
+delay plus a uniform term in [-jitter, +jitter], never less than 0, and never leaves before the
+one ahead of it — so a packet that drew a long wait holds the ones behind it, which are then
+released in a bunch. Time advances in 1 ms steps; there are no threads or sleeps, so a run is
+exactly reproducible.
 """
 
 from __future__ import annotations
@@ -70,6 +74,9 @@ class Link:
     feedback_loss: float = 0.0
     #: (start, end) of periods in which every feedback message is lost.
     feedback_outages: Sequence[tuple[float, float]] = ()
+    #: Uniform jitter (s) around ``delay``, in order, on the media path and the feedback path.
+    jitter: float = 0.0
+    feedback_jitter: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,8 @@ class Simulation:
         self._rng = random.Random(seed)
         self._reported = 0  # the next transport-wide sequence number to report
         self._link_free = 0.0
+        self._last_arrival = 0.0  # the media path's latest arrival: nothing overtakes it
+        self._last_feedback = 0.0  # the same on the feedback path
         self._queue: list[int] = []  # media packet sizes waiting in the pacer
         self._budget = 0.0
         self._cluster: tuple[ProbeCluster, float, int, int] | None = (
@@ -247,7 +256,16 @@ class Simulation:
             self.run.packets_lost += 1
             return
         self._link_free = t + backlog + size * 8 / rate
-        packet.arrival = self._link_free + link.delay
+        packet.arrival = self._last_arrival = self._delayed(
+            self._link_free, link.delay, link.jitter, self._last_arrival
+        )
+
+    def _delayed(self, t: float, delay: float, jitter: float, ahead: float) -> float:
+        """When something leaving the bottleneck at ``t`` arrives: ``delay`` plus uniform jitter,
+        never before ``t`` nor before ``ahead`` (what left before it), as benchmarks/impair.py."""
+        if not jitter:
+            return t + delay
+        return max(t + delay + self._rng.uniform(-jitter, jitter), t, ahead)
 
     def _feedback(self, t: float) -> None:
         """The receiver reports up to its highest arrival; the report travels back."""
@@ -269,7 +287,10 @@ class Simulation:
             a <= t < b for a, b in link.feedback_outages
         ):
             return
-        self._in_flight.append((t + link.delay, self._summarize(reported)))
+        self._last_feedback = self._delayed(
+            t, link.delay, link.feedback_jitter, self._last_feedback
+        )
+        self._in_flight.append((self._last_feedback, self._summarize(reported)))
 
     def _summarize(self, packets: list[SentPacket]) -> FeedbackSummary:
         """The egress's part: counts, acknowledged bytes, groups and probe packets."""

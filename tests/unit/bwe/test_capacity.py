@@ -27,6 +27,7 @@ class Case:
     messages: list[tuple[float, float, int] | None]
     expected: float | None  # the rate the last message yields, None for none
     target: float = TARGET
+    jitter: float = 0.0  # the path's, as sfu.bwe.standing measures it
 
 
 def message(t: float, queue: float, rate: float, packets: int) -> FeedbackSummary:
@@ -43,7 +44,10 @@ def message(t: float, queue: float, rate: float, packets: int) -> FeedbackSummar
 
 
 def feed(
-    detector: CapacityDrop, messages: list[tuple[float, float, int] | None], target: float = TARGET
+    detector: CapacityDrop,
+    messages: list[tuple[float, float, int] | None],
+    target: float = TARGET,
+    jitter: float = 0.0,
 ) -> list[float | None]:
     t = 0.0
     results = []
@@ -55,7 +59,7 @@ def feed(
     for m in messages:
         t += INTERVAL
         summary = FeedbackSummary() if m is None else message(t, *m)
-        results.append(detector.update(summary, target, t))
+        results.append(detector.update(summary, target, t, jitter=jitter))
     return results
 
 
@@ -86,6 +90,19 @@ CASES = [
     ),
     Case("the subscriber's clock jumped 10 s: a new base", [(10.0, 400e3, 2)] * 3, None),
     Case(
+        # in order, 50 +- 50 ms: the packets behind a late one waited, and arrived in bunches
+        "a jittery path: packets held and released in bunches are no busy queue",
+        [(0.07, 400e3, 2)] * 3,
+        None,
+        jitter=0.05,
+    ),
+    Case(
+        "a jittery path: a queue above the busy queue plus the jitter is one",
+        [(BUSY_QUEUE + 0.05 + 0.01, 400e3, 2)] * 2,
+        400e3,
+        jitter=0.05,
+    ),
+    Case(
         "the run measures over both messages' spans",
         [(0.07, 300e3, 2), (0.09, 500e3, 3)],
         3 * SIZE * 8 / (SIZE * 8 / 300e3 + 2 * SIZE * 8 / 500e3),
@@ -95,7 +112,7 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_capacity_drop(case: Case) -> None:
-    results = feed(CapacityDrop(), case.messages, case.target)
+    results = feed(CapacityDrop(), case.messages, case.target, case.jitter)
     assert all(r is None for r in results[:-1])
     if case.expected is None:
         assert results[-1] is None

@@ -10,10 +10,11 @@ from sfu.bwe.acked import AckedBitrate
 from sfu.bwe.aimd import AimdRateControl
 from sfu.bwe.alr import AlrDetector
 from sfu.bwe.delay import MAX_THRESHOLD, MIN_THRESHOLD, DelayDetector
-from sfu.bwe.feedback import FeedbackSummary, PacketGroup, ProbeCluster, ProbePacket
+from sfu.bwe.feedback import FeedbackSummary, ProbeCluster, ProbePacket
 from sfu.bwe.loss import LossBasedControl
 from sfu.bwe.probe import ProbeController
 from sfu.bwe.probe_result import ProbeResult, ProbeResultEstimator
+from sfu.bwe.standing import StandingQueue
 
 # -- delay-based detection: inter-group deltas, trendline, over-use detector -----------------------
 
@@ -432,28 +433,90 @@ def test_alr_probes_every_interval() -> None:
     assert sent == [(0.0, 2e6), (5.0, 2e6), (10.0, 2e6)]
 
 
-# -- standing queue -------------------------------------------------------------------------------
+# -- standing queue and jitter (sfu.bwe.standing) -------------------------------------------------
+
+
+def lowest_delays(queue_after_3s: float, jitter: float, seed: int = 3) -> list[float]:
+    """Per 50 ms message for 6 s: the lowest one-way delay (a 5 ms base, the clocks' offset in
+    it), with ``jitter`` of spread around the floor from message to message."""
+    rng = random.Random(seed)
+    return [
+        7.005 + rng.uniform(0, jitter) + (queue_after_3s if i * 0.05 > 3 else 0.0)
+        for i in range(120)
+    ]
 
 
 @pytest.mark.parametrize(
-    ("queue_after_3s", "expected"),
-    [(0.0, False), (0.015, False), (0.1, True)],
+    ("queue_after_3s", "jitter", "expected"),
+    [
+        (0.0, 0.005, False),
+        (0.015, 0.005, False),  # under the limit
+        (0.1, 0.005, True),  # a full drop-tail queue: every message's packets waited alike
+        (0.1, 0.06, True),  # over the limit plus the jitter
+        # in-order jitter raises the floor with the packet rate; the level varies by as much
+        (0.04, 0.06, False),
+    ],
 )
-def test_standing_queue(queue_after_3s: float, expected: bool) -> None:
-    queue = DelayDetector()
-    for i in range(600):  # a group every 10 ms for 6 s; 5 ms base delay, jitter up to 20 ms
-        t = i * 0.01
-        jitter = 0.02 if i % 3 else 0.0
-        queue.update(
-            [PacketGroup(t, 7.0 + t + 0.005 + jitter + (queue_after_3s if t > 3 else 0), 1)]
-        )
+def test_standing_queue(queue_after_3s: float, jitter: float, expected: bool) -> None:
+    queue = StandingQueue()
+    for i, delay in enumerate(lowest_delays(queue_after_3s, jitter)):
+        queue.update(delay, i * 0.05)
     assert queue.standing(0.025) is expected
 
 
+def test_the_jitter_is_the_spread_of_the_messages_floors() -> None:
+    queue = StandingQueue()
+    for i, delay in enumerate(lowest_delays(0.0, 0.06)):
+        queue.update(delay, i * 0.05)
+    assert 0.04 < queue.jitter < 0.06
+    queue.update(None, 6.0)  # nothing arrived: no news
+    assert 0.04 < queue.jitter < 0.06
+
+
 def test_draining_queue_is_not_standing() -> None:
-    queue = DelayDetector()
-    for i in range(600):
-        t = i * 0.01
+    queue = StandingQueue()
+    for i in range(120):
+        t = i * 0.05
         level = 0.3 if t < 3 else max(0.3 - (t - 3) * 0.05, 0.0)  # full, then draining
-        queue.update([PacketGroup(t, t + level if t >= 1 else t, 1)])
+        queue.update(7.0 + (level if t >= 1 else 0.0), t)
     assert not queue.standing(0.025)
+
+
+def test_a_new_clock_starts_the_standing_queue_over() -> None:
+    queue = StandingQueue()
+    for i in range(120):
+        queue.update(7.0 if i < 60 else 20.0, i * 0.05)  # the subscriber restarted its clock
+    assert not queue.standing(0.025)
+    assert queue.jitter == 0.0
+
+
+def held_and_released(queue_growth: float) -> list[tuple[float, float, int]]:
+    """Groups sent every 5 ms over 1 s; three of every four were held behind a late packet, longer
+    and longer (up to 60 ms), the fourth was not; a queue adds ``queue_growth`` s per second
+    to every group's delay."""
+    groups = []
+    for i in range(200):
+        send = i * 0.005
+        held = 0.0 if i % 4 == 0 else (i % 40) / 40 * 0.06
+        groups.append((send, 3.0 + send + held + queue_growth * send, 1200))
+    return groups
+
+
+def states_of(detector: DelayDetector, groups: list[tuple[float, float, int]]) -> set[str]:
+    return {detector.update(groups[i : i + 10]) for i in range(0, len(groups), 10)}
+
+
+def test_delays_rising_above_a_floor_that_stays_are_no_overuse() -> None:
+    """Jitter that keeps the order: the held groups' delays rise and fall, the others' floor
+    stays. The floor's slope caps the trend."""
+    assert "overusing" not in states_of(DelayDetector(), held_and_released(0.0))
+
+
+def test_without_the_floor_cap_they_read_as_overuse() -> None:
+    """libwebrtc's default (no cap): the same groups are over-use."""
+    assert "overusing" in states_of(DelayDetector(cap_groups=0), held_and_released(0.0))
+
+
+def test_a_queue_under_such_jitter_is_still_overuse() -> None:
+    """A queue raises the floor with it: the cap lets the trend through."""
+    assert "overusing" in states_of(DelayDetector(), held_and_released(0.1))

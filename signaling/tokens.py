@@ -16,12 +16,13 @@ Claims::
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import jwt
 
@@ -155,10 +156,14 @@ def verify(token: str, keys: Mapping[str, str], now: float | None = None) -> Acc
         raise TokenError("token-expired", "the token is not valid yet (nbf)") from None
     except jwt.MissingRequiredClaimError as exc:
         raise TokenError("token-invalid", f"the token has no {exc.claim!r} claim") from None
-    except jwt.PyJWTError:
+    except (jwt.InvalidSignatureError, jwt.InvalidAlgorithmError):
         raise TokenError("token-invalid", "the token's signature does not verify") from None
+    except jwt.PyJWTError as exc:  # signed by us, but its claims are not what RFC 7519 says
+        raise TokenError("token-invalid", f"the token is malformed: {exc}") from None
     if now is not None:
         _check_times(claims, now)
+    elif not _finite(claims["exp"]):
+        raise TokenError("token-invalid", "the token's exp/nbf are not numbers")
     return Access(
         room=_string(claims, "room"),
         identity=_string(claims, "sub"),
@@ -170,12 +175,22 @@ def verify(token: str, keys: Mapping[str, str], now: float | None = None) -> Acc
 
 def _check_times(claims: Mapping[str, Any], now: float) -> None:
     exp, nbf = claims.get("exp"), claims.get("nbf")
-    if not isinstance(exp, int | float) or (nbf is not None and not isinstance(nbf, int | float)):
+    if not _finite(exp) or (nbf is not None and not _finite(nbf)):
         raise TokenError("token-invalid", "the token's exp/nbf are not numbers")
     if now > exp + LEEWAY:
         raise TokenError("token-expired", "the token has expired")
     if nbf is not None and now < nbf - LEEWAY:
         raise TokenError("token-expired", "the token is not valid yet (nbf)")
+
+
+def _finite(value: Any) -> TypeGuard[int | float]:
+    # NaN passes every comparison; JSON numbers also read as inf (1e400) or ints past float's
+    if not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _string(claims: Mapping[str, Any], name: str) -> str:

@@ -111,6 +111,11 @@ class RtpMunger:
             # later drops shrank the offset after this packet's turn: add them back
             out = ext_seq + self._seq_offset + len(drops) - i
             out_ts = (ts + self._ts_offset) & 0xFFFFFFFF
+            if out > self._highest_out:
+                # numbered after the newest sent (the drops after it made room): the newest
+                # now, or the next source would reuse its number
+                self._highest_out = out
+                self._last_ts = out_ts
         if self._hist_out:
             slot = out & (HISTORY_SIZE - 1)
             self._hist_out[slot] = out

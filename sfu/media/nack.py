@@ -8,6 +8,7 @@ RFC 4588 retransmissions answering them).
 from __future__ import annotations
 
 from array import array
+from itertools import islice
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -51,10 +52,15 @@ class LossTracker:
             self._highest = ext_seq
         elif ext_seq > highest:
             missing = self._missing
-            for seq in range(highest + 1, ext_seq):
+            # of a long gap only the newest max_missing could be kept
+            for seq in range(max(highest + 1, ext_seq - self.max_missing), ext_seq):
                 missing[seq] = _Missing(now)
-            while len(missing) > self.max_missing:  # forget the oldest
-                del missing[next(iter(missing))]
+            excess = len(missing) - self.max_missing
+            if excess > 0:
+                # forget the oldest in one pass: taking the first key again and again rescans
+                # the deleted ones each time, and a publisher's jumps made that quadratic
+                for seq in list(islice(missing, excess)):
+                    del missing[seq]
             self._highest = ext_seq
         elif self._missing:
             self._missing.pop(ext_seq, None)

@@ -192,6 +192,9 @@ def _check_section(
     mid = section.mid
     if mid is None:
         raise InvalidSdp(f"{where}: no a=mid (RFC 8829 §5.2.1 requires one in each m-line)")
+    if len(section.values("mid")) > 1:
+        # aiortc takes the last, we the first: the two would disagree on which m-line is which
+        raise InvalidSdp(f"{where}: more than one a=mid (RFC 5888 §4 gives an m-line one)")
     if not TOKEN.fullmatch(mid) or len(mid) > MAX_MID_LENGTH:
         raise InvalidSdp(
             f"{where}: mid {show(mid)} must be 1-{MAX_MID_LENGTH} token characters (RFC 5888)"

@@ -21,7 +21,9 @@ def _vp8_keyframe(p: bytes | memoryview) -> bool:
     if size < 1:
         return False
     b0 = p[0]
-    if b0 & 0x1F != 0x10:  # S=1 and PID=0: the first packet of a frame's first partition
+    # S=1 and PID=0: the first packet of a frame's first partition (R, 0x08, is ignored: RFC
+    # 7741 §4.2, and sfu.rtp.vp8.parse_descriptor ignores it too)
+    if b0 & 0x17 != 0x10:
         return False
     pos = 1
     if b0 & 0x80:  # X: extension byte with I/L/T/K

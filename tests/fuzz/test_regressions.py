@@ -1,0 +1,120 @@
+"""Defects the fuzzers found, each pinned by the smallest input that showed it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from sfu.media import aiortc_bridge as bridge
+from sfu.media.munger import RtpMunger
+from sfu.media.nack import LossTracker
+from sfu.rtp.codecs import is_keyframe
+from sfu.rtp.vp8 import parse_descriptor
+from signaling.tokens import TokenError, verify
+from tests.fuzz.harnesses.sdp_apply import check_offer
+from tests.fuzz.harnesses.tokens import KEYS, signed
+from tests.unit.sdp_samples import CHROMIUM_OFFER
+
+HS256 = b'{"alg":"HS256","kid":"k1"}'
+
+
+def test_a_late_packet_after_a_drop_keeps_its_number_from_the_next_source() -> None:
+    """Found by the streams target: packet 3 dropped while newest (a temporal layer not
+    forwarded), packet 2 forwarded late (a retransmission) took the number after the newest
+    one sent, which the munger did not count as sent; the next source's first packet (a
+    keyframe's) was given that number again, and the subscriber dropped it as a duplicate."""
+    munger = RtpMunger(100, 0)
+    assert munger.forward(1, 0) == (100, 0)
+    munger.drop(3)
+    assert munger.forward(2, 0) == (101, 0)
+    assert munger.source_seq(101) == 2  # and a NACK for it finds it
+    munger.switch_source(500, 0, 1)
+    assert munger.forward(500, 0) == (102, 1)
+
+
+@pytest.mark.parametrize("now", [None, 1_700_000_000.0])
+@pytest.mark.parametrize(
+    "exp", ["NaN", "Infinity", "1e400", "1" + "0" * 400], ids=["NaN", "inf", "1e400", "10**400"]
+)
+def test_a_token_whose_expiry_is_not_a_finite_number_never_verifies(
+    exp: str, now: float | None
+) -> None:
+    """Found by the tokens target: with a given time (``now``), exp NaN or Infinity passed
+    the expiry check (every comparison with NaN is false) and the token never expired; an
+    integer exp past float's range raised OverflowError out of verify(), with or without."""
+    token = signed(HS256, b'{"sub":"a","room":"r","exp":%s}' % exp.encode())
+    with pytest.raises(TokenError) as caught:
+        verify(token, KEYS, now=now)
+    assert caught.value.code == "token-invalid"
+
+
+@pytest.mark.parametrize("exp", ['"soon"', "NaN", "Infinity", "[]"])
+def test_a_well_signed_token_with_a_bad_expiry_is_not_called_forged(exp: str) -> None:
+    """Found by the tokens target: PyJWT's "exp must be an integer" became "the token's
+    signature does not verify", which sends whoever issued it after the wrong key."""
+    token = signed(HS256, b'{"sub":"a","room":"r","exp":%s}' % exp.encode())
+    with pytest.raises(TokenError) as caught:
+        verify(token, KEYS)
+    assert caught.value.code == "token-invalid"
+    assert "signature" not in caught.value.message, caught.value.message
+
+
+def _with_line_after(sdp: str, anchor: str, line: str) -> str:
+    at = sdp.index(anchor) + len(anchor)
+    return sdp[:at] + line + "\r\n" + sdp[at:]
+
+
+def test_an_m_line_with_two_mids_is_refused_before_it_is_applied() -> None:
+    """Found by the sdp_apply target: the checks read an m-line's first a=mid, aiortc its
+    last; a second a=mid naming another m-line's passed the checks, and aiortc's
+    setRemoteDescription then failed with AttributeError (reported to the client as "the
+    server could not apply it"), leaving a peer connection whose close() raised too."""
+    sdp = _with_line_after(CHROMIUM_OFFER, "a=mid:0\r\n", "a=mid:1")
+    with pytest.raises(ValueError, match="more than one a=mid"):
+        bridge.parse_sdp(sdp, "offer")
+    check_offer(sdp)  # and nothing of it reaches aiortc
+
+
+class _CountingDict(dict[int, Any]):
+    """Counts how often the tracker starts iterating its missing numbers."""
+
+    scans = 0
+
+    def __iter__(self) -> Iterator[int]:
+        self.scans += 1
+        return super().__iter__()
+
+
+def test_a_publisher_jumping_ahead_costs_one_scan_of_the_missing_per_packet() -> None:
+    """Found while fuzzing the ingress path: sequence numbers jumping 512 ahead every other
+    packet (the validator takes such a jump once the next packet confirms it) made the loss
+    tracker forget its oldest entries one `next(iter(dict))` at a time; each rescans the
+    entries deleted before it, so one packet cost 511 scans of a growing run of deleted
+    slots (measured: ~600 us a packet, against ~1 us in order)."""
+    tracker = LossTracker()
+    counting = _CountingDict()
+    tracker._missing = counting
+    ext = 100_000
+    skipped: list[int] = []
+    for i in range(40):
+        step = 512 if i % 2 == 0 else 1
+        skipped += range(ext + 1, ext + step)
+        ext += step
+        counting.scans = 0
+        tracker.on_packet(ext, 0.0)
+        assert counting.scans <= 1, f"packet {i}: {counting.scans} scans"
+    # what it keeps is what it kept before: the newest max_missing numbers missing
+    assert list(counting) == skipped[-tracker.max_missing :]
+    assert tracker.due(0.0, 0.1) == skipped[-tracker.max_missing :]
+
+
+def test_a_vp8_keyframe_with_the_reserved_bit_set_is_a_keyframe() -> None:
+    """Found by the vp8 target (the two VP8 parsers against each other): RFC 7741 §4.2 says
+    receivers ignore R, parse_descriptor did, the keyframe test of non-simulcast tracks did
+    not; a sender setting it had none of its keyframes seen (so no subscriber ever started)."""
+    payload = bytes([0x18, 0x00, 0x00, 0x9D, 0x01, 0x2A]) + bytes(8)  # S, R; P clear
+    descriptor = parse_descriptor(payload, 0, len(payload))
+    assert descriptor is not None and descriptor.keyframe
+    assert is_keyframe("VP8", payload)

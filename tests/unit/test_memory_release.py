@@ -8,13 +8,12 @@ service collects soon after a departure (sfu/memory.py).
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import gc
 import time
 import weakref
 from collections.abc import Callable
 
+from benchmarks.heap import malloc_stats
 from sfu.api import TrackInfo
 from sfu.media.layer import LayerReceiver
 from sfu.media.receiver import TrackReceiver
@@ -26,30 +25,10 @@ from tests.unit.test_srtp import relayed
 TCC_RECORDS = 8192 * 24  # TCC_HISTORY records of 24 octets (sfu/media/_transport_cc.h)
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
-
-
 def malloc_in_use() -> int:
     """Octets glibc malloc has handed out and not had back (heap and mmapped blocks)."""
-    function = ctypes.CDLL(ctypes.util.find_library("c")).mallinfo2
-    function.restype = _MallInfo2
-    info = function()
-    return int(info.uordblks) + int(info.hblkhd)
+    stats = malloc_stats()
+    return stats["in_use_bytes"] + stats["mmapped_bytes"]
 
 
 def test_a_closed_egress_gives_back_its_send_records() -> None:

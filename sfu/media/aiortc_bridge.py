@@ -13,7 +13,8 @@ its ICE, DTLS and SDP handling and takes over the media plane:
 * DTLS also offers the ECDHE-RSA suites, so peers with an RSA certificate connect;
 * simulcast a client sends is negotiated (RFC 8851, RFC 8853, sfu.media.sdp_simulcast): aiortc
   drops a=rid and a=simulcast lines and negotiates no rid header extension, so the server adds
-  both to its answers and offers itself.
+  both to its answers and offers itself; the rid header extensions are negotiated on every video
+  m-line, so that any new m-line of the BUNDLE can be simulcast (see :func:`keep_rid_extensions`).
 
 tests/unit/test_aiortc_bridge.py fails loudly when an upgrade moves one of these internals.
 """
@@ -68,7 +69,14 @@ from sfu.bwe.feedback import FeedbackSummary
 from sfu.config import IceServer
 from sfu.media import sdp_check, sdp_simulcast
 from sfu.media.candidate import InvalidValue, parse_candidate, show
-from sfu.media.params import TRANSPORT_CC, URI_TRANSPORT_CC, Codec, MediaParams
+from sfu.media.params import (
+    TRANSPORT_CC,
+    URI_REPAIRED_RID,
+    URI_RID,
+    URI_TRANSPORT_CC,
+    Codec,
+    MediaParams,
+)
 from sfu.media.sdp_simulcast import Layer
 from sfu.media.srtp import Egress, SrtpSession, forget_stream, srtp_session
 
@@ -639,7 +647,9 @@ async def create_offer(
 
     Negotiated m-lines keep their payload types and extension ids; new m-lines offer exactly the
     codec in ``new_codecs`` (the publisher's), with payload types and extension ids that do not
-    collide with any already used on this BUNDLE transport (browsers reject collisions).
+    collide with any already used on this BUNDLE transport (browsers reject collisions; one id
+    per URI across a BUNDLE group, RFC 8285 §6, RFC 8843 §9.2). New video m-lines also offer
+    the rid header extensions (RFC 8852), which the server reads on whatever a client sends.
     """
     transceivers: list[RTCRtpTransceiver] = pc.getTransceivers()
     settled = {
@@ -667,9 +677,10 @@ async def create_offer(
         else:
             wanted = new_codecs.get(transceiver)
             codecs = _codec_parameters(wanted, used_pts) if wanted else media.rtp.codecs
-            extensions = _extension_parameters(
-                [*media.rtp.headerExtensions, _TRANSPORT_CC_EXTENSION], ext_ids
-            )
+            offered = [*media.rtp.headerExtensions, _TRANSPORT_CC_EXTENSION]
+            if media.kind == "video":
+                offered += _RID_EXTENSIONS
+            extensions = _extension_parameters(offered, ext_ids)
             transceiver._codecs, transceiver._headerExtensions = codecs, extensions
         media.rtp.codecs = codecs
         media.rtp.headerExtensions = extensions
@@ -754,6 +765,11 @@ def _free_pt(
 
 #: Offered on every m-line the server offers: one transport-wide numbering covers them all.
 _TRANSPORT_CC_EXTENSION = RTCRtpHeaderExtensionParameters(id=5, uri=URI_TRANSPORT_CC)
+#: Offered on every new video m-line (RFC 8852), with libwebrtc's ids unless the BUNDLE has others.
+_RID_EXTENSIONS = (
+    RTCRtpHeaderExtensionParameters(id=10, uri=URI_RID),
+    RTCRtpHeaderExtensionParameters(id=11, uri=URI_REPAIRED_RID),
+)
 
 
 def _feedback(text: str) -> RTCRtcpFeedback:
@@ -846,6 +862,7 @@ async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
     # aiortc drops transport-cc: a publisher's own send-side estimator needs our feedback, and
     # the m-lines we send on keep theirs through an offer the client makes
     accept_transport_cc(pc, ("sendonly", "recvonly", "sendrecv"))
+    keep_rid_extensions(pc)
     for transceiver in pc.getTransceivers():
         # aiortc answers Opus without fmtp, which turns the publisher's FEC off
         for codec in transceiver._codecs:
@@ -892,6 +909,7 @@ async def accept_answer(pc: ServerPeerConnection, sdp: str) -> None:
             pc.restart_ice_checks(remote)
     # the subscriber's transport-wide feedback, where it answered it (aiortc drops it)
     accept_transport_cc(pc, ("recvonly", "sendrecv"))
+    keep_rid_extensions(pc)
     for mid, mline in described.items():
         negotiated = pc.simulcast.get(mid)
         if negotiated is not None and not mline.rids:
@@ -953,12 +971,9 @@ def _listed(rids: Sequence[str]) -> str:
 def _apply_simulcast(
     pc: ServerPeerConnection, described: Mapping[str, sdp_simulcast.MLine]
 ) -> None:
-    """After a remote description: the layers the server receives, and the rid header
-    extensions on their m-lines (RFC 8852), with the ids the description gave them.
-
-    aiortc negotiates only the extensions of its own list, which has no rid: the transceiver's
-    list is extended here, for this connection only (aiortc's module list is left alone).
-    A layer whose pt= restriction allows no payload type negotiated is left out.
+    """After a remote description: the layers the server receives (their rid header extensions
+    are kept by :func:`keep_rid_extensions`). A layer whose pt= restriction allows no payload
+    type negotiated is left out.
     """
     for transceiver in pc.getTransceivers():
         mid = str(transceiver.mid)
@@ -973,16 +988,33 @@ def _apply_simulcast(
             if not layer.payload_types or payload_types.intersection(layer.payload_types)
         )
         pc.simulcast[mid] = NegotiatedSimulcast(negotiated.rids, layers)
-        extensions = [
+
+
+def keep_rid_extensions(pc: RTCPeerConnection) -> None:
+    """Keep the rid header extensions (RFC 8852) on every video m-line the remote description
+    just applied lists them on, with its ids; call after each ``setRemoteDescription``.
+
+    aiortc negotiates only the extensions of its own list, which has no rid: it would answer
+    an offer without them and drop them from an answer. The server supports them on every
+    video m-line (it reads them on whatever a client sends: JSEP §5.3.1 has an answer list each
+    supported extension the offer has), and a client may need them negotiated before it can
+    offer simulcast on a new m-line: Chromium (156) offers on a new m-section only the
+    extensions already negotiated in its BUNDLE group once it has answered an offer with video,
+    and then refuses its own simulcast offer for want of the rid extension.
+    """
+    private: Any = pc
+    description = private._RTCPeerConnection__remoteDescription()
+    by_mid = {t.mid: t for t in pc.getTransceivers() if t.mid is not None and not t.stopped}
+    for media in description.media if description is not None else ():
+        transceiver = by_mid.get(media.rtp.muxId)
+        if transceiver is None or media.kind != "video":
+            continue
+        rid = [e for e in media.rtp.headerExtensions if e.uri in sdp_simulcast.RID_EXTENSIONS]
+        others = [
             e for e in transceiver._headerExtensions if e.uri not in sdp_simulcast.RID_EXTENSIONS
         ]
-        if layers:
-            extensions += [
-                RTCRtpHeaderExtensionParameters(id=ext_id, uri=uri)
-                for uri, ext_id in mline.extensions.items()
-            ]
         # a new list: compact_descriptions may share the old one with other transceivers
-        transceiver._headerExtensions = extensions
+        transceiver._headerExtensions = others + rid
 
 
 #: The descriptions aiortc keeps: up to four, each with every m-line of the connection.

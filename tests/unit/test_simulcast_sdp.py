@@ -285,7 +285,8 @@ async def test_declined_simulcast_is_answered_without_it(
         sdp = edit(sdp, *change)
     answer = await bridge.accept_offer(server, sdp)
     assert sim_lines(answer) == []
-    assert URI_RID not in answer
+    # the rid header extension is answered where offered, simulcast or not (JSEP §5.3.1)
+    assert (f"a=extmap:10 {URI_RID}" in answer) == (f"a=extmap:10 {URI_RID}" in sdp)
     assert bridge.media_params(server, server.getTransceivers()[1]).rids == ()
 
 
@@ -373,7 +374,10 @@ async def test_server_offers_keep_simulcast_and_take_answers_that_keep_it(
         ]
         assert f"a=extmap:10 {URI_RID}" in sections[0]
         assert f"a=extmap:11 {URI_REPAIRED_RID}" in sections[0]
-        assert sim_lines(sections[1]) == [] and URI_RID not in sections[1]
+        # the new m-line offers the rid extensions too, with the same ids (RFC 8285 §6)
+        assert sim_lines(sections[1]) == []
+        assert f"a=extmap:10 {URI_RID}" in sections[1]
+        assert f"a=extmap:11 {URI_REPAIRED_RID}" in sections[1]
         answer = with_lines(client.localDescription.sdp, mid, VIDEO_RID_LINES)
         await bridge.accept_answer(server, answer)
         params = bridge.media_params(server, server.getTransceivers()[0])

@@ -93,7 +93,7 @@ class FeedbackSummary:
             received_bytes,
             first,
             last,
-            tuple(ProbePacket(*p) for p in probes),
+            tuple(ProbePacket(*p) for p in probes) if probes else (),
             min_delay,
             first_size,
         )

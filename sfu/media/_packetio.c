@@ -513,6 +513,33 @@ Egress_transport_feedback(Egress *self, PyObject *fci)
                         PyBytes_GET_SIZE(fci));
 }
 
+/* A decrypted RTCP datagram that is one transport-cc feedback message and nothing else (what
+ * browsers send with rtcp-rsize, RFC 5506, twenty times a second): matched here, with no Python
+ * parse of it. False for any other datagram, which the caller parses as a compound. */
+static PyObject *
+Egress_lone_transport_feedback(Egress *self, PyObject *packet)
+{
+    if (!PyBytes_CheckExact(packet)) {
+        PyErr_SetString(PyExc_TypeError, "expected bytes");
+        return NULL;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(packet);
+    Py_ssize_t size = PyBytes_GET_SIZE(packet);
+    /* RFC 3550 §6.4.1 header; RTPFB (205) FMT 15: draft-holmer-rmcat-transport-wide-cc-
+     * extensions-01 §3.1; sender and media SSRC, then the FCI */
+    if (size < 12 || p[0] >> 6 != 2 || (p[0] & 0x1F) != 15 || p[1] != 205 ||
+        4 + 4 * (((Py_ssize_t)p[2] << 8) | p[3]) != size)
+        Py_RETURN_FALSE;
+    Py_ssize_t end = size;
+    if (p[0] & 0x20) { /* padding: the last octet counts it, itself included */
+        Py_ssize_t padding = p[size - 1];
+        if (padding == 0 || padding > size - 12)
+            Py_RETURN_FALSE; /* the compound parser says what is wrong with it */
+        end -= padding;
+    }
+    return tcc_feedback(&self->tcc, p + 12, end - 12);
+}
+
 static PyObject *
 Egress_drain(Egress *self, PyObject *Py_UNUSED(ignored))
 {
@@ -615,6 +642,10 @@ static PyMethodDef Egress_methods[] = {
      "Match one transport-cc feedback message's FCI against the send records: (groups, "
      "received, lost, received_bytes, first_arrival, last_arrival, probes, min_delay, first_size) as "
      "sfu.bwe.feedback.FeedbackSummary.from_egress takes it, or None if it is malformed."},
+    {"lone_transport_feedback", (PyCFunction)Egress_lone_transport_feedback, METH_O,
+     "lone_transport_feedback(packet)\n\n"
+     "transport_feedback of a decrypted RTCP packet that is one transport-cc feedback message "
+     "and nothing else; False for any other packet (parse it as a compound)."},
     {"drain", (PyCFunction)Egress_drain, METH_NOARGS,
      "drain()\n\nSend what the pacing rate allows of the queued packets now; returns how many "
      "are left (call again in a few ms while it is not 0)."},

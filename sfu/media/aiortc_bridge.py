@@ -65,7 +65,7 @@ from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from OpenSSL import SSL
 
 from sfu.api import Kind
-from sfu.bwe.feedback import FeedbackSummary
+from sfu.bwe.feedback import EgressFeedback, FeedbackSummary
 from sfu.config import IceServer
 from sfu.media import sdp_check, sdp_simulcast
 from sfu.media.candidate import InvalidValue, parse_candidate, show
@@ -231,6 +231,7 @@ class _InertSender(RTCRtpSender):
 
 RtpHandler = Callable[[bytes, float], None]
 RtcpHandler = Callable[[bytes], None]
+FeedbackHandler = Callable[[bytes, EgressFeedback, float], None]
 
 
 #: Seconds between the pacer's drains while packets wait (sfu/media/_pacer.c).
@@ -251,6 +252,8 @@ class MediaTransport:
         self._connection: Any = cast(Any, dtls.transport)._connection
         self.on_rtp: RtpHandler = _ignore_rtp
         self.on_rtcp: RtcpHandler = _ignore_rtcp
+        #: a lone transport-cc feedback message and its match (it never reaches on_rtcp)
+        self.on_transport_feedback: FeedbackHandler = _ignore_feedback
         self.last_activity = time.monotonic()
         self.send_rewritten: Callable[..., None] = self._send_rewritten_unopened
         self.send_vp8: Callable[..., None] = self._send_vp8_unopened
@@ -291,8 +294,17 @@ class MediaTransport:
             self.last_activity = now = time.monotonic()
             if len(data) > 1 and 192 <= data[1] <= 208:  # RTCP (RFC 5761 §4)
                 packet = rx[1].unprotect_rtcp(data)
-                if packet is not None:
-                    self.on_rtcp(packet)
+                if packet is None:
+                    return
+                egress = self._egress
+                # transport-cc feedback alone (20 a second from each subscriber): matched in C
+                if egress is not None and data[1] == 205 and data[0] & 0x1F == 15:
+                    raw = egress.lone_transport_feedback(packet)
+                    if raw is not False:
+                        if raw is not None:
+                            self.on_transport_feedback(packet, raw, now)
+                        return
+                self.on_rtcp(packet)
             else:
                 packet = rx[1].unprotect_rtp(data)
                 if packet is not None:  # else not for this session, replayed, or forged
@@ -538,6 +550,10 @@ def _ignore_rtp(data: bytes, now: float) -> None:
 
 
 def _ignore_rtcp(data: bytes) -> None:
+    return None
+
+
+def _ignore_feedback(packet: bytes, raw: EgressFeedback, now: float) -> None:
     return None
 
 

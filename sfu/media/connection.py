@@ -24,7 +24,7 @@ from typing import Any
 import structlog
 
 from sfu.api import ConnectionQualityReport, LayerActivity, TrackSettings
-from sfu.bwe.feedback import FeedbackSummary
+from sfu.bwe.feedback import EgressFeedback, FeedbackSummary
 from sfu.config import MediaConfig
 from sfu.media.aiortc_bridge import MediaTransport, ServerPeerConnection
 from sfu.media.allocation import PublisherSide, SubscriberAllocation
@@ -150,6 +150,7 @@ class MediaConnection:
             transport.unpace(payload_type)
         transport.on_rtp = self._on_rtp
         transport.on_rtcp = self._on_rtcp
+        transport.on_transport_feedback = self._on_transport_feedback
         if self._reports_task is None:
             self._reports_task = asyncio.ensure_future(self._run_reports())
 
@@ -410,6 +411,11 @@ class MediaConnection:
                         ours = True
                 if ours:
                     self.bandwidth.on_remb(packet.bitrate, now)
+
+    def _on_transport_feedback(self, packet: bytes, raw: EgressFeedback, now: float) -> None:
+        """A lone transport-cc feedback message, matched by the egress (no compound parse)."""
+        self.transport_feedback_received += 1
+        self._on_feedback(FeedbackSummary.from_egress(raw), now)
 
     def _on_feedback(self, summary: FeedbackSummary, now: float) -> None:
         """The subscriber's transport-wide feedback; a fall of the estimate below what its

@@ -53,6 +53,8 @@ class Link:
         await _until(lambda: self.transport.connected, "connection")
         self.transport.transport_cc_id = self.ext_id
         self.transport.on_rtcp = self._on_rtcp
+        # a lone feedback message is matched on its way in and never reaches on_rtcp
+        self.transport.on_transport_feedback = lambda packet, raw, now: self._on_rtcp(packet)
 
     @property
     def transport(self) -> bridge.MediaTransport:

@@ -242,3 +242,46 @@ def test_min_delay_is_the_lowest_one_way_delay_of_what_arrived(
     assert nothing is not None
     assert FeedbackSummary.from_egress(nothing).min_delay is None
     assert FeedbackSummary.from_egress(nothing).first_size == 0
+
+
+def rtcp_feedback(message: bytes, padding: int = 0, fmt: int = 15, kind: int = 205) -> bytes:
+    """An RTPFB packet (RFC 4585 §6.1) around ``message`` (the FCI), with RFC 3550 padding."""
+    body = struct.pack("!II", 0x1111, 0x2222) + message
+    if padding:
+        body += bytes(padding - 1) + bytes([padding])
+    first = 0x80 | (0x20 if padding else 0) | fmt
+    return struct.pack("!BBH", first, kind, len(body) // 4) + body
+
+
+RECEIVED_4 = fci(0, 4, 1, [run(1, 4)], bytes([4] * 4)) + bytes(2)  # to a whole number of words
+RR = struct.pack("!BBHI", 0x80, 201, 1, 0x1111)
+
+
+@pytest.mark.parametrize(
+    ("packet", "outcome"),
+    [
+        (rtcp_feedback(RECEIVED_4), 4),  # matched: four packets received
+        (rtcp_feedback(RECEIVED_4, padding=4), 4),  # padding is not FCI
+        (rtcp_feedback(RECEIVED_4 + bytes(4)), 4),  # trailing zero octets of the last word
+        (rtcp_feedback(fci(0, 5, 1, [], b"")), None),  # malformed FCI: counted, None
+        (RR + rtcp_feedback(RECEIVED_4), False),  # a compound: the caller parses it
+        (rtcp_feedback(RECEIVED_4) + RR, False),
+        (rtcp_feedback(RECEIVED_4, fmt=1), False),  # a NACK
+        (rtcp_feedback(RECEIVED_4, kind=206), False),  # PSFB
+        (rtcp_feedback(RECEIVED_4)[:-4], False),  # length says more than there is
+        (rtcp_feedback(RECEIVED_4, padding=4)[:-1] + b"\x00", False),  # padding count 0
+        (rtcp_feedback(RECEIVED_4, padding=4)[:-1] + b"\xff", False),  # more than the packet
+        (b"\x8f\xcd\x00\x02" + bytes(8), None),  # no FCI at all: malformed
+    ],
+)
+def test_a_lone_feedback_message_is_matched_and_anything_else_left_to_the_parser(
+    egress: tuple[Egress, list[bytes], object], packet: bytes, outcome: int | bool | None
+) -> None:
+    e, _, _ = egress
+    send(e, 4)
+    raw = e.lone_transport_feedback(packet)
+    if outcome is False or outcome is None:
+        assert raw is outcome
+    else:
+        assert raw is not None and raw is not False
+        assert FeedbackSummary.from_egress(raw).received == outcome

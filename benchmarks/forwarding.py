@@ -100,6 +100,8 @@ class Options:
     logs: Path | None
     transport_cc: str = "on"  # subscribers negotiate transport-cc and send feedback ("off": not)
     congestion_control: str = "on"  # aiosfu acts on the estimates ("off": estimates only)
+    #: trials run side by side wait here so that they measure one window (benchmarks.tcc_pairs)
+    window_barrier: threading.Barrier | None = None
 
 
 def start_forwarder(
@@ -201,6 +203,8 @@ def _measure(
     load = [publisher.pid, *(s.pid for s in subscribers)]
     roles = {"server": server.pid, "publisher": publisher.pid}
     roles.update({s.name: s.pid for s in subscribers})
+    if options.window_barrier is not None:
+        options.window_barrier.wait()
     drops0, snmp0, busy0 = udp_drops(roles), udp_counters(server.pid), busy_cpu_seconds()
     server_cpu0, ctx0 = cpu_times(server.pid), context_switches(server.pid)
     load_cpu0 = [cpu_seconds(pid) for pid in load]

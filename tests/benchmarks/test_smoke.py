@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import forwarding
-from benchmarks.cases import PERCENTILES, percentile_key
+from benchmarks import forwarding, tcc_pairs
+from benchmarks.cases import AIOSFU, AIOSFU_NO_TCC, PERCENTILES, percentile_key
 
 pytestmark = pytest.mark.e2e
 
@@ -41,3 +41,18 @@ def test_quick_run_of_aiosfu_produces_numbers(
     saved = json.loads(next(tmp_path.glob("forwarding-*.json")).read_text())
     assert saved["trials"][0]["received"] == trial["received"]
     assert "1→2 x 2,000/s" in capsys.readouterr().out
+
+
+def test_transport_cc_pairs_measure_both_servers_in_one_window(tmp_path: Path) -> None:
+    document = tcc_pairs.main(
+        ["--case", "2@500", "--runs", "1", "--seconds", "2", "--out", str(tmp_path)]
+    )
+    (row,) = document["runs"]
+    with_tcc, without = row[AIOSFU[0]], row[AIOSFU_NO_TCC]
+    for trial in (with_tcc, without):
+        assert trial["received"] > 0 and trial["server_cpu_s"] > 0
+    # both windows opened at the barrier and ran the same length
+    assert abs(with_tcc["seconds"] - without["seconds"]) < 0.2
+    assert row["ratio"] == with_tcc["cpu_us_per_packet"] / without["cpu_us_per_packet"]
+    assert document["summary"]["2@500"]["median_ratio"] == row["ratio"]
+    assert next(tmp_path.glob("tcc-pairs-*.json"))

@@ -18,6 +18,7 @@
 #define BURST_SPAN_US 100000 /* a burst never groups more than this much arrival time */
 #define DELTA_US 250        /* receive deltas are in 250 µs units */
 #define REFERENCE_US 64000  /* the reference time is in 64 ms units */
+#define REFERENCE_LIMIT (INT64_C(1) << 31) /* of those units */
 
 static int64_t
 now_us(void)
@@ -243,6 +244,11 @@ tcc_feedback(TccState *state, const unsigned char *fci, Py_ssize_t size)
         if (delta >= 0x800000)
             delta -= 0x1000000;
         state->reference_base += delta;
+        /* Four years of a real clock; only a peer stepping its reference time half the range
+         * each message gets here (its arrivals mean nothing anyway): start again from this one,
+         * which the estimator takes as a new clock, before base * REFERENCE_US overflows. */
+        if (state->reference_base > REFERENCE_LIMIT || state->reference_base < -REFERENCE_LIMIT)
+            state->reference_base = reference;
     }
     state->last_reference = reference;
 

@@ -211,6 +211,24 @@ def test_sequence_numbers_and_reference_times_wrap(
     assert later.first_arrival - wrapped.last_arrival == pytest.approx(0.064 + 0.001 - 0.006)
 
 
+def test_a_reference_time_walked_without_bound_starts_again(
+    egress: tuple[Egress, list[bytes], object],
+) -> None:
+    """A hostile peer stepping its reference time ahead by half the 24-bit range each message
+    would walk the unwrapped time until it overflows: it starts again from the raw value."""
+    e, _, _ = egress
+    send(e, 1)
+    reference, latest = 0, 0.0
+    for _ in range(300):  # 300 steps of 2^23 - 1 units: past 2^31 units (4 years)
+        raw = e.transport_feedback(fci(0, 1, reference, [run(1, 1)], bytes([4])))
+        assert raw is not None
+        arrival = FeedbackSummary.from_egress(raw).first_arrival
+        assert arrival is not None
+        latest = max(latest, arrival)
+        reference = (reference + 0x7FFFFF) & 0xFFFFFF
+    assert latest <= 2**31 * 0.064 + 0x1000000 * 0.064  # never beyond the limit plus a wrap
+
+
 def test_one_bit_status_vectors(egress: tuple[Egress, list[bytes], object]) -> None:
     e, _, _ = egress
     send(e, 14)

@@ -17,13 +17,9 @@ T = TypeVar("T")
 MIN_RETRY_INTERVAL = 0.02
 
 
-class _Missing:
-    __slots__ = ("attempts", "detected", "last_sent")
-
-    def __init__(self, detected: float) -> None:
-        self.detected = detected
-        self.last_sent = 0.0
-        self.attempts = 0
+#: A missing packet: (detected, last NACKed, NACKs sent). A tuple, shared by every number of a
+#: gap until it is NACKed: a jump of 500 numbers is one dict.fromkeys, not 500 objects.
+_Missing = tuple[float, float, int]
 
 
 class LossTracker:
@@ -50,11 +46,13 @@ class LossTracker:
             # first packet, or a jump too large to recover: start over from here
             self._missing.clear()
             self._highest = ext_seq
+        elif ext_seq == highest + 1:  # in order: the common case
+            self._highest = ext_seq
         elif ext_seq > highest:
             missing = self._missing
             # of a long gap only the newest max_missing could be kept
-            for seq in range(max(highest + 1, ext_seq - self.max_missing), ext_seq):
-                missing[seq] = _Missing(now)
+            first = max(highest + 1, ext_seq - self.max_missing)
+            missing.update(dict.fromkeys(range(first, ext_seq), (now, 0.0, 0)))
             excess = len(missing) - self.max_missing
             if excess > 0:
                 # forget the oldest in one pass: taking the first key again and again rescans
@@ -70,15 +68,17 @@ class LossTracker:
         interval = max(rtt, MIN_RETRY_INTERVAL)
         result: list[int] = []
         expired: list[int] = []
-        for seq, entry in self._missing.items():
-            if entry.attempts >= self.max_attempts or now > entry.detected + self.max_age:
+        missing = self._missing
+        for seq, (detected, last_sent, attempts) in missing.items():
+            if attempts >= self.max_attempts or now > detected + self.max_age:
                 expired.append(seq)
-            elif entry.attempts == 0 or now >= entry.last_sent + interval:
-                entry.attempts += 1
-                entry.last_sent = now
+            elif attempts == 0 or now >= last_sent + interval:
                 result.append(seq)
+        for seq in result:  # (the values change after the walk: no dict change during it)
+            detected, _, attempts = missing[seq]
+            missing[seq] = (detected, now, attempts + 1)
         for seq in expired:
-            del self._missing[seq]
+            del missing[seq]
         return result
 
 

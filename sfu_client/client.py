@@ -186,6 +186,7 @@ class LocalTrack:
     source: str
     track: MediaStreamTrack
     transceiver: RTCRtpTransceiver
+    #: as ``set_muted`` left it, or as the operator's ``track-muted`` about it says
     muted: bool = False
     #: the layers' sender when published with simulcast (``set_active``, counters per layer)
     simulcast: SimulcastPublisher | None = None
@@ -1325,6 +1326,11 @@ class SfuClient:
         self._sync_remote_tracks()
 
     def _on_track_muted(self, participant_id: str, track_id: str, muted: object) -> None:
+        if participant_id == self.participant_id:  # the operator (un)muted a track of ours
+            local = self.local_tracks.get(track_id)
+            if local is not None:
+                local.muted = bool(muted)
+            return
         participant = self.participants.get(participant_id)
         info = participant.tracks.get(track_id) if participant else None
         if participant is not None and info is not None:

@@ -145,6 +145,7 @@ async def test_the_operator_mutes_a_track_for_everyone(
             lambda m: m.type == "track-muted" and m.data["trackId"] == video.track_id, 5.0
         )
         assert told.data["muted"] is True
+        assert speaker.local_tracks[video.track_id].muted  # shown as muted to its publisher
         await listener.wait_until(lambda: heard.muted and seen.muted, 5.0, "muted tracks")
         await asyncio.sleep(0.5)  # what was on its way
         muted_audio, muted_video = await frames_within(heard, 2.0), await frames_within(seen, 2.0)
@@ -159,5 +160,8 @@ async def test_the_operator_mutes_a_track_for_everyone(
 
         for track_id in (voice.track_id, video.track_id):
             await mute(track_id, False)
+        await speaker.wait_until(
+            lambda: not speaker.local_tracks[voice.track_id].muted, 5.0, "the unmute told"
+        )
         await asyncio.sleep(0.5)
         assert await frames_within(heard, 2.0) > 20 and await frames_within(seen, 2.0) > 5

@@ -224,6 +224,7 @@ function listen(sfu) {
   sfu.addEventListener("track-published", (e) => refreshParticipant(e.detail.participantId));
   sfu.addEventListener("track-unpublished", (e) => refreshParticipant(e.detail.participantId));
   sfu.addEventListener("track-muted", (e) => refreshParticipant(e.detail.participantId));
+  sfu.addEventListener("local-muted", () => updateControls());
   sfu.addEventListener("track", (e) => attachRemote(e.detail));
   sfu.addEventListener("track-ended", (e) => detachRemote(e.detail));
   sfu.addEventListener("connectionstatechange", (e) => {

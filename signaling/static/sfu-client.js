@@ -120,6 +120,7 @@ export const SIMULCAST_ENCODINGS = Object.freeze([
  * @property {MediaStreamTrack|null} track
  * @property {RTCRtpTransceiver} transceiver
  * @property {boolean} muted
+ * @property {boolean} mutedByOperator    the operator muted it: `setMuted(local, false)` is refused
  * @property {boolean} published          false once unpublished
  * @property {boolean} simulcast          sent as several encodings (rids)
  * @property {Map<string, boolean>} layers  rid -> wanted, as the server last said (publisherLayers)
@@ -166,6 +167,8 @@ export function defaultSignalingUrl() {
  *   "participant-joined"  Participant            "participant-left"   {participant, reason}
  *   "track-published"     TrackInfo              "track-unpublished"  TrackInfo
  *   "track-muted"         TrackInfo (muted changed; also RemoteTrack.muted is updated)
+ *   "local-muted"         {local, muted, by: "operator"} (the operator muted or unmuted one of
+ *                         our tracks; `local.muted`, `local.mutedByOperator` say how it is now)
  *   "track"               RemoteTrack (its media is now carried; play `detail.track`)
  *   "track-ended"         RemoteTrack (no longer carried: detach it)
  *   "connectionstatechange" {state}              "closed"             {reason}
@@ -761,6 +764,7 @@ export class SfuClient extends EventTarget {
       track,
       transceiver: /** @type {any} */ (null),
       muted: false,
+      mutedByOperator: false,
       published: true,
       simulcast: Boolean(encodings),
       layers: new Map(),
@@ -815,6 +819,28 @@ export class SfuClient extends EventTarget {
       this.log("setParameters failed; the disabled track sends silence/black instead:", error);
     }
     if (local.trackId && !this.closed) this._send({ type: "mute", trackId: local.trackId, muted });
+  }
+
+  /**
+   * The operator muted or unmuted one of our tracks (protocol section 6, `track-muted`). Muted:
+   * nothing is sent, as `setMuted` does. Unmuted: the track stays muted here (nobody's mic comes
+   * on by itself) and the others are told so; the user unmutes it with `setMuted`.
+   * @param {LocalTrack} local @param {boolean} muted
+   */
+  async _mutedByOperator(local, muted) {
+    local.mutedByOperator = muted;
+    if (muted) {
+      local.muted = true;
+      if (local.track) local.track.enabled = false;
+      try {
+        await this._updateEncodings(local);
+      } catch (error) {
+        this.log("setParameters failed; the disabled track sends silence/black instead:", error);
+      }
+    } else if (local.muted && local.trackId && !this.closed) {
+      this._send({ type: "mute", trackId: local.trackId, muted: true });
+    }
+    this._emit("local-muted", { local, muted: local.muted, by: "operator" });
   }
 
   /**
@@ -1210,6 +1236,11 @@ export class SfuClient extends EventTarget {
         break;
       }
       case "track-muted": {
+        if (message.participantId === this.participantId) {
+          const local = this.localTracks.find((l) => l.trackId === message.trackId);
+          if (local) this._mutedByOperator(local, Boolean(message.muted));
+          break;
+        }
         const info = this.participants.get(message.participantId)?.tracks.get(message.trackId);
         if (info) info.muted = message.muted;
         const remote = this.remoteTracks.get(message.trackId);

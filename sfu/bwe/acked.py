@@ -32,6 +32,8 @@ class AckedBitrate:
         self._window = window
         self._min_span = min_span
         self._spans: deque[tuple[float, float, int]] = deque()  # (start, end, bytes)
+        self._span = 0.0  # the spans' seconds and bytes, kept as they come and go
+        self._bytes = 0
         self._last_arrival: float | None = None
 
     def on_feedback(self, feedback: FeedbackSummary) -> None:
@@ -41,6 +43,7 @@ class AckedBitrate:
         previous = self._last_arrival
         if previous is not None and last < previous - MAX_BACKWARDS:
             self._spans.clear()
+            self._span, self._bytes = 0.0, 0
             previous = None
         spacing = (last - first) / (feedback.received - 1) if feedback.received > 1 else 0.0
         if previous is not None and 0.0 <= first - previous <= max(
@@ -49,15 +52,22 @@ class AckedBitrate:
             start = previous
         else:
             start = first - spacing
-        self._spans.append((start, last, feedback.received_bytes))
+        spans = self._spans
+        spans.append((start, last, feedback.received_bytes))
+        self._span += last - start
+        self._bytes += feedback.received_bytes
         self._last_arrival = last if previous is None else max(previous, last)
-        while self._spans and self._spans[0][1] < last - self._window:
-            self._spans.popleft()
+        while spans and spans[0][1] < last - self._window:
+            old_start, old_end, old_bytes = spans.popleft()
+            self._span -= old_end - old_start
+            self._bytes -= old_bytes
+        if not spans:
+            self._span, self._bytes = 0.0, 0
 
     @property
     def bitrate(self) -> float | None:
         """bit/s, or None until the window holds ``min_span`` seconds of arrivals."""
-        span = sum(end - start for start, end, _ in self._spans)
+        span = self._span
         if span < self._min_span:
             return None
-        return sum(size for _, _, size in self._spans) * 8 / span
+        return self._bytes * 8 / span

@@ -38,6 +38,7 @@ subscriber's arrival minus our send time), so only their changes are used.
 from __future__ import annotations
 
 from collections import deque
+from operator import itemgetter
 
 from sfu.bwe.feedback import FeedbackSummary
 
@@ -49,6 +50,7 @@ BUSY_QUEUE = 0.03
 DROP_RATIO = 0.7
 #: Busy messages in a row (two packets at least each) that make a measurement.
 MESSAGES = 2
+_DELAY = itemgetter(1)  # of a (time, delay) bucket
 #: The base one-way delay is the lowest over this many seconds, kept per BUCKET seconds.
 BASE_WINDOW = 10.0
 BUCKET = 1.0
@@ -105,7 +107,7 @@ class CapacityDrop:
         """The lowest delay over the base window, this one included."""
         buckets = self._buckets
         if buckets:
-            base = min(d for _, d in buckets)
+            base = min(map(_DELAY, buckets))
             if not base - CLOCK_JUMP < delay < base + CLOCK_JUMP:
                 buckets.clear()  # a new clock on the subscriber's side: start over
         if not buckets or now - buckets[-1][0] >= BUCKET:
@@ -114,4 +116,4 @@ class CapacityDrop:
             buckets[-1] = (buckets[-1][0], delay)
         while now - buckets[0][0] > self._base_window:
             buckets.popleft()
-        return min(d for _, d in buckets)
+        return min(map(_DELAY, buckets))

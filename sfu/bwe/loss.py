@@ -22,6 +22,7 @@ about the new rate, and counting it again would cut the rate twice for one conge
 from __future__ import annotations
 
 from collections import deque
+from operator import itemgetter
 
 LOW_LOSS = 0.02
 HIGH_LOSS = 0.10
@@ -31,6 +32,7 @@ INCREASE_OFFSET = 1_000.0
 #: The increase starts from the lowest target within this many seconds (so, 8 % per second).
 INCREASE_HISTORY = 1.0
 DECREASE_INTERVAL = 0.3
+_TARGET = itemgetter(1)  # of a (time, target) entry
 
 
 class LossBasedControl:
@@ -105,7 +107,7 @@ class LossBasedControl:
         if loss is None:
             return self.estimate
         if loss < LOW_LOSS:
-            base = min((t for _, t in self._targets), default=target)
+            base = min(map(_TARGET, self._targets), default=target)
             self.estimate = self._clamp(base * INCREASE_FACTOR + INCREASE_OFFSET)
         elif loss > HIGH_LOSS and (
             self._last_decrease is None or now - self._last_decrease >= DECREASE_INTERVAL + rtt

@@ -25,6 +25,7 @@ arrival minus our send time), so only their changes are used.
 from __future__ import annotations
 
 from collections import deque
+from operator import itemgetter
 
 #: Seconds per floor: a queue that did not drain within one of these is not jitter.
 QUEUE_WINDOW = 1.0
@@ -39,6 +40,8 @@ CLOCK_JUMP = 3.0
 #: estimate do not move it.
 JITTER_MESSAGES = 40
 JITTER_QUANTILES = (0.1, 0.9)
+_LOW, _HIGH = JITTER_QUANTILES
+_DELAY = itemgetter(1)  # of a (time, delay) floor
 
 
 class StandingQueue:
@@ -67,7 +70,8 @@ class StandingQueue:
         recent = self._recent
         recent.append(min_delay)
         ordered = sorted(recent)
-        low, high = (ordered[int(q * (len(ordered) - 1))] for q in JITTER_QUANTILES)
+        last = len(ordered) - 1
+        low, high = ordered[int(_LOW * last)], ordered[int(_HIGH * last)]
         self.jitter = high - low
         if not floors or now - floors[-1][0] >= self._queue_window:
             floors.append((now, min_delay))
@@ -82,7 +86,7 @@ class StandingQueue:
         floors = self._floors
         if len(floors) < 3:  # no base yet
             return False
-        base = min(d for _, d in floors)
+        base = min(map(_DELAY, floors))
         previous, current = floors[-2][1], floors[-1][1]
         level = min(previous, current) - base
         return level > limit + self.jitter and current >= previous - DRAINING

@@ -38,6 +38,7 @@ subscriber's arrival minus our send time), so only their changes are used.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from operator import itemgetter
 
 from sfu.bwe.feedback import FeedbackSummary
@@ -50,7 +51,7 @@ BUSY_QUEUE = 0.03
 DROP_RATIO = 0.7
 #: Busy messages in a row (two packets at least each) that make a measurement.
 MESSAGES = 2
-_DELAY = itemgetter(1)  # of a (time, delay) bucket
+_DELAY: Callable[[tuple[float, float]], float] = itemgetter(1)  # of a (time, delay) bucket
 #: The base one-way delay is the lowest over this many seconds, kept per BUCKET seconds.
 BASE_WINDOW = 10.0
 BUCKET = 1.0

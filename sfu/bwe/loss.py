@@ -22,6 +22,7 @@ about the new rate, and counting it again would cut the rate twice for one conge
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from operator import itemgetter
 
 LOW_LOSS = 0.02
@@ -32,7 +33,7 @@ INCREASE_OFFSET = 1_000.0
 #: The increase starts from the lowest target within this many seconds (so, 8 % per second).
 INCREASE_HISTORY = 1.0
 DECREASE_INTERVAL = 0.3
-_TARGET = itemgetter(1)  # of a (time, target) entry
+_TARGET: Callable[[tuple[float, float]], float] = itemgetter(1)  # of a (time, target) entry
 
 
 class LossBasedControl:

@@ -25,6 +25,7 @@ arrival minus our send time), so only their changes are used.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from operator import itemgetter
 
 #: Seconds per floor: a queue that did not drain within one of these is not jitter.
@@ -41,7 +42,7 @@ CLOCK_JUMP = 3.0
 JITTER_MESSAGES = 40
 JITTER_QUANTILES = (0.1, 0.9)
 _LOW, _HIGH = JITTER_QUANTILES
-_DELAY = itemgetter(1)  # of a (time, delay) floor
+_DELAY: Callable[[tuple[float, float]], float] = itemgetter(1)  # of a (time, delay) floor
 
 
 class StandingQueue:

@@ -77,6 +77,7 @@ from sfu.media.params import (
     Codec,
     MediaParams,
 )
+from sfu.media.playout_delay import URI_PLAYOUT_DELAY
 from sfu.media.sdp_simulcast import Layer
 from sfu.media.srtp import Egress, SrtpSession, forget_stream, srtp_session
 
@@ -696,6 +697,7 @@ async def create_offer(
             offered = [*media.rtp.headerExtensions, _TRANSPORT_CC_EXTENSION]
             if media.kind == "video":
                 offered += _RID_EXTENSIONS
+                offered.append(_PLAYOUT_DELAY_EXTENSION)
             extensions = _extension_parameters(offered, ext_ids)
             transceiver._codecs, transceiver._headerExtensions = codecs, extensions
         media.rtp.codecs = codecs
@@ -786,6 +788,9 @@ _RID_EXTENSIONS = (
     RTCRtpHeaderExtensionParameters(id=10, uri=URI_RID),
     RTCRtpHeaderExtensionParameters(id=11, uri=URI_REPAIRED_RID),
 )
+#: Offered on video m-lines: a lossy subscriber's browser is asked for a playout delay that covers
+#: a repair (sfu.media.playout_delay).
+_PLAYOUT_DELAY_EXTENSION = RTCRtpHeaderExtensionParameters(id=6, uri=URI_PLAYOUT_DELAY)
 
 
 def _feedback(text: str) -> RTCRtcpFeedback:
@@ -879,6 +884,7 @@ async def accept_offer(pc: ServerPeerConnection, sdp: str) -> str:
     # the m-lines we send on keep theirs through an offer the client makes
     accept_transport_cc(pc, ("sendonly", "recvonly", "sendrecv"))
     keep_rid_extensions(pc)
+    accept_playout_delay(pc)
     for transceiver in pc.getTransceivers():
         # aiortc answers Opus without fmtp, which turns the publisher's FEC off
         for codec in transceiver._codecs:
@@ -926,6 +932,7 @@ async def accept_answer(pc: ServerPeerConnection, sdp: str) -> None:
     # the subscriber's transport-wide feedback, where it answered it (aiortc drops it)
     accept_transport_cc(pc, ("recvonly", "sendrecv"))
     keep_rid_extensions(pc)
+    accept_playout_delay(pc)
     for mid, mline in described.items():
         negotiated = pc.simulcast.get(mid)
         if negotiated is not None and not mline.rids:
@@ -1455,6 +1462,25 @@ def accept_transport_cc(
     return ext_id
 
 
+def accept_playout_delay(pc: RTCPeerConnection) -> None:
+    """Keep the playout-delay extension (sfu.media.playout_delay) on the video m-lines the
+    remote description just applied receives on, where it lists it; aiortc drops extensions it
+    does not know from what it negotiated (and so from its answers)."""
+    private: Any = pc
+    description = private._RTCPeerConnection__remoteDescription()
+    by_mid = {t.mid: t for t in pc.getTransceivers() if t.mid is not None and not t.stopped}
+    for media in description.media if description is not None else ():
+        transceiver = by_mid.get(media.rtp.muxId)
+        if transceiver is None or media.kind != "video" or media.direction == "sendonly":
+            continue
+        listed = next((e for e in media.rtp.headerExtensions if e.uri == URI_PLAYOUT_DELAY), None)
+        extensions: list[RTCRtpHeaderExtensionParameters] = transceiver._headerExtensions
+        if listed is not None and all(e.uri != URI_PLAYOUT_DELAY for e in extensions):
+            # a new list: compact_descriptions may share the old one with other transceivers
+            element = RTCRtpHeaderExtensionParameters(id=listed.id, uri=URI_PLAYOUT_DELAY)
+            transceiver._headerExtensions = [*extensions, element]
+
+
 _rtp_taps: weakref.WeakKeyDictionary[RTCDtlsTransport, list[RtpTap]] = weakref.WeakKeyDictionary()
 
 
@@ -1501,11 +1527,20 @@ from aiortc.rtcrtpreceiver import NackGenerator  # noqa: E402
 from aiortc.rtp import RtpPacket  # noqa: E402
 
 from sfu.rtp.codecs import is_keyframe  # noqa: E402
+from sfu.rtp.vp8 import keyframe_size  # noqa: E402
 
-#: A packet still missing is asked for again this often (s), at most NACK_TRIES times in all;
-#: then it is given up and a keyframe asked for (libwebrtc: up to 10 times, an RTT apart).
+#: A packet still missing is asked for again this often (s), NACK_TRIES times in all, and given
+#: up (a keyframe asked for instead) once it was asked for that often and GIVE_UP_RTTS round
+#: trips of its repairs have passed since the first NACK (libwebrtc: up to 10 times, an RTT
+#: apart). Asking again within a round trip is deliberate: the server answers each NACK, so a
+#: packet on a lossy link is sent twice or so, and one lost retransmission costs no round trip.
 NACK_RETRY = 0.1
 NACK_TRIES = 5
+GIVE_UP_RTTS = 3.0
+#: How far behind the newest packet a missing one is still asked for (packets): the jitter
+#: buffer's capacity (aiortc's own generator forgets a hole 128 packets on: half a second of a
+#: 640x360 layer, less than two round trips on a slow link, and then waits on it for good).
+NACK_HORIZON = 512
 #: Keyframes asked for because of given-up packets at most this often (s).
 KEYFRAME_RETRY = 1.0
 #: How long a keyframe past a hole waits for the hole's repair before what is behind the hole is
@@ -1515,44 +1550,66 @@ KEYFRAME_PATIENCE = 0.25
 
 
 class _RetryingNackGenerator(NackGenerator):
-    """aiortc's NACK generator asks for missing packets only when a new gap appears, so a lost
-    retransmission leaves its hole for good (the jitter buffer then waits for 512 more packets).
-    This one asks for what is still missing again every NACK_RETRY while packets arrive, up to
-    NACK_TRIES times (RFC 4585 §6.2.1 leaves repetition to the receiver), then gives those
-    packets up and wants a keyframe: nothing else repairs the picture."""
+    """aiortc's NACK generator asks for missing packets only when a new gap appears, and then
+    for all that are missing, so a lost retransmission leaves its hole for good (the jitter
+    buffer then waits for 512 more packets). This one asks for a packet when it goes missing
+    and again every NACK_RETRY on its own schedule while packets arrive (a new gap elsewhere
+    is no retry of it: on a busy stream that gave packets up before any answer could come),
+    and gives it up after NACK_TRIES asks and GIVE_UP_RTTS of the round trips its repairs take
+    (RFC 6298's smoothed time from a packet's first NACK to its arrival: the server answers
+    every NACK, so that is mostly the first answer's round trip); then it wants a keyframe:
+    nothing else repairs the picture. RFC 4585 §6.2.1 leaves repetition to the receiver.
+
+    ``pending`` holds every packet still awaited (seq -> [times asked, when last, when
+    first]); aiortc sends a NACK for ``missing`` whenever :meth:`add` returns true, so
+    ``missing`` is set to the packets due for a NACK then."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__()
         self._clock = clock
-        self._tries: dict[int, int] = {}  # missing seq -> times asked for
-        self._asked_at = -math.inf
+        self.pending: dict[int, list[float]] = {}
+        self.srtt: float | None = None  # the repairs' round trip, smoothed (s)
         self.given_up = 0
         #: set when packets were given up; the jitter buffer turns it into a PLI
         self.keyframe_wanted = False
 
     def add(self, packet: RtpPacket) -> bool:
-        """Whether aiortc should send a NACK for ``missing`` now (it sends them all)."""
-        new_gap = super().add(packet)
-        missing, tries = self.missing, self._tries
-        now = self._clock()
-        if not missing:
-            tries.clear()
+        """Whether aiortc should send a NACK for ``missing`` now."""
+        seq, now, pending = packet.sequence_number, self._clock(), self.pending
+        if self.max_seq is None:
+            self.max_seq = seq
             return False
-        if not new_gap and now - self._asked_at < NACK_RETRY:
-            return False
-        for seq in [s for s in tries if s not in missing]:
-            del tries[seq]  # arrived, or too old for aiortc to track
-        for seq in missing:
-            tries[seq] = tries.get(seq, 0) + 1
-        spent = [seq for seq, n in tries.items() if n > NACK_TRIES]
-        for seq in spent:
-            missing.discard(seq)
-            del tries[seq]
+        ahead = (seq - self.max_seq) & 0xFFFF
+        if 0 < ahead < 0x8000:
+            for step in range(max(1, ahead - NACK_HORIZON), ahead):
+                pending[(self.max_seq + step) & 0xFFFF] = [0, -math.inf, now]
+            self.max_seq = seq
+        else:
+            asked = pending.pop(seq, None)
+            if asked is not None and asked[0] > 0:
+                self._sample(now - asked[2])
+        spent = {s for s in pending if (self.max_seq - s) & 0xFFFF > NACK_HORIZON}
+        patience = 0.0 if self.srtt is None else GIVE_UP_RTTS * self.srtt
+        due = []
+        for s, asked in pending.items():
+            if now - asked[1] < NACK_RETRY or s in spent:
+                continue
+            if asked[0] < NACK_TRIES:
+                asked[0] += 1
+                asked[1] = now
+                due.append(s)
+            elif now - asked[2] >= patience:  # else its repairs may still come
+                spent.add(s)
+        for s in spent:
+            del pending[s]
         if spent:
             self.given_up += len(spent)
             self.keyframe_wanted = True
-        self._asked_at = now
-        return bool(missing)
+        self.missing = set(due)
+        return bool(due)
+
+    def _sample(self, rtt: float) -> None:
+        self.srtt = rtt if self.srtt is None else self.srtt + (rtt - self.srtt) / 8
 
 
 #: Hands frames to the receiver's decoder in order: (frame, payload type).
@@ -1567,7 +1624,9 @@ class _RecoveringJitterBuffer(JitterBuffer):
     last packets were lost in a congested queue, then shows the new layer at its keyframe.
     Not at once: the frames behind a hole that a retransmission is about to fill would be lost
     for nothing (seen at every layer switch on a lossy link: 0.15-0.3 s of frames skipped).
-    The keyframe waits until the NACK generator gives the hole up, or KEYFRAME_PATIENCE.
+    The keyframe waits until the NACK generator gives the hole up, or KEYFRAME_PATIENCE — not
+    at all if it has another size than the keyframe before: the SFU switched layers, and it
+    resends nothing of the layer it left (the hole is the old layer's last frames).
 
     aiortc's buffer also hands over at most one frame per packet received: the frames held
     behind a repaired hole then come out one per later packet, and on a layer of one packet per
@@ -1589,6 +1648,7 @@ class _RecoveringJitterBuffer(JitterBuffer):
         self._sink = sink
         self._keyframe_asked = -math.inf
         self._keyframe_waiting: tuple[int, float] | None = None  # its seq, since when
+        self._last_size: tuple[int, int] | None = None  # of the last VP8 keyframe seen
         self.skipped = 0  # packets dropped waiting before a keyframe
         self.released = 0  # frames handed to the sink beside the one aiortc takes
 
@@ -1633,6 +1693,8 @@ class _RecoveringJitterBuffer(JitterBuffer):
         return pli
 
     def _add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        name = self._codec_name(packet.payload_type)
+        previous, size = self._last_size, self._keyframe_size(name, packet.payload)
         pli, frame = super().add(packet)
         origin = self._origin
         if frame is not None or origin is None or origin == packet.sequence_number:
@@ -1640,11 +1702,13 @@ class _RecoveringJitterBuffer(JitterBuffer):
         waiting = self._keyframe_waiting
         if waiting is None or not 0 < (waiting[0] - origin) & 0xFFFF < self.capacity:
             waiting = None  # none, reached (its hole was filled) or out of the buffer
-            name = self._codec_name(packet.payload_type)
             behind = (packet.sequence_number - origin) & 0xFFFF
             starts = name is not None and is_keyframe(name, packet.payload)
             if starts and behind < self.capacity:
-                waiting = (packet.sequence_number, self._clock())
+                # a keyframe of another size: the SFU switched layers, and what the hole
+                # holds back is of the layer it left (a frame or two it cannot resend)
+                switched = None not in (previous, size) and size != previous
+                waiting = (packet.sequence_number, -math.inf if switched else self._clock())
         self._keyframe_waiting = waiting
         if waiting is None:
             return pli, frame
@@ -1657,13 +1721,22 @@ class _RecoveringJitterBuffer(JitterBuffer):
         self.remove(behind)
         return pli, self._remove_frame(keyframe)
 
+    def _keyframe_size(self, codec: str | None, payload: bytes) -> tuple[int, int] | None:
+        """The size of the VP8 keyframe ``payload`` starts (None: none, or another codec),
+        remembered as ``_last_size``."""
+        vp8 = codec is not None and codec.upper() == "VP8"
+        size = keyframe_size(payload, 0, len(payload)) if vp8 else None
+        if size is not None:
+            self._last_size = size
+        return size
+
     def _given_up(self, origin: int, count: int) -> bool:
         """Whether a packet missing among the ``count`` from ``origin`` is no longer asked for."""
         nacks = self._nacks
         if nacks is None:
             return True
         return any(
-            self._packets[(origin + i) % 512] is None and (origin + i) & 0xFFFF not in nacks.missing
+            self._packets[(origin + i) % 512] is None and (origin + i) & 0xFFFF not in nacks.pending
             for i in range(count)
         )
 

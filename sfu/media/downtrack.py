@@ -25,6 +25,7 @@ from sfu.media.params import (
     URI_TRANSPORT_CC,
     MediaParams,
 )
+from sfu.media.playout_delay import URI_PLAYOUT_DELAY, PlayoutDelayPolicy, element
 from sfu.media.receiver import TrackReceiver
 from sfu.media.reports import ntp_timestamp, rtt_from_report
 from sfu.media.retransmit_budget import RetransmitBudget
@@ -116,6 +117,7 @@ class DownTrack:
         self._clock = clock
         self._ssrc = stream.params.local_ssrc
         self._clock_rate = source.codec.clock_rate
+        self.playout_delay = PlayoutDelayPolicy()  # the floor asked of a lossy subscriber
         self.update(stream.params)
         #: the layer forwarded, and the one waited for (its next keyframe starts it); video waits
         #: for a keyframe, audio for its first packet
@@ -146,7 +148,15 @@ class DownTrack:
         self.stream.params = params
         self._payload_type = codec.payload_type
         self._rtx_payload_type = codec.rtx_payload_type
-        writer = self._extensions = _ExtensionWriter(params)
+        self._write_extensions()
+
+    def _write_extensions(self) -> None:
+        """(Re)build the extension blocks: at negotiation and when the playout floor moves
+        (about once a second at most), never per packet."""
+        floor = self.playout_delay.floor
+        writer = self._extensions = _ExtensionWriter(
+            self.stream.params, None if floor is None else element(floor)
+        )
         # read per packet: kept on the down-track itself
         self._ext_static = writer.static
         self._ext_template = writer.template
@@ -434,6 +444,16 @@ class DownTrack:
         if rtt is not None and rtt >= 0:
             self.rtt = rtt
         self.fraction_lost = block.fraction_lost
+        if URI_PLAYOUT_DELAY in self.stream.params.extensions and self.playout_delay.on_report(
+            block.fraction_lost, self.rtt, block.jitter / self._clock_rate
+        ):
+            self._write_extensions()
+            _log.debug(
+                "playout delay floor",
+                ssrc=self._ssrc,
+                floor_ms=round(1000 * (self.playout_delay.floor or 0.0)),
+                fraction_lost=block.fraction_lost,
+            )
 
     def on_remb(self, bitrate: int) -> None:
         self.remb_bitrate = bitrate
@@ -474,18 +494,22 @@ class _ExtensionWriter:
     """Header extensions with the subscriber connection's ids (RFC 8285).
 
     mid always; the transport-wide sequence number when negotiated (a zero the egress numbers,
-    draft-holmer-rmcat-transport-wide-cc-extensions-01); abs-send-time on video (refreshed per
-    packet, for the subscriber's bandwidth estimator); the publisher's audio level on audio.
+    draft-holmer-rmcat-transport-wide-cc-extensions-01); on video, the playout delay when the
+    subscriber needs one (``playout``, :mod:`sfu.media.playout_delay`); abs-send-time on video
+    (refreshed per packet, for the subscriber's bandwidth estimator); the publisher's audio
+    level on audio.
     rid/repaired-rid are never forwarded. Per subscriber this makes two blocks: ``static`` (the
     fixed elements) and ``template`` (those and the variable element, whose value per packet is
     written at ``value_at``).
     """
 
-    def __init__(self, params: MediaParams) -> None:
+    def __init__(self, params: MediaParams, playout: bytes | None = None) -> None:
         ids = params.extensions
         fixed = [(ids[URI_MID], params.mid.encode())] if URI_MID in ids else []
         if URI_TRANSPORT_CC in ids:
             fixed.append((ids[URI_TRANSPORT_CC], bytes(2)))
+        if playout is not None and params.kind == "video" and URI_PLAYOUT_DELAY in ids:
+            fixed.append((ids[URI_PLAYOUT_DELAY], playout))
         abs_send_time_id = ids.get(URI_ABS_SEND_TIME) if params.kind == "video" else None
         audio_level_id = ids.get(URI_AUDIO_LEVEL) if params.kind == "audio" else None
         variable_id = abs_send_time_id or audio_level_id

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -42,6 +43,10 @@ _AS_THEY_ARE = (-1, -1, -1)
 HOLD_LIMIT = 0.04
 #: Packets a down-track refuses in a row (forwarding none between) before it logs that it stalled.
 STALL_REFUSALS = 50
+#: For this long (s) after a layer switch, NACKs for packets of the layer left are still
+#: answered: a packet lost just before the switch would otherwise hold the subscriber's picture
+#: until the new layer's keyframe gets past the hole (a few round trips on a lossy link).
+PREVIOUS_LAYER_REPAIR = 1.0
 #: Shortest time between two keyframe requests of one subscriber passed on to the publisher
 #: (a decoder that lost its picture asks again after a round trip or so; a hostile one floods).
 SUBSCRIBER_KEYFRAME_INTERVAL = 0.5
@@ -103,6 +108,19 @@ class OutgoingStream:
         self.vp8: Vp8Rewriter | None = None  # VP8 simulcast: picture ids etc. across layers
 
 
+@dataclass(frozen=True, slots=True)
+class _LayerLeft:
+    """What a retransmission of a packet of the layer a down-track left needs: the layer (its
+    packet history), the munger's source number and timestamp offset then, and for VP8
+    simulcast the descriptor rewriter as it was (its picture ids)."""
+
+    layer: LayerReceiver
+    generation: int
+    ts_offset: int
+    vp8: Vp8Rewriter | None
+    until: float
+
+
 class DownTrack:
     def __init__(
         self,
@@ -130,6 +148,7 @@ class DownTrack:
         #: the current layer's keyframe held back during a switch (on_leaving_packet)
         self._held: list[IngressPacket] | None = None
         self._cut = False  # the current layer was left before the target started (at_once)
+        self._left: _LayerLeft | None = None  # the layer switched from, for NACKs a while
         self._ts_offset: int | None = None  # outgoing ts - source ts, for sender reports
         self.rtt: float | None = None
         self.fraction_lost = 0
@@ -324,6 +343,15 @@ class DownTrack:
         self.layer, self.target = layer, None
         layer.down_tracks.append(self)
         stream = self.stream
+        if previous is not None and previous.history is not None:
+            munger = stream.munger
+            self._left = _LayerLeft(
+                previous,
+                munger.generation,
+                munger.ts_offset,
+                self._resend_state(),
+                packet.arrival + PREVIOUS_LAYER_REPAIR,
+            )
         gap = 0
         if stream.last_sent is not None:
             gap = int((packet.arrival - stream.last_sent) * self._clock_rate)
@@ -363,7 +391,14 @@ class DownTrack:
                 ext_seq=packet.ext_seq,
             )
 
-    def _rewrite(self, packet: IngressPacket, seq: int, ts: int) -> bytes:
+    def _resend_state(self) -> Vp8Rewriter | None:
+        """What a retransmission of the current source needs besides the munger (VP8: the
+        descriptor rewriter), copied before a switch to another source."""
+        return None
+
+    def _rewrite(
+        self, packet: IngressPacket, seq: int, ts: int, vp8: Vp8Rewriter | None = None
+    ) -> bytes:
         block = self._extensions.block(packet)
         return rewrite(
             packet.data, packet.payload_start, self._payload_type, seq, ts, self._ssrc, block
@@ -372,30 +407,41 @@ class DownTrack:
     # --- feedback from the subscriber ---
 
     def on_nack(self, lost: list[int]) -> None:
-        """Retransmit what the subscriber lost, from the publisher's history (RFC 4585 §6.2.1)."""
-        layer = self.layer
+        """Retransmit what the subscriber lost, from the publisher's history (RFC 4585 §6.2.1);
+        for PREVIOUS_LAYER_REPAIR after a layer switch, packets of the layer left too."""
+        layer, left = self.layer, self._left
         history = None if layer is None else layer.history
-        if history is None:
-            return
         stream = self.stream
         munger, budget, now = stream.munger, stream.retransmit_budget, self._clock()
+        if left is not None and now > left.until:
+            left = self._left = None
         for seq in lost:
             found = munger.source_packet(seq)
-            if found is None or found[0] != munger.generation:
-                continue  # too old, or sent for another source before this m-line was reused
-            packet = history.get(found[1])
-            if packet is None:
-                continue
-            mapped = munger.forward(packet.ext_seq, packet.timestamp)
-            if mapped is None or mapped[0] != seq:
-                continue
+            if found is None:
+                continue  # too old
+            generation, source_seq = found
+            if generation == munger.generation and history is not None:
+                packet = history.get(source_seq)
+                mapped = None if packet is None else munger.forward(source_seq, packet.timestamp)
+                if packet is None or mapped is None or mapped[0] != seq:
+                    continue
+                ts, vp8 = mapped[1], None
+            elif left is not None and generation == left.generation:
+                packet = left.layer.history.get(source_seq) if left.layer.history else None
+                if packet is None:
+                    continue
+                ts, vp8 = (packet.timestamp + left.ts_offset) & 0xFFFFFFFF, left.vp8
+            else:
+                continue  # sent for another source before this m-line was reused
             if not budget.allow(stream.packets_sent, now):
                 return  # a flood of NACKs: the rest of this one goes unanswered
-            self._retransmit(packet, mapped[0], mapped[1])
+            self._retransmit(packet, seq, ts, vp8)
 
-    def _retransmit(self, packet: IngressPacket, seq: int, ts: int) -> None:
+    def _retransmit(
+        self, packet: IngressPacket, seq: int, ts: int, vp8: Vp8Rewriter | None = None
+    ) -> None:
         self.stream.retransmissions += 1
-        original = self._rewrite(packet, seq, ts)
+        original = self._rewrite(packet, seq, ts, vp8)
         if self._rtx_payload_type is None:
             self.sink.send_rtp(original)
             return
@@ -487,6 +533,7 @@ class DownTrack:
     def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._left = None
             self.source.remove_down_track(self)
 
 

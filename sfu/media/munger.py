@@ -71,6 +71,11 @@ class RtpMunger:
         return None if self._highest_out < 0 else self._last_ts
 
     @property
+    def ts_offset(self) -> int:
+        """Outgoing minus incoming timestamp of the current source (mod 2^32 once applied)."""
+        return self._ts_offset
+
+    @property
     def generation(self) -> int:
         """Number of the current source (1 for the first); see :meth:`source_packet`."""
         return self._generation

@@ -36,9 +36,15 @@ class Vp8DownTrack(DownTrack):
     def _descriptor_fields(self, descriptor: Vp8Descriptor) -> tuple[int, int, int] | None:
         return self._rewriter().forward(descriptor)
 
-    def _rewrite(self, packet: IngressPacket, seq: int, ts: int) -> bytes:
-        data = super()._rewrite(packet, seq, ts)
+    def _resend_state(self) -> Vp8Rewriter | None:
         vp8 = self.stream.vp8
+        return None if vp8 is None else vp8.snapshot()
+
+    def _rewrite(
+        self, packet: IngressPacket, seq: int, ts: int, vp8: Vp8Rewriter | None = None
+    ) -> bytes:
+        data = super()._rewrite(packet, seq, ts)
+        vp8 = vp8 if vp8 is not None else self.stream.vp8
         if packet.vp8 is None or vp8 is None:
             return data
         fields = vp8.resend(packet.vp8)  # the values it was sent with

@@ -108,6 +108,16 @@ class Vp8Rewriter:
         self._cached_for: tuple[object, ...] | None = None
         self._cached: tuple[int, int, int] = (-1, -1, -1)
 
+    def snapshot(self) -> Vp8Rewriter:
+        """A copy of this state, for :meth:`resend` of the current source's packets after a
+        switch to another one (a layer switch: NACKs of the layer left still come in)."""
+        copy = Vp8Rewriter.__new__(Vp8Rewriter)
+        for name in self.__slots__:
+            setattr(copy, name, getattr(self, name))
+        copy._drops = list(self._drops)
+        copy._decisions = bytearray(self._decisions)
+        return copy
+
     @property
     def temporal_layer(self) -> int:
         """The highest temporal layer forwarded now."""

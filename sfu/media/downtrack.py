@@ -279,6 +279,7 @@ class DownTrack:
         if layer is current:
             return  # back to the current layer: the switch it waited for is off
         if at_once and current is not None:
+            self._remember_left(current, now)
             current.detach(self)
             self.layer, self._held, current = None, None, None
             self._cut = True  # the target's start is a layer switch all the same
@@ -343,15 +344,8 @@ class DownTrack:
         self.layer, self.target = layer, None
         layer.down_tracks.append(self)
         stream = self.stream
-        if previous is not None and previous.history is not None:
-            munger = stream.munger
-            self._left = _LayerLeft(
-                previous,
-                munger.generation,
-                munger.ts_offset,
-                self._resend_state(),
-                packet.arrival + PREVIOUS_LAYER_REPAIR,
-            )
+        if previous is not None:
+            self._remember_left(previous, packet.arrival)
         gap = 0
         if stream.last_sent is not None:
             gap = int((packet.arrival - stream.last_sent) * self._clock_rate)
@@ -389,6 +383,18 @@ class DownTrack:
                 mid=self.stream.params.mid,
                 refused=self._refusals,
                 ext_seq=packet.ext_seq,
+            )
+
+    def _remember_left(self, layer: LayerReceiver, now: float) -> None:
+        """``layer`` stops being forwarded now: answer NACKs for its packets a while longer."""
+        if layer.history is not None:
+            munger = self.stream.munger
+            self._left = _LayerLeft(
+                layer,
+                munger.generation,
+                munger.ts_offset,
+                self._resend_state(),
+                now + PREVIOUS_LAYER_REPAIR,
             )
 
     def _resend_state(self) -> Vp8Rewriter | None:

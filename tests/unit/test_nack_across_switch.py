@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 
+import pytest
+
 from sfu.api import TrackInfo
 from sfu.media.downtrack import PREVIOUS_LAYER_REPAIR, OutgoingStream
 from sfu.media.params import URI_MID, MediaParams
@@ -80,7 +82,10 @@ def original_seq(data: bytes) -> int:
     return value
 
 
-def test_a_packet_of_the_layer_left_is_resent_as_it_was_sent_for_a_while() -> None:
+@pytest.mark.parametrize("at_once", [False, True], ids=["at-the-keyframe", "cut-at-once"])
+def test_a_packet_of_the_layer_left_is_resent_as_it_was_sent_for_a_while(at_once: bool) -> None:
+    """Left at the target's keyframe, or cut at once for a congested link (the target's
+    keyframe comes later): what was sent of the old layer is still repaired."""
     track, down_track, sink, clock = make()
     q, f = track.layers
     seq = {"q": 100, "f": 40000}
@@ -99,7 +104,7 @@ def test_a_packet_of_the_layer_left_is_resent_as_it_was_sent_for_a_while() -> No
     for _ in range(5):
         send("q")
     sent_on_q = list(sink.packets)
-    down_track.set_layer(f, clock.now)
+    down_track.set_layer(f, clock.now, at_once=at_once)
     send("f", keyframe=True)  # the switch
     assert down_track.layer is f and down_track.stream.layer_switches == 1
     send("f")

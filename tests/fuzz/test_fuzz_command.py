@@ -3,6 +3,7 @@ installed) and finds nothing. Long runs are by hand: ``scripts/fuzz all 600``.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -35,5 +36,11 @@ def test_every_target_runs_clean(tmp_path: Path) -> None:
         for m in re.finditer(r"^(\w+)\s+(atheris|random)\s+(\d+)\s+\d+\s+ok$", result.stdout, re.M)
     }
     assert set(rows) == set(TARGETS), report
-    for name, (_mode, inputs) in rows.items():
+    for name, (mode, inputs) in rows.items():
         assert inputs > 0, f"{name} ran no input\n{report}"
+        # the run's record, beside the corpus it built on
+        lines = (tmp_path / name / "runs.jsonl").read_text().splitlines()
+        assert len(lines) == 1, lines
+        record = json.loads(lines[0])
+        assert (record["target"], record["mode"], record["inputs"]) == (name, mode, inputs)
+        assert record["crash"] is None and record["seconds"] >= SECONDS and record["commit"]

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sfu.rtp import header, rtcp
 from sfu.rtp.twcc import FeedbackBuilder, TransportFeedback, decode, encode, transport_sequence
+from tests.fuzz.harnesses.ingress import FLOOD, flood
 from tests.fuzz.harnesses.rtcp import check_compound
 from tests.fuzz.harnesses.rtp import check_packet
 from tests.fuzz.harnesses.twcc import check_fci
@@ -237,3 +238,11 @@ def test_vp8_descriptors_in_c_and_python(payload: bytes, padding: int, choices: 
         start, end = 12, len(packet)
     check_descriptor(packet, start, end, fields)
     check_egress(packet, start, Reader(choices[::-1]))
+
+
+@given(u32, st.one_of(u16, st.sampled_from([0, 0xFFFF, 0x10000 - FLOOD, 0x10000 - FLOOD + 1])))
+def test_the_ingress_nack_flood_is_what_the_serializer_builds(media: int, first: int) -> None:
+    """The ingress harness builds its flood of NACKs itself (not through the instrumented
+    serializer): the same bytes, a run across 65535 -> 0 included."""
+    lost = [(first + i) & 0xFFFF for i in range(FLOOD)]
+    assert flood(media, first) == bytes(rtcp.Nack(1, media, lost))

@@ -70,19 +70,32 @@ def _rtp(reader: Reader, seq: int, payloads: set[bytes]) -> bytes:
     return header + extensions + payload
 
 
+FLOOD = 8500  # NACKed numbers: 500 items of 17, what one SRTCP packet (2048 bytes) can carry
+
+
+def flood(media: int, first: int) -> bytes:
+    """bytes(rtcp.Nack(1, media, [first .. first + FLOOD - 1])), built here: through the
+    serializer (sfu/, instrumented under atheris) building it cost about as much as the server
+    handling it, and the serializer has its own target (rtcp). tests/fuzz/test_packets.py
+    checks the two agree."""
+    items = b"".join(
+        struct.pack("!HH", (first + 17 * i) & 0xFFFF, 0xFFFF) for i in range(FLOOD // 17)
+    )
+    return struct.pack("!BBHII", 0x81, rtcp.RTPFB, 2 + len(items) // 4, 1, media) + items
+
+
 def _rtcp(reader: Reader, sent: list[int]) -> bytes:
-    packets: list[rtcp.RtcpPacket] = []
+    packets: list[rtcp.RtcpPacket | bytes] = []
     for _ in range(1 + reader.below(3)):
         kind = reader.below(8)
         media = SUBSCRIBER_SSRC if reader.uint() < 200 else reader.uint(4)
         if kind == 0:
             choice = reader.uint()
             if choice == 0:
-                # a flood: every number one packet can name (an SRTCP packet is at most 2048
-                # bytes here, sfu.media.srtp.MAX_PACKET: ~500 items of 17 numbers)
-                first = reader.uint(2)
-                lost = [(first + i) & 0xFFFF for i in range(8500)]
-            elif choice < 128 and sent:  # some of what the subscriber got: answered from history
+                # a flood: every number one packet can name (sfu.media.srtp.MAX_PACKET)
+                packets.append(flood(media, reader.uint(2)))
+                continue
+            if choice < 128 and sent:  # some of what the subscriber got: answered from history
                 lost = [
                     sent[-1 - reader.below(min(len(sent), 256))] for _ in range(reader.below(8) + 1)
                 ]
@@ -113,7 +126,7 @@ def _rtcp(reader: Reader, sent: list[int]) -> bytes:
             packets.append(rtcp.SenderReport(PUBLISHER_SSRC, ntp, rtp_ts, 1, 1, []))
         else:
             return reader.sized()
-    return rtcp.serialize(packets)
+    return b"".join(map(bytes, packets))  # rtcp.serialize, with the flood's bytes as they are
 
 
 def run(data: bytes) -> None:

@@ -1066,6 +1066,13 @@ def compact_descriptions(pc: ServerPeerConnection) -> None:
     candidates: list[Any] = []
     codecs: list[Any] = []
     extensions: list[Any] = []
+    # each extension too: lists in another order (the rid and playout-delay extensions are
+    # added after aiortc's own) would otherwise keep their own copies per m-line
+    elements: list[Any] = []
+
+    def extensions_shared(values: list[Any]) -> Any:
+        return _shared([_shared(e, elements) for e in values], extensions)
+
     for name in _KEPT_DESCRIPTIONS:
         description = getattr(private, name)
         for media in description.media if description is not None else ():
@@ -1073,10 +1080,10 @@ def compact_descriptions(pc: ServerPeerConnection) -> None:
             media.ice = _shared(media.ice, ice)
             media.ice_candidates = _shared(media.ice_candidates, candidates)
             media.rtp.codecs = _shared(media.rtp.codecs, codecs)
-            media.rtp.headerExtensions = _shared(media.rtp.headerExtensions, extensions)
+            media.rtp.headerExtensions = extensions_shared(media.rtp.headerExtensions)
     for transceiver in private._RTCPeerConnection__transceivers:
         transceiver._codecs = _shared(transceiver._codecs, codecs)
-        transceiver._headerExtensions = _shared(transceiver._headerExtensions, extensions)
+        transceiver._headerExtensions = extensions_shared(transceiver._headerExtensions)
     # what each transceiver's m-line said of the remote transport, kept to start it
     for table, pool in (
         (private._RTCPeerConnection__remoteDtls, dtls),

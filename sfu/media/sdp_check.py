@@ -93,6 +93,8 @@ def check_description(sdp: str, kind: Kind, codecs: Codecs | None = None) -> Non
     lines = _lines(sdp)
     if not lines or lines[0] != ("v", "0"):
         raise InvalidSdp("an SDP must start with the line v=0 (RFC 8866 §5.1)")
+    if any(key == "v" for key, _ in lines[1:]):
+        raise InvalidSdp("the SDP has more than one v= line (RFC 8866 §5: one, first)")
     session, sections = _split(lines)
     if not sections:
         raise InvalidSdp("the SDP has no m= section")

@@ -77,6 +77,16 @@ def test_an_m_line_with_two_mids_is_refused_before_it_is_applied() -> None:
     check_offer(sdp)  # and nothing of it reaches aiortc
 
 
+def test_a_second_v_line_is_refused_before_aiortc_reads_it() -> None:
+    """Found by the sdp target: sdp_check looked at the first v= line only, aiortc reads each
+    (int() of the last): "v=0" then "v=<garbage>" passed the checks and failed in aiortc's
+    parser, reported as "the SDP could not be parsed" instead of what is wrong with it."""
+    sdp = _with_line_after(CHROMIUM_OFFER, "v=0\r\n", "v=\u0600")
+    with pytest.raises(ValueError, match="more than one v= line") as caught:
+        bridge.parse_sdp(sdp, "offer")
+    assert caught.value.__cause__ is None  # refused by our checks, not by aiortc's parser
+
+
 class _CountingDict(dict[int, Any]):
     """Counts how often the tracker starts iterating its missing numbers."""
 

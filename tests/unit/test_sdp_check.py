@@ -103,6 +103,7 @@ BAD: list[tuple[str, str, Edit, str]] = [
     # lines
     ("v=1", A, sub("^v=0", "v=1"), "an SDP must start with the line v=0"),
     ("v-not-first", A, sub("^v=0\n(o=[^\n]*)", r"\1\nv=0"), "must start with the line v=0"),
+    ("v-twice", A, sub("^s=-", "s=-\nv=0"), "the SDP has more than one v= line"),
     ("no-o-line", A, drop("o="), "the SDP has no o= line"),
     ("unknown-line-type", A, sub("^s=-", "s=-\nx=foo"), "x= is not an SDP line type"),
     (

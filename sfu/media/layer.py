@@ -336,8 +336,8 @@ class LayerReceiver:
         Taken only if its original sequence number names a packet still missing: garbage, or a
         padding probe repeating what arrived, is dropped.
         """
-        if self.ssrc is None or len(data) < 14:
-            return
+        if self.ssrc is None or len(data) < 14 or data[1] & 0x7F != self.codec.rtx_payload_type:
+            return  # (a packet of another payload type on the RTX SSRC carries no OSN)
         try:
             original = unwrap_rtx(data, self.codec.payload_type, self.ssrc)
         except ValueError:

@@ -140,9 +140,9 @@ def _ssrc_group(value: str, _: Formats) -> None:
 
 
 def _rtcp(value: str, _: Formats) -> None:
-    port, _space, address = value.partition(" ")
+    port, space, address = value.partition(" ")
     number(port, "port", 0, 65535)
-    if address and not CONNECTION.fullmatch(address):
+    if space and not CONNECTION.fullmatch(address):  # "9 " too: aiortc reads an address after it
         raise InvalidValue("expected <port> [IN IP4|IP6 <address>]")
 
 

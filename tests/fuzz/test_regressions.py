@@ -109,6 +109,18 @@ def test_a_second_v_line_is_refused_before_aiortc_reads_it() -> None:
     assert caught.value.__cause__ is None  # refused by our checks, not by aiortc's parser
 
 
+@pytest.mark.parametrize("value", ["9 ", "9 IN IP4", "9  IN IP4 0.0.0.0"])
+def test_an_rtcp_attribute_with_a_space_but_no_address_is_refused(value: str) -> None:
+    """Found by the sdp target: "a=rtcp:9 " (a space, then nothing) passed the checks, which
+    read an address only when one followed; aiortc reads one after any space and failed on its
+    assertion, reported as "the SDP could not be parsed" instead of what is wrong."""
+    sdp = CHROMIUM_OFFER.replace("a=rtcp:9 IN IP4 0.0.0.0\r\n", f"a=rtcp:{value}\r\n", 1)
+    assert sdp != CHROMIUM_OFFER
+    with pytest.raises(ValueError, match="a=rtcp") as caught:
+        bridge.parse_sdp(sdp, "offer")
+    assert caught.value.__cause__ is None
+
+
 def test_a_media_packet_on_the_rtx_ssrc_is_not_unwrapped() -> None:
     """Found by the ingress target: a packet of the media payload type arriving on the SSRC
     latched as RTX was unwrapped all the same (RFC 4588's OSN taken from its payload), and its

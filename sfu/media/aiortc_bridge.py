@@ -1534,7 +1534,6 @@ from aiortc.rtcrtpreceiver import NackGenerator  # noqa: E402
 from aiortc.rtp import RtpPacket  # noqa: E402
 
 from sfu.rtp.codecs import is_keyframe  # noqa: E402
-from sfu.rtp.vp8 import keyframe_size  # noqa: E402
 
 #: A packet still missing is asked for again this often (s), NACK_TRIES times in all, and given
 #: up (a keyframe asked for instead) once it was asked for that often and GIVE_UP_RTTS round
@@ -1631,9 +1630,10 @@ class _RecoveringJitterBuffer(JitterBuffer):
     last packets were lost in a congested queue, then shows the new layer at its keyframe.
     Not at once: the frames behind a hole that a retransmission is about to fill would be lost
     for nothing (seen at every layer switch on a lossy link: 0.15-0.3 s of frames skipped).
-    The keyframe waits until the NACK generator gives the hole up, or KEYFRAME_PATIENCE — not
-    at all if it has another size than the keyframe before: the SFU switched layers, and it
-    resends nothing of the layer it left (the hole is the old layer's last frames).
+    The keyframe waits until the NACK generator gives the hole up, or KEYFRAME_PATIENCE — one of
+    another size too: the SFU switched layers, and the hole is the left layer's last frames,
+    which our server resends for a while after a switch (skipping them at once froze the
+    picture for their duration at a switch on a lossy link).
 
     aiortc's buffer also hands over at most one frame per packet received: the frames held
     behind a repaired hole then come out one per later packet, and on a layer of one packet per
@@ -1655,7 +1655,6 @@ class _RecoveringJitterBuffer(JitterBuffer):
         self._sink = sink
         self._keyframe_asked = -math.inf
         self._keyframe_waiting: tuple[int, float] | None = None  # its seq, since when
-        self._last_size: tuple[int, int] | None = None  # of the last VP8 keyframe seen
         self.skipped = 0  # packets dropped waiting before a keyframe
         self.released = 0  # frames handed to the sink beside the one aiortc takes
 
@@ -1701,7 +1700,6 @@ class _RecoveringJitterBuffer(JitterBuffer):
 
     def _add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
         name = self._codec_name(packet.payload_type)
-        previous, size = self._last_size, self._keyframe_size(name, packet.payload)
         pli, frame = super().add(packet)
         origin = self._origin
         if frame is not None or origin is None or origin == packet.sequence_number:
@@ -1712,10 +1710,8 @@ class _RecoveringJitterBuffer(JitterBuffer):
             behind = (packet.sequence_number - origin) & 0xFFFF
             starts = name is not None and is_keyframe(name, packet.payload)
             if starts and behind < self.capacity:
-                # a keyframe of another size: the SFU switched layers, and what the hole
-                # holds back is of the layer it left (a frame or two it cannot resend)
-                switched = None not in (previous, size) and size != previous
-                waiting = (packet.sequence_number, -math.inf if switched else self._clock())
+                # of another size too (the SFU switched layers): it resends the layer it left
+                waiting = (packet.sequence_number, self._clock())
         self._keyframe_waiting = waiting
         if waiting is None:
             return pli, frame
@@ -1727,15 +1723,6 @@ class _RecoveringJitterBuffer(JitterBuffer):
         self.skipped += sum(1 for i in range(behind) if self._packets[(origin + i) % 512])
         self.remove(behind)
         return pli, self._remove_frame(keyframe)
-
-    def _keyframe_size(self, codec: str | None, payload: bytes) -> tuple[int, int] | None:
-        """The size of the VP8 keyframe ``payload`` starts (None: none, or another codec),
-        remembered as ``_last_size``."""
-        vp8 = codec is not None and codec.upper() == "VP8"
-        size = keyframe_size(payload, 0, len(payload)) if vp8 else None
-        if size is not None:
-            self._last_size = size
-        return size
 
     def _given_up(self, origin: int, count: int) -> bool:
         """Whether a packet missing among the ``count`` from ``origin`` is no longer asked for."""

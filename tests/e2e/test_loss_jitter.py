@@ -14,7 +14,9 @@ the impaired subscriber sends and receives, signaling included, crosses the user
 delayed by 50 ms +- 50 ms (uniform) each way, in order — a frame never overtakes the one ahead,
 so the spread mostly adds delay (round trip ~100-200 ms).
 
-Over WINDOW seconds of call the test measures, for each subscriber: decoded frames per second,
+Over WINDOW seconds of call — from when both subscribers show the top layer (the impaired one
+if its estimate gets there within READY_TIMEOUT; its start-up, layer moves and freezes, is
+reported apart) — the test measures, for each subscriber: decoded frames per second,
 frozen time (``shaped_call``'s freeze: a gap between decoded frames over max(3 x the median
 interval, median + 150 ms)), NACK and PLI messages it sent and retransmissions it received, the
 playout delay its client settled at (``sfu_client.playout``: median over the window and at its
@@ -28,6 +30,7 @@ for the impaired subscriber, 0 for the others) is printed (``pytest -s``), not a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -161,6 +164,27 @@ def describe_freezes(seen: Observed, start: float, end: float, waits: ServerWait
             f" (server waited for CPU {waits.waited(at, at + gap) * 1000:.0f}ms)"
         )
     return "; ".join(parts) or "none"
+
+
+def describe_start(seen: Observed, start: float, waits: ServerWaits) -> str:
+    """From the first decoded frame to the window: how long, the freezes in it."""
+    if not seen.frames:
+        return "no frame"
+    first = seen.frames[0][0]
+    stalls = freezes(frame_times(seen, first, start), start)
+    frozen = sum(gap for _, gap in stalls)
+    layers = [layer_of_width(w) for t, w, _ in seen.frames if t < start]
+    path = [rid for i, rid in enumerate(layers) if i == 0 or rid != layers[i - 1]]
+    return (
+        f"{start - first:.1f} s from the first frame to the window, "
+        f"layers {'->'.join(map(str, path))}, "
+        f"frozen {frozen:.2f} s in {len(stalls)} freezes"
+        + (
+            f" ({describe_freezes(seen, first, start, waits)}, times from the first frame)"
+            if stalls
+            else ""
+        )
+    )
 
 
 def estimates(seen: Observed, start: float) -> str:
@@ -312,6 +336,12 @@ async def _measure(
     await impaired.wait_until(
         lambda seen: len(seen.frames) >= READY_FRAMES, READY_TIMEOUT, "decoded frames"
     )
+    # and on the top layer too, if its estimate gets there in time (it ramps up under loss more
+    # slowly): the window measures the call, the start-up's layer moves are reported apart
+    with contextlib.suppress(AssertionError):
+        await impaired.wait_until(
+            lambda seen: on_layer(seen, TOP, 0.0, READY_FRAMES), READY_TIMEOUT, "top-layer frames"
+        )
 
     # the publisher reports every 0.5 s: its counts lag both ends of the window alike
     start = time.monotonic()
@@ -341,6 +371,7 @@ async def _measure(
             f"{mean * 1000:.0f} ms, max so far {b.delay_max * 1000:.0f} ms (the bridge's own "
             f"lateness at most {b.late_max * 1000:.0f} ms)"
         )
+    lines.append(f"impaired start-up: {describe_start(impaired.seen, start, waits)}")
     for name in ("impaired", "clean"):
         seen = peers[name].seen
         lines.append(numbers[name].line(name))

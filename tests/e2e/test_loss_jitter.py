@@ -358,7 +358,10 @@ async def _measure(
     server_delta = {
         key: round(metrics_after[key] - metrics_before.get(key, 0.0))
         for key in sorted(metrics_after)
-        if any(k in key for k in ("nacks", "retransmissions", "plis", "keyframe_requests"))
+        if any(
+            k in key
+            for k in ("nacks", "retransmissions", "plis", "keyframe_requests", "pace", "grades")
+        )
     }
     lines = [f"\n{WINDOW:.0f} s, impaired link: {IMPAIRMENT.describe()} each way, seed {SEED}"]
     for direction in ("forward", "backward"):

@@ -15,6 +15,9 @@ its ICE, DTLS and SDP handling and takes over the media plane:
   drops a=rid and a=simulcast lines and negotiates no rid header extension, so the server adds
   both to its answers and offers itself; the rid header extensions are negotiated on every video
   m-line, so that any new m-line of the BUNDLE can be simulcast (see :func:`keep_rid_extensions`).
+* optionally (:func:`use_udp_port`), every server peer connection shares one UDP socket per ICE
+  host address, demultiplexed by ufrag, transaction and authenticated address: that part of
+  the bridge is :mod:`sfu.media.aiortc_udp_port`, which only this module imports.
 
 tests/unit/test_aiortc_bridge.py fails loudly when an upgrade moves one of these internals.
 """
@@ -68,6 +71,7 @@ from sfu.api import Kind
 from sfu.bwe.feedback import EgressFeedback, FeedbackSummary
 from sfu.config import IceServer
 from sfu.media import sdp_check, sdp_simulcast
+from sfu.media.aiortc_udp_port import UdpPort, _MuxedStunProtocol
 from sfu.media.candidate import InvalidValue, parse_candidate, show
 from sfu.media.params import (
     TRANSPORT_CC,
@@ -142,6 +146,63 @@ def _demultiplexed_datagram_received(
 
 # process-wide, for every aioice connection: the same outcome as aioice's own, without the raise
 aioice.ice.StunProtocol.datagram_received = _demultiplexed_datagram_received  # type: ignore[method-assign,assignment]
+
+
+# --- one UDP port for every server peer connection (issue 13; sfu.media.aiortc_udp_port) ---
+
+_udp_port: UdpPort | None = None
+
+
+async def use_udp_port(hosts: Sequence[str] | None = None, port: int = 0) -> UdpPort:
+    """From now on, every :class:`ServerPeerConnection` gathers its host candidates on one
+    shared socket per address of ``hosts`` (default: the ICE host addresses aioice would use),
+    bound to ``port`` (0: ephemeral). Client-side peer connections keep their own sockets, and
+    connections made before keep theirs. Off unless called; :func:`stop_udp_port` ends it.
+    """
+    global _udp_port
+    if _udp_port is not None:
+        raise RuntimeError("a UDP port is in use already")
+    if hosts is None:
+        hosts = aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True)
+    _udp_port = await UdpPort.open(hosts, port)
+    return _udp_port
+
+
+def stop_udp_port() -> None:
+    """Close the port of :func:`use_udp_port`; new server connections get sockets of their own."""
+    global _udp_port
+    if _udp_port is not None:
+        _udp_port.close()
+        _udp_port = None
+
+
+_aioice_get_component_candidates = aioice.ice.Connection.get_component_candidates
+
+
+async def _get_component_candidates(
+    connection: aioice.ice.Connection,
+    component: int,
+    addresses: list[str],
+    timeout: int = 5,  # noqa: ASYNC109
+) -> list[aioice.Candidate]:
+    """aioice's gathering, except that a connection a :class:`ServerPeerConnection` put on the
+    shared port gets its host candidates there (one muxed protocol per shared socket) instead
+    of binding sockets of its own; server-reflexive and relayed gathering is aioice's."""
+    port: UdpPort | None = vars(connection).get("_sfu_udp_port")
+    # aiortc muxes RTCP (RFC 5761): one component, which the port routes; a port stopped since
+    # the connection was made leaves it sockets of its own, as before
+    if port is None or port.closed or component != 1:
+        return await _aioice_get_component_candidates(connection, component, addresses, timeout)
+    candidates = []
+    private: Any = connection
+    if private._transport_policy == aioice.ice.TransportPolicy.ALL:  # not relay-only
+        candidates = port.join(connection, component)
+    candidates += await _aioice_get_component_candidates(connection, component, [], timeout)
+    return candidates
+
+
+# process-wide, for every aioice connection: unmarked ones gather as aioice does
+aioice.ice.Connection.get_component_candidates = _get_component_candidates  # type: ignore[method-assign,assignment]
 
 
 # --- DTLS certificates and cipher suites ---
@@ -459,7 +520,7 @@ class MediaTransport:
         host, port = pair.remote_addr[:2]
         host = host.partition("%")[0]  # an IPv6 scope id: the socket is bound to its interface
         protocol = pair.protocol
-        if type(protocol) is aioice.ice.StunProtocol:
+        if type(protocol) in (aioice.ice.StunProtocol, _MuxedStunProtocol):
             # written through a duplicate of aioice's socket descriptor, not uvloop's
             # transport: the C egress sends from its one buffer and cannot wait
             return os.dup(protocol.transport.get_extra_info("socket").fileno()), host, port, None
@@ -583,6 +644,9 @@ class ServerPeerConnection(RTCPeerConnection):
         self.on_ice_restart: Callable[[bool], None] | None = None
         self.ice_restarts = 0
         self._ice_restart: asyncio.Task[None] | None = None
+        #: the shared port this connection's ICE uses (use_udp_port when it was made), if any
+        self.udp_port: UdpPort | None = None
+        self._udp_connection: aioice.ice.Connection | None = None
 
     def restart_ice_checks(self, remote: tuple[str, str]) -> None:
         """Run the checks of an ICE restart the client's offer began (in the background);
@@ -612,6 +676,8 @@ class ServerPeerConnection(RTCPeerConnection):
         await super().close()
         if self.media_transport is not None:
             self.media_transport.close()  # the socket descriptor it duplicated
+        if self.udp_port is not None and self._udp_connection is not None:
+            self.udp_port.forget(self._udp_connection)  # also when it never gathered
 
     # aiortc calls these through name-mangled attributes; defining them here overrides them.
     def _RTCPeerConnection__createDtlsTransport(self) -> RTCDtlsTransport:
@@ -621,6 +687,12 @@ class ServerPeerConnection(RTCPeerConnection):
             return self.media_transport.dtls
         base: Any = super()
         dtls: RTCDtlsTransport = base._RTCPeerConnection__createDtlsTransport()
+        if _udp_port is not None and not _udp_port.closed:
+            # before gathering (setLocalDescription) and before any SDP carries the ufrag
+            connection: Any = cast(Any, dtls.transport)._connection
+            connection._sfu_udp_port = self.udp_port = _udp_port
+            connection._local_username = _udp_port.reserve_ufrag(connection)
+            self._udp_connection = connection
         self.media_transport = MediaTransport(dtls)
         if self.on_media_transport is not None:
             self.on_media_transport(self.media_transport)
@@ -1858,7 +1930,11 @@ def begin_ice_restart(pc: RTCPeerConnection, *, controlling: bool) -> None:
     # a restart begun again before the last one nominated a pair keeps the pair of before
     previous = dict(connection._nominated) or getattr(connection, "_pair_before_restart", {})
     connection._pair_before_restart = previous
-    connection._local_username = aioice.utils.random_string(4)
+    port: UdpPort | None = vars(connection).get("_sfu_udp_port")
+    if port is not None:  # unused on the port; the old one no longer routes
+        connection._local_username = port.reserve_ufrag(connection)
+    else:
+        connection._local_username = aioice.utils.random_string(4)
     connection._local_password = aioice.utils.random_string(22)
     connection.remote_username = connection.remote_password = None
     connection.ice_controlling = controlling
@@ -1899,7 +1975,9 @@ def begin_ice_restart(pc: RTCPeerConnection, *, controlling: bool) -> None:
 async def regather_ice(pc: RTCPeerConnection) -> None:
     """Gather new local candidates for a restart begun with :func:`begin_ice_restart`: the
     host's addresses changed (a network change), so the old sockets, bound to addresses that
-    may be gone, are closed, and new ones are bound to the addresses there are now."""
+    may be gone, are closed, and new ones are bound to the addresses there are now. On the
+    shared port, closing only unregisters the connection's protocols and gathering makes new
+    ones on the same sockets."""
     transport = _ice_transport(pc)
     connection: Any = transport._connection
     old, connection._protocols = connection._protocols, []

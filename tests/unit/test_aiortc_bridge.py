@@ -768,3 +768,77 @@ async def test_a_restart_takes_over_a_first_connection_that_is_not_up() -> None:
     finally:
         await client.close()
         await server.close()
+
+
+async def test_internals_of_the_shared_udp_port_still_exist() -> None:
+    """What sfu.media.aiortc_udp_port (the bridge's shared port, issue 13) relies on."""
+    stun_protocol = aioice.ice.StunProtocol
+    connection_class = aioice.ice.Connection
+    # the hook that puts a marked connection's host candidates on the shared sockets
+    assert connection_class.get_component_candidates is bridge._get_component_candidates
+    original = bridge._aioice_get_component_candidates
+    assert list(inspect.signature(original).parameters) == [
+        "self",
+        "component",
+        "addresses",
+        "timeout",
+    ]
+    assert "self.get_component_candidates(" in inspect.getsource(connection_class.gather_candidates)
+    assert "self._protocols += host_protocols" in inspect.getsource(original)
+    assert aioice.ice.TransportPolicy.ALL.name == "ALL"
+    assert isinstance(aioice.turn.UDP_SOCKET_BUFFER_SIZE, int)
+    # _MuxedStunProtocol's overrides keep aioice's signatures
+    assert list(inspect.signature(stun_protocol.request).parameters) == [
+        "self",
+        "request",
+        "addr",
+        "integrity_key",
+        "retransmissions",
+    ]
+    assert list(inspect.signature(stun_protocol.send_stun).parameters) == [
+        "self",
+        "message",
+        "addr",
+    ]
+    assert inspect.iscoroutinefunction(stun_protocol.close)
+    assert "self.receiver.protocol_lost(self)" in inspect.getsource(stun_protocol.connection_lost)
+    # a Binding success response is sent only after USERNAME and MESSAGE-INTEGRITY passed: the
+    # port learns the address from it
+    received = inspect.getsource(connection_class.request_received)
+    assert received.index("check_message_integrity") < received.index("protocol.send_stun(")
+    # checks are signed with the peer's password, and a response not signed with it is dropped:
+    # a success returned by request() is authenticated
+    assert "integrity_key=self.remote_password" in inspect.getsource(connection_class.check_start)
+    responded = inspect.getsource(aioice.stun.Transaction.response_received)
+    assert "if not self.__authenticated(message, self.__integrity_key):" in responded
+    assert "check_message_integrity" in inspect.getsource(aioice.stun.Transaction)
+    assert list(inspect.signature(aioice.stun.Transaction.response_received).parameters) == [
+        "self",
+        "message",
+        "addr",
+    ]
+    # Connection.close closes every protocol of _protocols (ours only unregister)
+    assert "await protocol.close()" in inspect.getsource(connection_class.close)
+    # aiortc writes the ICE parameters from the connection's ufrag, after we set it
+    parameters = inspect.getsource(aiortc_rtcicetransport.RTCIceGatherer.getLocalParameters)
+    assert "self._connection.local_username" in parameters
+    assert "return self._local_username" in inspect.getsource(
+        cast(Any, connection_class.local_username).fget
+    )
+    # on a live connection and protocol
+    connection = connection_class(ice_controlling=False, components=1)
+    protocol = stun_protocol(connection)
+    for name in ("receiver", "transactions", "_StunProtocol__closed"):
+        assert hasattr(protocol, name), f"aioice moved StunProtocol.{name}"
+    for name in ("_protocols", "_transport_policy", "_local_username", "_closing"):
+        assert hasattr(connection, name), f"aioice moved Connection.{name}"
+    assert "_protocols" in vars(connection) and isinstance(connection._protocols, list)
+    await connection.close()
+    pc = bridge.ServerPeerConnection()
+    try:  # aiortc's connections have one component (RTCP muxed): the one the port routes
+        bridge.add_send_transceiver(pc, "audio")
+        transport = pc.media_transport
+        assert transport is not None
+        assert cast(Any, transport.dtls.transport)._connection._components == {1}
+    finally:
+        await pc.close()

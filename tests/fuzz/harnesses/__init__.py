@@ -26,6 +26,7 @@ TARGETS = {
     "sdp": "sdp",
     "sdp_apply": "sdp_apply",
     "candidate": "candidate",
+    "wire": "wire",
 }
 
 

@@ -342,15 +342,18 @@ class RoomService(Protocol):
         """
         ...
 
-    def stats(self) -> Mapping[str, int]:
-        """Counters for health checks: rooms, participants, tracks."""
+    async def stats(self) -> Mapping[str, int]:
+        """Counters for health checks: rooms, participants, tracks.
+
+        This and the other queries are coroutines, as everything here: a room service in
+        another process or on another node answers over its link (issue 13)."""
         ...
 
     # --- the operator's (docs/operations.md, operator API) ---
 
-    def rooms(self) -> tuple[RoomSummary, ...]: ...
+    async def rooms(self) -> tuple[RoomSummary, ...]: ...
 
-    def room_participants(self, room_id: str) -> tuple[ParticipantDetails, ...]:
+    async def room_participants(self, room_id: str) -> tuple[ParticipantDetails, ...]:
         """Who is in the room; :class:`UnknownRoom` if there is no such room."""
         ...
 

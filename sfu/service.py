@@ -80,13 +80,13 @@ class Sfu:
 
     # --- the operator's ---
 
-    def rooms(self) -> tuple[RoomSummary, ...]:
+    async def rooms(self) -> tuple[RoomSummary, ...]:
         return tuple(
             RoomSummary(room.room_id, len(room.participants), room.track_count())
             for room in self.rooms_by_id.values()
         )
 
-    def room_participants(self, room_id: str) -> tuple[ParticipantDetails, ...]:
+    async def room_participants(self, room_id: str) -> tuple[ParticipantDetails, ...]:
         return self._room(room_id).details()
 
     async def remove_participant(self, room_id: str, participant_id: str) -> None:
@@ -128,7 +128,7 @@ class Sfu:
             del self.rooms_by_id[room.room_id]
             self.log.info("room closed", room=room.room_id)
 
-    def stats(self) -> Mapping[str, int]:
+    async def stats(self) -> Mapping[str, int]:
         return {
             "rooms": len(self.rooms_by_id),
             "participants": sum(len(r.participants) for r in self.rooms_by_id.values()),

@@ -150,7 +150,7 @@ async def _serve_websocket(request: web.Request, state: SignalingState) -> web.W
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", **request.app[SERVICE].stats()})
+    return web.json_response({"status": "ok", **await request.app[SERVICE].stats()})
 
 
 async def prometheus_metrics(request: web.Request) -> web.Response:

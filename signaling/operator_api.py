@@ -101,7 +101,7 @@ class _OperatorApi:
         self._authorize(request, None)
         rooms = [
             {"room": r.room_id, "participants": r.participants, "tracks": r.tracks}
-            for r in self._service.rooms()
+            for r in await self._service.rooms()
         ]
         return web.json_response({"rooms": rooms})
 
@@ -110,7 +110,7 @@ class _OperatorApi:
         self._authorize(request, room)
 
         async def details() -> tuple[ParticipantDetails, ...]:
-            return self._service.room_participants(room)
+            return await self._service.room_participants(room)
 
         participants = await self._run(details)
         return web.json_response(

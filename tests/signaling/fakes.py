@@ -85,10 +85,10 @@ class FakeService:
         #: (room, name, identity, grants) of each join
         self.joins: list[tuple[str, str, str | None, Grants]] = []
 
-    def rooms(self) -> tuple[RoomSummary, ...]:
+    async def rooms(self) -> tuple[RoomSummary, ...]:
         return ()
 
-    def room_participants(self, room_id: str) -> tuple[ParticipantDetails, ...]:
+    async def room_participants(self, room_id: str) -> tuple[ParticipantDetails, ...]:
         raise UnknownRoom(f"there is no room {room_id!r}")
 
     async def remove_participant(self, room_id: str, participant_id: str) -> None:
@@ -119,7 +119,7 @@ class FakeService:
         listener(ParticipantJoined(ParticipantInfo("early", "Early")))
         return participant, ()
 
-    def stats(self) -> Mapping[str, int]:
+    async def stats(self) -> Mapping[str, int]:
         return {"rooms": 1, "participants": len(self.participants), "tracks": 0}
 
     async def close(self, reason: str = "server-shutdown") -> None:

@@ -136,6 +136,6 @@ async def test_a_second_session_of_an_identity_replaces_the_first(
         assert joined["type"] == "participant-joined"
         assert joined["participant"]["participantId"] == reply["participantId"]
         assert reply["participantId"] != left["participantId"]
-        assert sfu_service.stats()["participants"] == 2  # replaced, not doubled
+        assert (await sfu_service.stats())["participants"] == 2  # replaced, not doubled
         for ws in (second, other):
             await ws.close()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -44,6 +44,10 @@ class RemoteRoomService:
         self._pending: dict[int, asyncio.Future[Any]] = {}
         self._listeners: dict[str, api.EventListener] = {}
         self._closed = False
+        #: frames that are neither an event nor a reply (a worker's ``load`` reports)
+        self.on_notice: Callable[[Mapping[str, Any]], None] | None = None
+        #: called once when the stream ends
+        self.on_lost: Callable[[], None] | None = None
         self._reading = asyncio.ensure_future(self._read())
 
     @property
@@ -76,6 +80,10 @@ class RemoteRoomService:
             listener(event)
             return
         call_id = frame.get("id")
+        if call_id is None and "op" in frame:
+            if self.on_notice is not None:
+                self.on_notice(frame)
+            return
         future = self._pending.pop(call_id, None) if isinstance(call_id, int) else None
         if future is None or future.done():
             return  # cancelled meanwhile
@@ -101,6 +109,8 @@ class RemoteRoomService:
         for listener in listeners.values():
             listener(api.SessionClosed(RECONNECT))
         self._writer.close()
+        if self.on_lost is not None:
+            self.on_lost()
 
     async def call(self, op: str, args: Mapping[str, Any], sid: str | None = None) -> Any:
         """One request and its reply's value; its error raised as the api's class."""

@@ -1,0 +1,232 @@
+"""Worker processes, one per core, each holding some rooms (issue 13, docs/design/scale-out-plan.md
+§3.1 and §3.5).
+
+:class:`WorkerPool` starts ``python -m sfu.worker`` N times, each on one end of a UNIX socket
+pair, and talks to each through a :class:`~sfu.remote.proxy.RemoteRoomService`; together with
+:class:`~signaling.rooms.RoomRouter` it is what ``sfu serve --workers N`` puts behind the
+signaling. A worker is lost when its process exits, its stream ends, or it sends no ``load``
+frame for :data:`HUNG_AFTER` seconds (a stuck event loop: it is killed). Its sessions then end
+with ``reconnect`` (the proxy's doing), the router forgets its rooms, and the pool starts it
+again at once — after 1, 2, 4 … 30 s while it keeps dying within :data:`STABLE_AFTER` seconds of
+its start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from pydantic import TypeAdapter
+
+from sfu import api
+from sfu.config import MediaConfig
+from sfu.log import LogFormat
+from sfu.remote.frames import read_frame, write_frame
+from sfu.remote.proxy import RemoteRoomService
+from signaling.placement import WorkerLoad, smoothed
+
+log = structlog.get_logger("signaling.workers")
+
+#: A worker silent this long (s) is taken as hung and killed.
+HUNG_AFTER = 5.0
+#: A worker that ran this long (s) before dying is restarted at once.
+STABLE_AFTER = 10.0
+MAX_BACKOFF = 30.0
+#: How long a starting worker may take to say it is ready (s).
+READY_TIMEOUT = 30.0
+#: How long a worker asked to stop may take before it is killed (s).
+STOP_TIMEOUT = 10.0
+
+
+@dataclass
+class Worker:
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    service: RemoteRoomService | None = None
+    pid: int | None = None
+    started: float = 0.0
+    last_load: float = 0.0
+    cpu: float | None = None
+    packets_out: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+    restarts: int = 0
+    backoff: float = 0.0
+    up: bool = False
+
+
+class WorkerPool:
+    """``count`` worker processes behind :class:`~signaling.rooms.RoomRouter`'s interface."""
+
+    def __init__(
+        self,
+        count: int,
+        config: MediaConfig,
+        *,
+        log_format: LogFormat = "console",
+        log_level: str = "info",
+        on_lost: Callable[[int], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.workers = [Worker(i) for i in range(count)]
+        self._configure = {
+            "op": "configure",
+            "media": TypeAdapter(MediaConfig).dump_python(config, mode="json"),
+            "log": {"format": log_format, "level": log_level},
+        }
+        self.on_lost = on_lost
+        self._clock = clock
+        self._watchers: set[asyncio.Task[None]] = set()
+        self._closing = False
+
+    async def start(self) -> None:
+        """Start every worker and wait until each is ready (RuntimeError if one is not)."""
+        await asyncio.gather(*(self._start(w) for w in self.workers))
+
+    # --- what the router asks ---
+
+    def loads(self) -> Sequence[WorkerLoad]:
+        return [
+            WorkerLoad(w.index, w.up, cpu=w.cpu or 0.0, packets_out=w.packets_out)
+            for w in self.workers
+        ]
+
+    def service(self, index: int) -> api.RoomService | None:
+        worker = self.workers[index]
+        return worker.service if worker.up else None
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Each worker as /healthz shows it."""
+        return [
+            {
+                "index": w.index, "up": w.up, "pid": w.pid, "restarts": w.restarts,
+                "cpu": None if w.cpu is None else round(w.cpu, 3), **w.counts,
+            }
+            for w in self.workers
+        ]  # fmt: skip
+
+    # --- a worker's life ---
+
+    async def _start(self, worker: Worker) -> None:
+        ours, theirs = socket.socketpair()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "sfu.worker", "--index", str(worker.index),
+                "--channel-fd", str(theirs.fileno()), pass_fds=(theirs.fileno(),),
+            )  # fmt: skip
+        finally:
+            theirs.close()
+        reader, writer = await asyncio.open_connection(sock=ours)
+        write_frame(writer, self._configure)
+        await writer.drain()
+        try:
+            ready = await asyncio.wait_for(read_frame(reader), READY_TIMEOUT)
+        except (TimeoutError, ValueError) as exc:
+            process.kill()
+            writer.close()
+            raise RuntimeError(f"worker {worker.index} did not start: {exc!r}") from None
+        if ready is None or ready.get("op") != "ready":
+            process.kill()
+            writer.close()
+            raise RuntimeError(f"worker {worker.index} did not start (exit {process.returncode})")
+        service = RemoteRoomService(reader, writer)
+        service.on_notice = lambda frame: self._on_load(worker, frame)
+        now = self._clock()
+        worker.process, worker.service, worker.pid = process, service, process.pid
+        worker.started = worker.last_load = now
+        worker.cpu, worker.up = None, True
+        log.info("worker started", index=worker.index, pid=process.pid, restarts=worker.restarts)
+        watcher = asyncio.ensure_future(self._watch(worker, process, service))
+        self._watchers.add(watcher)
+        watcher.add_done_callback(self._watchers.discard)
+
+    def _on_load(self, worker: Worker, frame: Mapping[str, Any]) -> None:
+        if frame.get("op") != "load":
+            return
+        now = self._clock()
+        cpu, packets = frame.get("cpu"), frame.get("packetsOut")
+        if isinstance(cpu, int | float) and isinstance(packets, int | float):
+            worker.cpu = smoothed(worker.cpu, float(cpu), now - worker.last_load)
+            worker.packets_out = float(packets)
+        worker.counts = {
+            k: v for k in ("rooms", "participants", "tracks") if isinstance(v := frame.get(k), int)
+        }
+        worker.last_load = now
+
+    async def _watch(
+        self, worker: Worker, process: asyncio.subprocess.Process, service: RemoteRoomService
+    ) -> None:
+        lost = asyncio.Event()
+        service.on_lost = lost.set
+        exited = asyncio.ensure_future(process.wait())
+        waiting = asyncio.ensure_future(lost.wait())
+        try:
+            while not exited.done() and not lost.is_set():
+                await asyncio.wait({exited, waiting}, timeout=1.0, return_when="FIRST_COMPLETED")
+                if self._clock() - worker.last_load > HUNG_AFTER and process.returncode is None:
+                    log.error("worker hung: killed", index=worker.index, pid=process.pid)
+                    process.kill()
+        finally:
+            waiting.cancel()
+        worker.up = False
+        if self._closing:
+            return  # close() stops it, in order
+        if process.returncode is None:
+            process.kill()
+        await process.wait()
+        await service.aclose()  # every session of it: SessionClosed("reconnect")
+        log.error(
+            "worker lost", index=worker.index, pid=process.pid, exit=process.returncode,
+            ran=round(self._clock() - worker.started, 1),
+        )  # fmt: skip
+        if self.on_lost is not None:
+            self.on_lost(worker.index)
+        await self._restart(worker)
+
+    async def _restart(self, worker: Worker) -> None:
+        quick = self._clock() - worker.started < STABLE_AFTER
+        worker.backoff = min(MAX_BACKOFF, max(1.0, worker.backoff * 2)) if quick else 0.0
+        while not self._closing:
+            if worker.backoff:
+                await asyncio.sleep(worker.backoff)
+            worker.restarts += 1
+            try:
+                await self._start(worker)
+                return
+            except (RuntimeError, OSError) as exc:
+                log.error("worker restart failed", index=worker.index, error=str(exc))
+                worker.backoff = min(MAX_BACKOFF, max(1.0, worker.backoff * 2))
+
+    @staticmethod
+    async def _stop(process: asyncio.subprocess.Process) -> None:
+        for stop in (None, signal.SIGTERM, signal.SIGKILL):
+            if process.returncode is not None:
+                return
+            if stop is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(stop)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(process.wait(), STOP_TIMEOUT / 2)
+
+    async def close(self, reason: str = "server-shutdown") -> None:
+        """End every session (``reason``), then every worker (SIGTERM, SIGKILL if it lingers)."""
+        self._closing = True
+        services = [w.service for w in self.workers if w.up and w.service is not None]
+        await asyncio.gather(
+            *(s.close(reason) for s in services), return_exceptions=True
+        )  # each listener got SessionClosed(reason) first
+        for service in services:
+            await service.aclose()
+        # the stream's end is the worker's cue to close its rooms and exit; a signal only if not
+        await asyncio.gather(*(self._stop(w.process) for w in self.workers if w.process))
+        for watcher in list(self._watchers):
+            watcher.cancel()
+        log.info("workers stopped", pids=[w.pid for w in self.workers], parent=os.getpid())

@@ -1,0 +1,117 @@
+"""signaling/workers.py with sfu/worker.py: rooms in two real worker processes behind one app
+(issue 13 steps S9-S10), real aiortc clients over 127.0.0.1.
+
+Two rooms land on two workers and each carries its call; a worker killed with SIGKILL ends its
+room's sessions with ``bye reconnect`` while the other room goes on, the pool starts the worker
+again, and the room opens anew at the next join.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from sfu.config import MediaConfig
+from sfu.media.aiortc_bridge import set_ice_host_addresses
+from sfu_client import SfuClient, ToneAudioTrack
+from signaling.app import create_app
+from signaling.rooms import RoomRouter
+from signaling.workers import WorkerPool
+
+TIMEOUT = 30.0
+
+
+async def call(url: str, room: str, clients: list[SfuClient]) -> tuple[SfuClient, SfuClient]:
+    """A publisher of a tone and a subscriber that decodes it."""
+    publisher = await SfuClient.connect(url, room, "pub")
+    clients.append(publisher)
+    await publisher.publish(ToneAudioTrack(440.0), source="microphone")
+    subscriber = await SfuClient.connect(url, room, "sub")
+    clients.append(subscriber)
+    assert publisher.participant_id is not None
+    remote = await subscriber.wait_for_track(publisher.participant_id, "audio", TIMEOUT)
+    await asyncio.wait_for(remote.track.recv(), TIMEOUT)
+    return publisher, subscriber
+
+
+async def frames_keep_coming(client: SfuClient, seconds: float) -> int:
+    (remote,) = [r for r in client.remote_tracks.values() if r.active]
+    remote.drain()
+    count, deadline = 0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await asyncio.wait_for(remote.track.recv(), TIMEOUT)
+        count += 1
+    return count
+
+
+async def test_rooms_on_two_workers_and_one_worker_killed() -> None:
+    set_ice_host_addresses(["127.0.0.1"])
+    pool = WorkerPool(2, MediaConfig(ice_hosts=("127.0.0.1",)), log_level="warning")
+    router = RoomRouter(pool)
+    pool.on_lost = router.lost
+    await pool.start()
+    server = TestServer(create_app(router, resume_window=0), host="127.0.0.1")
+    await server.start_server()
+    url = str(server.make_url("/ws"))
+    clients: list[SfuClient] = []
+    try:
+        await call(url, "one", clients)
+        _, survivor = await call(url, "two", clients)
+        homes = {room: entry.worker for room, entry in router.table.rooms().items()}
+        assert sorted(homes.values()) == [0, 1], homes  # one room each
+        services = [pool.service(0), pool.service(1)]
+        assert [(await s.stats())["participants"] for s in services if s] == [2, 2]
+        victim = pool.workers[homes["one"]]
+        pid = victim.pid
+        assert pid is not None and pid != os.getpid()
+
+        os.kill(pid, signal.SIGKILL)
+        for client in clients[:2]:
+            bye = await client.wait_for_message("bye", TIMEOUT)
+            assert bye.data["reason"] == "reconnect"
+        assert await frames_keep_coming(survivor, 1.0) > 10  # the other room: not a gap
+        deadline = time.monotonic() + TIMEOUT
+        while not (victim.up and victim.pid != pid):
+            assert time.monotonic() < deadline, "the worker was not started again"
+            await asyncio.sleep(0.1)
+        assert victim.restarts == 1 and "one" not in router.table.rooms()
+
+        await call(url, "one", clients)  # the room, anew
+        assert {w["up"] for w in pool.describe()} == {True}
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+        for client in clients:
+            for local in client.local_tracks.values():
+                local.track.stop()
+        await server.close()
+        await pool.close()
+        set_ice_host_addresses([])
+    assert all(w.process is not None and w.process.returncode is not None for w in pool.workers)
+
+
+@pytest.mark.parametrize("reason", ["server-shutdown"])
+async def test_closing_the_pool_says_bye_and_stops_every_worker(reason: str) -> None:
+    set_ice_host_addresses(["127.0.0.1"])
+    pool = WorkerPool(2, MediaConfig(ice_hosts=("127.0.0.1",)), log_level="warning")
+    router = RoomRouter(pool)
+    await pool.start()
+    server = TestServer(create_app(router, resume_window=0), host="127.0.0.1")
+    await server.start_server()
+    clients: list[SfuClient] = []
+    try:
+        client = await SfuClient.connect(str(server.make_url("/ws")), "r", "ann")
+        clients.append(client)
+        await router.close(reason)
+        bye = await client.wait_for_message("bye", TIMEOUT)
+        assert bye.data["reason"] == reason
+    finally:
+        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+        await server.close()
+        await pool.close()
+        set_ice_host_addresses([])
+    assert [w.process.returncode for w in pool.workers if w.process] == [0, 0]

@@ -8,7 +8,8 @@ A WebSocket that drops (closes without ``bye``, or stops answering pings) is res
 within the server's resume window, with backoff; the peer connection is kept throughout, and the
 application sees ``reconnecting`` and ``reconnected`` (how ``resumed``) in :attr:`SfuClient.events`.
 When the session cannot be resumed (``resume-failed``, the window is over, or the server does not
-resume), the client joins the same room again by itself (docs/protocol.md, "Resuming a session"):
+resume), or the server says ``bye`` ``reconnect`` (it lost the session, not the room), the client
+joins the same room again by itself (docs/protocol.md, "Resuming a session"):
 the old peer connection closes (its remote tracks end), a new one publishes the same local tracks
 with the same options, subscriptions and track settings are asked for again, and ``reconnected``
 (how ``rejoined``) gives the new participant id. Calls waiting for a reply when the session was lost
@@ -81,6 +82,8 @@ MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 WS_CLOSE_TIMEOUT = 2.0
 #: Seconds between the client's WebSocket pings; a pong missing for half of it is a drop.
 WS_HEARTBEAT = 5.0
+#: ``bye`` reason: the server lost this session (its worker went away), not the room
+RECONNECT = "reconnect"
 #: Backoff between attempts to resume: the first wait, and the longest.
 RESUME_FIRST_WAIT = 0.1
 RESUME_LONGEST_WAIT = 2.0
@@ -395,6 +398,7 @@ class SfuClient:
         self.ice_restarts = 0
         #: join again when the session cannot be resumed (False: close, as without auto_resume)
         self.auto_rejoin = True
+        self._session_gone = False  # bye reconnect: nothing to resume, join again at once
         #: how many times the client joined again; the bounds of joining again
         self.rejoins = 0
         self.rejoin_attempts = REJOIN_ATTEMPTS
@@ -883,10 +887,13 @@ class SfuClient:
 
     async def _reconnect(self) -> bool:
         """Resume the session, else join again: False when neither worked (``_refusal``)."""
-        resumable = self.resume.possible
+        gone, self._session_gone = self._session_gone, False
+        resumable = self.resume.possible and not gone
         if resumable or (self.auto_rejoin and self.participant_id is not None):
             self._emit("reconnecting", {})
-        not_resumed = "the server does not resume sessions"
+        not_resumed = (
+            "the server lost the session" if gone else "the server does not resume sessions"
+        )
         if resumable:
             if await self._resume_session():
                 return True
@@ -906,6 +913,9 @@ class SfuClient:
             message = await ws.receive()
             if message.type == aiohttp.WSMsgType.TEXT:
                 bye = self._on_text(message.data)
+                if bye == RECONNECT:  # the session is gone, the room not: join it again now
+                    self._session_gone = True
+                    return bye, self.auto_rejoin
                 if bye is not None:
                     return bye, False
             elif message.type == aiohttp.WSMsgType.ERROR:

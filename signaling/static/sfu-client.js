@@ -46,7 +46,9 @@
 // resume, and requests wait for their replies. When the session cannot be resumed, the client
 // joins the same room again with the same name, on a new peer connection, and publishes the same
 // tracks again (the same LocalTrack objects, with new track ids): "reconnected", how "rejoined",
-// with a new participant id. If that fails too (`rejoinTimeoutMs`), "closed".
+// with a new participant id. If that fails too (`rejoinTimeoutMs`), "closed". A `bye` with reason
+// `reconnect` (the server lost the session, not the room: its worker went away) joins again at
+// once in the same way, without trying to resume.
 //
 // ICE restart (protocol section 8, ICE; RFC 8445 §9): `restartIce()` makes a client offer with
 // new ICE credentials on the same peer connection (queued as any local change); DTLS, tracks and
@@ -238,6 +240,7 @@ export class SfuClient extends EventTarget {
     this.resumeWindow = 0;
     /** between "reconnecting" and "reconnected" */
     this.reconnecting = false;
+    this._sessionGone = false; // a bye "reconnect": join again without trying to resume
     /** how many times a new WebSocket resumed the session, and how many times it joined again */
     this.resumes = 0;
     this.rejoins = 0;
@@ -532,7 +535,10 @@ export class SfuClient extends EventTarget {
     this.reconnecting = true;
     this._emit("reconnecting", { reason });
     let notResumed = "the server does not resume sessions";
-    if (this.resumeToken && this.resumeWindow > 0) {
+    const gone = this._sessionGone;
+    this._sessionGone = false;
+    if (gone) notResumed = "the server lost the session";
+    else if (this.resumeToken && this.resumeWindow > 0) {
       const outcome = await this._retry(performance.now() + this.resumeWindow * 1000, (timeoutMs) => {
         const resume = { type: "resume", v: PROTOCOL_VERSION, token: this.resumeToken, lastSeq: this._lastSeq };
         return this._attempt(resume, (ws, reply) => this._onResumeReply(ws, reply), timeoutMs);
@@ -1279,6 +1285,15 @@ export class SfuClient extends EventTarget {
         break;
       }
       case "bye":
+        if (message.reason === "reconnect" && this.participantId && this.autoReconnect && !this.reconnecting) {
+          // the server lost this session (its worker went away), not the room: join it again
+          // now, on a new peer connection; there is nothing to resume
+          const old = this.ws;
+          this._sessionGone = true;
+          this._reconnect("reconnect");
+          old?.close(1000, "reconnect");
+          break;
+        }
         this._closeSocket(message.reason || "bye");
         break;
       case "error":

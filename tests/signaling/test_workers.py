@@ -2,8 +2,8 @@
 (issue 13 steps S9-S10), real aiortc clients over 127.0.0.1.
 
 Two rooms land on two workers and each carries its call; a worker killed with SIGKILL ends its
-room's sessions with ``bye reconnect`` while the other room goes on, the pool starts the worker
-again, and the room opens anew at the next join.
+room's sessions with ``bye reconnect`` while the other room goes on, the clients join again by
+themselves (the room opens on the worker left), and the pool starts the worker again.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ async def test_rooms_on_two_workers_and_one_worker_killed() -> None:
     url = str(server.make_url("/ws"))
     clients: list[SfuClient] = []
     try:
-        await call(url, "one", clients)
+        publisher, subscriber = await call(url, "one", clients)
         _, survivor = await call(url, "two", clients)
         homes = {room: entry.worker for room, entry in router.table.rooms().items()}
         assert sorted(homes.values()) == [0, 1], homes  # one room each
@@ -70,18 +70,28 @@ async def test_rooms_on_two_workers_and_one_worker_killed() -> None:
         pid = victim.pid
         assert pid is not None and pid != os.getpid()
 
+        killed = time.monotonic()
         os.kill(pid, signal.SIGKILL)
-        for client in clients[:2]:
+        for client in (publisher, subscriber):
             bye = await client.wait_for_message("bye", TIMEOUT)
             assert bye.data["reason"] == "reconnect"
         assert await frames_keep_coming(survivor, 1.0) > 10  # the other room: not a gap
+        # the clients join the room again by themselves, at once, wherever it opens now
+        for client in (publisher, subscriber):
+            rejoined = await client.wait_for_message("reconnected", TIMEOUT)
+            assert rejoined.data["how"] == "rejoined"
+        assert publisher.participant_id is not None
+        remote = await subscriber.wait_for_track(publisher.participant_id, "audio", TIMEOUT)
+        await asyncio.wait_for(remote.track.recv(), TIMEOUT)
+        print(
+            f"\nkilled worker {victim.index}: media again after {time.monotonic() - killed:.2f} s"
+        )
+        assert "one" in router.table.rooms()
         deadline = time.monotonic() + TIMEOUT
         while not (victim.up and victim.pid != pid):
             assert time.monotonic() < deadline, "the worker was not started again"
             await asyncio.sleep(0.1)
-        assert victim.restarts == 1 and "one" not in router.table.rooms()
-
-        await call(url, "one", clients)  # the room, anew
+        assert victim.restarts == 1
         assert {w["up"] for w in pool.describe()} == {True}
     finally:
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)

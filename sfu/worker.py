@@ -27,6 +27,7 @@ from typing import Any
 
 import structlog
 import uvloop
+from prometheus_client import generate_latest
 from pydantic import TypeAdapter, ValidationError
 
 from sfu.config import MediaConfig
@@ -92,7 +93,12 @@ async def serve(index: int, channel: socket.socket) -> None:
     log.info("worker ready", index=index, pid=os.getpid())
     reports = asyncio.ensure_future(_reports(service, writer))
     try:
-        await ServiceHost(service, reader, writer).run()
+        registry = service.metrics_registry()
+
+        async def metrics() -> str:
+            return generate_latest(registry).decode()
+
+        await ServiceHost(service, reader, writer, extra_ops={"metrics": metrics}).run()
     except FrameError as exc:
         log.error("worker stream broken", index=index, error=str(exc))
     finally:

@@ -20,11 +20,14 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 from pydantic import TypeAdapter
 
 from sfu import api
@@ -45,6 +48,8 @@ MAX_BACKOFF = 30.0
 READY_TIMEOUT = 30.0
 #: How long a worker asked to stop may take before it is killed (s).
 STOP_TIMEOUT = 10.0
+#: How often each worker's metrics are fetched for the supervisor's /metrics (s).
+METRICS_INTERVAL = 1.0
 
 
 @dataclass
@@ -61,6 +66,8 @@ class Worker:
     restarts: int = 0
     backoff: float = 0.0
     up: bool = False
+    #: its /metrics (exposition text) as last fetched, at most METRICS_INTERVAL old
+    metrics: str = ""
 
 
 class WorkerPool:
@@ -86,10 +93,23 @@ class WorkerPool:
         self._clock = clock
         self._watchers: set[asyncio.Task[None]] = set()
         self._closing = False
+        self._metrics_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start every worker and wait until each is ready (RuntimeError if one is not)."""
         await asyncio.gather(*(self._start(w) for w in self.workers))
+        self._metrics_task = asyncio.ensure_future(self._fetch_metrics())
+
+    async def _fetch_metrics(self) -> None:
+        while not self._closing:
+            for worker in self.workers:
+                if worker.up and worker.service is not None:
+                    try:
+                        text = await worker.service.call("metrics", {})
+                    except api.SfuError:
+                        continue  # lost meanwhile: its watcher acts
+                    worker.metrics = text if isinstance(text, str) else ""
+            await asyncio.sleep(METRICS_INTERVAL)
 
     # --- what the router asks ---
 
@@ -219,6 +239,8 @@ class WorkerPool:
     async def close(self, reason: str = "server-shutdown") -> None:
         """End every session (``reason``), then every worker (SIGTERM, SIGKILL if it lingers)."""
         self._closing = True
+        if self._metrics_task is not None:
+            self._metrics_task.cancel()
         services = [w.service for w in self.workers if w.up and w.service is not None]
         await asyncio.gather(
             *(s.close(reason) for s in services), return_exceptions=True
@@ -230,3 +252,39 @@ class WorkerPool:
         for watcher in list(self._watchers):
             watcher.cancel()
         log.info("workers stopped", pids=[w.pid for w in self.workers], parent=os.getpid())
+
+
+class WorkerCollector(Collector):
+    """The workers' metrics in the supervisor's registry: every sample gains ``worker="k"``, one
+    family per name (``sum without (worker)`` adds them up in PromQL), and the pool's own:
+    ``sfu_workers_up``, ``sfu_worker_restarts_total``."""
+
+    def __init__(self, pool: WorkerPool) -> None:
+        self._pool = pool
+
+    def collect(self) -> Iterator[Metric]:
+        families: dict[str, Metric] = {}
+        for worker in self._pool.workers:
+            if not worker.metrics:
+                continue
+            label = str(worker.index)
+            for family in text_string_to_metric_families(worker.metrics):
+                merged = families.get(family.name)
+                if merged is None:
+                    merged = families[family.name] = Metric(
+                        family.name, family.documentation, family.type, family.unit
+                    )
+                merged.samples.extend(
+                    s._replace(labels={**s.labels, "worker": label}) for s in family.samples
+                )
+        yield from families.values()
+        up = GaugeMetricFamily("sfu_workers_up", "Worker processes up.", labels=["worker"])
+        restarts = CounterMetricFamily(
+            "sfu_worker_restarts", "Worker processes started again after one was lost.",
+            labels=["worker"],
+        )  # fmt: skip
+        for worker in self._pool.workers:
+            up.add_metric([str(worker.index)], 1.0 if worker.up else 0.0)
+            restarts.add_metric([str(worker.index)], worker.restarts)
+        yield up
+        yield restarts

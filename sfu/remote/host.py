@@ -35,6 +35,8 @@ class ServiceHost:
         service: api.RoomService,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        *,
+        extra_ops: Mapping[str, Callable[[], Coroutine[Any, Any, Any]]] | None = None,
     ) -> None:
         self._service = service
         self._reader, self._writer = reader, writer
@@ -48,6 +50,9 @@ class ServiceHost:
             "removeParticipant": self._remove_participant, "muteTrack": self._mute_track,
             "closeRoom": self._close_room, "close": self._close,
         }  # fmt: skip
+        # what the process serves beside the api (a worker's ``metrics``): no arguments
+        for name, op in (extra_ops or {}).items():
+            self._ops[name] = _without_arguments(op)
 
     async def run(self) -> None:
         """Until the stream ends (or its framing breaks); then every session leaves."""
@@ -185,6 +190,15 @@ class ServiceHost:
 
     async def _close(self, sid: str | None, args: Args) -> Any:
         await self._service.close(_str(args, "reason"))
+
+
+def _without_arguments(
+    op: Callable[[], Coroutine[Any, Any, Any]],
+) -> Callable[[str | None, Args], Coroutine[Any, Any, Any]]:
+    async def call(sid: str | None, args: Args) -> Any:
+        return await op()
+
+    return call
 
 
 def _str(args: Args, key: str) -> str:

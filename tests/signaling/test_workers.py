@@ -14,14 +14,17 @@ import signal
 import time
 
 import pytest
+from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from sfu.config import MediaConfig
 from sfu.media.aiortc_bridge import set_ice_host_addresses
 from sfu_client import SfuClient, ToneAudioTrack
 from signaling.app import create_app
 from signaling.rooms import RoomRouter
-from signaling.workers import WorkerPool
+from signaling.workers import WorkerCollector, WorkerPool
 
 TIMEOUT = 30.0
 
@@ -49,13 +52,37 @@ async def frames_keep_coming(client: SfuClient, seconds: float) -> int:
     return count
 
 
+async def check_metrics(server: TestServer) -> None:
+    """One family per name, every worker's samples in it, labelled; the pool's own beside."""
+    deadline = time.monotonic() + TIMEOUT
+    while True:
+        async with ClientSession() as http, http.get(server.make_url("/metrics")) as response:
+            text = await response.text()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        participants = families.get("sfu_participants")
+        samples = [] if participants is None else participants.samples
+        # each worker's, fetched at most a second ago: both rooms' two participants
+        if {s.labels.get("worker"): s.value for s in samples} == {"0": 2.0, "1": 2.0}:
+            break
+        assert time.monotonic() < deadline, text[:2000]
+        await asyncio.sleep(0.2)
+    assert text.count("# TYPE sfu_participants ") == 1
+    up = {s.labels["worker"]: s.value for s in families["sfu_workers_up"].samples}
+    assert up == {"0": 1.0, "1": 1.0}
+    packets = families["sfu_rtp_packets_received"].samples
+    assert {s.labels["worker"] for s in packets} == {"0", "1"}
+
+
 async def test_rooms_on_two_workers_and_one_worker_killed() -> None:
     set_ice_host_addresses(["127.0.0.1"])
     pool = WorkerPool(2, MediaConfig(ice_hosts=("127.0.0.1",)), log_level="warning")
     router = RoomRouter(pool)
     pool.on_lost = router.lost
     await pool.start()
-    server = TestServer(create_app(router, resume_window=0), host="127.0.0.1")
+    registry = CollectorRegistry()
+    registry.register(WorkerCollector(pool))
+    app = create_app(router, resume_window=0, metrics=registry)
+    server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     url = str(server.make_url("/ws"))
     clients: list[SfuClient] = []
@@ -66,6 +93,7 @@ async def test_rooms_on_two_workers_and_one_worker_killed() -> None:
         assert sorted(homes.values()) == [0, 1], homes  # one room each
         services = [pool.service(0), pool.service(1)]
         assert [(await s.stats())["participants"] for s in services if s] == [2, 2]
+        await check_metrics(server)
         victim = pool.workers[homes["one"]]
         pid = victim.pid
         assert pid is not None and pid != os.getpid()

@@ -17,12 +17,11 @@ from sfu import api
 from sfu.config import MediaConfig
 from sfu.media.aiortc_bridge import set_ice_host_addresses
 from sfu.service import Sfu
-from sfu_client import SfuClient, ToneAudioTrack
+from sfu_client import SfuClient
 from signaling.app import create_app
 from signaling.placement import WorkerLoad
 from signaling.rooms import RoomRouter
-
-TIMEOUT = 20.0
+from tests.signaling.tone_calls import close_all, tone_call
 
 
 @dataclass
@@ -238,21 +237,11 @@ async def test_two_rooms_on_two_room_services_each_carry_their_call() -> None:
     clients: list[SfuClient] = []
     try:
         for room in ("one", "two"):
-            publisher = await SfuClient.connect(url, room, "pub")
-            clients.append(publisher)
-            await publisher.publish(ToneAudioTrack(440.0), source="microphone")
-            subscriber = await SfuClient.connect(url, room, "sub")
-            clients.append(subscriber)
-            assert publisher.participant_id is not None
-            remote = await subscriber.wait_for_track(publisher.participant_id, "audio", TIMEOUT)
-            await asyncio.wait_for(remote.track.recv(), TIMEOUT)
+            await tone_call(url, room, clients)
         assert [(await s.stats())["participants"] for s in sfus] == [2, 2]
         assert {room.room_id for room in await r.rooms()} == {"one", "two"}
     finally:
-        await asyncio.gather(*(c.close() for c in clients))
-        for client in clients:
-            for local in client.local_tracks.values():
-                local.track.stop()
+        await close_all(clients)
         await server.close()
         for sfu in sfus:
             await sfu.close()

@@ -21,25 +21,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sfu.config import MediaConfig
 from sfu.media.aiortc_bridge import set_ice_host_addresses
-from sfu_client import SfuClient, ToneAudioTrack
+from sfu_client import SfuClient
 from signaling.app import create_app
 from signaling.rooms import RoomRouter
 from signaling.workers import WorkerCollector, WorkerPool
-
-TIMEOUT = 30.0
-
-
-async def call(url: str, room: str, clients: list[SfuClient]) -> tuple[SfuClient, SfuClient]:
-    """A publisher of a tone and a subscriber that decodes it."""
-    publisher = await SfuClient.connect(url, room, "pub")
-    clients.append(publisher)
-    await publisher.publish(ToneAudioTrack(440.0), source="microphone")
-    subscriber = await SfuClient.connect(url, room, "sub")
-    clients.append(subscriber)
-    assert publisher.participant_id is not None
-    remote = await subscriber.wait_for_track(publisher.participant_id, "audio", TIMEOUT)
-    await asyncio.wait_for(remote.track.recv(), TIMEOUT)
-    return publisher, subscriber
+from tests.signaling.tone_calls import TIMEOUT, close_all, tone_call
 
 
 async def frames_keep_coming(client: SfuClient, seconds: float) -> int:
@@ -87,8 +73,8 @@ async def test_rooms_on_two_workers_and_one_worker_killed() -> None:
     url = str(server.make_url("/ws"))
     clients: list[SfuClient] = []
     try:
-        publisher, subscriber = await call(url, "one", clients)
-        _, survivor = await call(url, "two", clients)
+        publisher, subscriber = await tone_call(url, "one", clients)
+        _, survivor = await tone_call(url, "two", clients)
         homes = {room: entry.worker for room, entry in router.table.rooms().items()}
         assert sorted(homes.values()) == [0, 1], homes  # one room each
         services = [pool.service(0), pool.service(1)]
@@ -122,10 +108,7 @@ async def test_rooms_on_two_workers_and_one_worker_killed() -> None:
         assert victim.restarts == 1
         assert {w["up"] for w in pool.describe()} == {True}
     finally:
-        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-        for client in clients:
-            for local in client.local_tracks.values():
-                local.track.stop()
+        await close_all(clients)
         await server.close()
         await pool.close()
         set_ice_host_addresses([])

@@ -54,15 +54,18 @@ class ServiceHost:
         for name, op in (extra_ops or {}).items():
             self._ops[name] = _without_arguments(op)
 
-    async def run(self) -> None:
-        """Until the stream ends (or its framing breaks); then every session leaves."""
+    async def run(self, idle_timeout: float | None = None) -> None:
+        """Until the stream ends (or its framing breaks, or nothing arrives for
+        ``idle_timeout`` seconds: a peer that pings went away); then every session leaves."""
         try:
-            while (frame := await read_frame(self._reader)) is not None:
+            while (
+                frame := await asyncio.wait_for(read_frame(self._reader), idle_timeout)
+            ) is not None:
                 task = asyncio.ensure_future(self._handle(frame))
                 self._calls.add(task)
                 task.add_done_callback(self._calls.discard)
-        except (FrameError, ConnectionError) as exc:
-            log.warning("room service stream broken", error=str(exc))
+        except (FrameError, ConnectionError, TimeoutError) as exc:
+            log.warning("room service stream broken", error=str(exc) or "silent")
         finally:
             for task in list(self._calls):
                 task.cancel()

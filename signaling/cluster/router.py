@@ -1,0 +1,200 @@
+"""A node's room service in a cluster (issue 13, docs/design/scale-out-plan.md §4).
+
+:class:`ClusterRouter` is what the signaling of a node calls: a join asks the directory which
+node owns the room (claiming it for the least loaded live node if none does) and goes to this
+node's own room service, or through a node link to the owner's. The owner checks again that the
+room is its own (:meth:`ClusterRouter.serve_link`'s ``join``): a claim can expire and be taken
+while a relayed join is on its way, and a join that reaches a node no longer the owner gets
+``wrong-node``, upon which the entry node asks the directory again (at most
+:data:`ATTEMPTS` times). A node releases a room's claim when its last session here ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+
+import structlog
+
+from sfu import api
+from signaling.cluster.directory import Directory, DirectoryUnavailable
+from signaling.cluster.links import NodeLinks
+
+log = structlog.get_logger("signaling.cluster")
+
+ATTEMPTS = 3
+WRONG_NODE = "wrong-node"
+
+
+class WrongNode(api.SfuError):
+    """A relayed join reached a node that does not own the room (any more)."""
+
+    code = WRONG_NODE
+
+
+class ClusterRouter:
+    """This node's :class:`~sfu.api.RoomService` as its WebSockets see it."""
+
+    def __init__(self, local: api.RoomService, directory: Directory, links: NodeLinks) -> None:
+        self._local, self._directory, self._links = local, directory, links
+        self.node_id = directory.node_id
+        self._sessions: dict[str, int] = {}  # per room hosted here: sessions live or joining
+        self._releases: set[asyncio.Task[bool]] = set()
+
+    async def join(
+        self,
+        room_id: str,
+        name: str,
+        listener: api.EventListener,
+        auto_subscribe: bool = True,
+        *,
+        identity: str | None = None,
+        grants: api.Grants = api.FULL_GRANTS,
+    ) -> tuple[api.ParticipantSession, tuple[api.ParticipantInfo, ...]]:
+        for _ in range(ATTEMPTS):
+            owner = await self._owner(room_id)
+            try:
+                if owner == self.node_id:
+                    return await self.join_here(
+                        room_id, name, listener, auto_subscribe, identity=identity, grants=grants
+                    )
+                service = await self._links.service(owner)
+                return await service.join(
+                    room_id, name, listener, auto_subscribe, identity=identity, grants=grants
+                )
+            except api.SfuError as exc:
+                if exc.code != WRONG_NODE:
+                    raise
+                log.info("room moved while a join was relayed: asking again", room=room_id)
+        raise api.SfuError(f"room {room_id!r} could not be placed: try again")
+
+    async def _owner(self, room_id: str) -> str:
+        try:
+            return await self._directory.claim(room_id)
+        except DirectoryUnavailable as exc:
+            raise api.SfuError(f"{exc}: try again shortly") from None
+
+    async def join_here(
+        self,
+        room_id: str,
+        name: str,
+        listener: api.EventListener,
+        auto_subscribe: bool = True,
+        *,
+        identity: str | None = None,
+        grants: api.Grants = api.FULL_GRANTS,
+    ) -> tuple[api.ParticipantSession, tuple[api.ParticipantInfo, ...]]:
+        """A join for a room this node owns (from its own WebSockets or a link)."""
+        self._directory.owned(room_id)
+        self._sessions[room_id] = self._sessions.get(room_id, 0) + 1
+        done = False
+
+        def ended() -> None:
+            nonlocal done
+            if done:
+                return
+            done = True
+            left = self._sessions[room_id] = self._sessions.get(room_id, 1) - 1
+            if left <= 0:
+                del self._sessions[room_id]
+                self._release(room_id)
+
+        def relay(event: api.Event) -> None:
+            if isinstance(event, api.SessionClosed):
+                ended()
+            listener(event)
+
+        try:
+            session, others = await self._local.join(
+                room_id, name, relay, auto_subscribe, identity=identity, grants=grants
+            )
+        except BaseException:
+            ended()
+            raise
+        return _CountedSession(session, ended), others
+
+    def _release(self, room_id: str) -> None:
+        task = asyncio.ensure_future(self._directory.release(room_id))
+        self._releases.add(task)
+        task.add_done_callback(self._releases.discard)
+
+    def serve_link(self) -> api.RoomService:
+        """What this node serves to the others' links: its own rooms, a join only for a room
+        it owns."""
+        return _OwnedRooms(self)
+
+    # --- the operator's: this node's rooms ---
+
+    async def stats(self) -> Mapping[str, int]:
+        return await self._local.stats()
+
+    async def rooms(self) -> tuple[api.RoomSummary, ...]:
+        return await self._local.rooms()
+
+    async def room_participants(self, room_id: str) -> tuple[api.ParticipantDetails, ...]:
+        return await self._local.room_participants(room_id)
+
+    async def remove_participant(self, room_id: str, participant_id: str) -> None:
+        await self._local.remove_participant(room_id, participant_id)
+
+    async def mute_track(self, room_id: str, track_id: str, muted: bool) -> api.TrackInfo:
+        return await self._local.mute_track(room_id, track_id, muted)
+
+    async def close_room(self, room_id: str) -> None:
+        await self._local.close_room(room_id)
+
+    async def close(self, reason: str = "server-shutdown") -> None:
+        await self._local.close(reason)
+
+
+class _OwnedRooms:
+    """The router as a link serves it: joins stay here, or are refused as ``wrong-node``; the
+    rest is this node's own."""
+
+    def __init__(self, router: ClusterRouter) -> None:
+        self._router = router
+        self.stats = router.stats
+        self.rooms = router.rooms
+        self.room_participants = router.room_participants
+        self.remove_participant = router.remove_participant
+        self.mute_track = router.mute_track
+        self.close_room = router.close_room
+        self.close = router.close
+
+    async def join(
+        self,
+        room_id: str,
+        name: str,
+        listener: api.EventListener,
+        auto_subscribe: bool = True,
+        *,
+        identity: str | None = None,
+        grants: api.Grants = api.FULL_GRANTS,
+    ) -> tuple[api.ParticipantSession, tuple[api.ParticipantInfo, ...]]:
+        router = self._router
+        if await router._owner(room_id) != router.node_id:
+            raise WrongNode(f"room {room_id!r} is not on node {router.node_id!r}")
+        return await router.join_here(
+            room_id, name, listener, auto_subscribe, identity=identity, grants=grants
+        )
+
+
+class _CountedSession:
+    def __init__(self, session: api.ParticipantSession, ended: Callable[[], None]) -> None:
+        self._session, self._ended = session, ended
+        self.offer = session.offer
+        self.answer = session.answer
+        self.add_ice_candidate = session.add_ice_candidate
+        self.set_muted = session.set_muted
+        self.subscribe = session.subscribe
+        self.set_track_settings = session.set_track_settings
+
+    @property
+    def participant_id(self) -> str:
+        return self._session.participant_id
+
+    async def leave(self, reason: str = "left") -> None:
+        try:
+            await self._session.leave(reason)
+        finally:
+            self._ended()

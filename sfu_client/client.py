@@ -347,6 +347,8 @@ class SfuClient:
         self._session = session
         self._ws = ws
         self._url = url
+        #: the servers (nodes of one cluster) this client may join through, the current first
+        self.urls = [url]
         self._owns_session = owns_session
         self._configuration = RTCConfiguration(
             iceServers=[_ice_server(s) for s in ice_servers],
@@ -430,7 +432,7 @@ class SfuClient:
     @classmethod
     async def open(
         cls,
-        url: str,
+        url: str | Sequence[str],
         *,
         ice_servers: Sequence[RTCIceServer | str] = (),
         ice_hosts: Sequence[str] | None = None,
@@ -441,6 +443,9 @@ class SfuClient:
     ) -> SfuClient:
         """Open the WebSocket without joining (``ice_hosts`` pins ICE process-wide).
 
+        ``url``: the server, or several nodes of one cluster (tried in order here; joining
+        again after a session was lost moves on to the next when one cannot be reached).
+
         ``request_timeout`` bounds the connection and every wait for a reply (join, offer, leave).
         ``transport_cc=False``: no transport-cc feedback (see :attr:`transport_cc`).
         ``playout_delay``: received video frames at their render time with an adaptive delay
@@ -450,9 +455,20 @@ class SfuClient:
             set_ice_host_addresses(ice_hosts)
         owns_session = session is None
         http = session or aiohttp.ClientSession()
+        urls = [ws_url(url)] if isinstance(url, str) else [ws_url(u) for u in url]
+        if not urls:
+            raise ValueError("no server URL")
         try:
-            async with asyncio.timeout(request_timeout):
-                ws = await _ws_connect(http, ws_url(url))
+            for index, candidate in enumerate(urls):
+                try:
+                    async with asyncio.timeout(request_timeout):
+                        ws = await _ws_connect(http, candidate)
+                    break
+                except (aiohttp.ClientError, OSError, TimeoutError):
+                    if index == len(urls) - 1:
+                        raise
+                    logger.info("%s cannot be reached: trying the next URL", candidate)
+            urls = urls[index:] + urls[:index]  # the one that answered first
         except BaseException:
             if owns_session:
                 await http.close()
@@ -463,16 +479,17 @@ class SfuClient:
             ice_servers=ice_servers,
             owns_session=owns_session,
             transport_cc=transport_cc,
-            url=ws_url(url),
+            url=urls[0],
             playout_delay=playout_delay,
         )
+        client.urls = urls
         client.request_timeout = request_timeout
         return client
 
     @classmethod
     async def connect(
         cls,
-        url: str,
+        url: str | Sequence[str],
         room: str,
         name: str,
         *,
@@ -1118,6 +1135,9 @@ class SfuClient:
             self._refusal = f"join attempt failed: {exc!r}"
             if ws is not None:
                 await ws.close()
+            if ws is None and len(self.urls) > 1:  # that node is gone: the next one
+                self.urls = self.urls[1:] + self.urls[:1]
+                self._url = self.urls[0]
             return None
         data = json.loads(reply.data) if reply.type == aiohttp.WSMsgType.TEXT else {}
         if data.get("type") == "joined":

@@ -11,6 +11,7 @@ over it with ``reconnect``.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -141,5 +142,26 @@ async def test_a_lost_link_ends_the_sessions_relayed_over_it_with_reconnect(
         bye = await bob.wait_for_message("bye", TIMEOUT)
         assert bye.data["reason"] == "reconnect"
         assert not [m for m in ann.history if m.type == "bye"]  # a's own client stays
+    finally:
+        await close_all(clients)
+
+
+async def test_a_client_given_several_nodes_joins_through_one_that_answers(
+    two_nodes: tuple[Node, Node],
+) -> None:
+    a, b = two_nodes
+    with socket.socket() as unused:  # a port nothing listens on: a node that is gone
+        unused.bind(("127.0.0.4", 0))
+        gone = f"ws://127.0.0.4:{unused.getsockname()[1]}/ws"
+    clients: list[SfuClient] = []
+    try:
+        ann = await SfuClient.connect([gone, b.ws_url], "room", "ann")
+        clients.append(ann)
+        # the one that answered first, from now on (as WebSocket URLs)
+        assert ann.urls == [b.ws_url.replace("http://", "ws://"), gone]
+        bob = await SfuClient.connect(a.ws_url, "room", "bob")
+        clients.append(bob)
+        await bob.publish(ToneAudioTrack(440.0), source="microphone")
+        await hears(ann, bob)
     finally:
         await close_all(clients)

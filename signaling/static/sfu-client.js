@@ -197,16 +197,21 @@ export class SfuClient extends EventTarget {
    * @param {string} [url] signaling WebSocket URL; defaults to this page's server
    * @param {{iceServers?: RTCIceServer[], requestTimeoutMs?: number, log?: (...args: any[]) => void,
    *          adaptiveStream?: boolean, adaptiveStreamDebounceMs?: number,
-   *          autoReconnect?: boolean, rejoinTimeoutMs?: number}} [options]
+   *          autoReconnect?: boolean, rejoinTimeoutMs?: number, urls?: string[]}} [options]
    *   `iceServers`: the application's own STUN/TURN servers (default none); those the server
    *   gives in `joined`/`resumed` (TURN with this session's credentials) are used after them.
    *   `adaptiveStream: false`: `observeElement()` does nothing (every track at its best layer,
    *   unless `setTrackSettings()` says otherwise).
    *   `autoReconnect: false`: a dropped WebSocket closes the client (as "closed").
+   *   `urls`: the signaling URLs of several nodes of one cluster (`url` is then ignored): tried in
+   *   order to join, and joining again after a lost session moves on to the next when one cannot
+   *   be reached (a resume stays with the node that held the session).
    */
   constructor(url = defaultSignalingUrl(), options = {}) {
     super();
-    this.url = url;
+    /** the nodes of one cluster this client may join through (options.urls), current first */
+    this.urls = Array.isArray(options.urls) && options.urls.length ? [...options.urls] : [url];
+    this.url = this.urls[0];
     this.iceServers = options.iceServers ?? [];
     /** @type {RTCIceServer[]} from the last `joined`/`resumed` (docs/protocol.md, `joined`) */
     this.serverIceServers = [];
@@ -330,12 +335,18 @@ export class SfuClient extends EventTarget {
    */
   async join(room, name, options = {}) {
     if (this.ws) throw new Error("join: this client has joined already (make a new one)");
-    const ws = (this.ws = new WebSocket(this.url));
-    this._watch(ws);
-    await new Promise((resolve, reject) => {
-      ws.addEventListener("open", resolve, { once: true });
-      ws.addEventListener("close", () => reject(new Error(`cannot connect to ${this.url}`)), { once: true });
-    });
+    let ws;
+    for (let tried = 1; ; tried++) {
+      ws = this.ws = new WebSocket(this.url);
+      this._watch(ws);
+      const opened = await new Promise((resolve) => {
+        ws.addEventListener("open", () => resolve(true), { once: true });
+        ws.addEventListener("close", () => resolve(false), { once: true });
+      });
+      if (opened) break;
+      if (tried >= this.urls.length) throw new Error(`cannot connect to ${this.urls.join(", ")}`);
+      this._nextUrl(); // that node cannot be reached: the next one
+    }
     let reply;
     try {
       const join = { type: "join", v: PROTOCOL_VERSION, room, name };
@@ -571,9 +582,16 @@ export class SfuClient extends EventTarget {
    * that the messages after it are handled as usual), "refused" or "retry".
    * @returns {Promise<"adopted"|"refused"|"retry">}
    */
+  /** Move on to the next of `urls` (a node that cannot be reached). */
+  _nextUrl() {
+    this.urls.push(this.urls.shift());
+    this.url = this.urls[0];
+  }
+
   _attempt(first, onReply, timeoutMs) {
     return new Promise((resolve) => {
       let ws;
+      let opened = false;
       try {
         ws = new WebSocket(this.url);
       } catch (error) {
@@ -593,8 +611,16 @@ export class SfuClient extends EventTarget {
       this._candidate = ws;
       this._candidateReply = (message) => finish(onReply(ws, message));
       this._watch(ws);
-      ws.addEventListener("open", () => ws.send(JSON.stringify(first)), { once: true });
-      ws.addEventListener("close", () => finish("retry"), { once: true });
+      ws.addEventListener("open", () => {
+        opened = true;
+        ws.send(JSON.stringify(first));
+      }, { once: true });
+      ws.addEventListener("close", () => {
+        // joining again, and that node cannot be reached: the next one (a resume stays: the
+        // session lives on the node that held it)
+        if (!opened && first.type === "join" && this.urls.length > 1) this._nextUrl();
+        finish("retry");
+      }, { once: true });
     });
   }
 

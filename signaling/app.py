@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
-from sfu.api import RoomService
+from sfu.api import RoomService, SfuError
 from sfu.log import get_logger
 from signaling.operator_api import add_routes
 from signaling.resume import Resumption
@@ -48,6 +49,7 @@ class SignalingState:
 SERVICE: web.AppKey[RoomService] = web.AppKey("service")
 STATE = web.AppKey("signaling", SignalingState)
 METRICS = web.AppKey("metrics", CollectorRegistry)
+HEALTH: web.AppKey[Callable[[], Mapping[str, Any]]] = web.AppKey("health")
 
 
 def create_app(
@@ -62,6 +64,7 @@ def create_app(
     message_rate: tuple[float, float] = (DEFAULT_MESSAGE_RATE, DEFAULT_MESSAGE_BURST),
     max_sockets_per_address: int = DEFAULT_MAX_SOCKETS_PER_ADDRESS,
     turn: TurnConfig | None = None,
+    health: Callable[[], Mapping[str, Any]] | None = None,
 ) -> web.Application:
     """Serve ``GET /ws`` (signaling), ``GET /healthz``, ``GET /metrics`` if a Prometheus
     ``metrics`` registry is given, and, if present, the static web client.
@@ -78,10 +81,13 @@ def create_app(
     most (signaling/ratelimit.py). ``max_sockets_per_address``: open WebSockets from one client
     address; one more is refused (HTTP 429).
     ``turn``: TURN servers whose credentials each ``joined`` and ``resumed`` carry
-    (signaling/turn.py).
+    (signaling/turn.py). ``health``: more of ``/healthz`` (the workers, the cluster); its
+    ``"status"`` (``degraded``, ``down``) replaces ``ok``, and ``down`` answers 503.
     """
     app = web.Application()
     app[SERVICE] = service
+    if health is not None:
+        app[HEALTH] = health
     app[STATE] = SignalingState(
         max_message_size=max_message_size,
         heartbeat=heartbeat,
@@ -150,7 +156,17 @@ async def _serve_websocket(request: web.Request, state: SignalingState) -> web.W
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", **await request.app[SERVICE].stats()})
+    report: dict[str, Any] = {"status": "ok"}
+    try:
+        report.update(await request.app[SERVICE].stats())
+    except SfuError as exc:  # no worker answers
+        report.update(status="down", error=exc.message)
+    health = request.app.get(HEALTH)
+    if health is not None:
+        report = {**report, **health()}
+        if report["status"] == "ok" and "error" in report:
+            report["status"] = "down"
+    return web.json_response(report, status=503 if report["status"] == "down" else 200)
 
 
 async def prometheus_metrics(request: web.Request) -> web.Response:

@@ -1,0 +1,175 @@
+"""What ``sfu serve`` puts behind its signaling (issue 13): the room service, its metrics, its
+part of ``/healthz``, and how to stop it.
+
+- ``--workers 1``: one in-process :class:`~sfu.service.Sfu`, as before workers existed.
+- ``--workers N``: N worker processes (:class:`~signaling.workers.WorkerPool`) behind a
+  :class:`~signaling.rooms.RoomRouter`; their metrics in the supervisor's registry with a
+  ``worker`` label.
+- ``--redis URL``: besides, this node's place in a cluster: the room directory, a node link
+  server on ``--node-address`` and links to the others, behind a
+  :class:`~signaling.cluster.router.ClusterRouter`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from sfu import api
+from sfu.config import MediaConfig
+from sfu.log import LogFormat, get_logger
+from signaling.cluster.directory import Directory, NodeInfo
+from signaling.cluster.links import LinkServer, NodeLinks
+from signaling.cluster.router import ClusterRouter
+from signaling.placement import smoothed
+from signaling.rooms import RoomRouter
+from signaling.workers import WorkerCollector, WorkerPool
+
+log = get_logger()
+
+
+@dataclass(frozen=True)
+class ClusterOptions:
+    redis_url: str
+    #: host:port this node's link server listens on, as the other nodes reach it
+    node_address: str
+    secret: bytes
+    #: the signaling URL clients may be sent to (shown to the others; informative)
+    public_url: str = ""
+    prefix: str = "sfu:"
+
+
+@dataclass
+class Assembly:
+    service: api.RoomService
+    registry: CollectorRegistry
+    health: Callable[[], Mapping[str, Any]]
+    #: the in-process service's "set up, about to serve" (sfu.service.Sfu.serving), if any
+    serving: Callable[[], None] = lambda: None
+    _closers: list[Callable[[], Any]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        """After the app closed its sessions: the cluster's parts, then the workers."""
+        for closer in reversed(self._closers):
+            with contextlib.suppress(Exception):
+                await closer()
+
+
+class _CpuMeter:
+    """This process's CPU use (cores), smoothed: an in-process node's load."""
+
+    def __init__(self) -> None:
+        self._at, self._cpu, self.value = time.monotonic(), time.process_time(), 0.0
+
+    def read(self) -> float:
+        now, cpu = time.monotonic(), time.process_time()
+        if now - self._at >= 0.5:
+            sample = (cpu - self._cpu) / (now - self._at)
+            self.value = smoothed(self.value, sample, now - self._at)
+            self._at, self._cpu = now, cpu
+        return self.value
+
+
+async def assemble(
+    config: MediaConfig,
+    *,
+    workers: int = 1,
+    cluster: ClusterOptions | None = None,
+    log_format: LogFormat = "console",
+    log_level: str = "info",
+) -> Assembly:
+    from sfu.service import Sfu
+
+    if workers <= 1:
+        sfu = Sfu(config)
+        meter = _CpuMeter()
+        assembly = Assembly(sfu, sfu.metrics_registry(), lambda: {}, serving=sfu.serving)
+
+        def load() -> tuple[float, float, int]:
+            return meter.read(), 0.0, len(sfu.rooms_by_id)
+
+    else:
+        pool = WorkerPool(workers, config, log_format=log_format, log_level=log_level)
+        router = RoomRouter(pool)
+        pool.on_lost = router.lost
+        await pool.start()
+        registry = CollectorRegistry()
+        registry.register(WorkerCollector(pool))
+
+        def health() -> Mapping[str, Any]:
+            described = pool.describe()
+            up = sum(w["up"] for w in described)
+            status = "ok" if up == len(described) else "degraded" if up else "down"
+            return {"status": status, "workers": described}
+
+        assembly = Assembly(router, registry, health)
+        assembly._closers.append(pool.close)
+
+        def load() -> tuple[float, float, int]:
+            loads = pool.loads()
+            rooms = sum(w.counts.get("rooms", 0) for w in pool.workers)
+            return sum(w.cpu for w in loads), sum(w.packets_out for w in loads), rooms
+
+    if cluster is not None:
+        await _join_cluster(assembly, cluster, load)
+    return assembly
+
+
+async def _join_cluster(
+    assembly: Assembly, options: ClusterOptions, load: Callable[[], tuple[float, float, int]]
+) -> None:
+    node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    draining = [False]
+
+    def describe() -> NodeInfo:
+        cpu, packets, rooms = load()
+        return NodeInfo(
+            node_id, options.public_url, options.node_address, cpu=round(cpu, 3),
+            packets_out=round(packets), rooms=rooms, draining=draining[0],
+        )  # fmt: skip
+
+    directory = Directory(options.redis_url, describe, prefix=options.prefix)
+
+    async def address_of(peer: str) -> str | None:
+        return next((n.link for n in await directory.nodes() if n.node_id == peer), None)
+
+    links = NodeLinks(node_id, options.secret, address_of)
+    router = ClusterRouter(assembly.service, directory, links)
+    server = LinkServer(node_id, options.secret, router.serve_link())
+    host, _, port = options.node_address.rpartition(":")
+    await server.start(host.strip("[]"), int(port))
+    await directory.start()
+    log.info("node in the cluster", node=node_id, link=options.node_address)
+    local_health = assembly.health
+
+    def health() -> Mapping[str, Any]:
+        return {**local_health(), "node": node_id, "redis": "up" if directory.up else "down"}
+
+    assembly.service, assembly.health = router, health
+    assembly.registry.register(_ClusterCollector(directory))
+    assembly._closers += [directory.close, server.close, links.close]
+
+
+class _ClusterCollector(Collector):
+    def __init__(self, directory: Directory) -> None:
+        self._directory = directory
+
+    def collect(self) -> list[Metric]:
+        up = GaugeMetricFamily("sfu_redis_up", "Whether the room directory (Redis) answers.")
+        up.add_metric([], 1.0 if self._directory.up else 0.0)
+        conflicts = GaugeMetricFamily(
+            "sfu_room_claim_conflicts",
+            "Rooms found claimed by another node when asserted again after Redis restarted.",
+        )
+        conflicts.add_metric([], self._directory.conflicts)
+        return [up, conflicts]

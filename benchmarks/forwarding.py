@@ -56,7 +56,6 @@ from benchmarks.processes import (
     busy_cpu_seconds,
     context_switches,
     cpu_seconds,
-    cpu_times,
     janus_version,
     namespace,
     peer_command,
@@ -64,6 +63,7 @@ from benchmarks.processes import (
     start_janus,
     status_field,
     stop_on_sigterm,
+    tree_cpu_times,
     udp_counters,
     udp_drops,
 )
@@ -206,7 +206,8 @@ def _measure(
     if options.window_barrier is not None:
         options.window_barrier.wait()
     drops0, snmp0, busy0 = udp_drops(roles), udp_counters(server.pid), busy_cpu_seconds()
-    server_cpu0, ctx0 = cpu_times(server.pid), context_switches(server.pid)
+    # the server and its worker processes, if it has any (sfu serve --workers N)
+    server_cpu0, ctx0 = tree_cpu_times(server.pid), context_switches(server.pid)
     load_cpu0 = [cpu_seconds(pid) for pid in load]
     t0 = time.monotonic_ns()
     if profile_to is not None:
@@ -214,7 +215,7 @@ def _measure(
     else:
         time.sleep(options.seconds)
     t1 = time.monotonic_ns()
-    user, system = cpu_times(server.pid)
+    user, system = tree_cpu_times(server.pid)
     server_user, server_system = user - server_cpu0[0], system - server_cpu0[1]
     server_cpu = server_user + server_system
     ctx = context_switches(server.pid) - ctx0

@@ -44,6 +44,32 @@ def cpu_seconds(pid: int) -> float:
     return sum(cpu_times(pid))
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every live process below it (a server's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def tree_cpu_times(pid: int) -> tuple[float, float]:
+    """:func:`cpu_times` summed over :func:`process_tree`: a server and its workers. A worker
+    that exits between two readings takes its time with it (the readings then disagree)."""
+    user = system = 0.0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            u, s = cpu_times(member)
+            user, system = user + u, system + s
+    return user, system
+
+
 def context_switches(pid: int) -> int:
     """Voluntary + involuntary context switches, summed over the process's threads."""
     total = 0

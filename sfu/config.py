@@ -41,6 +41,9 @@ class MediaConfig:
     #: loop (a busy moment, a GC pause, a descheduled VM) then costs queueing latency instead of
     #: datagrams dropped at the socket; Linux caps it at net.core.rmem_max.
     udp_receive_buffer: int = UDP_RECEIVE_BUFFER
+    #: One UDP port for every participant's media, per ICE host address (scale-out plan §2):
+    #: that port, 0 for an ephemeral one; None: a socket per connection.
+    udp_port: int | None = None
     #: A participant from whom nothing (RTP, RTCP, STUN) arrived for this long is removed.
     peer_timeout: float = 8.0
     #: A participant whose connection is not up this long after negotiating is removed.

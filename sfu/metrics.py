@@ -29,6 +29,7 @@ from prometheus_client.core import (
 )
 
 from sfu.counters import DOWN_TRACK_STATES, LayerGauges, MediaTotals, layer_gauges
+from sfu.media.aiortc_bridge import udp_port_unroutable
 from sfu.media.bandwidth import ESTIMATES
 from sfu.media.latency import FORWARDING, SAMPLE_EVERY, Histogram
 
@@ -81,6 +82,18 @@ class SfuCollector:
             service.left_total,
         )
         yield from _counters(service.media_totals())
+        unroutable = udp_port_unroutable()
+        if unroutable is not None:  # only with the one UDP port (--udp-port)
+            family = CounterMetricFamily(
+                "sfu_udp_unroutable",
+                "Datagrams to the shared UDP port that no connection was theirs (an unknown "
+                "ICE username or transaction, media from an address no check authenticated), "
+                "dropped unanswered, by kind: stun, media (DTLS, RTP, RTCP), other.",
+                labels=["kind"],
+            )
+            for kind, count in unroutable.items():
+                family.add_metric([kind], count)
+            yield family
         yield GaugeMetricFamily(
             "sfu_event_loop_tasks",
             "asyncio tasks alive on the server's event loop (a count that only grows is a leak).",

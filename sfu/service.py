@@ -25,6 +25,7 @@ from sfu.api import (
 )
 from sfu.config import MediaConfig
 from sfu.counters import MediaTotals, participant_totals
+from sfu.media import aiortc_bridge as bridge
 from sfu.memory import MemoryReclaimer, freeze_startup
 from sfu.metrics import build_registry
 from sfu.participant import Participant
@@ -45,6 +46,7 @@ class Sfu:
         self._departed = MediaTotals()
         self._registry: CollectorRegistry | None = None
         self._reclaimer = MemoryReclaimer()
+        self._udp_port_open = False
 
     async def join(
         self,
@@ -117,6 +119,14 @@ class Sfu:
             self.left_total += 1
             self._reclaimer.departed()
 
+    async def start(self) -> None:
+        """Open what the media plane shares across participants: with ``config.udp_port`` set,
+        the one UDP port (per ICE host address) every connection made from now on gathers on.
+        OSError when it cannot be bound; :meth:`close` closes it."""
+        if self.config.udp_port is not None and not self._udp_port_open:
+            await bridge.use_udp_port(port=self.config.udp_port)
+            self._udp_port_open = True
+
     def serving(self) -> None:
         """The process is set up and about to accept participants: what exists now stays, and
         the collections after departures need not walk it (:func:`sfu.memory.freeze_startup`)."""
@@ -156,3 +166,6 @@ class Sfu:
                 removals.append(room.remove(participant, reason))
         await asyncio.gather(*removals, return_exceptions=True)
         self._reclaimer.close()
+        if self._udp_port_open:  # after the rooms: their connections' last sends go out on it
+            bridge.stop_udp_port()
+            self._udp_port_open = False

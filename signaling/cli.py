@@ -169,6 +169,15 @@ def main() -> None:
     "delays packets instead of dropping them. Linux caps it at net.core.rmem_max.",
 )
 @click.option(
+    "--udp-port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    show_envvar=True,
+    help="Carry every participant's media on this one UDP port of each --ice-host address "
+    "(0: one free port per address, shared), so a firewall opens one port. Default: a "
+    "socket, and an ephemeral port, per participant. See docs/operations.md, ports.",
+)
+@click.option(
     "--log-format",
     type=click.Choice(["console", "json"]),
     default="console",
@@ -267,6 +276,7 @@ def serve(
     resume_window: float,
     http_idle_timeout: float,
     udp_receive_buffer: int,
+    udp_port: int | None,
     log_format: LogFormat,
     log_level: str,
     max_participants: int,
@@ -303,6 +313,7 @@ def serve(
         peer_timeout=peer_timeout,
         connect_timeout=connect_timeout,
         udp_receive_buffer=udp_receive_buffer,
+        udp_port=udp_port,
         max_participants_per_room=max_participants,
         max_rooms=max_rooms,
         negotiation_timeout=negotiation_timeout,
@@ -411,11 +422,23 @@ async def _serve(
         max_sockets_per_address=max_sockets_per_address,
         turn=turn,
     )
+
+    async def start_media(_app: web.Application) -> None:
+        await service.start()  # the shared UDP port, if any; closed by service.close()
+
+    app.on_startup.append(start_media)
     service.serving()  # before the server's own tasks: their futures come and go
     # aiohttp's keep-alive timer also runs from the moment a connection is accepted, so it closes
     # a connection that never completes a first request as well (since aiohttp 3.14.4)
     runner = web.AppRunner(app, keepalive_timeout=http_idle_timeout)
-    await runner.setup()
+    try:
+        await runner.setup()  # runs on_startup
+    except OSError as exc:
+        await runner.cleanup()
+        raise click.ClickException(
+            f"--udp-port {config.udp_port}: cannot bind it on the ICE host addresses "
+            f"({', '.join(config.ice_hosts) or 'every interface'}): {exc}"
+        ) from None
     watcher = asyncio.create_task(watch_file_descriptors(limit.soft), name="fd-watcher")
     try:
         await web.TCPSite(runner, host, port).start()

@@ -35,7 +35,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, cast, get_args
 
 import aioice.ice
 import aioice.turn
@@ -71,7 +71,7 @@ from sfu.api import Kind
 from sfu.bwe.feedback import EgressFeedback, FeedbackSummary
 from sfu.config import IceServer
 from sfu.media import sdp_check, sdp_simulcast
-from sfu.media.aiortc_udp_port import UdpPort, _MuxedStunProtocol
+from sfu.media.aiortc_udp_port import UdpPort, Unroutable, _MuxedStunProtocol
 from sfu.media.candidate import InvalidValue, parse_candidate, show
 from sfu.media.params import (
     TRANSPORT_CC,
@@ -174,6 +174,18 @@ def stop_udp_port() -> None:
     if _udp_port is not None:
         _udp_port.close()
         _udp_port = None
+
+
+#: what :func:`udp_port_unroutable` counts, in the order the metric lists them
+UNROUTABLE_KINDS: tuple[Unroutable, ...] = get_args(Unroutable)
+
+
+def udp_port_unroutable() -> Mapping[str, int] | None:
+    """Datagrams the port of :func:`use_udp_port` dropped because no connection was theirs, by
+    kind (``stun``, ``media``, ``other``); None when no port is in use."""
+    if _udp_port is None:
+        return None
+    return {kind: _udp_port.unroutable[kind] for kind in UNROUTABLE_KINDS}
 
 
 _aioice_get_component_candidates = aioice.ice.Connection.get_component_candidates

@@ -60,7 +60,9 @@ class SfuServer:
         return "\n".join(parts)
 
 
-def _start_server(workdir: Path, module: str = "signaling.cli") -> SfuServer:
+def _start_server(
+    workdir: Path, module: str = "signaling.cli", extra: tuple[str, ...] = ()
+) -> SfuServer:
     stdout_path, stderr_path = workdir / "server.stdout", workdir / "server.stderr"
     command = [
         sys.executable,
@@ -75,6 +77,7 @@ def _start_server(workdir: Path, module: str = "signaling.cli") -> SfuServer:
         "127.0.0.1",
         "--log-format",
         "json",
+        *extra,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
@@ -132,14 +135,20 @@ def server_module() -> str:
 
 
 @pytest.fixture
+def server_args() -> tuple[str, ...]:
+    """More ``serve`` options (e.g. ``--udp-port 0``); a test module may override it."""
+    return ()
+
+
+@pytest.fixture
 def sfu_server(
-    request: pytest.FixtureRequest, tmp_path: Path, server_module: str
+    request: pytest.FixtureRequest, tmp_path: Path, server_module: str, server_args: tuple[str, ...]
 ) -> Iterator[SfuServer]:
     external = os.environ.get("AIOSFU_E2E_URL")
-    if external and server_module == "signaling.cli":
+    if external and server_module == "signaling.cli" and not server_args:
         yield SfuServer(external)
         return
-    server = _start_server(tmp_path, server_module)
+    server = _start_server(tmp_path, server_module, server_args)
     request.node.sfu_server = server  # read by pytest_runtest_makereport below
     try:
         yield server

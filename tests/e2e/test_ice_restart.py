@@ -24,6 +24,13 @@ from .outage import udp_outage
 
 pytestmark = pytest.mark.e2e
 
+
+@pytest.fixture(params=[(), ("--udp-port", "0")], ids=["socket-per-connection", "udp-port"])
+def server_args(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """Both socket models: a socket per connection, and one shared port (``--udp-port``)."""
+    return request.param  # type: ignore[no-any-return]
+
+
 WIDTH, HEIGHT, FPS = 160, 120, 15
 MEDIA_TIMEOUT = 20.0
 

@@ -14,6 +14,12 @@ from .conftest import ClientFactory
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(params=[(), ("--udp-port", "0")], ids=["socket-per-connection", "udp-port"])
+def server_args(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """Both socket models: a socket per connection, and one shared port (``--udp-port``)."""
+    return request.param  # type: ignore[no-any-return]
+
+
 async def test_silent_peer_is_removed_while_its_websocket_lives(
     make_client: ClientFactory, room: str
 ) -> None:

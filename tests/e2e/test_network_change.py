@@ -63,7 +63,12 @@ def move_address(link: ShapedLink) -> None:
     _run("ip", "-n", sfu, "route", "add", f"{NEW_ADDRESS}/32", "dev", SERVER_IF)
 
 
-async def test_call_survives_an_address_change(tmp_path: object) -> None:
+@pytest.mark.parametrize(
+    "server_args", [(), ("--udp-port", "0")], ids=["socket-per-connection", "udp-port"]
+)
+async def test_call_survives_an_address_change(
+    tmp_path: object, server_args: tuple[str, ...]
+) -> None:
     try:
         link = ShapedLink(f"nc{uuid.uuid4().hex[:6]}")
     except LinkUnavailable as exc:
@@ -71,7 +76,7 @@ async def test_call_survives_an_address_change(tmp_path: object) -> None:
     room = f"room-{uuid.uuid4().hex[:8]}"
     clients: list[SfuClient] = []
     with link:
-        server = ServerProcess(link, tmp_path)  # type: ignore[arg-type]
+        server = ServerProcess(link, tmp_path, *server_args)  # type: ignore[arg-type]
         try:
             with link.entered():
                 set_ice_host_addresses(["127.0.0.1"])

@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -381,6 +382,33 @@ async def test_cli_serve_and_sigterm(sfu_service: RoomService) -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_cli_serve_fails_at_start_when_its_udp_port_is_taken(
+    sfu_service: RoomService,
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            "from signaling.cli import main; main()",
+            "serve",
+            "--port",
+            "0",
+            "--ice-host",
+            "127.0.0.1",
+            "--udp-port",
+            str(port),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "SFU_LOG_FORMAT": "json", "SFU_HOST": "127.0.0.1"},
+        )
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1
+    assert b"listening" not in stdout
+    assert f"Error: --udp-port {port}: cannot bind it".encode() in stderr
 
 
 # --- against a scripted service ---

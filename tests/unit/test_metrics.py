@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from unittest.mock import patch
 
 import pytest
+from aioice.stun import Class, Message, Method
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sfu.config import MediaConfig
 from sfu.counters import MediaTotals
+from sfu.media import aiortc_bridge as bridge
 from sfu.media import latency
 from sfu.media import layer as layer_module
+from sfu.media.aiortc_bridge import set_ice_host_addresses
 from sfu.media.connection import MediaConnection
 from sfu.media.downtrack import DownTrack, OutgoingStream
 from sfu.media.latency import Histogram
@@ -160,3 +164,35 @@ def test_departed_counters_stay_in_the_totals() -> None:
     samples = _scrape(service)
     assert samples["sfu_rtp_packets_received_total{kind=video}"] == 7
     assert samples["sfu_plis_sent_total"] == 2
+
+
+async def test_the_shared_udp_port_counts_what_it_drops_by_kind() -> None:
+    service = Sfu(MediaConfig(ice_hosts=("127.0.0.1",), udp_port=0))
+    assert not any(name.startswith("sfu_udp_unroutable") for name in _scrape(service))
+    set_ice_host_addresses(service.config.ice_hosts)
+    try:
+        await service.start()
+        port = bridge._udp_port
+        assert port is not None
+        (address,) = port.socknames
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=address
+        )
+        # a STUN request for nobody, RTP from an address no check authenticated, noise
+        transport.sendto(bytes(Message(Method.BINDING, Class.REQUEST)))
+        transport.sendto(b"\x80\x60" + bytes(30))
+        transport.sendto(b"\xff" * 12)
+        for _ in range(100):
+            if sum(port.unroutable.values()) == 3:
+                break
+            await asyncio.sleep(0.01)
+        transport.close()
+        samples = _scrape(service)
+        for kind in ("stun", "media", "other"):
+            assert samples[f"sfu_udp_unroutable_total{{kind={kind}}}"] == 1, kind
+    finally:
+        await service.close()
+        set_ice_host_addresses(())
+    assert bridge._udp_port is None
+    assert not any(name.startswith("sfu_udp_unroutable") for name in _scrape(service))

@@ -87,6 +87,7 @@ async def serve(index: int, channel: socket.socket) -> None:
     set_ice_host_addresses(config.ice_hosts)
     set_udp_receive_buffer(config.udp_receive_buffer)
     service = Sfu(config)
+    await service.start()  # its own UDP port (--udp-port + its index), if any
     service.serving()
     write_frame(writer, {"op": "ready", "pid": os.getpid(), "index": index})
     await writer.drain()

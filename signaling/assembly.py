@@ -17,7 +17,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,6 +49,10 @@ class ClusterOptions:
     prefix: str = "sfu:"
 
 
+async def _nothing() -> None:
+    return None
+
+
 @dataclass
 class Assembly:
     service: api.RoomService
@@ -56,6 +60,8 @@ class Assembly:
     health: Callable[[], Mapping[str, Any]]
     #: the in-process service's "set up, about to serve" (sfu.service.Sfu.serving), if any
     serving: Callable[[], None] = lambda: None
+    #: what opens the in-process media plane's shared parts (the UDP port): aiohttp startup
+    start: Callable[[], Awaitable[None]] = _nothing
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -93,7 +99,9 @@ async def assemble(
     if workers <= 1:
         sfu = Sfu(config)
         meter = _CpuMeter()
-        assembly = Assembly(sfu, sfu.metrics_registry(), lambda: {}, serving=sfu.serving)
+        assembly = Assembly(
+            sfu, sfu.metrics_registry(), lambda: {}, serving=sfu.serving, start=sfu.start
+        )
 
         def load() -> tuple[float, float, int]:
             return meter.read(), 0.0, len(sfu.rooms_by_id)
@@ -130,11 +138,12 @@ async def _join_cluster(
 ) -> None:
     node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
     draining = [False]
+    link = [options.node_address]  # with its port once bound (port 0: an ephemeral one)
 
     def describe() -> NodeInfo:
         cpu, packets, rooms = load()
         return NodeInfo(
-            node_id, options.public_url, options.node_address, cpu=round(cpu, 3),
+            node_id, options.public_url, link[0], cpu=round(cpu, 3),
             packets_out=round(packets), rooms=rooms, draining=draining[0],
         )  # fmt: skip
 
@@ -147,9 +156,10 @@ async def _join_cluster(
     router = ClusterRouter(assembly.service, directory, links)
     server = LinkServer(node_id, options.secret, router.serve_link())
     host, _, port = options.node_address.rpartition(":")
-    await server.start(host.strip("[]"), int(port))
+    bound_host, bound_port = await server.start(host.strip("[]"), int(port))
+    link[0] = f"{host}:{bound_port}"
     await directory.start()
-    log.info("node in the cluster", node=node_id, link=options.node_address)
+    log.info("node in the cluster", node=node_id, link=link[0], bound=bound_host)
     local_health = assembly.health
 
     def health() -> Mapping[str, Any]:

@@ -22,6 +22,7 @@ from signaling.app import (
     DEFAULT_RESUME_WINDOW,
     create_app,
 )
+from signaling.assembly import ClusterOptions, assemble
 from signaling.fdlimit import raise_file_limit, watch_file_descriptors
 from signaling.session import DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE
 from signaling.token_cli import KEYS_FILE, read_keys, token
@@ -169,6 +170,41 @@ def main() -> None:
     "delays packets instead of dropping them. Linux caps it at net.core.rmem_max.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_envvar=True,
+    help="Media worker processes (one per core on a busy server): every room lives in one, "
+    "placed by load. 1: the rooms in this process. With --udp-port N, worker k uses N+k.",
+)
+@click.option(
+    "--redis",
+    "redis_url",
+    metavar="URL",
+    show_envvar=True,
+    help="Join a cluster of nodes through this Redis (redis://host:port/db): rooms are claimed "
+    "by one node each, and clients reaching another node are relayed to it. Needs "
+    "--node-address and --cluster-secret-file.",
+)
+@click.option(
+    "--node-address",
+    metavar="HOST:PORT",
+    show_envvar=True,
+    help="Where the other nodes reach this one's node link (TCP; with --redis).",
+)
+@click.option(
+    "--cluster-secret-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    show_envvar=True,
+    help="A file holding the secret every node of the cluster shares (node links prove it).",
+)
+@click.option(
+    "--redis-prefix",
+    default="sfu:",
+    show_envvar=True,
+    help="Prefix of this cluster's Redis keys (several clusters may share one Redis).",
+)
+@click.option(
     "--udp-port",
     type=click.IntRange(0, 65535),
     default=None,
@@ -276,6 +312,11 @@ def serve(
     resume_window: float,
     http_idle_timeout: float,
     udp_receive_buffer: int,
+    workers: int,
+    redis_url: str | None,
+    node_address: str | None,
+    cluster_secret_file: Path | None,
+    redis_prefix: str,
     udp_port: int | None,
     log_format: LogFormat,
     log_level: str,
@@ -322,6 +363,9 @@ def serve(
     )
     if max_message_size is None:
         max_message_size = max_signaling_message(config)
+    cluster = _cluster_options(
+        redis_url, node_address, cluster_secret_file, redis_prefix, f"ws://{host}:{port}/ws"
+    )
     uvloop.run(
         _serve(
             config,
@@ -335,8 +379,39 @@ def serve(
             message_rate=(message_rate, message_burst),
             max_sockets_per_address=max_sockets_per_address,
             turn=turn,
+            workers=workers,
+            cluster=cluster,
+            log_format=log_format,
+            log_level=log_level,
         )
     )
+
+
+def _cluster_options(
+    redis_url: str | None,
+    node_address: str | None,
+    secret_file: Path | None,
+    prefix: str,
+    public_url: str,
+) -> ClusterOptions | None:
+    """The cluster this node joins (None: none); UsageError when the options do not make one."""
+    if redis_url is None:
+        if node_address is not None or secret_file is not None:
+            raise click.UsageError("--node-address and --cluster-secret-file go with --redis")
+        return None
+    if node_address is None or secret_file is None:
+        raise click.UsageError("--redis needs --node-address and --cluster-secret-file")
+    host, colon, port = node_address.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise click.UsageError(f"--node-address {node_address!r}: expected HOST:PORT")
+    try:
+        lines = secret_file.read_text().splitlines()
+    except OSError as exc:
+        raise click.UsageError(f"--cluster-secret-file: {exc}") from None
+    secret = (lines[0].strip() if lines else "").encode()
+    if len(secret) < 16:
+        raise click.UsageError("--cluster-secret-file: the secret is shorter than 16 bytes")
+    return ClusterOptions(redis_url, node_address, secret, public_url, prefix)
 
 
 def _turn_config(
@@ -384,9 +459,11 @@ async def _serve(
     message_rate: tuple[float, float] = (DEFAULT_MESSAGE_RATE, DEFAULT_MESSAGE_BURST),
     max_sockets_per_address: int = DEFAULT_MAX_SOCKETS_PER_ADDRESS,
     turn: TurnConfig | None = None,
+    workers: int = 1,
+    cluster: ClusterOptions | None = None,
+    log_format: LogFormat = "console",
+    log_level: str = "info",
 ) -> None:
-    from sfu.service import Sfu
-
     limit = raise_file_limit()
     log.info(
         "file descriptor limit",
@@ -410,24 +487,30 @@ async def _serve(
             granted=granted,
             fix=f"sysctl -w net.core.rmem_max={config.udp_receive_buffer}",
         )
-    service = Sfu(config)
+    try:
+        assembly = await assemble(
+            config, workers=workers, cluster=cluster, log_format=log_format, log_level=log_level
+        )
+    except (OSError, RuntimeError) as exc:
+        raise click.ClickException(f"the media plane could not start: {exc}") from None
     app = create_app(
-        service,
+        assembly.service,
         max_message_size=max_message_size,
         join_timeout=join_timeout,
         resume_window=resume_window,
-        metrics=service.metrics_registry(),
+        metrics=assembly.registry,
         keys=keys,
         message_rate=message_rate,
         max_sockets_per_address=max_sockets_per_address,
         turn=turn,
+        health=assembly.health,
     )
 
     async def start_media(_app: web.Application) -> None:
-        await service.start()  # the shared UDP port, if any; closed by service.close()
+        await assembly.start()  # the shared UDP port, if any; closed with the service
 
     app.on_startup.append(start_media)
-    service.serving()  # before the server's own tasks: their futures come and go
+    assembly.serving()  # before the server's own tasks: their futures come and go
     # aiohttp's keep-alive timer also runs from the moment a connection is accepted, so it closes
     # a connection that never completes a first request as well (since aiohttp 3.14.4)
     runner = web.AppRunner(app, keepalive_timeout=http_idle_timeout)
@@ -435,6 +518,7 @@ async def _serve(
         await runner.setup()  # runs on_startup
     except OSError as exc:
         await runner.cleanup()
+        await assembly.close()
         raise click.ClickException(
             f"--udp-port {config.udp_port}: cannot bind it on the ICE host addresses "
             f"({', '.join(config.ice_hosts) or 'every interface'}): {exc}"
@@ -454,6 +538,7 @@ async def _serve(
             await watcher
         # on_shutdown closes the rooms (clients are told bye) and the sockets
         await runner.cleanup()
+        await assembly.close()  # the workers, the cluster's links and claims
     log.info("stopped")
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -84,11 +85,8 @@ class WorkerPool:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.workers = [Worker(i) for i in range(count)]
-        self._configure = {
-            "op": "configure",
-            "media": TypeAdapter(MediaConfig).dump_python(config, mode="json"),
-            "log": {"format": log_format, "level": log_level},
-        }
+        self._config = config
+        self._log = {"format": log_format, "level": log_level}
         self.on_lost = on_lost
         self._clock = clock
         self._watchers: set[asyncio.Task[None]] = set()
@@ -145,7 +143,7 @@ class WorkerPool:
         finally:
             theirs.close()
         reader, writer = await asyncio.open_connection(sock=ours)
-        write_frame(writer, self._configure)
+        write_frame(writer, self._configure(worker.index))
         await writer.drain()
         try:
             ready = await asyncio.wait_for(read_frame(reader), READY_TIMEOUT)
@@ -167,6 +165,15 @@ class WorkerPool:
         watcher = asyncio.ensure_future(self._watch(worker, process, service))
         self._watchers.add(watcher)
         watcher.add_done_callback(self._watchers.discard)
+
+    def _configure(self, index: int) -> dict[str, Any]:
+        """Worker ``index``'s first frame: the media configuration, its UDP port its own
+        (``--udp-port N``: N + index; 0 stays 0, an ephemeral port per worker)."""
+        config = self._config
+        if config.udp_port:
+            config = dataclasses.replace(config, udp_port=config.udp_port + index)
+        media = TypeAdapter(MediaConfig).dump_python(config, mode="json")
+        return {"op": "configure", "media": media, "log": self._log}
 
     def _on_load(self, worker: Worker, frame: Mapping[str, Any]) -> None:
         if frame.get("op") != "load":

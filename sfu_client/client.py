@@ -258,6 +258,17 @@ def _abort(ws: aiohttp.ClientWebSocketResponse) -> None:
         response.close()
 
 
+def _refused(exc: BaseException) -> bool:
+    """Whether connecting failed because nothing listens there (ECONNREFUSED)."""
+    while exc is not None:
+        if isinstance(exc, ConnectionRefusedError):
+            return True
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            return isinstance(exc.os_error, ConnectionRefusedError)
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
 def _refusal(data: Mapping[str, Any], what: aiohttp.WSMsgType) -> str:
     """What a refused resume or join got back, for the application (no token in it)."""
     if data.get("type") == "error":
@@ -981,6 +992,13 @@ class SfuClient:
             logger.info("%s: resume attempt failed: %r", self.name, exc)
             if ws is not None:
                 await ws.close()
+            if ws is None and len(self.urls) > 1 and _refused(exc):
+                # nothing listens where the session lived (its node is gone), and other nodes
+                # were given: join again through them rather than wait out the resume window
+                self._refusal = "the session's node cannot be reached"
+                self.urls = self.urls[1:] + self.urls[:1]
+                self._url = self.urls[0]
+                return False
             return None
         data = json.loads(reply.data) if reply.type == aiohttp.WSMsgType.TEXT else {}
         if data.get("type") == "resumed":

@@ -6,12 +6,15 @@ node's own room service, or through a node link to the owner's. The owner checks
 room is its own (:meth:`ClusterRouter.serve_link`'s ``join``): a claim can expire and be taken
 while a relayed join is on its way, and a join that reaches a node no longer the owner gets
 ``wrong-node``, upon which the entry node asks the directory again (at most
-:data:`ATTEMPTS` times). A node releases a room's claim when its last session here ends.
+:data:`ATTEMPTS` times); an owner that cannot be reached (its node died) is asked about again
+until its claim expires (at most :data:`DEAD_OWNER_WAIT`). A node releases a room's claim when
+its last session here ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 
 import structlog
@@ -24,6 +27,10 @@ log = structlog.get_logger("signaling.cluster")
 
 ATTEMPTS = 3
 WRONG_NODE = "wrong-node"
+#: A join for a room whose owner cannot be reached asks the directory again this often (s), for
+#: at most this long: a dead node's claim goes when its key expires (NODE_TTL, 3 s).
+DEAD_OWNER_POLL = 0.25
+DEAD_OWNER_WAIT = 4.0
 
 
 class WrongNode(api.SfuError):
@@ -51,22 +58,31 @@ class ClusterRouter:
         identity: str | None = None,
         grants: api.Grants = api.FULL_GRANTS,
     ) -> tuple[api.ParticipantSession, tuple[api.ParticipantInfo, ...]]:
-        for _ in range(ATTEMPTS):
+        attempts, deadline = 0, time.monotonic() + DEAD_OWNER_WAIT
+        while True:
             owner = await self._owner(room_id)
+            if owner == self.node_id:
+                return await self.join_here(
+                    room_id, name, listener, auto_subscribe, identity=identity, grants=grants
+                )
             try:
-                if owner == self.node_id:
-                    return await self.join_here(
-                        room_id, name, listener, auto_subscribe, identity=identity, grants=grants
-                    )
                 service = await self._links.service(owner)
+            except api.SfuError:
+                # its node died: its claim holds until its key expires (the directory's
+                # NODE_TTL), then the room is taken over here or elsewhere
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(DEAD_OWNER_POLL)
+                continue
+            try:
                 return await service.join(
                     room_id, name, listener, auto_subscribe, identity=identity, grants=grants
                 )
             except api.SfuError as exc:
-                if exc.code != WRONG_NODE:
+                attempts += 1
+                if exc.code != WRONG_NODE or attempts >= ATTEMPTS:
                     raise
                 log.info("room moved while a join was relayed: asking again", room=room_id)
-        raise api.SfuError(f"room {room_id!r} could not be placed: try again")
 
     async def _owner(self, room_id: str) -> str:
         try:

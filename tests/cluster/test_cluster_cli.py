@@ -89,6 +89,13 @@ async def test_a_room_through_two_nodes_and_the_owner_killed(nodes: list[SfuServ
         print(f"\nnode killed: its room in a call again after {time.monotonic() - killed:.2f} s")
         assert (await health(left))["rooms"] == 1  # the room, on the node left
         assert all(c.urls[0] == ws(left) for c in clients)
+    except BaseException:
+        # what the nodes and the clients saw, for a failure that does not repeat
+        for node in nodes:
+            print(node.logs())
+        for client in clients:
+            print(client.name, [(m.type, m.data.get("reason")) for m in client.history][-12:])
+        raise
     finally:
         await close_all(clients)
         set_ice_host_addresses([])

@@ -2,6 +2,7 @@
 
 from tests.e2e.conftest import (  # noqa: F401 - fixtures, found by name
     pytest_runtest_makereport,
+    server_args,
     server_module,
     sfu_server,
 )

@@ -4,6 +4,7 @@ from tests.e2e.conftest import (  # noqa: F401 - fixtures, found by name
     make_client,
     pytest_runtest_makereport,
     room,
+    server_args,
     server_module,
     sfu_server,
 )

@@ -72,6 +72,7 @@ TIMEOUT = 25.0  # generous: two cores run the server, Chromium and the Python cl
 SILENCE = 5.0  # the page's UDP dropped for longer than the server's 4 s before it restarts
 MIN_PACKETS = 10  # a second of the publisher's video (15 frames/s)
 BLACKOUT_LIMIT = 20.0  # for Chromium to say "disconnected" (7.5 s here) and the page to restart
+CLOCK_SLACK = 0.1  # how far the page's event times, mapped onto ours (clock_offset), may be off
 
 # the page's client's events, and (every 20 ms, when either changes) the frames of `name`'s
 # camera it decoded and the local address:port of its selected candidate pair
@@ -413,7 +414,10 @@ async def change_address(linked: LinkedCall) -> list[dict[str, Any]]:
 
     changed = move_page(linked.link)
     switched, page_frame, there = await call.new_path(old_path, changed)
-    events = await call.events(changed)
+    # nothing the page does can come before ``changed`` (taken before the address goes), but
+    # its clock is mapped onto ours to within half a page.evaluate round trip: an event at the
+    # change itself (the browser's ``online``) could read as a few ms earlier, and be lost
+    events = await call.events(changed - CLOCK_SLACK)
     after = await call.ice()
     seen = [(e["type"], e["reason"] or e["how"], round(e["at"] - changed, 2)) for e in events]
     print(

@@ -123,7 +123,7 @@ class RoomRouter:
         entry = self.table.begin(room_id, self._choose)
         if entry is None:
             raise api.SfuError("no worker can take a room now: try again shortly")
-        ended = _Once(lambda: self.table.ended(entry))
+        ended = Once(lambda: self.table.ended(entry))
 
         def relay(event: api.Event) -> None:
             if isinstance(event, api.SessionClosed):
@@ -141,7 +141,7 @@ class RoomRouter:
             ok = True
         finally:
             self.table.joined(entry, ok)
-        return _RoutedSession(session, ended), others
+        return CountedSession(session, ended), others
 
     async def stats(self) -> Mapping[str, int]:
         totals = {"rooms": 0, "participants": 0, "tracks": 0}
@@ -180,7 +180,9 @@ class RoomRouter:
         return [r for r in results if not isinstance(r, BaseException)]
 
 
-class _Once:
+class Once:
+    """``action``, the first time it is called; nothing after."""
+
     def __init__(self, action: Callable[[], None]) -> None:
         self._action: Callable[[], None] | None = action
 
@@ -190,11 +192,11 @@ class _Once:
             action()
 
 
-class _RoutedSession:
-    """A session of one worker's, whose end the table counts (once, whichever comes first:
-    its ``leave`` or its :class:`~sfu.api.SessionClosed`)."""
+class CountedSession:
+    """A session whose end is counted (``ended``, a :class:`Once`: whichever comes first, its
+    ``leave`` or the :class:`~sfu.api.SessionClosed` its listener got, which the caller wires)."""
 
-    def __init__(self, session: api.ParticipantSession, ended: _Once) -> None:
+    def __init__(self, session: api.ParticipantSession, ended: Callable[[], None]) -> None:
         self._session, self._ended = session, ended
         self.offer = session.offer
         self.answer = session.answer

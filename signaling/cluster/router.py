@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import structlog
 
 from sfu import api
 from signaling.cluster.directory import Directory, DirectoryUnavailable
 from signaling.cluster.links import NodeLinks
+from signaling.rooms import CountedSession, Once
 
 log = structlog.get_logger("signaling.cluster")
 
@@ -103,13 +104,9 @@ class ClusterRouter:
         """A join for a room this node owns (from its own WebSockets or a link)."""
         self._directory.owned(room_id)
         self._sessions[room_id] = self._sessions.get(room_id, 0) + 1
-        done = False
 
+        @Once
         def ended() -> None:
-            nonlocal done
-            if done:
-                return
-            done = True
             left = self._sessions[room_id] = self._sessions.get(room_id, 1) - 1
             if left <= 0:
                 del self._sessions[room_id]
@@ -127,7 +124,7 @@ class ClusterRouter:
         except BaseException:
             ended()
             raise
-        return _CountedSession(session, ended), others
+        return CountedSession(session, ended), others
 
     def _release(self, room_id: str) -> None:
         task = asyncio.ensure_future(self._directory.release(room_id))
@@ -193,24 +190,3 @@ class _OwnedRooms:
         return await router.join_here(
             room_id, name, listener, auto_subscribe, identity=identity, grants=grants
         )
-
-
-class _CountedSession:
-    def __init__(self, session: api.ParticipantSession, ended: Callable[[], None]) -> None:
-        self._session, self._ended = session, ended
-        self.offer = session.offer
-        self.answer = session.answer
-        self.add_ice_candidate = session.add_ice_candidate
-        self.set_muted = session.set_muted
-        self.subscribe = session.subscribe
-        self.set_track_settings = session.set_track_settings
-
-    @property
-    def participant_id(self) -> str:
-        return self._session.participant_id
-
-    async def leave(self, reason: str = "left") -> None:
-        try:
-            await self._session.leave(reason)
-        finally:
-            self._ended()

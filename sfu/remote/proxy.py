@@ -59,6 +59,12 @@ class RemoteRoomService:
         try:
             while (frame := await read_frame(self._reader)) is not None:
                 self._dispatch(frame)
+                if "id" in frame:
+                    # a reply: its caller goes on before the frames after it are handed out, as
+                    # in-process (a server offer raised after an answer must reach the client
+                    # after that answer; read from one buffer, it came first, and a client
+                    # whose own offer still awaited its answer ignored it: negotiation-timeout)
+                    await asyncio.sleep(0)
         except (FrameError, ConnectionError) as exc:
             log.warning("room service stream broken", error=str(exc))
         finally:

@@ -173,3 +173,38 @@ def test_a_vp8_keyframe_with_the_reserved_bit_set_is_a_keyframe() -> None:
     descriptor = parse_descriptor(payload, 0, len(payload))
     assert descriptor is not None and descriptor.keyframe
     assert is_keyframe("VP8", payload)
+
+
+def test_a_retransmission_with_csrcs_and_padding_on_an_unsignalled_rtx_ssrc_fills_its_hole() -> (
+    None
+):
+    """Found by the ingress target as a failure of its own check, not of the server: a packet
+    the harness sent as junk (8 CSRCs, padding, the RTX payload type, a new SSRC) was a valid
+    RFC 4588 retransmission of a number missing since a jump; the server latched the SSRC as
+    the track's RTX stream and forwarded the packet it carried under the number its place
+    implies. The harness now counts what junk that parses carries as the publisher's."""
+    from tests.fuzz.harnesses import ingress
+    from tests.unit.media_doubles import vp8_packet
+
+    connection, receiver, down_track, sink = ingress._setup()
+    try:
+        for seq in (0x14, 0x15, 0x36, 0x37):
+            connection._on_rtp(vp8_packet(seq, keyframe=seq == 0x14), 100.0 + seq / 100)
+        first = int.from_bytes(sink.packets[0][2:4], "big")
+        assert len(sink.packets) == 4
+        carried = bytes([0x10, 0x01, 0, 0]) + b"\x5a" * 21
+        header = bytes([0xA8, 0x80 | 97]) + (0x2EFF).to_bytes(2, "big")
+        header += (0xF07B0A05).to_bytes(4, "big") + (0x00200000).to_bytes(4, "big")
+        rtx = header + bytes(32) + (0x20).to_bytes(2, "big") + carried + bytes(58) + b"\x3b"
+        assert ingress.as_published(rtx)[1] == carried
+        connection._on_rtp(rtx, 101.0)
+        assert len(sink.packets) == 5
+        recovered = sink.packets[-1]
+        assert int.from_bytes(recovered[2:4], "big") == first + 0x20 - 0x14
+        assert recovered[8:12] == ingress.SUBSCRIBER_SSRC.to_bytes(4, "big")
+        ingress.check_sent(sink.packets[-1:], set(ingress.as_published(rtx)))
+    finally:
+        connection.remove_down_track(down_track)
+        receiver.remove_down_track(down_track)
+        connection.remove_receiver(receiver)
+        receiver.close()

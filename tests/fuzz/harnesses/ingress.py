@@ -160,6 +160,7 @@ def run(data: bytes) -> None:
                 assert block is None or 0 <= block.fraction_lost <= 255, block
             elif op < 225:
                 junk = bytes([0x80 | reader.uint() & 0x3F]) + reader.sized()
+                payloads.update(as_published(junk))
                 connection._on_rtp(junk, now)
             else:
                 connection._on_rtcp(reader.sized())
@@ -169,6 +170,17 @@ def run(data: bytes) -> None:
         receiver.remove_down_track(down_track)
         connection.remove_receiver(receiver)
         receiver.close()
+
+
+def as_published(packet: bytes) -> tuple[bytes, ...]:
+    """The payloads the server may forward of a packet not built by ``_rtp``: junk that parses
+    as RTP is still the publisher's, as media or, on an SSRC latched as its RTX stream, as a
+    retransmission after its OSN (RFC 4588 §4)."""
+    try:
+        start, end = payload_bounds(packet)
+    except ValueError:
+        return ()
+    return packet[start:end], packet[start + 2 : end]
 
 
 def check_sent(packets: list[bytes], payloads: set[bytes]) -> None:

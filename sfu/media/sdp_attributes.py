@@ -132,9 +132,9 @@ def _ssrc(value: str, _: Formats) -> None:
 
 
 def _ssrc_group(value: str, _: Formats) -> None:
-    semantics, *ssrcs = value.split(" ")
-    if not semantics:
-        raise InvalidValue("expected <semantics> <ssrc>...")
+    semantics, *ssrcs = value.split() or [""]  # aiortc splits these on any whitespace
+    if not TOKEN.fullmatch(semantics):
+        raise InvalidValue("expected <semantics> <ssrc>... (RFC 5576 §4.2)")
     for ssrc in ssrcs:
         number(ssrc, "SSRC", 0, MAX_SSRC)
 

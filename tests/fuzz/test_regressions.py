@@ -208,3 +208,17 @@ def test_a_retransmission_with_csrcs_and_padding_on_an_unsignalled_rtx_ssrc_fill
         receiver.remove_down_track(down_track)
         connection.remove_receiver(receiver)
         receiver.close()
+
+
+@pytest.mark.parametrize("value", ["FID\t1 2", "!\xe4\t)\xca\xd8", "FID 1\t)", ""])
+def test_an_ssrc_group_is_split_as_aiortc_splits_it(value: str) -> None:
+    """Found by the sdp target: a=ssrc-group's value was split on spaces, aiortc splits it on
+    any whitespace; "<garbage>\\t<garbage>" was one odd semantics to the checks and a semantics
+    and an SSRC that int() refuses to aiortc, reported as "the SDP could not be parsed"."""
+    sdp = _with_line_after(CHROMIUM_OFFER, "a=mid:0\r\n", f"a=ssrc-group:{value}")
+    if value == "FID\t1 2":  # well-formed to aiortc: accepted, as before
+        bridge.parse_sdp(sdp, "offer")
+        return
+    with pytest.raises(ValueError, match="ssrc-group") as caught:
+        bridge.parse_sdp(sdp, "offer")
+    assert caught.value.__cause__ is None

@@ -266,6 +266,12 @@ class UnknownParticipant(SfuError):
     code = "unknown-participant"
 
 
+class ServerDraining(SfuError):
+    """A join that would open a room on a server that is stopping (it drains: signaling)."""
+
+    code = "server-draining"
+
+
 class NotAllowed(SfuError):
     """What the participant's grants do not allow (publishing, a source, subscribing)."""
 

@@ -93,8 +93,12 @@ REJOIN_ATTEMPTS = 4
 REJOIN_WITHIN = 10.0
 REJOIN_FIRST_WAIT = 1.0
 REJOIN_LONGEST_WAIT = 4.0
-#: ``join`` refusals that may go away (a room at its limit, a server bug): try again.
-JOIN_RETRY_CODES = frozenset({"room-full", "internal-error"})
+#: ``join`` refused by a server that is stopping: another URL (or, behind a load balancer,
+#: another server) takes the room.
+SERVER_DRAINING = "server-draining"
+#: ``join`` refusals that may go away (a room at its limit, a server bug, a server that is
+#: stopping): try again.
+JOIN_RETRY_CODES = frozenset({"room-full", "internal-error", SERVER_DRAINING})
 
 Predicate = Callable[["ServerMessage"], bool]
 
@@ -514,22 +518,33 @@ class SfuClient:
         playout_delay: PlayoutConfig | bool = True,
     ) -> SfuClient:
         """Open the WebSocket, join ``room`` as ``name`` and return once ``joined`` arrived
-        (``token``: the access token a server with keys asks for)."""
-        client = await cls.open(
-            url,
-            ice_servers=ice_servers,
-            ice_hosts=ice_hosts,
-            session=session,
-            request_timeout=request_timeout,
-            transport_cc=transport_cc,
-            playout_delay=playout_delay,
-        )
-        try:
-            await client.join(room, name, auto_subscribe=auto_subscribe, token=token)
-        except BaseException:
-            await client.close()
-            raise
-        return client
+        (``token``: the access token a server with keys asks for). With several URLs, a
+        server that refuses the join as ``server-draining`` (it is stopping) is left for the
+        next."""
+        urls = [url] if isinstance(url, str) else list(url)
+        for attempt in range(1, max(len(urls), 1) + 1):
+            client = await cls.open(
+                urls,
+                ice_servers=ice_servers,
+                ice_hosts=ice_hosts,
+                session=session,
+                request_timeout=request_timeout,
+                transport_cc=transport_cc,
+                playout_delay=playout_delay,
+            )
+            try:
+                await client.join(room, name, auto_subscribe=auto_subscribe, token=token)
+                return client
+            except ServerError as exc:
+                await client.close()
+                if exc.code != SERVER_DRAINING or attempt >= len(urls):
+                    raise
+                logger.info("%s is draining: trying the next URL", client.urls[0])
+                urls = client.urls[1:] + client.urls[:1]
+            except BaseException:
+                await client.close()
+                raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def join(
         self, room: str, name: str, *, auto_subscribe: bool = True, token: str | None = None
@@ -1163,6 +1178,9 @@ class SfuClient:
         await ws.close()
         self._refusal = _refusal(data, reply.type)
         logger.info("%s: join again refused: %s", self.name, self._refusal)
+        if data.get("code") == SERVER_DRAINING and len(self.urls) > 1:  # it is stopping: the next
+            self.urls = self.urls[1:] + self.urls[:1]
+            self._url = self.urls[0]
         retry = data.get("type") != "error" or data.get("code") in JOIN_RETRY_CODES
         return None if retry else False
 

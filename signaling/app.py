@@ -11,16 +11,19 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
-from prometheus_client.exposition import choose_encoder
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder
 
 from sfu.api import RoomService, SfuError
 from sfu.log import get_logger
+from signaling.drain import Drain, DrainingRooms
 from signaling.operator_api import add_routes
 from signaling.resume import Resumption
 from signaling.session import DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE, SignalingSession
 from signaling.turn import TurnConfig
 
 STATIC_DIR = Path(__file__).parent / "static"
+#: /healthz statuses answered with 200 (``down`` and ``draining`` get 503)
+HEALTHY = ("ok", "degraded")
 SHUTDOWN_REASON = "server-shutdown"
 DEFAULT_JOIN_TIMEOUT = 10.0
 #: WebSockets one client address may hold open at once (a NAT or proxy puts many people
@@ -44,12 +47,16 @@ class SignalingState:
     sockets_by_address: Counter[str] = field(default_factory=Counter)
     turn: TurnConfig | None = None
     sessions: set[SignalingSession] = field(default_factory=set)
+    #: the bye reason when the server stops
+    shutdown_reason: str = SHUTDOWN_REASON
 
 
 SERVICE: web.AppKey[RoomService] = web.AppKey("service")
 STATE = web.AppKey("signaling", SignalingState)
 METRICS = web.AppKey("metrics", CollectorRegistry)
 HEALTH: web.AppKey[Callable[[], Mapping[str, Any]]] = web.AppKey("health")
+DRAIN = web.AppKey("drain", Drain)
+WORKER_METRICS: web.AppKey[Callable[[int], str | None]] = web.AppKey("worker_metrics")
 
 
 def create_app(
@@ -65,6 +72,9 @@ def create_app(
     max_sockets_per_address: int = DEFAULT_MAX_SOCKETS_PER_ADDRESS,
     turn: TurnConfig | None = None,
     health: Callable[[], Mapping[str, Any]] | None = None,
+    drain: Drain | None = None,
+    worker_metrics: Callable[[int], str | None] | None = None,
+    shutdown_reason: str = SHUTDOWN_REASON,
 ) -> web.Application:
     """Serve ``GET /ws`` (signaling), ``GET /healthz``, ``GET /metrics`` if a Prometheus
     ``metrics`` registry is given, and, if present, the static web client.
@@ -83,9 +93,14 @@ def create_app(
     ``turn``: TURN servers whose credentials each ``joined`` and ``resumed`` carry
     (signaling/turn.py). ``health``: more of ``/healthz`` (the workers, the cluster); its
     ``"status"`` (``degraded``, ``down``) replaces ``ok``, and ``down`` answers 503.
+    ``drain``: once it started, a ``join`` for a room with no session here is refused
+    (``server-draining``) and ``/healthz`` says ``draining`` with 503 (signaling/drain.py).
+    ``worker_metrics``: worker k's metrics text, served as ``/metrics?worker=k``.
+    ``shutdown_reason``: the ``bye`` reason when the server stops.
     """
     app = web.Application()
-    app[SERVICE] = service
+    app[DRAIN] = drain = drain or Drain()
+    app[SERVICE] = DrainingRooms(service, drain)
     if health is not None:
         app[HEALTH] = health
     app[STATE] = SignalingState(
@@ -97,10 +112,13 @@ def create_app(
         message_rate=message_rate,
         max_sockets_per_address=max_sockets_per_address,
         turn=turn,
+        shutdown_reason=shutdown_reason,
     )
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
     add_routes(app, service, keys)
+    if worker_metrics is not None:
+        app[WORKER_METRICS] = worker_metrics
     if metrics is not None:
         app[METRICS] = metrics
         app.router.add_get("/metrics", prometheus_metrics)
@@ -166,13 +184,36 @@ async def healthz(request: web.Request) -> web.Response:
         report = {**report, **health()}
         if report["status"] == "ok" and "error" in report:
             report["status"] = "down"
-    return web.json_response(report, status=503 if report["status"] == "down" else 200)
+    if request.app[DRAIN].draining and report["status"] != "down":
+        report["status"] = "draining"  # 503 too: a load balancer sends no new client here
+    return web.json_response(report, status=200 if report["status"] in HEALTHY else 503)
 
 
 async def prometheus_metrics(request: web.Request) -> web.Response:
-    """The registry in the exposition format the scraper asks for (text, or OpenMetrics)."""
+    """The registry in the exposition format the scraper asks for (text, or OpenMetrics);
+    ``?worker=k``: worker k's own, as it gave it (text; no ``worker`` label)."""
+    if "worker" in request.query:
+        return _worker_metrics(request, request.query["worker"])
     encode, content_type = choose_encoder(request.headers.get("Accept", ""))
     return web.Response(body=encode(request.app[METRICS]), headers={"Content-Type": content_type})
+
+
+def _worker_metrics(request: web.Request, worker: str) -> web.Response:
+    exposition = request.app.get(WORKER_METRICS)
+    if exposition is None:
+        raise web.HTTPNotFound(
+            text="this server runs no worker processes (--workers 1): its rooms are in the "
+            "server process, whose metrics are /metrics\n"
+        )
+    text = exposition(int(worker)) if worker.isascii() and worker.isdigit() else None
+    if text is None:
+        raise web.HTTPNotFound(text=f"no worker {worker[:20]!r}: workers are numbered from 0\n")
+    if not text:
+        raise web.HTTPServiceUnavailable(
+            text=f"worker {worker} is down or starting: no metrics now\n"
+        )
+    # the worker writes prometheus_client's generate_latest(): the 0.0.4 text format
+    return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4})
 
 
 async def index(request: web.Request) -> web.FileResponse:
@@ -185,9 +226,10 @@ async def _shutdown(app: web.Application) -> None:
     sessions = state.sessions
     log.info("shutting down", sessions=len(sessions), waiting_for_resume=len(state.resumption))
     try:
-        await app[SERVICE].close(SHUTDOWN_REASON)
+        await app[SERVICE].close(state.shutdown_reason)
     except Exception:
         log.exception("closing the room service failed")
     await state.resumption.close()
     # sessions that were told bye are closing already; the others (not joined) get it here
-    await asyncio.gather(*(session.shutdown(SHUTDOWN_REASON) for session in list(sessions)))
+    reason = state.shutdown_reason
+    await asyncio.gather(*(session.shutdown(reason) for session in list(sessions)))

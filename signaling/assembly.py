@@ -8,6 +8,9 @@ part of ``/healthz``, and how to stop it.
 - ``--redis URL``: besides, this node's place in a cluster: the room directory, a node link
   server on ``--node-address`` and links to the others, behind a
   :class:`~signaling.cluster.router.ClusterRouter`.
+
+Each has a :class:`~signaling.drain.Drain` (``--drain-timeout``): when it starts, the workers take
+no new room and the node's registration says ``draining``.
 """
 
 from __future__ import annotations
@@ -28,9 +31,11 @@ from prometheus_client.registry import Collector
 from sfu import api
 from sfu.config import MediaConfig
 from sfu.log import LogFormat, get_logger
+from signaling.app import SHUTDOWN_REASON
 from signaling.cluster.directory import Directory, NodeInfo
 from signaling.cluster.links import LinkServer, NodeLinks
 from signaling.cluster.router import ClusterRouter
+from signaling.drain import Drain, DrainingRooms
 from signaling.placement import smoothed
 from signaling.rooms import RoomRouter
 from signaling.workers import WorkerCollector, WorkerPool
@@ -62,6 +67,11 @@ class Assembly:
     serving: Callable[[], None] = lambda: None
     #: what opens the in-process media plane's shared parts (the UDP port): aiohttp startup
     start: Callable[[], Awaitable[None]] = _nothing
+    drain: Drain = field(default_factory=Drain)
+    #: worker k's metrics as it gave them (None: no worker k; "": none now); None: no workers
+    worker_metrics: Callable[[int], str | None] | None = None
+    #: the bye reason of the sessions when the server stops (a cluster's: join again elsewhere)
+    shutdown_reason: str = SHUTDOWN_REASON
     _closers: list[Callable[[], Any]] = field(default_factory=list)
 
     async def close(self) -> None:
@@ -120,8 +130,13 @@ async def assemble(
             status = "ok" if up == len(described) else "degraded" if up else "down"
             return {"status": status, "workers": described}
 
-        assembly = Assembly(router, registry, health)
+        assembly = Assembly(router, registry, health, worker_metrics=pool.exposition)
         assembly._closers.append(pool.close)
+
+        async def drain_workers() -> None:
+            pool.draining = True
+
+        assembly.drain.on_start(drain_workers)
 
         def load() -> tuple[float, float, int]:
             loads = pool.loads()
@@ -137,14 +152,14 @@ async def _join_cluster(
     assembly: Assembly, options: ClusterOptions, load: Callable[[], tuple[float, float, int]]
 ) -> None:
     node_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-    draining = [False]
+    drain = assembly.drain
     link = [options.node_address]  # with its port once bound (port 0: an ephemeral one)
 
     def describe() -> NodeInfo:
         cpu, packets, rooms = load()
         return NodeInfo(
             node_id, options.public_url, link[0], cpu=round(cpu, 3),
-            packets_out=round(packets), rooms=rooms, draining=draining[0],
+            packets_out=round(packets), rooms=rooms, draining=drain.draining,
         )  # fmt: skip
 
     directory = Directory(options.redis_url, describe, prefix=options.prefix)
@@ -154,7 +169,8 @@ async def _join_cluster(
 
     links = NodeLinks(node_id, options.secret, address_of)
     router = ClusterRouter(assembly.service, directory, links)
-    server = LinkServer(node_id, options.secret, router.serve_link())
+    # joins from the other nodes count into the drain as this node's own WebSockets' do
+    server = LinkServer(node_id, options.secret, DrainingRooms(router.serve_link(), drain))
     host, _, port = options.node_address.rpartition(":")
     bound_host, bound_port = await server.start(host.strip("[]"), int(port))
     link[0] = f"{host}:{bound_port}"
@@ -166,6 +182,8 @@ async def _join_cluster(
         return {**local_health(), "node": node_id, "redis": "up" if directory.up else "down"}
 
     assembly.service, assembly.health = router, health
+    assembly.shutdown_reason = "reconnect"  # its rooms go on on another node
+    drain.on_start(directory.announce)
     assembly.registry.register(_ClusterCollector(directory))
     assembly._closers += [directory.close, server.close, links.close]
 

@@ -23,6 +23,7 @@ from signaling.app import (
     create_app,
 )
 from signaling.assembly import ClusterOptions, assemble
+from signaling.drain import Drain
 from signaling.fdlimit import raise_file_limit, watch_file_descriptors
 from signaling.session import DEFAULT_MESSAGE_BURST, DEFAULT_MESSAGE_RATE
 from signaling.token_cli import KEYS_FILE, read_keys, token
@@ -178,6 +179,16 @@ def main() -> None:
     "placed by load. 1: the rooms in this process. With --udp-port N, worker k uses N+k.",
 )
 @click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_envvar=True,
+    help="Seconds the calls may go on after SIGTERM (or SIGINT): meanwhile no new room opens "
+    "here (a join for one gets server-draining, /healthz says draining with 503), and the "
+    "server stops as soon as no session is left. 0: stop at once. A second signal stops at "
+    "once.",
+)
+@click.option(
     "--redis",
     "redis_url",
     metavar="URL",
@@ -313,6 +324,7 @@ def serve(
     http_idle_timeout: float,
     udp_receive_buffer: int,
     workers: int,
+    drain_timeout: float,
     redis_url: str | None,
     node_address: str | None,
     cluster_secret_file: Path | None,
@@ -380,6 +392,7 @@ def serve(
             max_sockets_per_address=max_sockets_per_address,
             turn=turn,
             workers=workers,
+            drain_timeout=drain_timeout,
             cluster=cluster,
             log_format=log_format,
             log_level=log_level,
@@ -460,6 +473,7 @@ async def _serve(
     max_sockets_per_address: int = DEFAULT_MAX_SOCKETS_PER_ADDRESS,
     turn: TurnConfig | None = None,
     workers: int = 1,
+    drain_timeout: float = 0.0,
     cluster: ClusterOptions | None = None,
     log_format: LogFormat = "console",
     log_level: str = "info",
@@ -504,6 +518,9 @@ async def _serve(
         max_sockets_per_address=max_sockets_per_address,
         turn=turn,
         health=assembly.health,
+        drain=assembly.drain,
+        worker_metrics=assembly.worker_metrics,
+        shutdown_reason=assembly.shutdown_reason,
     )
 
     async def start_media(_app: web.Application) -> None:
@@ -530,7 +547,7 @@ async def _serve(
         log.info("listening", host=host, port=bound_port, ice_hosts=list(config.ice_hosts))
         url_host = f"[{host}]" if ":" in host else host
         click.echo(f"aiosfu listening on http://{url_host}:{bound_port}")
-        await _wait_for_signal()
+        await _wait_for_signal(assembly.drain, drain_timeout)
         log.info("stopping")
     finally:
         watcher.cancel()
@@ -549,13 +566,21 @@ def _bound_port(runner: web.AppRunner, requested: int) -> int:
     return requested
 
 
-async def _wait_for_signal() -> None:
+async def _wait_for_signal(drain: Drain, drain_timeout: float) -> None:
+    """Until SIGTERM or SIGINT; with a drain timeout, then the drain until no session is left,
+    the timeout passed, or a second signal came."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
+        if drain_timeout > 0:
+            stop.clear()
+            began = loop.time()
+            await drain.start()  # the directory is told: its wait counts in the timeout
+            end = await drain.finish(max(0.0, drain_timeout - (loop.time() - began)), stop)
+            log.info("drained", end=end, seconds=round(loop.time() - began, 2), left=drain.sessions)
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)

@@ -122,6 +122,8 @@ class RoomRouter:
     ) -> tuple[api.ParticipantSession, tuple[api.ParticipantInfo, ...]]:
         entry = self.table.begin(room_id, self._choose)
         if entry is None:
+            if any(w.up and w.draining for w in self._workers.loads()):
+                raise api.ServerDraining("this server is stopping and opens no new room")
             raise api.SfuError("no worker can take a room now: try again shortly")
         ended = Once(lambda: self.table.ended(entry))
 

@@ -91,6 +91,8 @@ class WorkerPool:
         self._clock = clock
         self._watchers: set[asyncio.Task[None]] = set()
         self._closing = False
+        #: no new room goes to any worker (the server drains before it stops)
+        self.draining = False
         self._metrics_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -113,7 +115,7 @@ class WorkerPool:
 
     def loads(self) -> Sequence[WorkerLoad]:
         return [
-            WorkerLoad(w.index, w.up, cpu=w.cpu or 0.0, packets_out=w.packets_out)
+            WorkerLoad(w.index, w.up, self.draining, cpu=w.cpu or 0.0, packets_out=w.packets_out)
             for w in self.workers
         ]
 
@@ -121,11 +123,20 @@ class WorkerPool:
         worker = self.workers[index]
         return worker.service if worker.up else None
 
+    def exposition(self, index: int) -> str | None:
+        """Worker ``index``'s metrics as it gave them (at most METRICS_INTERVAL old): None if
+        there is no such worker, "" while it is down or has not answered yet."""
+        if not 0 <= index < len(self.workers):
+            return None
+        worker = self.workers[index]
+        return worker.metrics if worker.up else ""
+
     def describe(self) -> list[dict[str, Any]]:
         """Each worker as /healthz shows it."""
         return [
             {
-                "index": w.index, "up": w.up, "pid": w.pid, "restarts": w.restarts,
+                "index": w.index, "up": w.up, "draining": self.draining, "pid": w.pid,
+                "restarts": w.restarts,
                 "cpu": None if w.cpu is None else round(w.cpu, 3), **w.counts,
             }
             for w in self.workers
@@ -203,7 +214,7 @@ class WorkerPool:
                     process.kill()
         finally:
             waiting.cancel()
-        worker.up = False
+        worker.up, worker.metrics = False, ""  # a dead process's counters are not served
         if self._closing:
             return  # close() stops it, in order
         if process.returncode is None:

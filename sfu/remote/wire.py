@@ -35,6 +35,7 @@ _BY_NAME = {cls.__name__: cls for cls in VALUES}
 ERRORS: tuple[type[api.SfuError], ...] = (
     api.SfuError, api.InvalidSdp, api.InvalidState, api.UnknownTrack, api.RoomFull,
     api.TooManyRooms, api.UnknownRoom, api.UnknownParticipant, api.NotAllowed,
+    api.ServerDraining,
 )  # fmt: skip
 _ERROR_BY_CODE = {cls.code: cls for cls in ERRORS}
 

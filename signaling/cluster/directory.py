@@ -138,6 +138,12 @@ class Directory:
                 self.up = False
                 wait = min(wait * 2, RECONNECT_LONGEST)
 
+    async def announce(self) -> None:
+        """Publish this node's description now, not at the next heartbeat (it began to drain:
+        the others' placement must skip it at once). Redis away: the heartbeat does it later."""
+        with contextlib.suppress(RedisError, OSError):
+            await self._beat()
+
     async def _beat(self) -> None:
         """The heartbeat: the node key, and a restarted Redis noticed."""
         await self._same_redis()

@@ -205,7 +205,8 @@ export class SfuClient extends EventTarget {
    *   `autoReconnect: false`: a dropped WebSocket closes the client (as "closed").
    *   `urls`: the signaling URLs of several nodes of one cluster (`url` is then ignored): tried in
    *   order to join, and joining again after a lost session moves on to the next when one cannot
-   *   be reached (a resume stays with the node that held the session).
+   *   be reached or refuses the join as `server-draining` (it is stopping); a resume stays with
+   *   the node that held the session.
    */
   constructor(url = defaultSignalingUrl(), options = {}) {
     super();
@@ -335,27 +336,35 @@ export class SfuClient extends EventTarget {
    */
   async join(room, name, options = {}) {
     if (this.ws) throw new Error("join: this client has joined already (make a new one)");
-    let ws;
+    const join = { type: "join", v: PROTOCOL_VERSION, room, name };
+    if (options.autoSubscribe === false) join.autoSubscribe = false;
+    if (options.token) join.token = options.token;
+    let reply;
     for (let tried = 1; ; tried++) {
-      ws = this.ws = new WebSocket(this.url);
+      const ws = (this.ws = new WebSocket(this.url));
       this._watch(ws);
       const opened = await new Promise((resolve) => {
         ws.addEventListener("open", () => resolve(true), { once: true });
         ws.addEventListener("close", () => resolve(false), { once: true });
       });
-      if (opened) break;
-      if (tried >= this.urls.length) throw new Error(`cannot connect to ${this.urls.join(", ")}`);
-      this._nextUrl(); // that node cannot be reached: the next one
-    }
-    let reply;
-    try {
-      const join = { type: "join", v: PROTOCOL_VERSION, room, name };
-      if (options.autoSubscribe === false) join.autoSubscribe = false;
-      if (options.token) join.token = options.token;
-      reply = await this._request(join, "joined");
-    } catch (error) {
-      this.close("join failed");
-      throw error;
+      if (!opened) {
+        if (tried >= this.urls.length) throw new Error(`cannot connect to ${this.urls.join(", ")}`);
+        this._nextUrl(); // that node cannot be reached: the next one
+        continue;
+      }
+      try {
+        reply = await this._request(join, "joined");
+        break;
+      } catch (error) {
+        if (error instanceof SfuError && error.code === "server-draining" && tried < this.urls.length) {
+          this.ws = null; // that node is stopping: the next one (its socket's close is not ours)
+          ws.close(1000, "server-draining");
+          this._nextUrl();
+          continue;
+        }
+        this.close("join failed");
+        throw error;
+      }
     }
     this.room = room;
     this.name = name;
@@ -727,6 +736,10 @@ export class SfuClient extends EventTarget {
   _onRejoinReply(ws, reply) {
     if (reply?.type !== "joined") {
       this._refusal = reply;
+      if (reply?.type === "error" && reply.code === "server-draining") {
+        if (this.urls.length > 1) this._nextUrl(); // that node is stopping: the next one
+        return "retry";
+      }
       return "refused";
     }
     this.ws = ws;

@@ -21,7 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sfu.config import MediaConfig
 from sfu.media.aiortc_bridge import set_ice_host_addresses
+from sfu.service import Sfu
 from sfu_client import SfuClient
+from sfu_client.client import ServerError
 from signaling.app import create_app
 from signaling.rooms import RoomRouter
 from signaling.workers import WorkerCollector, WorkerPool
@@ -59,6 +61,26 @@ async def check_metrics(server: TestServer) -> None:
     assert {s.labels["worker"] for s in packets} == {"0", "1"}
 
 
+async def check_worker_metrics(server: TestServer) -> None:
+    """``/metrics?worker=k``: worker k's own exposition, unlabelled; no such k: 404."""
+    async with ClientSession() as http:
+        for index in (0, 1):
+            url = server.make_url("/metrics").with_query(worker=str(index))
+            async with http.get(url) as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                text = await response.text()
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            (participants,) = families["sfu_participants"].samples
+            assert participants.labels == {} and participants.value == 2.0
+            assert "sfu_workers_up" not in families  # the supervisor's own are not in it
+        for wrong in ("2", "-1", "x", "1.0", ""):
+            url = server.make_url("/metrics").with_query(worker=wrong)
+            async with http.get(url) as response:
+                assert response.status == 404, wrong
+                assert "no worker" in await response.text()
+
+
 async def test_rooms_on_two_workers_and_one_worker_killed() -> None:
     set_ice_host_addresses(["127.0.0.1"])
     pool = WorkerPool(2, MediaConfig(ice_hosts=("127.0.0.1",)), log_level="warning")
@@ -67,7 +89,7 @@ async def test_rooms_on_two_workers_and_one_worker_killed() -> None:
     await pool.start()
     registry = CollectorRegistry()
     registry.register(WorkerCollector(pool))
-    app = create_app(router, resume_window=0, metrics=registry)
+    app = create_app(router, resume_window=0, metrics=registry, worker_metrics=pool.exposition)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     url = str(server.make_url("/ws"))
@@ -80,6 +102,7 @@ async def test_rooms_on_two_workers_and_one_worker_killed() -> None:
         services = [pool.service(0), pool.service(1)]
         assert [(await s.stats())["participants"] for s in services if s] == [2, 2]
         await check_metrics(server)
+        await check_worker_metrics(server)
         victim = pool.workers[homes["one"]]
         pid = victim.pid
         assert pid is not None and pid != os.getpid()
@@ -127,6 +150,13 @@ async def test_closing_the_pool_says_bye_and_stops_every_worker(reason: str) -> 
     try:
         client = await SfuClient.connect(str(server.make_url("/ws")), "r", "ann")
         clients.append(client)
+        # draining: no worker takes a new room, the room that runs is still joined
+        pool.draining = True
+        with pytest.raises(ServerError) as refused:
+            await SfuClient.connect(str(server.make_url("/ws")), "new", "bob")
+        assert refused.value.code == "server-draining"
+        clients.append(await SfuClient.connect(str(server.make_url("/ws")), "r", "cy"))
+        assert {w["draining"] for w in pool.describe()} == {True}
         await router.close(reason)
         bye = await client.wait_for_message("bye", TIMEOUT)
         assert bye.data["reason"] == reason
@@ -136,3 +166,21 @@ async def test_closing_the_pool_says_bye_and_stops_every_worker(reason: str) -> 
         await pool.close()
         set_ice_host_addresses([])
     assert [w.process.returncode for w in pool.workers if w.process] == [0, 0]
+
+
+async def test_worker_metrics_of_a_server_without_workers_is_404() -> None:
+    """``--workers 1``: the rooms are in the server process; ``?worker=k`` names nothing."""
+    sfu = Sfu(MediaConfig(ice_hosts=("127.0.0.1",)))
+    server = TestServer(create_app(sfu, metrics=sfu.metrics_registry()), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with ClientSession() as http:
+            url = server.make_url("/metrics").with_query(worker="0")
+            async with http.get(url) as response:
+                assert response.status == 404
+                assert "--workers 1" in await response.text()
+            async with http.get(server.make_url("/metrics")) as response:
+                assert response.status == 200
+                assert "sfu_participants" in await response.text()
+    finally:
+        await server.close()

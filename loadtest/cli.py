@@ -21,6 +21,8 @@ from loadtest.simulcast import parse_bitrate as bitrate_of
 from loadtest.summary import render
 from sfu.media.aiortc_bridge import set_ice_host_addresses
 
+DEFAULT_URL = "http://127.0.0.1:8080"
+
 
 def parse_bitrate(text: str) -> int:
     """``300k``, ``1.5M`` or ``64000`` -> bits per second."""
@@ -51,7 +53,7 @@ def is_loopback(url: str) -> bool:
 
 
 @click.command(context_settings={"show_default": True, "help_option_names": ["-h", "--help"]})
-@click.argument("url", default="http://127.0.0.1:8080")
+@click.argument("urls", nargs=-1, metavar="[URL]...")
 @click.option("-r", "--rooms", type=click.IntRange(1), default=4)
 @click.option("-p", "--participants", type=click.IntRange(1), default=5, help="Per room.")
 @click.option(
@@ -128,7 +130,7 @@ def is_loopback(url: str) -> bool:
 @click.option("--room-prefix", default="load", help="Room names are PREFIX-RUNID-N.")
 @click.option("--request-timeout", type=click.FloatRange(1), default=10.0)
 def main(
-    url: str,
+    urls: tuple[str, ...],
     rooms: int,
     participants: int,
     publishers: int | None,
@@ -153,10 +155,22 @@ def main(
 ) -> None:
     """Fill the aiosfu server at URL with ROOMS x PARTICIPANTS load participants.
 
+    Several URLs (the nodes of a cluster, or separate servers): room N is joined through the
+    URL N mod their number, and the report gives each URL's results besides the totals.
+    [default URL: http://127.0.0.1:8080]
+
     Publishers loop a VP8 clip (or, with --simulcast, one per layer) and an Opus clip encoded
     once at start; everyone subscribes and counts RTP without decoding. At the end: a summary
     here, and report.json and report.png.
     """
+    urls = urls or (DEFAULT_URL,)
+    for url in urls:
+        if urlsplit(url).scheme not in ("http", "https", "ws", "wss") or not urlsplit(url).hostname:
+            raise click.BadParameter(f"not a server URL: {url!r}", param_hint="URL")
+    if len(set(urls)) < len(urls):
+        raise click.BadParameter("a URL is given twice", param_hint="URL")
+    if rooms < len(urls):
+        raise click.UsageError(f"{len(urls)} URLs need at least {len(urls)} rooms (one each)")
     width, height = parse_size(video_size)
     if layers is not None and not simulcast:
         raise click.UsageError("--layers needs --simulcast")
@@ -168,7 +182,7 @@ def main(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     config = LoadConfig(
-        url=url,
+        urls=urls,
         rooms=rooms,
         participants=participants,
         publishers=publishers,
@@ -192,7 +206,7 @@ def main(
         raise click.UsageError("--no-video and --no-audio leave nothing to publish")
     if ice_host:
         set_ice_host_addresses(ice_host)
-    elif is_loopback(url):
+    elif all(is_loopback(url) for url in urls):
         set_ice_host_addresses(["127.0.0.1"])
     if output is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -203,7 +217,7 @@ def main(
     display: Display = RichDisplay(console) if show else NullDisplay()
     console.print(
         f"load: {config.total} participants in {rooms} rooms, ramp {ramp:g} s, hold {duration:g} s"
-        f" → {url}"
+        f" → {', '.join(urls)}"
     )
     data = uvloop.run(LoadRun(config, display).run())
     report = build(data)
@@ -211,8 +225,9 @@ def main(
     plot(report, output / "report.png")
     render(report, Console())
     click.echo(f"report: {output / 'report.json'}  picture: {output / 'report.png'}")
-    if report["joins"]["succeeded"] == 0 or not report["packets"]["whole_run"]["received"]:
-        sys.exit(1)
+    nobody = any(node["joins"]["succeeded"] == 0 for node in report["nodes"])
+    if nobody or not report["packets"]["whole_run"]["received"]:
+        sys.exit(1)  # a server nobody could join, or no media
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import contextlib
 import math
 import time
 from array import array
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +38,7 @@ LEAVE_TIMEOUT = 5.0
 class Shared:
     """What every load participant of a run shares."""
 
-    url: str
+    urls: Sequence[str]  # the servers; a participant joins through ``urls[node]``
     video: EncodedClip | None
     audio: EncodedClip | None
     request_timeout: float = 10.0
@@ -47,8 +47,6 @@ class Shared:
     book: LatencyBook = field(default_factory=LatencyBook)
     #: negotiate transport-cc and send feedback on what arrives, as browsers do
     transport_cc: bool = True
-    #: latency samples (seconds) since the sampler last took them
-    latencies: array[float] = field(default_factory=lambda: array("d"))
     by_participant_id: dict[str, LoadParticipant] = field(default_factory=dict)
 
 
@@ -60,8 +58,10 @@ class LoadParticipant:
         name: str,
         publishes: bool,
         layer_plan: LayerPlan | None = None,
+        node: int = 0,
     ) -> None:
         self.shared = shared
+        self.node = node  # the index of the server it joins through, in ``shared.urls``
         self.room = room
         self.name = name
         self.publishes = publishes
@@ -83,6 +83,8 @@ class LoadParticipant:
         self.rx_bytes = 0
         self.tx_packets = 0
         self.tx_bytes = 0
+        #: latency samples (seconds) since the sampler last took them
+        self.latencies: array[float] = array("d")
         #: the server's offers and answers, and this client's (see :meth:`_record_sent_sdp`)
         self.sdp_received = LargestSdp()
         self.sdp_sent = LargestSdp()
@@ -130,7 +132,7 @@ class LoadParticipant:
         self.state = "joining"
         self.join_started = time.perf_counter()
         client = self.client = await SfuClient.open(
-            self.shared.url,
+            self.shared.urls[self.node],
             request_timeout=self.shared.request_timeout,
             transport_cc=self.shared.transport_cc,
         )
@@ -298,7 +300,7 @@ class LoadParticipant:
             return
         sent = self.shared.book.sent_at(publisher_id, hash(data[start:end]))
         if sent is not None:
-            self.shared.latencies.append(now - sent)
+            self.latencies.append(now - sent)
 
     def _resolve(self, stream: ReceivedStream, ssrc: int, now: float) -> None:
         """Which remote track an SSRC carries: SSRC -> mid (server SDP) -> track (its map)."""

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from loadtest import nodes
 from loadtest.participant import LoadParticipant
 from loadtest.runner import RunData, Snapshot
 from loadtest.server import cpu_percent
@@ -33,7 +34,7 @@ def build(data: RunData) -> dict[str, Any]:
     report: dict[str, Any] = {
         "started_at": datetime.datetime.fromtimestamp(data.started_at, datetime.UTC).isoformat(),
         "config": {
-            "url": config.url,
+            "urls": list(config.urls),
             "rooms": config.rooms,
             "participants_per_room": config.participants,
             "publishers_per_room": config.publishers_per_room(),
@@ -74,8 +75,9 @@ def build(data: RunData) -> dict[str, Any]:
         ),
         "generator": _generator(data, hs, he, window),
         "server": _server(data, hs, he),
+        "nodes": nodes.build(data),
     }
-    report["warnings"] = _warnings(report)
+    report["warnings"] = _warnings(report) + nodes.warnings(report["nodes"])
     report["timeline"] = data.timeline
     return report
 

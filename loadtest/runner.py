@@ -1,8 +1,9 @@
 """A load run: R rooms x P participants joining over a ramp, a hold of D seconds, then leaving.
 
 Participant ``k`` (of R x P) joins room ``k % R`` at ``k * ramp / (R x P)`` seconds, so rooms fill
-side by side. Every second the sampler turns the counters into one row of the timeline; the hold
-window (from the end of the ramp to the end of the run) is what the report's totals describe.
+side by side; room ``r`` is joined through server URL ``r % len(urls)`` (its node). Every second
+the sampler turns the counters into one row of the timeline; the hold window (from the end of the
+ramp to the end of the run) is what the report's totals describe.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import asyncio
 import secrets
 import time
 from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,7 @@ import aiohttp
 from loadtest.media import encode_audio, encode_video
 from loadtest.participant import LEAVE_TIMEOUT, LoadParticipant, Shared
 from loadtest.progress import Display, NullDisplay
-from loadtest.server import Scrape, ServerMetrics, cpu_percent
+from loadtest.server import Scrape, ServerMetrics, cpu_percent, merge
 from loadtest.simulcast import (
     LayerSpec,
     clip_info,
@@ -33,7 +35,8 @@ from loadtest.stats import CpuMeter, GcPauses, LoopLag, MachineCpu, percentiles
 
 @dataclass(frozen=True, slots=True)
 class LoadConfig:
-    url: str
+    #: the servers (nodes) the rooms are spread over, round robin
+    urls: tuple[str, ...]
     rooms: int = 4
     participants: int = 5  # per room
     publishers: int | None = None  # per room; None: every participant publishes
@@ -61,10 +64,24 @@ class LoadConfig:
     def total(self) -> int:
         return self.rooms * self.participants
 
+    def node_of(self, room: int) -> int:
+        """The index in ``urls`` of the server room ``room`` (0 to rooms - 1) is joined through."""
+        return room % len(self.urls)
+
     def publishers_per_room(self) -> int:
         if self.publishers is None:
             return self.participants
         return max(0, min(self.publishers, self.participants))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeCounts:
+    """One node's participants' counters at one instant."""
+
+    tx_packets: int  # sent by its publishers
+    rx_packets: int  # received by its subscribers
+    rx_expected: int
+    rx_frames: int
 
 
 @dataclass
@@ -77,7 +94,9 @@ class Snapshot:
     rx_expected: int
     rx_bytes: dict[str, int]  # by participant name
     generator_cpu: float
-    scrape: Scrape | None
+    scrape: Scrape | None  # every node's /metrics summed (None unless all answered)
+    nodes: list[NodeCounts] = field(default_factory=list)  # by index in config.urls
+    node_scrapes: list[Scrape | None] = field(default_factory=list)
 
 
 @dataclass
@@ -90,10 +109,14 @@ class RunData:
     participants: list[LoadParticipant]
     timeline: list[dict[str, Any]] = field(default_factory=list)
     hold_latencies: array[float] = field(default_factory=lambda: array("d"))
+    #: the hold's latency samples of each node's subscribers, by index in config.urls
+    node_latencies: list[array[float]] = field(default_factory=list)
     hold_start: Snapshot | None = None
     hold_end: Snapshot | None = None
     clip_info: dict[str, Any] = field(default_factory=dict)
     server_error: str | None = None
+    #: why a node's /metrics could not be read, by index in config.urls
+    server_errors: list[str | None] = field(default_factory=list)
     server_after: Scrape | None = None
 
 
@@ -126,9 +149,10 @@ class LoadRun:
             if config.audio
             else None
         )
-        shared = Shared(config.url, video, audio, config.request_timeout, layers)
+        shared = Shared(config.urls, video, audio, config.request_timeout, layers)
         participants = self._participants(shared)
         data = RunData(config, time.time(), time.perf_counter(), participants)
+        data.node_latencies = [array("d") for _ in config.urls]
         data.clip_info = {
             "encode_cpu_s": round(time.process_time() - encode_started, 3),
             "video_kbps": round(video.bitrate / 1000, 1) if video else None,
@@ -137,9 +161,10 @@ class LoadRun:
         if layers is not None and config.layers is not None:
             data.clip_info["video_layers"] = clip_info(config.layers, layers)
         async with aiohttp.ClientSession() as http:
-            server = ServerMetrics(http, config.url)
-            await self._drive(data, shared, server)
-            data.server_error = None if server.available else server.error
+            servers = [ServerMetrics(http, url) for url in config.urls]
+            await self._drive(data, shared, servers)
+            data.server_errors = [None if s.available else s.error for s in servers]
+            data.server_error = "; ".join(e for e in data.server_errors if e) or None
         return data
 
     def _participants(self, shared: Shared) -> list[LoadParticipant]:
@@ -157,10 +182,13 @@ class LoadRun:
                 if config.layers
                 else None
             )
-            result.append(LoadParticipant(shared, room_id, name, index < publishers, plan))
+            participant = LoadParticipant(
+                shared, room_id, name, index < publishers, plan, node=config.node_of(room)
+            )
+            result.append(participant)
         return result
 
-    async def _drive(self, data: RunData, shared: Shared, server: ServerMetrics) -> None:
+    async def _drive(self, data: RunData, shared: Shared, servers: Sequence[ServerMetrics]) -> None:
         config = self.config
         stop = asyncio.Event()
         spacing = config.ramp / config.total if config.total else 0.0
@@ -168,7 +196,7 @@ class LoadRun:
             asyncio.create_task(self._start_later(p, data.t0 + k * spacing, stop))
             for k, p in enumerate(data.participants)
         ]
-        self._last_scrape = await server.scrape(time.perf_counter())
+        self._last_scrape = merge(await scrape_all(servers, time.perf_counter()))
         hold_at = data.t0 + config.ramp
         end_at = hold_at + config.duration
         self.display.start(config, end_at - data.t0)
@@ -180,16 +208,17 @@ class LoadRun:
                 await asyncio.sleep(max(0.0, next_tick - time.perf_counter()))
                 now = time.perf_counter()
                 holding = data.hold_start is not None
-                scrape = await server.scrape(now)
+                scrapes = await scrape_all(servers, now)
+                scrape = merge(scrapes)
                 row = self._sample(data, shared, now, scrape, holding)
                 data.timeline.append(row)
                 self.display.update(row, data.participants)
                 if not holding and now >= hold_at:
-                    data.hold_start = self._snapshot(data, now, scrape)
+                    data.hold_start = self._snapshot(data, now, scrapes)
                 if now >= end_at:
                     break
                 next_tick += config.sample_interval
-            data.hold_end = self._snapshot(data, now, scrape)
+            data.hold_end = self._snapshot(data, now, scrapes)
             for participant in data.participants:
                 for stream in participant.streams.values():
                     stream.close(now)
@@ -203,7 +232,7 @@ class LoadRun:
                 task.cancel()
             self.display.stop()
         await asyncio.sleep(0.5)  # let the server notice who left
-        data.server_after = await server.scrape(time.perf_counter())
+        data.server_after = merge(await scrape_all(servers, time.perf_counter()))
 
     async def _start_later(
         self, participant: LoadParticipant, at: float, stop: asyncio.Event
@@ -217,8 +246,17 @@ class LoadRun:
                 pass
         await participant.run(stop)
 
-    def _snapshot(self, data: RunData, now: float, scrape: Scrape | None) -> Snapshot:
+    def _snapshot(self, data: RunData, now: float, scrapes: list[Scrape | None]) -> Snapshot:
         streams = [s for p in data.participants for s in p.streams.values()]
+        nodes = [
+            NodeCounts(
+                tx_packets=sum(p.tx_packets for p in node),
+                rx_packets=sum(s.packets for p in node for s in p.streams.values()),
+                rx_expected=sum(s.expected for p in node for s in p.streams.values()),
+                rx_frames=sum(s.frames for p in node for s in p.streams.values()),
+            )
+            for node in by_node(data.participants, len(self.config.urls))
+        ]
         return Snapshot(
             at=now,
             tx_packets=sum(p.tx_packets for p in data.participants),
@@ -226,7 +264,9 @@ class LoadRun:
             rx_expected=sum(s.expected for s in streams),
             rx_bytes={p.name: p.rx_bytes for p in data.participants},
             generator_cpu=self.cpu.total_seconds(),
-            scrape=scrape,
+            scrape=merge(scrapes),
+            nodes=nodes,
+            node_scrapes=scrapes,
         )
 
     def _sample(
@@ -247,7 +287,12 @@ class LoadRun:
         new_switches, self._last_switches = switched - self._last_switches, switched
         interval = self.config.sample_interval
         expected, received = totals[2] - last[2], totals[3] - last[3]
-        latencies, shared.latencies = shared.latencies, array("d")
+        latencies = array("d")
+        for p in participants:
+            taken, p.latencies = p.latencies, array("d")
+            latencies.extend(taken)
+            if holding:
+                data.node_latencies[p.node].extend(taken)
         if holding:
             data.hold_latencies.extend(latencies)
         shared.book.rotate(now)
@@ -292,3 +337,15 @@ class LoadRun:
 
 def _ms(seconds: float | None) -> float | None:
     return round(seconds * 1000, 3) if seconds is not None else None
+
+
+def by_node(participants: Sequence[LoadParticipant], nodes: int) -> list[list[LoadParticipant]]:
+    """The participants of each node (index in config.urls)."""
+    result: list[list[LoadParticipant]] = [[] for _ in range(nodes)]
+    for p in participants:
+        result[p.node].append(p)
+    return result
+
+
+async def scrape_all(servers: Sequence[ServerMetrics], at: float) -> list[Scrape | None]:
+    return list(await asyncio.gather(*(s.scrape(at) for s in servers)))

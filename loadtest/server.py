@@ -8,6 +8,7 @@ packet counters from aiosfu's own (docs/operations.md). Any server that exposes 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
@@ -55,6 +56,22 @@ def parse(text: str, at: float) -> Scrape:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return Scrape(at, samples)
+
+
+def merge(scrapes: Sequence[Scrape | None]) -> Scrape | None:
+    """Several nodes' scrapes (taken at one instant) as one, every sample summed: CPU seconds,
+    RSS, counters, histogram buckets and participants of the whole cluster. None unless every
+    node answered."""
+    present = [s for s in scrapes if s is not None]
+    if not present or len(present) < len(scrapes):
+        return None
+    if len(present) == 1:
+        return present[0]
+    samples: dict[str, float] = {}
+    for scrape in present:
+        for name, value in scrape.samples.items():
+            samples[name] = samples.get(name, 0.0) + value
+    return Scrape(present[0].at, samples)
 
 
 class ServerMetrics:

@@ -62,6 +62,31 @@ def _layer_rows(table: Table, layers: dict[str, Any], simulcast: bool) -> None:
             table.add_row(f"  {item['subscriber']} ← {item['publisher']}", f"{shown}: {path}")
 
 
+def _node_rows(table: Table, nodes: list[dict[str, Any]]) -> None:
+    """One line per server URL, when there are several."""
+    if len(nodes) < 2:
+        return
+    for node in nodes:
+        joins, hold = node["joins"], node["packets"]["hold"] or {}
+        latency, server = node["latency_ms"], node["server"]
+        served = (
+            f"hosts {server['rooms_hosted']} rooms, {server['participants']} participants: "
+            f"CPU {_v(server['cpu_percent_mean'])} %, "
+            f"{_v(server['packets_forwarded_per_s'])} forwarded/s"
+            if server["metrics_available"]
+            else f"no metrics ({server.get('error')})"
+        )
+        table.add_row(
+            f"node {node['url']}",
+            f"{node['rooms']} rooms joined through it: {joins['succeeded']}/"
+            f"{joins['attempted']} joined, "
+            f"{joins['failed']} failed; {_v(hold.get('received'))} packets received, "
+            f"{_v(hold.get('lost'))} lost ({_v(hold.get('loss_percent'))} %), "
+            f"{_v(hold.get('frames'))} frames; e2e "
+            f"{_spread(latency, 'ms', ('p50', 'p95'))}; {node['freezes']} freezes; {served}",
+        )
+
+
 def render(report: dict[str, Any], console: Console) -> None:
     config = report["config"]
     joins = report["joins"]
@@ -73,7 +98,7 @@ def render(report: dict[str, Any], console: Console) -> None:
         title=(
             f"{config['rooms']} rooms x {config['participants_per_room']} participants "
             f"({config['publishers_per_room']} publishing), {config['ramp_s']:g} s ramp + "
-            f"{config['hold_s']:g} s hold → {config['url']}"
+            f"{config['hold_s']:g} s hold → {', '.join(config['urls'])}"
         ),
         show_header=False,
         title_justify="left",
@@ -126,6 +151,7 @@ def render(report: dict[str, Any], console: Console) -> None:
         f"longest gap {freezes['longest_gap_ms']} ms",
     )
     _layer_rows(table, report["layers"], bool(config.get("simulcast")))
+    _node_rows(table, report["nodes"])
     if server["metrics_available"]:
         table.add_row(
             "server",

@@ -9,6 +9,11 @@ while a relayed join is on its way, and a join that reaches a node no longer the
 :data:`ATTEMPTS` times); an owner that cannot be reached (its node died) is asked about again
 until its claim expires (at most :data:`DEAD_OWNER_WAIT`). A node releases a room's claim when
 its last session here ends.
+
+While the directory is unavailable (Redis away or just restarted), a join for a room this node
+already knows the owner of — it hosts the room, or relays sessions of it — goes to that owner:
+nobody can take a room over without the directory, so the owner it knew is still the owner. Only
+a join for a room unknown here is refused.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ class ClusterRouter:
         self._local, self._directory, self._links = local, directory, links
         self.node_id = directory.node_id
         self._sessions: dict[str, int] = {}  # per room hosted here: sessions live or joining
+        #: per room hosted elsewhere: its owner(s) -> sessions relayed there, live or joining
+        self._relayed: dict[str, dict[str, int]] = {}
         self._releases: set[asyncio.Task[bool]] = set()
 
     async def join(
@@ -76,8 +83,8 @@ class ClusterRouter:
                 await asyncio.sleep(DEAD_OWNER_POLL)
                 continue
             try:
-                return await service.join(
-                    room_id, name, listener, auto_subscribe, identity=identity, grants=grants
+                return await self._join_relayed(
+                    service, owner, room_id, name, listener, auto_subscribe, identity, grants
                 )
             except api.SfuError as exc:
                 attempts += 1
@@ -89,7 +96,59 @@ class ClusterRouter:
         try:
             return await self._directory.claim(room_id)
         except DirectoryUnavailable as exc:
-            raise api.SfuError(f"{exc}: try again shortly") from None
+            known = self._known_owner(room_id)
+            if known is None:
+                raise api.SfuError(f"{exc}: try again shortly") from None
+            log.info("room directory unavailable: the room's known owner", room=room_id)
+            return known
+
+    def _known_owner(self, room_id: str) -> str | None:
+        """The room's owner as this node's own sessions know it (None: no session of it here)."""
+        if room_id in self._sessions:
+            return self.node_id
+        owners = self._relayed.get(room_id)
+        return next(reversed(owners)) if owners else None  # the latest, if the room moved
+
+    async def _join_relayed(
+        self,
+        service: api.RoomService,
+        owner: str,
+        room_id: str,
+        name: str,
+        listener: api.EventListener,
+        auto_subscribe: bool,
+        identity: str | None,
+        grants: api.Grants,
+    ) -> tuple[api.ParticipantSession, tuple[api.ParticipantInfo, ...]]:
+        """A join relayed to the room's owner, counted while its session lives (see
+        :meth:`_known_owner`)."""
+        owners = self._relayed.setdefault(room_id, {})
+        owners[owner] = owners.pop(owner, 0) + 1
+
+        @Once
+        def ended() -> None:
+            counts = self._relayed.get(room_id, {})
+            left = counts.get(owner, 1) - 1
+            if left > 0:
+                counts[owner] = left
+                return
+            counts.pop(owner, None)
+            if not counts:
+                self._relayed.pop(room_id, None)
+
+        def relay(event: api.Event) -> None:
+            if isinstance(event, api.SessionClosed):
+                ended()
+            listener(event)
+
+        try:
+            session, others = await service.join(
+                room_id, name, relay, auto_subscribe, identity=identity, grants=grants
+            )
+        except BaseException:
+            ended()
+            raise
+        return CountedSession(session, ended), others
 
     async def join_here(
         self,

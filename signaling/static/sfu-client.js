@@ -46,7 +46,9 @@
 // resume, and requests wait for their replies. When the session cannot be resumed, the client
 // joins the same room again with the same name, on a new peer connection, and publishes the same
 // tracks again (the same LocalTrack objects, with new track ids): "reconnected", how "rejoined",
-// with a new participant id. If that fails too (`rejoinTimeoutMs`), "closed". A `bye` with reason
+// with a new participant id. If that fails too (`rejoinTimeoutMs`), "closed". With several
+// `urls`, a resume whose node cannot be reached while another URL can gives up at once (that
+// node is gone) and joins again through the others. A `bye` with reason
 // `reconnect` (the server lost the session, not the room: its worker went away) joins again at
 // once in the same way, without trying to resume.
 //
@@ -76,6 +78,13 @@ const ICE_RETRY_FIRST_MS = 2000;
 const ICE_RETRY_LONGEST_MS = 8000;
 /** An automatic restart's answer not here after this long: the WebSocket is presumed dead. */
 const ICE_ANSWER_WAIT_MS = 3000;
+/**
+ * With several `urls`, a resume whose socket closed before opening asks whether another node
+ * answers (a WebSocket that opens within this long, closed at once): a browser cannot tell a
+ * refused connection from its own network being away, but a node that answers says the network
+ * works, so the session's node is gone and the client joins again through the others.
+ */
+const NODE_PROBE_TIMEOUT_MS = 2000;
 /** Messages kept for sending again after a resume (the server keeps as many of its own). */
 const KEEP_SENT = 1024;
 /** Track ids in one setTrackSettings (the protocol's limit). */
@@ -205,8 +214,9 @@ export class SfuClient extends EventTarget {
    *   `autoReconnect: false`: a dropped WebSocket closes the client (as "closed").
    *   `urls`: the signaling URLs of several nodes of one cluster (`url` is then ignored): tried in
    *   order to join, and joining again after a lost session moves on to the next when one cannot
-   *   be reached or refuses the join as `server-draining` (it is stopping); a resume stays with
-   *   the node that held the session.
+   *   be reached or refuses the join as `server-draining` (it is stopping). A resume stays with
+   *   the node that held the session, unless that node cannot be reached while another can: it
+   *   is gone, and the client joins again through the others.
    */
   constructor(url = defaultSignalingUrl(), options = {}) {
     super();
@@ -591,6 +601,36 @@ export class SfuClient extends EventTarget {
    * that the messages after it are handled as usual), "refused" or "retry".
    * @returns {Promise<"adopted"|"refused"|"retry">}
    */
+  /** Whether a node other than the current one accepts a WebSocket (closed unused at once). */
+  async _anotherNodeAnswers() {
+    for (const url of this.urls.slice(1)) {
+      const opened = await new Promise((resolve) => {
+        let probe;
+        try {
+          probe = new WebSocket(url);
+        } catch {
+          resolve(false);
+          return;
+        }
+        const timer = setTimeout(() => {
+          probe.close();
+          resolve(false);
+        }, NODE_PROBE_TIMEOUT_MS);
+        probe.addEventListener("open", () => {
+          clearTimeout(timer);
+          probe.close();
+          resolve(true);
+        }, { once: true });
+        probe.addEventListener("close", () => {
+          clearTimeout(timer);
+          resolve(false);
+        }, { once: true });
+      });
+      if (opened) return true;
+    }
+    return false;
+  }
+
   /** Move on to the next of `urls` (a node that cannot be reached). */
   _nextUrl() {
     this.urls.push(this.urls.shift());
@@ -625,10 +665,20 @@ export class SfuClient extends EventTarget {
         ws.send(JSON.stringify(first));
       }, { once: true });
       ws.addEventListener("close", () => {
-        // joining again, and that node cannot be reached: the next one (a resume stays: the
-        // session lives on the node that held it)
-        if (!opened && first.type === "join" && this.urls.length > 1) this._nextUrl();
-        finish("retry");
+        if (opened || this._candidate !== ws || this.urls.length < 2) {
+          finish("retry");
+        } else if (first.type === "join") {
+          this._nextUrl(); // joining again, and that node cannot be reached: the next one
+          finish("retry");
+        } else {
+          // a resume stays with the node that holds the session, unless that node is gone
+          this._anotherNodeAnswers().then((gone) => {
+            if (!gone) return finish("retry");
+            this._refusal = "the session's node cannot be reached";
+            this._nextUrl();
+            finish("refused");
+          });
+        }
       }, { once: true });
     });
   }

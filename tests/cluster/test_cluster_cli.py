@@ -5,8 +5,7 @@ time from the kill to a call again is printed (``pytest -s``), not asserted. The
 SIGTERM and ``--drain-timeout``: the node says it drains (in Redis, in /healthz), new rooms go to
 the other node, the call goes on until the timeout, then moves there (``bye reconnect``).
 
-The nodes listen on 127.0.0.2 and 127.0.0.3 (lo carries all of 127/8); their media stays on
-127.0.0.1 (``--ice-host``), as in the other end-to-end tests.
+The nodes (tests/cluster/conftest.py) listen on 127.0.0.2 and 127.0.0.3.
 """
 
 from __future__ import annotations
@@ -16,65 +15,17 @@ import json
 import os
 import signal
 import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 import redis.asyncio as redis
 
 from sfu.media.aiortc_bridge import set_ice_host_addresses
 from sfu_client import SfuClient, ToneAudioTrack
-from tests.cluster.conftest import RedisServer
-from tests.e2e.conftest import SfuServer, _start_server, _terminate
+from tests.cluster.conftest import RedisServer, health, ws
+from tests.e2e.conftest import SfuServer
 from tests.signaling.tone_calls import TIMEOUT, close_all
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def node_args() -> tuple[str, ...]:
-    """More ``serve`` options for both nodes; a test may parametrize it."""
-    return ()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:6]}:"
-
-
-@pytest.fixture
-def nodes(
-    redis_server: RedisServer, tmp_path: Path, node_args: tuple[str, ...], prefix: str
-) -> Iterator[list[SfuServer]]:
-    secret = tmp_path / "cluster-secret"
-    secret.write_text(uuid.uuid4().hex + "\n")
-    started = []
-    for host in ("127.0.0.2", "127.0.0.3"):
-        workdir = tmp_path / host
-        workdir.mkdir()
-        args = ("--host", host, "--redis", redis_server.url, "--node-address", f"{host}:0",
-                "--cluster-secret-file", str(secret), "--redis-prefix", prefix,
-                *node_args)  # fmt: skip
-        started.append(_start_server(workdir, "signaling.cli", args))
-    try:
-        yield started
-    finally:
-        for node in started:
-            if node.process is not None and node.process.poll() is None:
-                _terminate(node)
-
-
-async def health(node: SfuServer) -> dict[str, Any]:
-    async with aiohttp.ClientSession() as http, http.get(node.url + "/healthz") as response:
-        report: dict[str, Any] = await response.json()
-        return report
-
-
-def ws(node: SfuServer) -> str:
-    return node.url.replace("http", "ws", 1) + "/ws"
 
 
 async def test_a_room_through_two_nodes_and_the_owner_killed(nodes: list[SfuServer]) -> None:

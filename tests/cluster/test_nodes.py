@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestServer
 from sfu.config import MediaConfig
 from sfu.media.aiortc_bridge import set_ice_host_addresses
 from sfu.service import Sfu
-from sfu_client import SfuClient, ToneAudioTrack
+from sfu_client import ServerError, SfuClient, ToneAudioTrack
 from signaling.app import create_app
 from signaling.cluster.directory import Directory, NodeInfo
 from signaling.cluster.links import LinkRefused, LinkServer, NodeLinks, connect_link
@@ -165,3 +165,40 @@ async def test_a_client_given_several_nodes_joins_through_one_that_answers(
         await hears(ann, bob)
     finally:
         await close_all(clients)
+
+
+async def test_while_redis_is_away_a_known_room_is_joined_and_a_new_one_refused(
+    two_nodes: tuple[Node, Node], redis_server: RedisServer
+) -> None:
+    a, b = two_nodes
+    clients: list[SfuClient] = []
+    try:
+        ann = await SfuClient.connect(a.ws_url, "room", "ann")  # the room is a's
+        clients.append(ann)
+        bob = await SfuClient.connect(b.ws_url, "room", "bob")  # b relays a session of it
+        clients.append(bob)
+        await ann.publish(ToneAudioTrack(440.0), source="microphone")
+        redis_server.stop()
+        for _ in range(100):
+            if not (a.directory.up or b.directory.up):
+                break
+            await asyncio.sleep(0.05)
+        assert not (a.directory.up or b.directory.up)
+        # through the owner, and through a node that relays the room's sessions: both know it
+        for name, node in (("cid", a), ("dan", b)):
+            client = await SfuClient.connect(node.ws_url, "room", name)
+            clients.append(client)
+            await hears(client, ann)
+        with pytest.raises(ServerError) as refused:
+            await SfuClient.connect(b.ws_url, "new", "eve")  # a room nobody knows: refused
+        assert refused.value.code == "internal-error"
+        assert "unavailable" in str(refused.value)
+        assert (await a.sfu.stats())["participants"] == 4
+        assert b.router._relayed == {"room": {"a": 2}}
+    finally:
+        await close_all(clients)
+    for _ in range(50):  # the relayed sessions ended: b no longer counts them
+        if not b.router._relayed:
+            break
+        await asyncio.sleep(0.1)
+    assert b.router._relayed == {}

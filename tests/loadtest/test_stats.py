@@ -11,11 +11,13 @@ from pathlib import Path
 
 import click
 import pytest
+from click.testing import CliRunner
 
-from loadtest.cli import is_loopback, parse_bitrate, parse_size
+from loadtest.cli import is_loopback, main, parse_bitrate, parse_size
 from loadtest.participant import LoadParticipant, Shared
 from loadtest.report import _sdp, _tracks
-from loadtest.server import Scrape, cpu_percent, metrics_url, parse
+from loadtest.runner import LoadConfig, LoadRun
+from loadtest.server import Scrape, cpu_percent, merge, metrics_url, parse
 from loadtest.stats import (
     FREEZE_GAP,
     CpuMeter,
@@ -173,6 +175,54 @@ def test_metrics_url(url: str, expected: str) -> None:
     assert metrics_url(url) == expected
 
 
+def test_the_nodes_scrapes_merge_into_the_cluster_s() -> None:
+    a = Scrape(1.0, {"process_cpu_seconds_total": 2.0, "sfu_participants": 3.0})
+    b = Scrape(1.0, {"process_cpu_seconds_total": 0.5, "sfu_nacks_received_total{kind=x}": 1.0})
+    merged = merge([a, b])
+    assert merged is not None
+    assert merged.samples == {
+        "process_cpu_seconds_total": 2.5,
+        "sfu_participants": 3.0,
+        "sfu_nacks_received_total{kind=x}": 1.0,
+    }
+    assert merge([a]) is a
+    assert merge([a, None]) is None  # a node that did not answer: no cluster total this time
+
+
+# --- rooms over several servers ---
+
+
+def test_rooms_go_round_robin_over_the_urls() -> None:
+    urls = ("ws://127.0.0.2:1/ws", "ws://127.0.0.3:1/ws")
+    config = LoadConfig(urls=urls, rooms=5, participants=2)
+    participants = LoadRun(config)._participants(Shared(urls, None, None))
+    rooms = {(p.room, p.node) for p in participants}
+    assert sorted(node for _, node in rooms) == [0, 0, 0, 1, 1]  # rooms 0, 2, 4 and 1, 3
+    assert len({room for room, _ in rooms}) == 5  # a room on one node only
+    assert [p.node for p in participants[:5]] == [0, 1, 0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    "urls",
+    [
+        ["http://127.0.0.1:1", "http://127.0.0.1:1"],  # twice
+        ["127.0.0.1:8080"],  # no scheme
+        ["ftp://127.0.0.1/"],
+    ],
+)
+def test_bad_server_urls_are_refused_before_anything_starts(urls: list[str]) -> None:
+    result = CliRunner().invoke(main, [*urls, "--no-progress"])
+    assert result.exit_code == 2, result.output
+    assert "URL" in result.output
+
+
+def test_every_url_needs_a_room() -> None:
+    urls = ["http://127.0.0.2:1", "http://127.0.0.3:1", "http://127.0.0.4:1"]
+    result = CliRunner().invoke(main, [*urls, "--rooms", "2", "--no-progress"])
+    assert result.exit_code == 2
+    assert "3 URLs need at least 3 rooms" in result.output
+
+
 # --- command-line values ---
 
 
@@ -248,7 +298,7 @@ def test_largest_sdp_keeps_the_largest_and_its_m_lines() -> None:
 
 
 def _participant(room: str, name: str, pid: str, tracks: list[str]) -> LoadParticipant:
-    p = LoadParticipant(Shared("ws://127.0.0.1:1/ws", None, None), room, name, bool(tracks))
+    p = LoadParticipant(Shared(("ws://127.0.0.1:1/ws",), None, None), room, name, bool(tracks))
     p.participant_id, p.track_ids, p.joined_at, p.state = pid, tracks, 1.0, "connected"
     return p
 

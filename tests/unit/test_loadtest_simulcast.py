@@ -50,7 +50,7 @@ def clips() -> dict[str, EncodedClip]:
 
 
 def participant(name: str = "sub", pid: str = "PA_sub") -> LoadParticipant:
-    p = LoadParticipant(Shared("ws://127.0.0.1:1/ws", None, None), "room", name, False)
+    p = LoadParticipant(Shared(("ws://127.0.0.1:1/ws",), None, None), "room", name, False)
     p.participant_id, p.joined_at, p.state = pid, 0.0, "connected"
     return p
 
@@ -179,7 +179,7 @@ def test_latency_is_matched_through_a_rewritten_vp8_descriptor(
         rewritten = patch_descriptor(packet, 12, 4242, -1, -1)
         assert rewritten != packet
         sub._on_rtp_received(rewritten, 2.005)
-    assert list(sub.shared.latencies) == pytest.approx([0.005] * len(sent))
+    assert list(sub.latencies) == pytest.approx([0.005] * len(sent))
 
 
 @pytest.mark.parametrize(

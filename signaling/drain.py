@@ -21,7 +21,7 @@ from typing import Literal
 import structlog
 
 from sfu import api
-from signaling.rooms import CountedSession, Once
+from signaling.rooms import Once, join_counted
 
 log = structlog.get_logger("signaling.drain")
 
@@ -123,18 +123,7 @@ class DrainingRooms:
             raise api.ServerDraining(
                 f"this server is stopping and opens no new room: join {room_id!r} elsewhere"
             )
-        ended = self._drain.joining(room_id)
-
-        def relay(event: api.Event) -> None:
-            if isinstance(event, api.SessionClosed):
-                ended()
-            listener(event)
-
-        try:
-            session, others = await self._service.join(
-                room_id, name, relay, auto_subscribe, identity=identity, grants=grants
-            )
-        except BaseException:
-            ended()
-            raise
-        return CountedSession(session, ended), others
+        return await join_counted(
+            self._service, self._drain.joining(room_id), room_id, name, listener,
+            auto_subscribe, identity, grants,
+        )  # fmt: skip

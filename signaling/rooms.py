@@ -182,6 +182,36 @@ class RoomRouter:
         return [r for r in results if not isinstance(r, BaseException)]
 
 
+async def join_counted(
+    service: api.RoomService,
+    ended: Callable[[], None],
+    room_id: str,
+    name: str,
+    listener: api.EventListener,
+    auto_subscribe: bool,
+    identity: str | None,
+    grants: api.Grants,
+) -> tuple[api.ParticipantSession, tuple[api.ParticipantInfo, ...]]:
+    """``service.join``, its session's end counted: ``ended`` is called once, at the first of
+    the session's ``leave``, the :class:`~sfu.api.SessionClosed` its listener gets, or the join
+    failing."""
+    once = Once(ended)
+
+    def relay(event: api.Event) -> None:
+        if isinstance(event, api.SessionClosed):
+            once()
+        listener(event)
+
+    try:
+        session, others = await service.join(
+            room_id, name, relay, auto_subscribe, identity=identity, grants=grants
+        )
+    except BaseException:
+        once()
+        raise
+    return CountedSession(session, once), others
+
+
 class Once:
     """``action``, the first time it is called; nothing after."""
 

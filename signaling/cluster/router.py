@@ -27,7 +27,7 @@ import structlog
 from sfu import api
 from signaling.cluster.directory import Directory, DirectoryUnavailable
 from signaling.cluster.links import NodeLinks
-from signaling.rooms import CountedSession, Once
+from signaling.rooms import join_counted
 
 log = structlog.get_logger("signaling.cluster")
 
@@ -125,7 +125,6 @@ class ClusterRouter:
         owners = self._relayed.setdefault(room_id, {})
         owners[owner] = owners.pop(owner, 0) + 1
 
-        @Once
         def ended() -> None:
             counts = self._relayed.get(room_id, {})
             left = counts.get(owner, 1) - 1
@@ -136,19 +135,9 @@ class ClusterRouter:
             if not counts:
                 self._relayed.pop(room_id, None)
 
-        def relay(event: api.Event) -> None:
-            if isinstance(event, api.SessionClosed):
-                ended()
-            listener(event)
-
-        try:
-            session, others = await service.join(
-                room_id, name, relay, auto_subscribe, identity=identity, grants=grants
-            )
-        except BaseException:
-            ended()
-            raise
-        return CountedSession(session, ended), others
+        return await join_counted(
+            service, ended, room_id, name, listener, auto_subscribe, identity, grants
+        )
 
     async def join_here(
         self,
@@ -164,26 +153,15 @@ class ClusterRouter:
         self._directory.owned(room_id)
         self._sessions[room_id] = self._sessions.get(room_id, 0) + 1
 
-        @Once
         def ended() -> None:
             left = self._sessions[room_id] = self._sessions.get(room_id, 1) - 1
             if left <= 0:
                 del self._sessions[room_id]
                 self._release(room_id)
 
-        def relay(event: api.Event) -> None:
-            if isinstance(event, api.SessionClosed):
-                ended()
-            listener(event)
-
-        try:
-            session, others = await self._local.join(
-                room_id, name, relay, auto_subscribe, identity=identity, grants=grants
-            )
-        except BaseException:
-            ended()
-            raise
-        return CountedSession(session, ended), others
+        return await join_counted(
+            self._local, ended, room_id, name, listener, auto_subscribe, identity, grants
+        )
 
     def _release(self, room_id: str) -> None:
         task = asyncio.ensure_future(self._directory.release(room_id))

@@ -1,5 +1,5 @@
-"""Which worker a new room goes to (issue 13, docs/design/scale-out-plan.md §3.4). Pure: the
-caller passes the loads and the time.
+"""Which worker, or which node, a new room goes to (issue 13, docs/design/scale-out-plan.md
+§3.4). Pure: the caller passes the loads and the time.
 
 Among the workers up and not draining, the one with the lowest CPU use — the exponentially
 weighted mean of its own CPU time per second, :func:`smoothed` — plus :data:`ROOM_WEIGHT` for
@@ -7,6 +7,10 @@ each room placed on it in the last :data:`RECENT` seconds: a new room has no loa
 burst of joins for new rooms must not all land on the worker that was idle a moment ago. Ties go
 to the one sending fewer packets, then the lower index. Rooms never move once placed: their
 media state lives in one process (mediasoup's model).
+
+Nodes (:mod:`signaling.cluster.directory`) are chosen the same way, by :meth:`Placement.among`:
+each node remembers the rooms it placed; another node's recent placements show up in that
+node's load a second later.
 """
 
 from __future__ import annotations
@@ -15,6 +19,10 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+#: what a candidate is known by: a worker's index, a node's id
+Key = TypeVar("Key", int, str)
 
 #: Seconds a placement counts against its worker, and the CPU mean's time constant.
 RECENT = 3.0
@@ -42,26 +50,36 @@ def smoothed(previous: float | None, sample: float, elapsed: float, tau: float =
     return previous + weight * (sample - previous)
 
 
-class Placement:
-    """Chooses a worker for each new room, remembering its recent choices."""
+class Placement(Generic[Key]):
+    """Chooses a worker (or node) for each new room, remembering its recent choices."""
 
     def __init__(self) -> None:
-        self._recent: deque[tuple[float, int]] = deque()  # (when, index)
+        self._recent: deque[tuple[float, Key]] = deque()  # (when, chosen)
 
-    def choose(self, loads: Sequence[WorkerLoad], now: float) -> int | None:
+    def choose(self: Placement[int], loads: Sequence[WorkerLoad], now: float) -> int | None:
         """The index of the worker a new room goes to (None: no worker can take it)."""
+        candidates = [(w.index, w.cpu, w.packets_out) for w in loads if w.up and not w.draining]
+        return self.among(candidates, now)
+
+    def among(
+        self, candidates: Sequence[tuple[Key, float, float]], now: float, *, record: bool = True
+    ) -> Key | None:
+        """The key of the candidate, as (key, cpu, packets out per second), a new room goes to
+        (ties between equal loads: the lowest key); ``record=False``: not counted as placed
+        until :meth:`placed` says so (a claim may find the room placed already)."""
         recent = self._recent
         while recent and now - recent[0][0] >= RECENT:
             recent.popleft()
-        candidates = [w for w in loads if w.up and not w.draining]
         if not candidates:
             return None
-        placed: dict[int, int] = {}
-        for _, index in recent:
-            placed[index] = placed.get(index, 0) + 1
-        best = min(
-            candidates,
-            key=lambda w: (w.cpu + ROOM_WEIGHT * placed.get(w.index, 0), w.packets_out, w.index),
-        )
-        recent.append((now, best.index))
-        return best.index
+        weights: dict[Key, float] = {}
+        for _, key in recent:
+            weights[key] = weights.get(key, 0.0) + ROOM_WEIGHT
+        best = min(candidates, key=lambda c: (c[1] + weights.get(c[0], 0.0), c[2], c[0]))[0]
+        if record:
+            self.placed(best, now)
+        return best
+
+    def placed(self, key: Key, now: float) -> None:
+        """A new room went to ``key``."""
+        self._recent.append((now, key))

@@ -30,6 +30,8 @@ import redis.asyncio as redis
 import structlog
 from redis.exceptions import RedisError
 
+from signaling.placement import Placement
+
 log = structlog.get_logger("signaling.cluster")
 
 #: Seconds between heartbeats, and how long a node key outlives its last one.
@@ -44,15 +46,15 @@ QUIET_AFTER_RESTART = 3.0
 CLAIM_TIMEOUT = 2.0
 RECONNECT_FIRST, RECONNECT_LONGEST = 0.1, 2.0
 
-# KEYS[1] the room's key; ARGV: candidate, ttl (ms), node key prefix. The owner while its node
-# key exists, else the candidate (Redis runs a script atomically).
+# KEYS[1] the room's key; ARGV: candidate, ttl (ms), node key prefix. {owner, 0} while its
+# node key exists, else {candidate, 1}: placed now (Redis runs a script atomically).
 _CLAIM = """
 local owner = redis.call('GET', KEYS[1])
 if owner and redis.call('EXISTS', ARGV[3] .. owner) == 1 then
-  return owner
+  return {owner, 0}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-return ARGV[1]
+return {ARGV[1], 1}
 """
 # KEYS[1] the room's key; ARGV[1] us; ARGV[2] ttl (ms, 0: delete). Only while it is ours.
 _IF_OURS = """
@@ -101,6 +103,8 @@ class Directory:
         self.node_id = describe().node_id
         self._prefix = prefix
         self._clock = clock
+        #: the least loaded node for a new room, this node's recent choices weighed
+        self._placement: Placement[str] = Placement()
         self._claim = self._redis.register_script(_CLAIM)
         self._if_ours = self._redis.register_script(_IF_OURS)
         self.claims: set[str] = set()  # rooms this node owns
@@ -229,14 +233,17 @@ class Directory:
                     candidates.append(me)
                 if not candidates:
                     raise DirectoryUnavailable("no node can take a room now")
-                best = min(candidates, key=lambda n: (n.cpu, n.packets_out, n.node_id))
-                owner = await self._claim(
-                    keys=[self._room_key(room)],
-                    args=[best.node_id, _ms(ROOM_TTL), self._node_key("")],
+                loads = [(n.node_id, n.cpu, n.packets_out) for n in candidates]
+                best = self._placement.among(loads, self._clock(), record=False)
+                assert best is not None  # there are candidates
+                owner, placed = await self._claim(
+                    keys=[self._room_key(room)], args=[best, _ms(ROOM_TTL), self._node_key("")]
                 )
         except (RedisError, OSError, TimeoutError) as exc:
             raise DirectoryUnavailable(f"the room directory is unavailable: {exc}") from None
         owner_id = owner.decode() if isinstance(owner, bytes) else str(owner)
+        if placed:
+            self._placement.placed(owner_id, self._clock())
         if owner_id == self.node_id:
             self.claims.add(room)
         return owner_id

@@ -112,3 +112,18 @@ async def test_a_restarted_redis_gets_the_claims_back_and_nobody_takes_over_mean
     assert owner == "a"
     assert a.up and a.conflicts == 0 and a.claims == {"room"}
     assert {n.node_id for n in await b.nodes()} == {"a", "b"}
+
+
+async def test_a_burst_of_new_rooms_is_spread_over_idle_nodes(
+    nodes: Callable[..., Directory],
+) -> None:
+    """Idle nodes report the same load until the rooms' media shows in it a second later: a
+    node weighs the rooms it placed itself meanwhile (signaling.placement), and a claim that
+    found its room placed already counts for nothing."""
+    a, b = nodes("a"), nodes("b")
+    await a.start()
+    await b.start()
+    owners = [await a.claim(f"room{i}") for i in range(4)]
+    assert sorted(owners) == ["a", "a", "b", "b"]
+    assert [await a.claim("room0") for _ in range(5)] == [owners[0]] * 5
+    assert await a.claim("room4") == "a"  # the repeats placed nothing: a's turn again

@@ -15,10 +15,17 @@ JANUS_FORWARDERS: dict[str, int | None] = {"janus-el2": 2, "janus-default": None
 #: cost without stamping and feedback, in the same run, beside a load that costs the same
 AIOSFU_NO_TCC = "aiosfu-no-tcc"
 AIOSFU = ("aiosfu", AIOSFU_NO_TCC)
-FORWARDERS = (*AIOSFU, *JANUS_FORWARDERS)
+#: name -> ``sfu serve --workers N``: the rooms in N worker processes, everything else as aiosfu
+AIOSFU_WORKERS: dict[str, int] = {"aiosfu-w2": 2}
+#: every forwarder that is ``sfu serve`` (AIOSFU is the transport-cc pair benchmarks.tcc_pairs runs)
+SFU_SERVE = (*AIOSFU, *AIOSFU_WORKERS)
+FORWARDERS = (*SFU_SERVE, *JANUS_FORWARDERS)
+#: ``--forwarders`` when none are given (aiosfu-w2 on request: it needs more than one core)
+DEFAULT_FORWARDERS = (*AIOSFU, *JANUS_FORWARDERS)
 LABELS = {
     "aiosfu": "aiosfu (sfu serve, uvloop)",
     AIOSFU_NO_TCC: "aiosfu, subscribers without transport-cc (same load)",
+    "aiosfu-w2": "aiosfu, sfu serve --workers 2",
     "janus-el2": "Janus VideoRoom, event_loops = 2",
     "janus-default": "Janus VideoRoom, default threading",
 }
@@ -195,6 +202,9 @@ class Trial:
     other_cpu_pct: float  # CPU used on the machine by processes outside the benchmark
     srtp_rejected: int  # packets the subscribers' SRTP refused
     sfu_latency_ms: dict[str, float] | None = None
+    #: sfu serve --workers N: per worker (/healthz at the window's end) its index, pid, rooms
+    #: and CPU seconds in the window
+    workers: list[dict[str, Any]] | None = None
     notes: list[str] = field(default_factory=list)
     layers: list[dict[str, Any]] | None = None  # simulcast: per layer (see layer_stats)
 

@@ -37,11 +37,13 @@ import numpy as np
 
 from benchmarks import metrics, report
 from benchmarks.cases import (
-    AIOSFU,
     AIOSFU_NO_TCC,
+    AIOSFU_WORKERS,
+    DEFAULT_FORWARDERS,
     FORWARDERS,
     JANUS_FORWARDERS,
     PERCENTILES,
+    SFU_SERVE,
     SIMULCAST_RIDS,
     Case,
     Trial,
@@ -54,16 +56,18 @@ from benchmarks.processes import (
     PeerProcess,
     Process,
     busy_cpu_seconds,
-    context_switches,
     cpu_seconds,
     janus_version,
     namespace,
     peer_command,
+    process_tree,
     start_aiosfu,
     start_janus,
-    status_field,
     stop_on_sigterm,
-    tree_cpu_times,
+    summed_cpu_times,
+    tree_context_switches,
+    tree_cpu_by_pid,
+    tree_status_field,
     udp_counters,
     udp_drops,
 )
@@ -107,8 +111,10 @@ class Options:
 def start_forwarder(
     name: str, network: Network, workdir: Path, options: Options
 ) -> tuple[Process, str]:
-    if name in AIOSFU:
-        extra = () if options.congestion_control == "on" else ("--no-congestion-control",)
+    if name in SFU_SERVE:
+        extra = [] if options.congestion_control == "on" else ["--no-congestion-control"]
+        if name in AIOSFU_WORKERS:
+            extra += ["--workers", str(AIOSFU_WORKERS[name])]
         return start_aiosfu(network, workdir, options.server_module, extra)
     return start_janus(network, workdir, options.janus_configs, JANUS_FORWARDERS[name])
 
@@ -124,7 +130,7 @@ def run_trial(
 ) -> Trial:
     """Start the forwarder and the load, measure one window, stop everything."""
     server, url = start_forwarder(forwarder, network, workdir, options)
-    kind = "aiosfu" if forwarder in AIOSFU else "janus"
+    kind = "aiosfu" if forwarder in SFU_SERVE else "janus"
     transport_cc = "shadow" if forwarder == AIOSFU_NO_TCC else options.transport_cc
     peers: list[PeerProcess] = []
     try:
@@ -197,17 +203,21 @@ def _measure(
     first_packet_ms: float,
     profile_to: Path | None,
 ) -> Trial:
-    metrics_url = url.replace("ws://", "http://").removesuffix("/ws") + "/metrics"
-    scrape = forwarder in AIOSFU and profile_to is None
-    histogram_before = _histogram(network, metrics_url) if scrape else None
+    http_url = url.replace("ws://", "http://").removesuffix("/ws")
+    scrape = forwarder in SFU_SERVE and profile_to is None
+    histogram_before = _histogram(network, http_url + "/metrics") if scrape else None
     load = [publisher.pid, *(s.pid for s in subscribers)]
-    roles = {"server": server.pid, "publisher": publisher.pid}
-    roles.update({s.name: s.pid for s in subscribers})
+
+    def roles() -> dict[str, list[int]]:
+        # the server's media sockets are its workers' with sfu serve --workers N
+        named = {"server": process_tree(server.pid), "publisher": [publisher.pid]}
+        return named | {s.name: [s.pid] for s in subscribers}
+
     if options.window_barrier is not None:
         options.window_barrier.wait()
-    drops0, snmp0, busy0 = udp_drops(roles), udp_counters(server.pid), busy_cpu_seconds()
-    # the server and its worker processes, if it has any (sfu serve --workers N)
-    server_cpu0, ctx0 = tree_cpu_times(server.pid), context_switches(server.pid)
+    drops0, snmp0, busy0 = udp_drops(roles()), udp_counters(server.pid), busy_cpu_seconds()
+    # every reading of the server covers its process tree: the server and its workers, if any
+    server_cpu0, ctx0 = tree_cpu_by_pid(server.pid), tree_context_switches(server.pid)
     load_cpu0 = [cpu_seconds(pid) for pid in load]
     t0 = time.monotonic_ns()
     if profile_to is not None:
@@ -215,14 +225,20 @@ def _measure(
     else:
         time.sleep(options.seconds)
     t1 = time.monotonic_ns()
-    user, system = tree_cpu_times(server.pid)
-    server_user, server_system = user - server_cpu0[0], system - server_cpu0[1]
+    server_cpu1 = tree_cpu_by_pid(server.pid)
+    (user0, system0), (user1, system1) = map(summed_cpu_times, (server_cpu0, server_cpu1))
+    server_user, server_system = user1 - user0, system1 - system0
     server_cpu = server_user + server_system
-    ctx = context_switches(server.pid) - ctx0
+    ctx = tree_context_switches(server.pid) - ctx0
     load_cpu = [cpu_seconds(pid) - c for pid, c in zip(load, load_cpu0, strict=True)]
-    drops1, snmp1, busy = udp_drops(roles), udp_counters(server.pid), busy_cpu_seconds() - busy0
-    threads, rss_kb = status_field(server.pid, "Threads"), status_field(server.pid, "VmRSS")
-    histogram_after = _histogram(network, metrics_url) if histogram_before else None
+    drops1, snmp1 = udp_drops(roles()), udp_counters(server.pid)
+    busy = busy_cpu_seconds() - busy0
+    threads = tree_status_field(server.pid, "Threads")
+    rss_kb = tree_status_field(server.pid, "VmRSS")
+    histogram_after = _histogram(network, http_url + "/metrics") if histogram_before else None
+    workers = None
+    if forwarder in AIOSFU_WORKERS:
+        workers = _workers(network, http_url + "/healthz", server_cpu0, server_cpu1)
     if not server.alive():
         raise RuntimeError(f"{forwarder} died during the window\n{server.logs()}")
     time.sleep(IN_FLIGHT_WAIT)
@@ -285,7 +301,11 @@ def _measure(
             "subscribers": sum(drops1[s.name] - drops0[s.name] for s in subscribers),
         },
         layers=layer_rows,
+        workers=workers,
     )
+    if workers is not None:
+        rooms = ", ".join(f"worker {w['index']}: {w['rooms']}" for w in workers)
+        trial.notes.append(f"rooms per worker: {rooms}")
     if histogram_before and histogram_after:
         trial.sfu_latency_ms = _sfu_latency(histogram_before, histogram_after)
     return trial
@@ -294,6 +314,30 @@ def _measure(
 def _histogram(network: Network, url: str) -> tuple[str, metrics.Buckets] | None:
     text = metrics.fetch(network, url)
     return metrics.forwarding_histogram(text) if text else None
+
+
+def _workers(
+    network: Network,
+    url: str,
+    cpu0: dict[int, tuple[float, float]],
+    cpu1: dict[int, tuple[float, float]],
+) -> list[dict[str, Any]] | None:
+    """Each worker of ``sfu serve --workers N`` as its /healthz lists it at the window's end:
+    index, pid, rooms, and the CPU seconds its process used in the window (None if it was
+    not running throughout)."""
+    text = metrics.fetch(network, url)
+    if text is None:
+        return None
+    workers = []
+    for worker in json.loads(text).get("workers", []):
+        pid = worker.get("pid")
+        cpu = None
+        if pid in cpu0 and pid in cpu1:
+            cpu = sum(cpu1[pid]) - sum(cpu0[pid])
+        workers.append(
+            {"index": worker["index"], "pid": pid, "rooms": worker.get("rooms"), "cpu_s": cpu}
+        )
+    return workers
 
 
 def _sfu_latency(
@@ -455,8 +499,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     )
     parser.add_argument(
         "--forwarders",
-        default=",".join(FORWARDERS),
-        help=f"comma-separated, from {', '.join(FORWARDERS)}",
+        default=",".join(DEFAULT_FORWARDERS),
+        help=f"comma-separated, from {', '.join(FORWARDERS)} "
+        f"(default {','.join(DEFAULT_FORWARDERS)})",
     )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=20.0, help="measured window per run")

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -59,15 +59,20 @@ def process_tree(pid: int) -> list[int]:
     return tree
 
 
-def tree_cpu_times(pid: int) -> tuple[float, float]:
-    """:func:`cpu_times` summed over :func:`process_tree`: a server and its workers. A worker
-    that exits between two readings takes its time with it (the readings then disagree)."""
-    user = system = 0.0
+def tree_cpu_by_pid(pid: int) -> dict[int, tuple[float, float]]:
+    """:func:`cpu_times` of each process in :func:`process_tree`: a server and its workers.
+    One that exits while it is read is left out; one that exits between two readings takes its
+    time with it (the readings then disagree)."""
+    times = {}
     for member in process_tree(pid):
-        with contextlib.suppress(OSError):
-            u, s = cpu_times(member)
-            user, system = user + u, system + s
-    return user, system
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            times[member] = cpu_times(member)
+    return times
+
+
+def summed_cpu_times(times: Mapping[int, tuple[float, float]]) -> tuple[float, float]:
+    """User and system time of :func:`tree_cpu_by_pid`'s processes together."""
+    return sum(u for u, _ in times.values()), sum(s for _, s in times.values())
 
 
 def context_switches(pid: int) -> int:
@@ -86,6 +91,21 @@ def status_field(pid: int, name: str) -> int:
         if line.startswith(name + ":"):
             return int(line.split()[1])
     return 0
+
+
+def tree_context_switches(pid: int) -> int:
+    """:func:`context_switches` summed over :func:`process_tree` (a server and its workers)."""
+    return sum(context_switches(member) for member in process_tree(pid))
+
+
+def tree_status_field(pid: int, name: str) -> int:
+    """A /proc/PID/status number (``Threads``, ``VmRSS`` in kB) summed over
+    :func:`process_tree`; a process that exits while it is read counts 0."""
+    total = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += status_field(member, name)
+    return total
 
 
 # --- network ---
@@ -302,22 +322,24 @@ def janus_version() -> str | None:
     return match.group(1) if match else output.strip()[:40]
 
 
-def udp_drops(pids: dict[str, int]) -> dict[str, int]:
-    """Datagrams the kernel dropped on each role's UDP sockets (receive buffer full).
+def udp_drops(pids: Mapping[str, Sequence[int]]) -> dict[str, int]:
+    """Datagrams the kernel dropped on each role's UDP sockets (receive buffer full); a role
+    may be several processes (a server's workers own its media sockets).
 
     Read from /proc/PID/net/udp, which lists the sockets of that process's network namespace;
     the last column counts drops per socket, matched to a process by the socket's inode.
     """
     owners: dict[str, str] = {}
-    for role, pid in pids.items():
-        with contextlib.suppress(OSError):
-            for fd in Path(f"/proc/{pid}/fd").iterdir():
-                with contextlib.suppress(OSError):
-                    target = os.readlink(fd)
-                    if target.startswith("socket:["):
-                        owners[target[8:-1]] = role
+    for role, members in pids.items():
+        for pid in members:
+            with contextlib.suppress(OSError):
+                for fd in Path(f"/proc/{pid}/fd").iterdir():
+                    with contextlib.suppress(OSError):
+                        target = os.readlink(fd)
+                        if target.startswith("socket:["):
+                            owners[target[8:-1]] = role
     drops = dict.fromkeys(pids, 0)
-    any_pid = next(iter(pids.values()))
+    any_pid = next(pid for members in pids.values() for pid in members)
     with contextlib.suppress(OSError):
         for line in Path(f"/proc/{any_pid}/net/udp").read_text().splitlines()[1:]:
             fields = line.split()

@@ -9,7 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.cases import LABELS, PERCENTILES, Case, Trial
+from benchmarks.cases import (
+    AIOSFU_WORKERS,
+    JANUS_FORWARDERS,
+    LABELS,
+    PERCENTILES,
+    SFU_SERVE,
+    Case,
+    Trial,
+)
 from benchmarks.cases import percentile_key as pkey
 from benchmarks.profile import summarize as summarize_profile
 
@@ -63,6 +71,8 @@ def summarize(
             row["send_lag_p99_us"] = _median([r["send_lag_us"]["p99"] for r in runs])
             if case.simulcast:
                 row["layers"] = _layer_medians([r["layers"] for r in runs if r["layers"]])
+            if any(r["workers"] for r in runs):  # sfu serve --workers N: each run's placement
+                row["rooms_per_worker"] = [[w["rooms"] for w in r["workers"] or ()] for r in runs]
             rows.append(row)
     return rows
 
@@ -152,9 +162,18 @@ def progress(trial: Trial) -> None:
             + f" pkt/s, other layers {sum(x['other_layers'] for x in trial.layers)}"
             if trial.layers
             else ""
-        ),
+        )
+        + (f"  {'; '.join(trial.notes)}" if trial.notes else "")
+        + (f"  (server process CPU {_supervisor_cpu_pct(trial):.0f} %)" if trial.workers else ""),
         flush=True,
     )
+
+
+def _supervisor_cpu_pct(trial: Trial) -> float:
+    """CPU of ``sfu serve --workers N`` itself, its workers' left out (WebSockets, relaying
+    calls to the workers, their metrics), % of a core."""
+    workers = sum(w["cpu_s"] or 0.0 for w in trial.workers or ())
+    return 100 * (trial.server_cpu_s - workers) / trial.seconds
 
 
 def _row(summary: list[dict[str, Any]], case: str, forwarder: str) -> dict[str, Any] | None:
@@ -169,6 +188,15 @@ def _ratio(ours: dict[str, Any] | None, theirs: dict[str, Any] | None, key: str)
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _ratio_pairs(forwarders: Sequence[str]) -> list[tuple[str, str]]:
+    """The ratio rows: aiosfu to every other forwarder, each ``sfu serve --workers N`` to
+    Janus."""
+    pairs = [("aiosfu", f) for f in forwarders if f != "aiosfu" and "aiosfu" in forwarders]
+    for mine in (f for f in forwarders if f in AIOSFU_WORKERS):
+        pairs += [(mine, f) for f in forwarders if f in JANUS_FORWARDERS]
+    return pairs
 
 
 def tables(document: dict[str, Any]) -> str:
@@ -195,20 +223,18 @@ def tables(document: dict[str, Any]) -> str:
         lat = row["latency_ms"] if row else {"p50": None, "p99": None}
         cells.append(f"{_fmt(lat['p50'])} / {_fmt(lat['p99'])} ms")
         out.append(f"| {LABELS[forwarder]} | " + " | ".join(cells) + " |")
-    for janus in (f for f in forwarders if f != "aiosfu"):
-        if "aiosfu" not in forwarders:
-            break
+    for mine, other in _ratio_pairs(forwarders):
         cells = []
         for case in cases:
-            ours, theirs = _row(summary, case, "aiosfu"), _row(summary, case, janus)
+            ours, theirs = _row(summary, case, mine), _row(summary, case, other)
             ratio = (
                 ours["cpu_us_per_packet"] / theirs["cpu_us_per_packet"] if ours and theirs else None
             )
             cells.append(f"{_fmt(ratio)}x")
-        ours, theirs = _row(summary, heaviest, "aiosfu"), _row(summary, heaviest, janus)
+        ours, theirs = _row(summary, heaviest, mine), _row(summary, heaviest, other)
         p50, p99 = _ratio(ours, theirs, "p50"), _ratio(ours, theirs, "p99")
         cells.append(f"{_fmt(p50)}x / {_fmt(p99)}x")
-        out.append(f"| aiosfu ÷ {LABELS[janus]} | " + " | ".join(cells) + " |")
+        out.append(f"| {mine} ÷ {LABELS[other]} | " + " | ".join(cells) + " |")
     out += [
         "\nPer case (medians): forwarded packets/s, forwarder CPU, loss, end-to-end latency "
         "(publisher send → subscriber receive), SFU-internal latency (aiosfu /metrics), "
@@ -241,7 +267,8 @@ def tables(document: dict[str, Any]) -> str:
                 f"{max(0.0, row['other_cpu_pct']):.0f} |"
             )
     out += layer_table(summary)
-    if all(r["sfu_latency_ms"] is None for r in summary if r["forwarder"] == "aiosfu"):
+    served = [r for r in summary if r["forwarder"] in SFU_SERVE]
+    if served and all(r["sfu_latency_ms"] is None for r in served):
         out.append(
             "\nSFU-internal latency: not measured (the server exposes no forwarding-latency "
             "histogram on /metrics)."

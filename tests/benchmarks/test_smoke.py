@@ -56,3 +56,23 @@ def test_transport_cc_pairs_measure_both_servers_in_one_window(tmp_path: Path) -
     assert row["ratio"] == with_tcc["cpu_us_per_packet"] / without["cpu_us_per_packet"]
     assert document["summary"]["2@500"]["median_ratio"] == row["ratio"]
     assert next(tmp_path.glob("tcc-pairs-*.json"))
+
+
+def test_quick_run_of_two_workers_reads_the_whole_server(tmp_path: Path) -> None:
+    quick = ["--quick", "--forwarders", "aiosfu-w2", "--no-netns", "--case", "2x2@500"]
+    document = forwarding.main([*quick, "--out", str(tmp_path)])
+    (trial,) = document["trials"]
+    assert trial["forwarder"] == "aiosfu-w2" and trial["case"] == "2x2@500"
+    assert trial["sent"] > 0 and trial["received"] > 0
+    # the rooms' media is forwarded in the workers: their CPU and their histograms count
+    workers = trial["workers"]
+    assert [w["rooms"] for w in workers] == [1, 1], workers  # placement spreads a burst
+    assert all(w["cpu_s"] > 0 for w in workers)
+    # the tree's time includes the workers' (and the server's own, often 0 ticks here)
+    assert trial["server_cpu_s"] >= sum(w["cpu_s"] for w in workers) - 1e-9
+    assert trial["sfu_latency_ms"] is not None and trial["sfu_latency_ms"]["p99"] > 0
+    assert "rooms per worker: worker 0: 1, worker 1: 1" in trial["notes"]
+
+    (row,) = document["summary"]
+    assert row["forwarder"] == "aiosfu-w2" and row["forwarded_per_s"] > 0
+    assert row["rooms_per_worker"] == [[1, 1]]

@@ -8,11 +8,14 @@ media for longer than aioice's 0.5 s transaction timeout, every consent check fa
 six (30 s, RFC 7675) each client closes its connection itself. Browsers are a process each;
 spreading the room over a few processes keeps the test about the server.
 
-Each ``--names`` entry joins ``--room`` and publishes a marker video (every ``--audio-every``-th
-a tone too). Reported (``peer_process``'s JSON lines, ``e`` being): ``rx`` every
-``REPORT_INTERVAL``: per participant name its ``id``, its connection's ``state``, the server
-ports its remote description offers (``ports``) and, per remote participant id, the video RTP
-packets received from it (``video``); and the event loop's longest late wake-up (``lag``).
+Each ``--names`` entry joins ``--room`` through the ``--url`` given (several: nodes of one
+cluster, tried in order, the next taken when a node is gone) and publishes a marker video
+(every ``--audio-every``-th a tone too). Reported (``peer_process``'s JSON lines, ``e`` being):
+``rx`` every ``--report-interval`` s: per participant name its ``id``, its connection's ``state``,
+the server ports its remote description offers (``ports``), the URL it is joined through
+(``url``), how often it joined again after losing its session (``rejoins``) and, per remote
+participant id, the video RTP packets received from it (``video``); and the event loop's
+longest late wake-up (``lag``).
 """
 
 from __future__ import annotations
@@ -33,9 +36,9 @@ LAG_PERIOD = 0.05
 HOST_PORT = re.compile(r"candidate:\S+ 1 udp \d+ \S+ (\d+) typ host")
 
 
-async def join(url: str, room: str, name: str, index: int, audio_every: int) -> SfuClient:
+async def join(urls: list[str], room: str, name: str, index: int, audio_every: int) -> SfuClient:
     # frames handed over as decoded: no playout task per received video
-    client = await SfuClient.connect(url, room, name, playout_delay=False)
+    client = await SfuClient.connect(urls, room, name, playout_delay=False)
     tracks: list[tuple[MediaStreamTrack, str]] = [
         (MarkerVideoTrack(PALETTE[index % len(PALETTE)], 96, 64, 4), "camera")
     ]
@@ -60,9 +63,9 @@ async def video_packets(client: SfuClient) -> dict[str, int]:
     return counts
 
 
-async def report(clients: dict[str, SfuClient]) -> None:
+async def report(clients: dict[str, SfuClient], interval: float) -> None:
     while True:
-        lag = await loop_lag(LAG_PERIOD, round(REPORT_INTERVAL / LAG_PERIOD))
+        lag = await loop_lag(LAG_PERIOD, max(1, round(interval / LAG_PERIOD)))
         state: dict[str, Any] = {}
         for name, client in clients.items():
             remote = client.pc.remoteDescription
@@ -70,6 +73,8 @@ async def report(clients: dict[str, SfuClient]) -> None:
                 "id": client.participant_id,
                 "state": client.pc.connectionState,
                 "ports": sorted({int(p) for p in HOST_PORT.findall(remote.sdp if remote else "")}),
+                "url": client.urls[0],
+                "rejoins": client.rejoins,
                 "video": await video_packets(client),
             }
         emit("rx", clients=state, lag=lag)
@@ -78,11 +83,12 @@ async def report(clients: dict[str, SfuClient]) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--name", required=True)
-    parser.add_argument("--url", required=True)
+    parser.add_argument("--url", required=True, action="append", help="repeatable: nodes")
     parser.add_argument("--room", required=True)
     parser.add_argument("--names", required=True, help="comma-separated participant names")
     parser.add_argument("--first-index", type=int, default=0)
     parser.add_argument("--audio-every", type=int, default=0)
+    parser.add_argument("--report-interval", type=float, default=REPORT_INTERVAL)
     parser.add_argument("--ice-host", default="127.0.0.1", help="the one address to gather on")
     args = parser.parse_args()
     set_ice_host_addresses([args.ice_host])
@@ -91,7 +97,7 @@ async def main() -> None:
         for offset, name in enumerate(args.names.split(",")):
             index = args.first_index + offset
             clients[name] = await join(args.url, args.room, name, index, args.audio_every)
-        await run_until_quit(asyncio.create_task(report(clients)))
+        await run_until_quit(asyncio.create_task(report(clients, args.report_interval)))
     finally:
         await asyncio.gather(*(c.close() for c in clients.values()), return_exceptions=True)
         for client in clients.values():

@@ -179,7 +179,10 @@ async def _join_cluster(
     local_health = assembly.health
 
     def health() -> Mapping[str, Any]:
-        return {**local_health(), "node": node_id, "redis": "up" if directory.up else "down"}
+        report = {**local_health(), "node": node_id, "redis": "up" if directory.up else "down"}
+        if not directory.up and report.get("status", "ok") == "ok":
+            report["status"] = "degraded"  # running rooms go on; new rooms are refused
+        return report
 
     assembly.service, assembly.health = router, health
     assembly.shutdown_reason = "reconnect"  # its rooms go on on another node

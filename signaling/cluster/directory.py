@@ -122,8 +122,11 @@ class Directory:
 
     async def start(self) -> None:
         """Register, and keep registering (a Redis away now is retried in the background)."""
-        with contextlib.suppress(RedisError, OSError):
+        try:
             await self._beat()
+        except (RedisError, OSError) as exc:
+            # said once here: the retries say nothing until Redis has been up (see _run)
+            log.warning("room directory unavailable at start: retrying", error=str(exc))
         self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:

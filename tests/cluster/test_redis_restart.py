@@ -115,6 +115,7 @@ async def test_a_call_goes_on_while_redis_restarts(
         while {(await health(n))["redis"] for n in nodes} != {"down"}:  # both noticed
             assert time.monotonic() < stopped + TIMEOUT
             await asyncio.sleep(0.1)
+        assert {(await health(n))["status"] for n in nodes} == {"degraded"}
         # a join for the room still works, relayed by a node that knows where the room is
         entry = b if owner == reports[0]["node"] else a
         dan = await SfuClient.connect([ws(entry)], "call", "dan")

@@ -1,15 +1,18 @@
-"""Worker failover: how long a call goes without video when its room's worker is killed.
+"""Failover: how long a call goes without video when its room's worker, or node, is killed.
 
     .venv/bin/python -m benchmarks.failover --kill worker --trials 10
+    .venv/bin/python -m benchmarks.failover --kill node --trials 10    (root: namespaces)
 
-Starts ``sfu serve --workers 2 --udp-port 0`` on 127.0.0.1. Each trial is a call of
-``--clients`` participants in a room of its own, every one sending video (a marker track,
-VP8) and receiving the others'. Once each has decoded a frame of every other, the worker
+``--kill worker`` starts ``sfu serve --workers 2 --udp-port 0`` on 127.0.0.1. Each trial is a
+call of ``--clients`` participants in a room of its own, every one sending video (a marker
+track, VP8) and receiving the others'. Once each has decoded a frame of every other, the worker
 hosting the room (its pid from /healthz) gets SIGKILL at t0: the clients are told
 ``bye reconnect``, join again by themselves, and the room opens on a live worker. Measured per
 client: t0 to its first frame decoded on a video track offered after t0 (frames still on their
 way from before the kill do not count). The median and the maximum over every client of every
-trial are printed and saved as ``failover-<time>.json``. See benchmarks/README.md.
+trial are printed and saved as ``failover-<time>.json``. ``--kill node``: a cluster in
+network namespaces, the room's node killed (:mod:`benchmarks.failover_node`), measured the same
+way. See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -84,11 +87,12 @@ async def all_up(http: aiohttp.ClientSession, url: str) -> bool:
     )
 
 
-async def start_call(url: str, room: str, clients: int) -> list[SfuClient]:
-    """``clients`` participants each sending video, once each decoded every other's."""
+async def start_call(urls: Sequence[str | Sequence[str]], room: str) -> list[SfuClient]:
+    """A participant per entry of ``urls`` (its URL, or its list of nodes' URLs), each sending
+    video, once each decoded every other's."""
     call: list[SfuClient] = []
     try:
-        for index in range(clients):
+        for index, url in enumerate(urls):
             client = await SfuClient.connect(url, room, f"p{index}", playout_delay=False)
             call.append(client)
             await client.publish(MarkerVideoTrack(PALETTE[index % len(PALETTE)]), source="camera")
@@ -148,7 +152,7 @@ async def trial(
     """One call, its worker killed; per client the seconds to its next frame (None: none
     within ``timeout``)."""
     await until(lambda: all_up(http, url), "server with every worker up and no room")
-    call = await start_call(url + "/ws", f"failover-{index}", clients)
+    call = await start_call([url + "/ws"] * clients, f"failover-{index}")
     try:
         worker = await room_worker(http, url)
         t0 = time.monotonic()
@@ -194,21 +198,26 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     finally:
         set_ice_host_addresses([])
         server.stop()
-    waits = [s for t in trials for s in t["seconds"] if s is not None]
-    missing = sum(s is None for t in trials for s in t["seconds"])
     return {
-        "meta": meta(args, started),
+        "meta": meta(args, started, workers=WORKERS),
         "trials": trials,
-        "summary": {
-            "clients_measured": len(waits),
-            "clients_without_frame": missing,
-            "median_s": statistics.median(waits) if waits else None,
-            "max_s": max(waits, default=None),
-        },
+        "summary": summarize(trials),
     }
 
 
-def meta(args: argparse.Namespace, started: datetime) -> dict[str, Any]:
+def summarize(trials: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Median and max over every client of every trial (``seconds``, None: no frame)."""
+    waits = [s for t in trials for s in t["seconds"] if s is not None]
+    missing = sum(s is None for t in trials for s in t["seconds"])
+    return {
+        "clients_measured": len(waits),
+        "clients_without_frame": missing,
+        "median_s": statistics.median(waits) if waits else None,
+        "max_s": max(waits, default=None),
+    }
+
+
+def meta(args: argparse.Namespace, started: datetime, **setup: Any) -> dict[str, Any]:
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
     ).stdout.strip()
@@ -216,7 +225,7 @@ def meta(args: argparse.Namespace, started: datetime) -> dict[str, Any]:
         "started": started.isoformat(timespec="seconds"),
         "commit": commit,
         "kill": args.kill,
-        "workers": WORKERS,
+        **setup,
         "clients": args.clients,
         "trials": args.trials,
         "timeout": args.timeout,
@@ -232,9 +241,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--kill",
-        choices=("worker",),
+        choices=("worker", "node"),
         default="worker",
-        help="what is killed: the room's worker process (a node's death: not yet, plan S17)",
+        help="what is killed: the room's worker process, or its node (sfu serve --redis) of a "
+        "cluster in network namespaces (needs root)",
+    )
+    parser.add_argument(
+        "--nodes", type=int, default=2, help="--kill node: nodes of the cluster (2 to 9)"
     )
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--clients", type=int, default=2, help="participants of each call")
@@ -244,8 +257,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON goes")
     parser.add_argument("--logs", type=Path, help="keep the server's output here")
     args = parser.parse_args(argv)
-    if args.trials < 1 or args.clients < 2 or args.timeout <= 0:
-        parser.error("--trials must be ≥ 1, --clients ≥ 2 and --timeout > 0")
+    if args.trials < 1 or args.clients < 2 or args.timeout <= 0 or not 2 <= args.nodes <= 9:
+        parser.error("--trials must be ≥ 1, --clients ≥ 2, --timeout > 0 and --nodes 2 to 9")
     return args
 
 
@@ -254,11 +267,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="aiosfu-failover-") as tmp:
         workdir = args.logs or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        document = asyncio.run(measure(args, workdir))
+        if args.kill == "node":
+            from benchmarks import failover_node  # it imports this module
+
+            document = failover_node.measure(args, workdir)
+        else:
+            document = asyncio.run(measure(args, workdir))
     summary = document["summary"]
     if summary["median_s"] is not None:
         print(
-            f"worker killed → next frame: median {summary['median_s']:.2f} s, "
+            f"{args.kill} killed → next frame: median {summary['median_s']:.2f} s, "
             f"max {summary['max_s']:.2f} s over {summary['clients_measured']} clients "
             f"of {args.trials} trials ({summary['clients_without_frame']} got none)"
         )

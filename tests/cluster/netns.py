@@ -147,13 +147,13 @@ class Node:
         return self.ws_url.replace("ws://", "http://", 1).removesuffix("/ws")
 
 
-def start_redis(net: ClusterNetwork, workdir: Path) -> Process:
-    """redis-server on the hub's address, no persistence; ready when it says so. Not in
-    protected mode, which refuses every client not on loopback: only the test's namespaces
-    reach 10.99.0.1."""
+def start_redis(hub: Network, workdir: Path) -> Process:
+    """redis-server on the hub's address (``hub``: ``net.network(net.hub)``), no persistence;
+    ready when it says so. Not in protected mode, which refuses every client not on loopback:
+    only the test's namespaces reach 10.99.0.1."""
     argv = ["redis-server", "--bind", HUB_ADDRESS, "--port", str(REDIS_PORT), "--save", "",
             "--appendonly", "no", "--protected-mode", "no", "--dir", str(workdir)]  # fmt: skip
-    redis = Process("redis", net.network(net.hub).command(argv), workdir)
+    redis = Process("redis", hub.command(argv), workdir)
     deadline = time.monotonic() + START_TIMEOUT
     while "Ready to accept connections" not in redis.stdout_path.read_text(errors="replace"):
         if not redis.alive() or time.monotonic() > deadline:
@@ -186,7 +186,7 @@ def cluster(workdir: Path, nodes: int = 2) -> Iterator[tuple[ClusterNetwork, lis
     secret = workdir / "cluster-secret"
     secret.write_text(secrets.token_hex(16) + "\n")
     with ClusterNetwork(nodes) as net, contextlib.ExitStack() as running:
-        redis = start_redis(net, workdir)
+        redis = start_redis(net.network(net.hub), workdir)
         running.callback(redis.stop)
         started: list[Node] = []
         for k, ns in enumerate(net.nodes, 1):

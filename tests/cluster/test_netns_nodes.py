@@ -4,7 +4,9 @@ joining through different nodes all receive each other's video; the node that ho
 is SIGKILLed, the room comes back on a node left, every participant joins it again (those of
 the killed node through the next of their URLs: each was given every node's) and video flows
 between all again. The time from the kill to video between all again is printed (``pytest
--s``), not asserted. Afterwards neither a namespace nor a process of the test is left.
+-s``), not asserted. And Redis restarted under a call (tests/cluster/redis_restart.py, as
+test_redis_restart.py on loopback). Afterwards neither a namespace nor a process of the test
+is left.
 
 The participants run in client processes (tests/e2e/room_peers.py) in the clients' namespace.
 """
@@ -15,14 +17,22 @@ import asyncio
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster.netns import ClusterNetwork, Node, cluster, get_json, namespaces
-from tests.e2e.peer_process import PeerProcess
+from tests.cluster.netns import (
+    ClusterNetwork,
+    Node,
+    cluster,
+    get_json,
+    namespace_pids,
+    namespaces,
+)
+from tests.e2e.peer_process import REPO, PeerProcess
 from tests.e2e.shaped_link import LinkUnavailable, check_available
 
 pytestmark = pytest.mark.e2e
@@ -30,6 +40,7 @@ pytestmark = pytest.mark.e2e
 TIMEOUT = 30.0
 REPORT_INTERVAL = 0.2  # the clients': the resolution of the times printed
 NAMES = ("ann", "bob", "cid")
+SCENARIO_TIMEOUT = 90.0
 
 
 @pytest.fixture(autouse=True)
@@ -99,6 +110,30 @@ async def test_a_room_through_several_nodes_in_namespaces_and_the_owner_killed(
             codes = await asyncio.gather(*(p.stop() for p in peers))
     assert codes == [0] * len(peers), [p.logs() for p in peers]
     assert net.killed == []  # every process left by itself (SIGTERM, quit)
+    assert not set(net.names) & namespaces()
+
+
+def test_a_call_goes_on_while_redis_restarts_in_namespaces(tmp_path: Path) -> None:
+    """tests/cluster/redis_restart.py's scenario (as test_redis_restart.py on loopback) with
+    the nodes, Redis and the clients each in a namespace: run as a process in the clients'
+    namespace, it stops Redis in the hub by its pid and starts it again there."""
+    with cluster(tmp_path, nodes=2) as (net, nodes):
+        (redis_pid,) = namespace_pids(net.hub)  # the hub runs Redis only
+        argv = [sys.executable, "-m", "tests.cluster.redis_restart", "--hub", net.hub,
+                "--redis-pid", str(redis_pid), "--ice-host", net.addresses[net.clients],
+                "--workdir", str(tmp_path / "restarted")]  # fmt: skip
+        for node in nodes:
+            argv += ["--node", node.http_url]
+        scenario = subprocess.run(net.network(net.clients).command(argv), capture_output=True,
+                                  text=True, timeout=SCENARIO_TIMEOUT, cwd=REPO)  # fmt: skip
+        print(scenario.stdout)
+        if scenario.returncode != 0:
+            for node in nodes:
+                print(node.namespace, node.process.logs())
+        assert scenario.returncode == 0, scenario.stderr[-4000:]
+        assert "largest gap" in scenario.stdout  # it ran to its end
+        assert namespace_pids(net.hub) == []  # the Redis started again is stopped with it
+    assert net.killed == []  # every process left by itself
     assert not set(net.names) & namespaces()
 
 

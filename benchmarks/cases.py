@@ -17,8 +17,11 @@ AIOSFU_NO_TCC = "aiosfu-no-tcc"
 AIOSFU = ("aiosfu", AIOSFU_NO_TCC)
 #: name -> ``sfu serve --workers N``: the rooms in N worker processes, everything else as aiosfu
 AIOSFU_WORKERS: dict[str, int] = {"aiosfu-w2": 2}
+#: ``sfu serve --socket-per-participant``: a socket per participant, as before the shared port
+#: (every copy its own sendto) — the shared port's before and after in one run
+AIOSFU_SOCKETS = "aiosfu-sockets"
 #: every forwarder that is ``sfu serve`` (AIOSFU is the transport-cc pair benchmarks.tcc_pairs runs)
-SFU_SERVE = (*AIOSFU, *AIOSFU_WORKERS)
+SFU_SERVE = (*AIOSFU, *AIOSFU_WORKERS, AIOSFU_SOCKETS)
 FORWARDERS = (*SFU_SERVE, *JANUS_FORWARDERS)
 #: ``--forwarders`` when none are given (aiosfu-w2 on request: it needs more than one core)
 DEFAULT_FORWARDERS = (*AIOSFU, *JANUS_FORWARDERS)
@@ -26,6 +29,7 @@ LABELS = {
     "aiosfu": "aiosfu (sfu serve, uvloop)",
     AIOSFU_NO_TCC: "aiosfu, subscribers without transport-cc (same load)",
     "aiosfu-w2": "aiosfu, sfu serve --workers 2",
+    AIOSFU_SOCKETS: "aiosfu, a socket per participant (no sendmmsg)",
     "janus-el2": "Janus VideoRoom, event_loops = 2",
     "janus-default": "Janus VideoRoom, default threading",
 }

@@ -38,6 +38,7 @@ import numpy as np
 from benchmarks import metrics, report
 from benchmarks.cases import (
     AIOSFU_NO_TCC,
+    AIOSFU_SOCKETS,
     AIOSFU_WORKERS,
     DEFAULT_FORWARDERS,
     FORWARDERS,
@@ -115,6 +116,8 @@ def start_forwarder(
         extra = [] if options.congestion_control == "on" else ["--no-congestion-control"]
         if name in AIOSFU_WORKERS:
             extra += ["--workers", str(AIOSFU_WORKERS[name])]
+        if name == AIOSFU_SOCKETS:
+            extra.append("--socket-per-participant")
         return start_aiosfu(network, workdir, options.server_module, extra)
     return start_janus(network, workdir, options.janus_configs, JANUS_FORWARDERS[name])
 

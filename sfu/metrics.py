@@ -29,7 +29,7 @@ from prometheus_client.core import (
 )
 
 from sfu.counters import DOWN_TRACK_STATES, LayerGauges, MediaTotals, layer_gauges
-from sfu.media.aiortc_bridge import udp_port_unroutable
+from sfu.media.aiortc_bridge import udp_port_io, udp_port_unroutable
 from sfu.media.bandwidth import ESTIMATES
 from sfu.media.latency import FORWARDING, SAMPLE_EVERY, Histogram
 
@@ -94,6 +94,28 @@ class SfuCollector:
             for kind, count in unroutable.items():
                 family.add_metric([kind], count)
             yield family
+        io = udp_port_io()
+        if io is not None:
+            for name, help_text, value in (
+                ("sfu_udp_reads", "recvmmsg calls of the shared UDP port that returned.", io[0]),
+                (
+                    "sfu_udp_datagrams_read",
+                    "Datagrams those calls read (÷ sfu_udp_reads: datagrams per call).",
+                    io[1],
+                ),
+                (
+                    "sfu_udp_send_batches",
+                    "sendmmsg calls of the shared UDP port: what one read's packets make leaves "
+                    "in one call per socket.",
+                    io[2],
+                ),
+                (
+                    "sfu_udp_batched_datagrams",
+                    "Datagrams those calls sent (÷ sfu_udp_send_batches: datagrams per call).",
+                    io[3],
+                ),
+            ):
+                yield CounterMetricFamily(name, help_text, value)
         yield GaugeMetricFamily(
             "sfu_event_loop_tasks",
             "asyncio tasks alive on the server's event loop (a count that only grows is a leak).",

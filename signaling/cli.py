@@ -220,9 +220,17 @@ def main() -> None:
     type=click.IntRange(0, 65535),
     default=None,
     show_envvar=True,
-    help="Carry every participant's media on this one UDP port of each --ice-host address "
-    "(0: one free port per address, shared), so a firewall opens one port. Default: a "
-    "socket, and an ephemeral port, per participant. See docs/operations.md, ports.",
+    help="Carry every participant's media on this one UDP port of each --ice-host address, "
+    "so a firewall opens one port (with --workers N: worker k on this port + k). Default 0: "
+    "one free port per address, shared. See docs/operations.md, ports.  [default: 0]",
+)
+@click.option(
+    "--socket-per-participant",
+    is_flag=True,
+    show_envvar=True,
+    help="Give each participant a socket and ephemeral port of its own instead of the shared "
+    "--udp-port (as before issue 13): a port per participant to open, but media from a "
+    "client whose address changed is taken before its next consent check.",
 )
 @click.option(
     "--log-format",
@@ -330,6 +338,7 @@ def serve(
     cluster_secret_file: Path | None,
     redis_prefix: str,
     udp_port: int | None,
+    socket_per_participant: bool,
     log_format: LogFormat,
     log_level: str,
     max_participants: int,
@@ -357,6 +366,10 @@ def serve(
             "any room, publish and subscribe",
             host=host,
         )
+    if socket_per_participant and udp_port is not None:
+        raise click.UsageError("--udp-port and --socket-per-participant exclude each other")
+    if not socket_per_participant and udp_port is None:
+        udp_port = 0
     turn = _turn_config(turn_url, turn_secret, turn_secret_file, turn_ttl)
     if turn is not None:
         log.info("clients get TURN credentials", turn_urls=list(turn.urls), ttl=turn.ttl)

@@ -24,9 +24,11 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "_pacer.h"
+#include "_sendbatch.h"
 #include "_transport_cc.h"
 
 /* must match sfu/media/srtp.py */
@@ -151,6 +153,7 @@ typedef struct {
     SrtpSession *srtp;
     PyObject *relay; /* callable taking the protected bytes, when there is no socket */
     int fd;          /* owned: a duplicate of the ICE socket's descriptor, or -1 */
+    unsigned long socket_inode; /* which socket fd is (SendBatch groups by it) */
     struct sockaddr_storage addr;
     socklen_t addr_length;
     unsigned long long packets_sent;
@@ -161,6 +164,7 @@ typedef struct {
     int probe_cluster; /* packets sent while it is >= 0 belong to that probe cluster */
     Pacer pacer;       /* RTP beyond the pacing rate waits here for drain() (_pacer.c) */
     PyObject *on_paced; /* called when a packet is queued into an empty pacer: arm drain() */
+    SendBatch *batch;   /* the shared port's: sends between its begin() and flush() queue there */
 } Egress;
 
 static PyObject *
@@ -174,9 +178,21 @@ Egress_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
+/* Before the descriptor closes or changes: the batch's slots borrow it. */
+static void
+Egress_flush_batch(Egress *self)
+{
+    if (self->batch != NULL && self->batch->count > 0) {
+        int collecting = self->batch->collecting;
+        batch_flush(self->batch);
+        self->batch->collecting = collecting;
+    }
+}
+
 static void
 Egress_close_fd(Egress *self)
 {
+    Egress_flush_batch(self);
     if (self->fd >= 0) {
         close(self->fd);
         self->fd = -1;
@@ -186,14 +202,18 @@ Egress_close_fd(Egress *self)
 static int
 Egress_init(Egress *self, PyObject *args, PyObject *kwds)
 {
-    static char *keywords[] = {"srtp", "fd", "host", "port", "relay", NULL};
+    static char *keywords[] = {"srtp", "fd", "host", "port", "relay", "batch", NULL};
     SrtpSession *srtp;
     int fd, port;
     const char *host;
-    PyObject *relay;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!isiO", keywords, &SrtpSessionType, &srtp,
-                                     &fd, &host, &port, &relay))
+    PyObject *relay, *batch = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!isiO|O", keywords, &SrtpSessionType, &srtp,
+                                     &fd, &host, &port, &relay, &batch))
         return -1;
+    if (batch != Py_None && !PyObject_TypeCheck(batch, &SendBatchType)) {
+        PyErr_SetString(PyExc_TypeError, "batch must be a SendBatch or None");
+        return -1;
+    }
     if (fd < 0 && relay == Py_None) {
         PyErr_SetString(PyExc_ValueError, "an egress needs a socket or a relay");
         return -1;
@@ -218,8 +238,15 @@ Egress_init(Egress *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->srtp, srtp);
     Py_INCREF(relay);
     Py_XSETREF(self->relay, relay);
+    struct stat status;
+    if (fd >= 0 && batch != Py_None && fstat(fd, &status) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
     Egress_close_fd(self);
     self->fd = fd;
+    self->socket_inode = fd >= 0 && batch != Py_None ? (unsigned long)status.st_ino : 0;
+    Py_XSETREF(self->batch, batch == Py_None ? NULL : (SendBatch *)Py_NewRef(batch));
     return 0;
 bad_address:
     PyErr_Format(PyExc_ValueError, "not a numeric IP address: %s", host);
@@ -233,6 +260,7 @@ Egress_dealloc(Egress *self)
     tcc_free(&self->tcc);
     pacer_free(&self->pacer);
     Py_XDECREF(self->on_paced);
+    Py_XDECREF(self->batch);
     Py_XDECREF(self->srtp);
     Py_XDECREF(self->relay);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -260,7 +288,14 @@ send_now(Egress *self, int size, int rtcp)
     }
     if (tcc_at >= 0)
         tcc_record_size(&self->tcc, length);
-    if (self->fd >= 0) {
+    if (self->fd >= 0 && self->batch != NULL && self->batch->collecting) {
+        BatchOwner owner = {(PyObject *)self, &self->packets_sent, &self->bytes_sent,
+                            &self->send_errors};
+        if (batch_add(self->batch, self->fd, self->socket_inode, &self->addr, self->addr_length,
+                      egress_buffer, length, &owner) < 0)
+            return NULL;
+        Py_RETURN_NONE; /* counted as sent; a refusal at the flush takes it back */
+    } else if (self->fd >= 0) {
         if (sendto(self->fd, egress_buffer, (size_t)length, 0, (struct sockaddr *)&self->addr,
                    self->addr_length) < 0) {
             self->send_errors++;
@@ -613,6 +648,7 @@ static PyObject *
 Egress_close(Egress *self, PyObject *Py_UNUSED(ignored))
 {
     Egress_close_fd(self);
+    Py_CLEAR(self->batch);
     pacer_free(&self->pacer);
     /* the send records too (192 KiB): a closed connection's egress may wait for the cycle
      * collector, and nothing is numbered after close */
@@ -709,14 +745,17 @@ static struct PyModuleDef packetio_module = {
 PyMODINIT_FUNC
 PyInit__packetio(void)
 {
-    if (PyType_Ready(&SrtpSessionType) < 0 || PyType_Ready(&EgressType) < 0)
+    if (PyType_Ready(&SrtpSessionType) < 0 || PyType_Ready(&EgressType) < 0 ||
+        PyType_Ready(&SendBatchType) < 0 || udpread_ready() < 0)
         return NULL;
     PyObject *module = PyModule_Create(&packetio_module);
     if (module == NULL)
         return NULL;
     if (PyModule_AddIntConstant(module, "MAX_PACKET", MAX_PACKET) < 0 ||
         PyModule_AddObjectRef(module, "SrtpSession", (PyObject *)&SrtpSessionType) < 0 ||
-        PyModule_AddObjectRef(module, "Egress", (PyObject *)&EgressType) < 0) {
+        PyModule_AddObjectRef(module, "Egress", (PyObject *)&EgressType) < 0 ||
+        PyModule_AddObjectRef(module, "SendBatch", (PyObject *)&SendBatchType) < 0 ||
+        PyModule_AddObjectRef(module, "UdpReader", (PyObject *)&UdpReaderType) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -1,5 +1,5 @@
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from sfu.bwe.feedback import EgressFeedback
 
@@ -17,6 +17,37 @@ class SrtpSession:
     ) -> None: ...
     def unprotect_rtp(self, data: bytes, /) -> bytes | None: ...
     def unprotect_rtcp(self, data: bytes, /) -> bytes | None: ...
+
+class SendBatch:
+    """Egresses sharing it queue their sends between begin() and flush(), which sends them with
+    one sendmmsg per socket; outside that window they send at once."""
+
+    #: datagrams queued now
+    pending: int
+    #: sendmmsg calls made, and the datagrams they sent
+    flushes: int
+    batched: int
+    def begin(self) -> None: ...
+    def flush(self) -> None: ...
+
+class UdpReader:
+    """The shared port's read path: recvmmsg; DTLS/RTP/RTCP from a source in ``routes`` (its
+    address octets + port, network order) to that connection's ``data_received(data, 1)``;
+    the rest to ``on_datagram(data, (host, port))``; the batch collects what they send."""
+
+    datagrams: int
+    reads: int
+    routed: int
+    truncated: int
+    errors: int
+    def __init__(
+        self,
+        fd: int,
+        routes: dict[bytes, Any],
+        on_datagram: Callable[[bytes, tuple[str, int]], object],
+        batch: SendBatch | None = None,
+    ) -> None: ...
+    def read(self) -> None: ...
 
 class Egress:
     packets_sent: int
@@ -44,6 +75,7 @@ class Egress:
         host: str,
         port: int,
         relay: Callable[[bytes], object] | None,
+        batch: SendBatch | None = None,
     ) -> None: ...
     def send_rewritten(
         self,

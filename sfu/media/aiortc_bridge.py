@@ -83,7 +83,7 @@ from sfu.media.params import (
 )
 from sfu.media.playout_delay import URI_PLAYOUT_DELAY
 from sfu.media.sdp_simulcast import Layer
-from sfu.media.srtp import Egress, SrtpSession, forget_stream, srtp_session
+from sfu.media.srtp import Egress, SendBatch, SrtpSession, forget_stream, srtp_session
 
 # --- ICE host addresses ---
 
@@ -186,6 +186,21 @@ def udp_port_unroutable() -> Mapping[str, int] | None:
     if _udp_port is None:
         return None
     return {kind: _udp_port.unroutable[kind] for kind in UNROUTABLE_KINDS}
+
+
+def udp_port_io() -> tuple[int, int, int, int] | None:
+    """(recvmmsg calls, datagrams they read, sendmmsg calls, datagrams they sent) of the port
+    of :func:`use_udp_port`; None when no port is in use."""
+    if _udp_port is None:
+        return None
+    readers = [shared.reader for shared in _udp_port.sockets]
+    batch = _udp_port.batch
+    return (
+        sum(r.reads for r in readers),
+        sum(r.datagrams for r in readers),
+        batch.flushes,
+        batch.batched,
+    )
 
 
 _aioice_get_component_candidates = aioice.ice.Connection.get_component_candidates
@@ -524,8 +539,11 @@ class MediaTransport:
         self.send_vp8 = egress.send_vp8
         return egress
 
-    def _target(self) -> tuple[int, str, int, Callable[[bytes], None] | None] | None:
-        """(socket descriptor, host, port, relay) of the nominated pair, as Egress takes them."""
+    def _target(
+        self,
+    ) -> tuple[int, str, int, Callable[[bytes], None] | None, SendBatch | None] | None:
+        """(socket descriptor, host, port, relay, batch) of the nominated pair, as Egress takes
+        them; the batch is the shared port's (its reads queue the copies they make)."""
         pair = self._connection._nominated.get(1)
         if pair is None:
             return None
@@ -535,10 +553,13 @@ class MediaTransport:
         if type(protocol) in (aioice.ice.StunProtocol, _MuxedStunProtocol):
             # written through a duplicate of aioice's socket descriptor, not uvloop's
             # transport: the C egress sends from its one buffer and cannot wait
-            return os.dup(protocol.transport.get_extra_info("socket").fileno()), host, port, None
+            fd = os.dup(protocol.transport.get_extra_info("socket").fileno())
+            if isinstance(protocol, _MuxedStunProtocol):
+                return fd, host, port, None, protocol.shared.port.batch
+            return fd, host, port, None, None
         # a TURN relay wraps each packet and may wait for a channel binding: a copy goes
         # through aioice
-        return -1, host, port, self._relay_sender(pair)
+        return -1, host, port, self._relay_sender(pair), None
 
     def repath(self) -> None:
         """Send on the pair ICE nominated now (after a restart): the egress keeps its

@@ -28,7 +28,7 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import aioice.ice
 import aioice.stun
@@ -36,6 +36,7 @@ import aioice.turn
 import structlog
 from aioice.candidate import Candidate, candidate_foundation, candidate_priority
 
+from sfu.media.srtp import SendBatch, UdpReader
 from sfu.media.udp_routes import UdpRoutes
 
 log = structlog.get_logger("sfu.udp_port")
@@ -58,15 +59,15 @@ class _MuxedTransport(asyncio.DatagramTransport):
 
     def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
         if not self._closing:
-            self._shared.transport.sendto(data, addr)
+            self._shared.sendto(data, addr)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         # "socket" and "sockname" are the shared socket's: MediaTransport dups its descriptor
         # for the C egress, aioice makes the host candidate from its address
-        return self._shared.transport.get_extra_info(name, default)
+        return self._shared.extra_info(name, default)
 
     def is_closing(self) -> bool:
-        return self._closing or self._shared.transport.is_closing()
+        return self._closing or self._shared.closed
 
     def close(self) -> None:
         self._closing = True  # this connection's use of the socket ends; the socket stays
@@ -130,22 +131,38 @@ class _MuxedStunProtocol(aioice.ice.StunProtocol):
         super().send_stun(message, addr)
 
 
-class _SharedSocket(asyncio.DatagramProtocol):
-    """One bound socket of the port (one ICE host address) and the protocols on it."""
+class _SharedSocket:
+    """One bound socket of the port (one ICE host address) and the protocols on it.
 
-    def __init__(self, port: UdpPort) -> None:
+    Read in C (:class:`~sfu.media.srtp.UdpReader`, one recvmmsg for many datagrams) when the
+    loop says it is readable: media from an authenticated address goes straight to its
+    connection, the rest to :meth:`UdpPort.route`.
+    """
+
+    def __init__(self, port: UdpPort, sock: socket.socket) -> None:
         self.port = port
-        self.transport: asyncio.DatagramTransport = cast(asyncio.DatagramTransport, None)
+        self.sock = sock
+        self.sockname: Address = sock.getsockname()[:2]
         self.members: dict[aioice.ice.Connection, _MuxedStunProtocol] = {}
+        self.closed = False
+        self.reader = UdpReader(sock.fileno(), port.fast_routes, self._datagram, port.batch)
+        asyncio.get_running_loop().add_reader(sock.fileno(), self.reader.read)
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
+    def _datagram(self, data: bytes, addr: Address) -> None:
+        self.port.route(self, data, addr)
 
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.port.route(self, data, (addr[0], addr[1]))
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any) -> None:
+        """A STUN message, at once; a full buffer drops it as it would a media packet (STUN
+        retransmits, RFC 8489 §6.2.1)."""
+        with contextlib.suppress(OSError):
+            self.sock.sendto(data, addr)
 
-    def error_received(self, exc: Exception) -> None:
-        return None  # an ICMP error for one peer says nothing about the others
+    def extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "socket":
+            return self.sock
+        if name == "sockname":
+            return self.sockname
+        return default
 
     def leave(self, protocol: _MuxedStunProtocol) -> None:
         if self.members.get(protocol.receiver) is protocol:
@@ -153,10 +170,12 @@ class _SharedSocket(asyncio.DatagramProtocol):
         if protocol.receiver._closing:
             self.port.forget(protocol.receiver)
 
-    @property
-    def sockname(self) -> Address:
-        name = self.transport.get_extra_info("sockname")
-        return str(name[0]), int(name[1])
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):
+                asyncio.get_running_loop().remove_reader(self.sock.fileno())
+            self.sock.close()
 
 
 class UdpPort:
@@ -164,10 +183,14 @@ class UdpPort:
     connections. Made by :meth:`open`; :meth:`close` ends it."""
 
     def __init__(self) -> None:
-        self.routes: UdpRoutes[aioice.ice.Connection] = UdpRoutes()
+        self.routes: UdpRoutes[aioice.ice.Connection] = UdpRoutes(on_address=self._mirror)
+        #: the address table as the C reader looks it up: packed source -> connection
+        self.fast_routes: dict[bytes, aioice.ice.Connection] = {}
         self.sockets: list[_SharedSocket] = []
         #: datagrams dropped because no connection is theirs, by what they were
         self.unroutable: Counter[Unroutable] = Counter()
+        #: where the egresses of connections on this port queue their sends during a read
+        self.batch = SendBatch()
         self.closed = False
         self._sweeper: asyncio.TimerHandle | None = None
 
@@ -187,9 +210,7 @@ class UdpPort:
                 )
                 sock.bind((host, port))
                 sock.setblocking(False)
-                _, shared = await loop.create_datagram_endpoint(
-                    lambda: _SharedSocket(self), sock=sock
-                )
+                shared = _SharedSocket(self, sock)
             except OSError as exc:
                 sock.close()
                 log.warning("udp port: cannot bind", host=host, port=port, error=str(exc))
@@ -236,6 +257,16 @@ class UdpPort:
             self.routes.release_ufrag(old)
         ufrag = private._sfu_ufrag = self.routes.reserve_ufrag(connection)
         return ufrag
+
+    def _mirror(self, address: Address, connection: aioice.ice.Connection | None) -> None:
+        """Keep :attr:`fast_routes` the routes' address table (UdpRoutes tells each change)."""
+        host, port = address
+        key = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        key += port.to_bytes(2, "big")
+        if connection is None:
+            self.fast_routes.pop(key, None)
+        else:
+            self.fast_routes[key] = connection
 
     def forget(self, connection: aioice.ice.Connection) -> None:
         self.routes.forget(connection)
@@ -295,6 +326,5 @@ class UdpPort:
             self._sweeper.cancel()
             self._sweeper = None
         for shared in self.sockets:
-            with contextlib.suppress(Exception):
-                shared.transport.close()
+            shared.close()
         log.info("udp port closed", unroutable=dict(self.unroutable))

@@ -20,9 +20,17 @@ from typing import Any, cast
 import pylibsrtp
 from pylibsrtp._binding import ffi, lib
 
-from sfu.media._packetio import MAX_PACKET, Egress, SrtpSession
+from sfu.media._packetio import MAX_PACKET, Egress, SendBatch, SrtpSession, UdpReader
 
-__all__ = ["MAX_PACKET", "Egress", "SrtpSession", "forget_stream", "srtp_session"]
+__all__ = [
+    "MAX_PACKET",
+    "Egress",
+    "SendBatch",
+    "SrtpSession",
+    "UdpReader",
+    "forget_stream",
+    "srtp_session",
+]
 
 
 def _address(cdata: Any) -> int:

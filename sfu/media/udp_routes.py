@@ -50,8 +50,15 @@ MAX_TRANSACTIONS = 256
 class UdpRoutes(Generic[Owner]):
     """The shared port's routing tables (see the module docstring)."""
 
-    def __init__(self, draw: Callable[[str], str] = secrets.choice) -> None:
+    def __init__(
+        self,
+        draw: Callable[[str], str] = secrets.choice,
+        on_address: Callable[[Address, Owner | None], object] | None = None,
+    ) -> None:
         self._draw = draw  # picks one character: secrets.choice, or a seeded one in tests
+        #: told every change of the address table (None: the address no longer routes), so
+        #: that a faster copy of it (the C read path's) stays the same
+        self._on_address = on_address
         self._ufrags: dict[str, Owner] = {}
         self._addresses: dict[Address, Owner] = {}
         #: per owner, its addresses, least recently learned first
@@ -90,13 +97,15 @@ class UdpRoutes(Generic[Owner]):
             if not theirs:
                 del self._learned[previous]
         self._addresses[address] = owner
+        if previous != owner and self._on_address is not None:
+            self._on_address(address, owner)
         learned = self._learned.setdefault(owner, {})
         learned.pop(address, None)  # learned again: the most recent now
         learned[address] = None
         while len(learned) > MAX_ADDRESSES:
             oldest = next(iter(learned))
             del learned[oldest]
-            del self._addresses[oldest]
+            self._unroute(oldest)
 
     def by_address(self, address: Address) -> Owner | None:
         return self._addresses.get(address)
@@ -143,7 +152,7 @@ class UdpRoutes(Generic[Owner]):
         for ufrag in [u for u, o in self._ufrags.items() if o == owner]:
             del self._ufrags[ufrag]
         for address in self._learned.pop(owner, {}):
-            del self._addresses[address]
+            self._unroute(address)
         for transaction_id in list(self._awaited.get(owner, ())):
             self._drop_transaction(transaction_id)
         self._awaited.pop(owner, None)
@@ -151,6 +160,11 @@ class UdpRoutes(Generic[Owner]):
     def sizes(self) -> tuple[int, int, int]:
         """(ufrags, addresses, transactions) held: what a leak would grow."""
         return len(self._ufrags), len(self._addresses), len(self._transactions)
+
+    def _unroute(self, address: Address) -> None:
+        del self._addresses[address]
+        if self._on_address is not None:
+            self._on_address(address, None)
 
     def _drop_transaction(self, transaction_id: bytes) -> None:
         entry = self._transactions.pop(transaction_id, None)

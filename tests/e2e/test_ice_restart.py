@@ -25,9 +25,11 @@ from .outage import udp_outage
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture(params=[(), ("--udp-port", "0")], ids=["socket-per-connection", "udp-port"])
+@pytest.fixture(
+    params=[("--socket-per-participant",), ()], ids=["socket-per-participant", "udp-port"]
+)
 def server_args(request: pytest.FixtureRequest) -> tuple[str, ...]:
-    """Both socket models: a socket per connection, and one shared port (``--udp-port``)."""
+    """Both socket models: a socket per participant, and one shared port (the default)."""
     return request.param  # type: ignore[no-any-return]
 
 

@@ -64,7 +64,7 @@ def move_address(link: ShapedLink) -> None:
 
 
 @pytest.mark.parametrize(
-    "server_args", [(), ("--udp-port", "0")], ids=["socket-per-connection", "udp-port"]
+    "server_args", [("--socket-per-participant",), ()], ids=["socket-per-participant", "udp-port"]
 )
 async def test_call_survives_an_address_change(
     tmp_path: object, server_args: tuple[str, ...]

@@ -30,6 +30,7 @@ import pytest
 from aioice.stun import Class, Message, Method
 from aiortc import MediaStreamTrack
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from sfu.api import Kind
 from sfu.media.aiortc_bridge import set_ice_host_addresses
@@ -70,15 +71,25 @@ def udp_sockets(pid: int) -> list[tuple[str, int]]:
     return found
 
 
-async def unroutable(server: SfuServer) -> dict[str, float]:
+async def scrape(server: SfuServer) -> list[Sample]:
     async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as response:
         text = await response.text()
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
+
+
+async def unroutable(server: SfuServer) -> dict[str, float]:
     return {
         sample.labels["kind"]: sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
+        for sample in await scrape(server)
         if sample.name == "sfu_udp_unroutable_total"
     }
+
+
+async def port_io(server: SfuServer) -> list[float]:
+    """(recvmmsg calls, datagrams read, sendmmsg calls, datagrams sent) of the shared port."""
+    samples = {sample.name: sample.value for sample in await scrape(server)}
+    names = ("reads", "datagrams_read", "send_batches", "batched_datagrams")
+    return [samples[f"sfu_udp_{name}_total"] for name in names]
 
 
 @pytest.fixture
@@ -210,6 +221,10 @@ async def test_twenty_participants_in_four_processes_share_one_udp_port_past_con
         stalled = [pair for pair, count in before.items() if after.get(pair, 0) <= count]
         assert not stalled, f"no video in the last {HOLD} s: {stalled}"
         assert udp_sockets(sfu_server.process.pid) == [address]
+        # each packet received makes a copy per subscriber: they left together (sendmmsg)
+        reads, read, calls, sent = await port_io(sfu_server)
+        print(f"recvmmsg: {reads:.0f} calls read {read:.0f}; sendmmsg: {calls:.0f} sent {sent:.0f}")
+        assert read >= reads > 0 and sent > 2 * calls
         lag = max(float(r["lag"]) for p in peers for r in p.seen.counters)
         print(f"held {loop.time() - in_call:.1f} s; client processes' worst loop lag {lag:.2f} s")
     finally:

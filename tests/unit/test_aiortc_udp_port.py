@@ -133,7 +133,7 @@ async def test_three_server_connections_share_one_socket_and_carry_media_both_wa
     assert port.routes.sizes() == (0, 0, 0), "a closed connection left routes behind"
     assert all(not shared.members for shared in port.sockets)
     # the shared socket outlived the connections
-    assert not port.sockets[0].transport.is_closing()
+    assert not port.sockets[0].closed
     # each egress's duplicate of the shared socket was closed, and no socket of their own made
     assert len(os.listdir("/proc/self/fd")) <= fds_before
 
@@ -211,7 +211,7 @@ async def test_regather_on_the_shared_port_then_a_server_restart_connects(
         assert old.transport.is_closing() and not new.transport.is_closing()
         assert port.sockets[0].members[connection] is new
         assert new.local_candidate.port == port.socknames[0][1]
-        assert not port.sockets[0].transport.is_closing()
+        assert not port.sockets[0].closed
 
         offer = await bridge.create_offer(server, {})
         bridge.begin_ice_restart(client, controlling=False)
@@ -322,7 +322,7 @@ async def test_stop_restores_sockets_of_their_own() -> None:
     with pytest.raises(RuntimeError):
         await bridge.use_udp_port(["127.0.0.1"])
     bridge.stop_udp_port()
-    assert shared.closed and shared.sockets[0].transport.is_closing()
+    assert shared.closed and shared.sockets[0].closed
     server = bridge.ServerPeerConnection()
     try:
         server.addTransceiver("audio", direction="recvonly")

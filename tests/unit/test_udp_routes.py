@@ -156,3 +156,38 @@ def test_forget_leaves_other_owners_alone() -> None:
     assert table.by_ufrag(ux) is None and table.by_ufrag(uy) == "y"
     assert table.by_address(A) is None and table.by_address(B) == "y"
     assert table.sizes() == (1, 1, 1)
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [
+        # ("learn", owner, port) or ("forget", owner, None)
+        [("learn", "x", 1), ("learn", "x", 1), ("learn", "y", 2)],
+        [("learn", "x", 1), ("learn", "y", 1), ("forget", "y", None)],
+        [("learn", "x", p) for p in range(MAX_ADDRESSES + 4)] + [("learn", "y", 3)],
+        [("learn", "x", 1), ("learn", "y", 2), ("forget", "x", None), ("learn", "y", 1)],
+    ],
+)
+def test_the_address_mirror_stays_the_table(steps: list[tuple[str, str, int | None]]) -> None:
+    """What on_address is told, applied to a dict, is always the address table (the C read
+    path routes by such a copy)."""
+    mirror: dict[tuple[str, int], str] = {}
+    told: list[tuple[tuple[str, int], str | None]] = []
+
+    def on_address(address: tuple[str, int], owner: str | None) -> None:
+        told.append((address, owner))
+        if owner is None:
+            del mirror[address]  # only what is there is taken away
+        else:
+            mirror[address] = owner
+
+    table: UdpRoutes[str] = UdpRoutes(random.Random(7).choice, on_address)
+    for step, owner, port in steps:
+        if step == "learn":
+            assert port is not None
+            table.learn(("10.0.0.1", port), owner)
+        else:
+            table.forget(owner)
+        assert mirror == table._addresses
+    if steps[:2] == [("learn", "x", 1), ("learn", "x", 1)]:  # learned again: nothing changed
+        assert told[:2] == [(("10.0.0.1", 1), "x"), (("10.0.0.1", 2), "y")]

@@ -17,6 +17,9 @@ RUN python -m venv /venv && /venv/bin/pip install --no-cache-dir .
 
 # HTTP + WebSocket signaling. Media uses one UDP port per participant (ephemeral range):
 # run with --network host, or publish the range and set SFU_ICE_HOST to the host's address.
+# With SFU_UDP_PORT=P, worker k takes port P+k: publish one port per worker.
+# Media workers: one per CPU the container may use (--cpuset-cpus); a --cpus quota is not seen,
+# so set SFU_WORKERS to match it (SFU_WORKERS=1: the rooms in the server's own process).
 # Access keys: mount a keys file and set SFU_KEYS_FILE (docs/operations.md); without them the
 # server refuses to serve 0.0.0.0 unless SFU_INSECURE=1.
 EXPOSE 8080

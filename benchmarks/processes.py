@@ -275,7 +275,8 @@ def start_aiosfu(
     """``sfu serve`` (uvloop, every feature on unless ``options`` turn one off); returns it and
     its signaling URL."""
     argv = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", "0"]
-    argv += ["--ice-host", network.ice_host, "--log-level", "warning", *options]
+    # one process unless options say --workers N (the last one wins): readings of one pid
+    argv += ["--ice-host", network.ice_host, "--log-level", "warning", "--workers", "1", *options]
     server = Process("aiosfu", network.command(argv), workdir)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:

@@ -264,6 +264,7 @@ async def blank_page_server() -> AsyncIterator[str]:
 def start_aiosfu(workdir: Path, log_level: str, name: str, module: str) -> tuple[Process, str]:
     argv = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", "0"]
     argv += ["--ice-host", "127.0.0.1", "--log-level", log_level, "--log-format", "json"]
+    argv += ["--workers", "1"]  # its CPU is read from the one server pid
     server = Process(name, argv, workdir)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

@@ -34,7 +34,7 @@ def cpu_seconds(pid: int) -> float:
 
 def start_server() -> tuple[subprocess.Popen[str], str]:
     command = [sys.executable, "-m", "signaling.cli", "serve", "--port", "0"]
-    command += ["--ice-host", "127.0.0.1", "--log-level", "warning"]
+    command += ["--ice-host", "127.0.0.1", "--log-level", "warning", "--workers", "1"]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     line = server.stdout.readline()

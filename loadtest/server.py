@@ -17,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 SCRAPE_TIMEOUT = 3.0
 HISTOGRAM = "sfu_forwarding_latency_seconds"
+#: the label ``sfu serve --workers N`` gives each worker's samples (docs/operations.md)
+WORKER_LABEL = "worker"
 
 
 def metrics_url(server_url: str) -> str:
@@ -50,11 +52,16 @@ class Scrape:
 
 
 def parse(text: str, at: float) -> Scrape:
+    """The samples by name and labels, summed over ``worker`` (``sfu serve --workers N`` labels
+    each worker's samples with it): the server as one, as ``sum without (worker)`` would."""
     samples: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
-            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+            labels = ",".join(
+                f"{k}={v}" for k, v in sorted(sample.labels.items()) if k != WORKER_LABEL
+            )
+            key = f"{sample.name}{{{labels}}}" if labels else sample.name
+            samples[key] = samples.get(key, 0.0) + sample.value
     return Scrape(at, samples)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import signal
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +36,12 @@ HTTP_IDLE_TIMEOUT = 15.0
 #: Below this soft file limit the server warns at start (see docs/operations.md).
 RECOMMENDED_FILE_LIMIT = 8192
 _DEFAULTS = MediaConfig()
+
+
+def default_workers() -> int:
+    """One worker per core this process may run on: its CPU affinity (taskset, a container's
+    cpuset), not the machine's core count. A CPU quota (``docker --cpus``) is not seen here."""
+    return len(os.sched_getaffinity(0))
 
 
 def _check_turn_urls(
@@ -173,10 +180,11 @@ def main() -> None:
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=1,
+    default=default_workers,
+    show_default="the cores this process may use",
     show_envvar=True,
-    help="Media worker processes (one per core on a busy server): every room lives in one, "
-    "placed by load. 1: the rooms in this process. With --udp-port N, worker k uses N+k.",
+    help="Media worker processes: every room lives in one, placed by load. 1: the rooms in "
+    "this process, no worker process. With --udp-port N, worker k uses N+k.",
 )
 @click.option(
     "--drain-timeout",

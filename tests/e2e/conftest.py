@@ -1,7 +1,8 @@
 """End-to-end fixtures: the real server as a subprocess, and clients pinned to 127.0.0.1.
 
 Set ``AIOSFU_E2E_URL=http://127.0.0.1:PORT`` to run the tests against a server started by hand
-instead of a fresh subprocess per test.
+instead of a fresh subprocess per test (with ``--workers 1``, as the tests' own servers run unless
+they ask for workers: some read the server's process, its /metrics and file descriptors).
 """
 
 from __future__ import annotations
@@ -61,8 +62,16 @@ class SfuServer:
 
 
 def _start_server(
-    workdir: Path, module: str = "signaling.cli", extra: tuple[str, ...] = ()
+    workdir: Path,
+    module: str = "signaling.cli",
+    extra: tuple[str, ...] = (),
+    *,
+    workers: str | None = "1",
+    cpus: set[int] | None = None,
 ) -> SfuServer:
+    """``workers``: its --workers (one process, as the suite shares 2 cores; a ``--workers`` in
+    ``extra`` comes later and wins); None: the default, one per core of ``cpus`` (its CPU
+    affinity; None: this process's)."""
     stdout_path, stderr_path = workdir / "server.stdout", workdir / "server.stderr"
     command = [
         sys.executable,
@@ -77,9 +86,14 @@ def _start_server(
         "127.0.0.1",
         "--log-format",
         "json",
+        *(() if workers is None else ("--workers", workers)),
         *extra,
     ]
+    if cpus is not None:
+        command = ["taskset", "--cpu-list", ",".join(map(str, sorted(cpus))), *command]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if workers is None:
+        env.pop("SFU_WORKERS", None)  # the default, whatever the shell says
     with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=out, stderr=err)
     server = SfuServer("", process, stdout_path, stderr_path)

@@ -242,7 +242,7 @@ class ServerProcess:
         command = link.command(
             link.server_ns, sys.executable, "-m", "signaling.cli", "serve",
             "--host", "0.0.0.0", "--insecure", "--port", "0", "--log-format", "json",
-            "--ice-host", "127.0.0.1", "--ice-host", SERVER_ADDRESS, *extra,
+            "--ice-host", "127.0.0.1", "--ice-host", SERVER_ADDRESS, "--workers", "1", *extra,
         )  # fmt: skip
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:

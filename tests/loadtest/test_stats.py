@@ -155,6 +155,27 @@ def test_scrapes_parse_into_named_samples() -> None:
     assert scrape.buckets() == [(1e-05, 3.0), (math.inf, 4.0)]
 
 
+def test_a_server_with_workers_parses_as_one() -> None:
+    # sfu serve --workers 2: each worker's samples carry worker="k"; the load test adds them up
+    text = """\
+# TYPE sfu_rooms gauge
+sfu_rooms{worker="0"} 1.0
+sfu_rooms{worker="1"} 2.0
+# TYPE sfu_rtp_packets_received_total counter
+sfu_rtp_packets_received_total{kind="video",worker="0"} 30.0
+sfu_rtp_packets_received_total{kind="video",worker="1"} 12.0
+# TYPE sfu_forwarding_latency_seconds histogram
+sfu_forwarding_latency_seconds_bucket{le="1e-05",worker="0"} 3.0
+sfu_forwarding_latency_seconds_bucket{le="+Inf",worker="0"} 4.0
+sfu_forwarding_latency_seconds_bucket{le="1e-05",worker="1"} 1.0
+sfu_forwarding_latency_seconds_bucket{le="+Inf",worker="1"} 5.0
+"""
+    scrape = parse(text, at=1.0)
+    assert scrape.get("sfu_rooms") == 3.0
+    assert scrape.samples["sfu_rtp_packets_received_total{kind=video}"] == 42.0
+    assert scrape.buckets() == [(1e-05, 4.0), (math.inf, 9.0)]
+
+
 def test_server_cpu_between_two_scrapes() -> None:
     before = Scrape(10.0, {"process_cpu_seconds_total": 1.0})
     after = Scrape(12.0, {"process_cpu_seconds_total": 2.5})

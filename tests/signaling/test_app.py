@@ -401,6 +401,8 @@ async def test_cli_serve_fails_at_start_when_its_udp_port_is_taken(
             "127.0.0.1",
             "--udp-port",
             str(port),
+            "--workers",  # the in-process port (each worker binds its own: test_workers_cli)
+            "1",
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "SFU_LOG_FORMAT": "json", "SFU_HOST": "127.0.0.1"},

@@ -68,6 +68,8 @@ async def running_server(
             "0",
             "--ice-host",
             "127.0.0.1",
+            "--workers",  # one process: the file descriptors counted are its own
+            "1",
             stdout=asyncio.subprocess.PIPE,
             stderr=stderr,
             env={**os.environ, "SFU_LOG_FORMAT": "json", **env},

@@ -135,7 +135,7 @@ class Server:
         command = link.command(
             link.server_ns, sys.executable, "-m", "signaling.cli", "serve", "--insecure",
             "--host", "0.0.0.0", "--port", "0", "--ice-host", "127.0.0.1",
-            "--log-format", "json", "--connect-timeout", "6", *extra,
+            "--log-format", "json", "--connect-timeout", "6", "--workers", "1", *extra,
         )  # fmt: skip
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
         with self.stdout_path.open("wb") as out, self.stderr_path.open("wb") as err:

@@ -6,14 +6,12 @@ namespaces, its node killed (~15 s, root). The time is printed, never asserted
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from benchmarks import failover
-from tests.cluster.netns import namespaces
-from tests.e2e.shaped_link import LinkUnavailable, check_available
+from tests.cluster.netns import namespaces, require_namespaces
 
 pytestmark = pytest.mark.e2e
 
@@ -34,12 +32,7 @@ def test_one_trial_kills_the_room_s_worker_and_the_call_comes_back(tmp_path: Pat
 def test_one_trial_kills_the_room_s_node_and_the_call_comes_back(tmp_path: Path) -> None:
     """``--kill node``: two nodes in network namespaces, one client through each; the room's
     node SIGKILLed, both join again on the node left (~3 s: its Redis key must expire first)."""
-    try:
-        check_available()
-    except LinkUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"namespaces cannot be made on CI: {exc}", pytrace=False)
-        pytest.skip(str(exc))
+    require_namespaces()
     before = namespaces()
     document = failover.main(["--kill", "node", "--trials", "1", "--out", str(tmp_path)])
     (trial,) = document["trials"]

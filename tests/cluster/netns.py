@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.processes import Network, Process, start_aiosfu
-from tests.e2e.shaped_link import check_available, in_namespace
+from tests.e2e.shaped_link import LinkUnavailable, check_available, in_namespace
 
 SUBNET = "10.99.0"
 PREFIX = 24
@@ -41,6 +41,19 @@ REDIS_PORT = 6379  # the hub's own namespace: no other Redis can hold it
 BRIDGE = "br0"
 START_TIMEOUT = 10.0
 HTTP_TIMEOUT = 5.0
+
+
+def require_namespaces() -> None:
+    """Skip a test here when network namespaces cannot be made (not root); on CI fail instead:
+    they must run there."""
+    import pytest  # only the tests call this: benchmarks import the module without pytest
+
+    try:
+        check_available()
+    except LinkUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"network namespaces cannot be made on CI: {exc}", pytrace=False)
+        pytest.skip(str(exc))
 
 
 def _ip(*argv: str) -> None:

@@ -31,9 +31,9 @@ from tests.cluster.netns import (
     get_json,
     namespace_pids,
     namespaces,
+    require_namespaces,
 )
 from tests.e2e.peer_process import REPO, PeerProcess
-from tests.e2e.shaped_link import LinkUnavailable, check_available
 
 pytestmark = pytest.mark.e2e
 
@@ -45,12 +45,7 @@ SCENARIO_TIMEOUT = 90.0
 
 @pytest.fixture(autouse=True)
 def root() -> None:
-    try:
-        check_available()
-    except LinkUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"cluster namespace tests cannot run on CI: {exc}", pytrace=False)
-        pytest.skip(str(exc))
+    require_namespaces()
 
 
 @pytest.mark.parametrize("count", [2, 3])

@@ -34,6 +34,13 @@ def udp_sockets(count: int) -> Iterator[list[socket.socket]]:
             s.close()
 
 
+def batched(
+    batch: SendBatch, tx: Any, sender: socket.socket, port: int, host: str = "127.0.0.1"
+) -> Egress:
+    """An egress on ``batch`` sending through (a duplicate of) ``sender`` to ``host:port``."""
+    return Egress(srtp_session(tx), os.dup(sender.fileno()), host, port, None, batch)
+
+
 def pending(receiver: socket.socket) -> list[bytes]:
     """What has arrived so far, without waiting."""
     got = []
@@ -59,14 +66,7 @@ def test_copies_queue_until_flush_then_arrive_byte_equal_in_order() -> None:
     with udp_sockets(4) as (sender, *receivers):
         sessions_ = [sessions("AES_CM_128_HMAC_SHA1_80") for _ in receivers]
         egresses = [
-            Egress(
-                srtp_session(tx),
-                os.dup(sender.fileno()),
-                "127.0.0.1",
-                r.getsockname()[1],
-                None,
-                batch,
-            )
+            batched(batch, tx, sender, r.getsockname()[1])
             for (tx, _), r in zip(sessions_, receivers, strict=True)
         ]
         batch.begin()
@@ -89,14 +89,7 @@ def test_outside_begin_and_flush_a_send_leaves_at_once() -> None:
     batch = SendBatch()
     tx, rx = sessions("AEAD_AES_128_GCM")
     with udp_sockets(2) as (sender, receiver):
-        egress = Egress(
-            srtp_session(tx),
-            os.dup(sender.fileno()),
-            "127.0.0.1",
-            receiver.getsockname()[1],
-            None,
-            batch,
-        )
+        egress = batched(batch, tx, sender, receiver.getsockname()[1])
         egress.send_rtp(rtp(5))  # a timer's send: no read is under way
         egress.send_rtcp(rtcp_rr())
         assert batch.pending == 0
@@ -114,12 +107,8 @@ def test_runs_of_different_sockets_each_get_their_sendmmsg() -> None:
     with udp_sockets(3) as (first, second, receiver):
         port = receiver.getsockname()[1]
         pairs = [sessions("AES_CM_128_HMAC_SHA1_80") for _ in range(2)]
-        a = Egress(
-            srtp_session(pairs[0][0]), os.dup(first.fileno()), "127.0.0.1", port, None, batch
-        )
-        b = Egress(
-            srtp_session(pairs[1][0]), os.dup(second.fileno()), "127.0.0.1", port, None, batch
-        )
+        a = batched(batch, pairs[0][0], first, port)
+        b = batched(batch, pairs[1][0], second, port)
         batch.begin()
         a.send_rtp(rtp(1))
         a.send_rtp(rtp(2))
@@ -139,14 +128,7 @@ def test_a_full_batch_sends_and_goes_on_collecting() -> None:
     tx, rx = sessions("AEAD_AES_128_GCM")
     with udp_sockets(2) as (sender, receiver):
         receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        egress = Egress(
-            srtp_session(tx),
-            os.dup(sender.fileno()),
-            "127.0.0.1",
-            receiver.getsockname()[1],
-            None,
-            batch,
-        )
+        egress = batched(batch, tx, sender, receiver.getsockname()[1])
         batch.begin()
         for seq in range(100):  # 64 slots
             egress.send_rtp(rtp(seq))
@@ -163,23 +145,9 @@ def test_a_refused_datagram_is_its_own_egress_error() -> None:
     batch = SendBatch()
     with udp_sockets(2) as (ipv4, receiver):
         port = receiver.getsockname()[1]
-        good = Egress(
-            srtp_session(sessions("AEAD_AES_128_GCM")[0]),
-            os.dup(ipv4.fileno()),
-            "127.0.0.1",
-            port,
-            None,
-            batch,
-        )
+        good = batched(batch, sessions("AEAD_AES_128_GCM")[0], ipv4, port)
         # an IPv6 destination on an IPv4 socket: the kernel refuses it (EAFNOSUPPORT/EINVAL)
-        bad = Egress(
-            srtp_session(sessions("AEAD_AES_128_GCM")[0]),
-            os.dup(ipv4.fileno()),
-            "::1",
-            port,
-            None,
-            batch,
-        )
+        bad = batched(batch, sessions("AEAD_AES_128_GCM")[0], ipv4, port, host="::1")
         batch.begin()
         good.send_rtp(rtp(1))
         bad.send_rtp(rtp(2))
@@ -225,14 +193,7 @@ def test_queued_slots_keep_their_egress_alive() -> None:
     batch = SendBatch()
     tx, rx = sessions("AES_CM_128_HMAC_SHA1_80")
     with udp_sockets(2) as (sender, receiver):
-        egress = Egress(
-            srtp_session(tx),
-            os.dup(sender.fileno()),
-            "127.0.0.1",
-            receiver.getsockname()[1],
-            None,
-            batch,
-        )
+        egress = batched(batch, tx, sender, receiver.getsockname()[1])
         batch.begin()
         egress.send_rtp(rtp(9))
         del egress

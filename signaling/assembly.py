@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -122,7 +122,7 @@ async def assemble(
         pool.on_lost = router.lost
         await pool.start()
         registry = CollectorRegistry()
-        registry.register(WorkerCollector(pool))
+        registry.register(WorkerCollector(pool, own=ProcessCollector(registry=None)))
 
         def health() -> Mapping[str, Any]:
             described = pool.describe()

@@ -21,7 +21,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -275,18 +275,19 @@ class WorkerPool:
 class WorkerCollector(Collector):
     """The workers' metrics in the supervisor's registry: every sample gains ``worker="k"``, one
     family per name (``sum without (worker)`` adds them up in PromQL), and the pool's own:
-    ``sfu_workers_up``, ``sfu_worker_restarts_total``."""
+    ``sfu_workers_up``, ``sfu_worker_restarts_total``. The supervisor's own process metrics
+    (``own``: its CPU, memory, descriptors) join the same families as ``worker="supervisor"``,
+    so that a sum over ``worker`` is the whole server."""
 
-    def __init__(self, pool: WorkerPool) -> None:
+    def __init__(self, pool: WorkerPool, own: Collector | None = None) -> None:
         self._pool = pool
+        self._own = own
 
     def collect(self) -> Iterator[Metric]:
         families: dict[str, Metric] = {}
-        for worker in self._pool.workers:
-            if not worker.metrics:
-                continue
-            label = str(worker.index)
-            for family in text_string_to_metric_families(worker.metrics):
+
+        def merge(label: str, collected: Iterable[Metric]) -> None:
+            for family in collected:
                 merged = families.get(family.name)
                 if merged is None:
                     merged = families[family.name] = Metric(
@@ -295,6 +296,12 @@ class WorkerCollector(Collector):
                 merged.samples.extend(
                     s._replace(labels={**s.labels, "worker": label}) for s in family.samples
                 )
+
+        if self._own is not None:
+            merge("supervisor", self._own.collect())
+        for worker in self._pool.workers:
+            if worker.metrics:
+                merge(str(worker.index), text_string_to_metric_families(worker.metrics))
         yield from families.values()
         up = GaugeMetricFamily("sfu_workers_up", "Worker processes up.", labels=["worker"])
         restarts = CounterMetricFamily(

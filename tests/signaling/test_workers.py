@@ -16,7 +16,7 @@ import time
 import pytest
 from aiohttp import ClientSession
 from aiohttp.test_utils import TestServer
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
 
 from sfu.config import MediaConfig
@@ -59,6 +59,10 @@ async def check_metrics(server: TestServer) -> None:
     assert up == {"0": 1.0, "1": 1.0}
     packets = families["sfu_rtp_packets_received"].samples
     assert {s.labels["worker"] for s in packets} == {"0", "1"}
+    # the supervisor's own process metrics in the same family as the workers': sum = server
+    cpu = families["process_cpu_seconds"].samples
+    assert {s.labels["worker"] for s in cpu} == {"supervisor", "0", "1"}
+    assert text.count("# TYPE process_cpu_seconds_total ") == 1
 
 
 async def check_worker_metrics(server: TestServer) -> None:
@@ -88,7 +92,7 @@ async def test_rooms_on_two_workers_and_one_worker_killed() -> None:
     pool.on_lost = router.lost
     await pool.start()
     registry = CollectorRegistry()
-    registry.register(WorkerCollector(pool))
+    registry.register(WorkerCollector(pool, own=ProcessCollector(registry=None)))
     app = create_app(router, resume_window=0, metrics=registry, worker_metrics=pool.exposition)
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()

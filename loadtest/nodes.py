@@ -26,7 +26,7 @@ def build(data: RunData) -> list[dict[str, Any]]:
         {
             "url": url,
             "rooms": sum(config.node_of(room) == index for room in range(config.rooms)),
-            "joins": _joins(groups[index]),
+            "joins": joins(groups[index]),
             "packets": _packets(data, index, groups[index]),
             "latency_ms": summary(data.node_latencies[index], 1000.0)
             if index < len(data.node_latencies)
@@ -40,16 +40,22 @@ def build(data: RunData) -> list[dict[str, Any]]:
     ]
 
 
-def _joins(parts: list[LoadParticipant]) -> dict[str, Any]:
+def joins(parts: list[LoadParticipant]) -> dict[str, Any]:
+    """Joins attempted, made, failed, connected, their times and errors: the run's or a node's."""
+    joined = [p for p in parts if p.joined_at is not None]
     errors: dict[str, int] = {}
     for p in parts:
         if p.error is not None:
             errors[p.error] = errors.get(p.error, 0) + 1
     return {
         "attempted": sum(p.join_started is not None for p in parts),
-        "succeeded": sum(p.joined_at is not None for p in parts),
+        "succeeded": len(joined),
         "failed": sum(p.state == "failed" for p in parts),
         "connected": sum(p.connected_at is not None for p in parts),
+        "join_ms": summary([s for p in joined if (s := p.join_seconds) is not None], 1000.0, 1),
+        "connect_ms": summary(
+            [s for p in parts if (s := p.connect_seconds) is not None], 1000.0, 1
+        ),
         "errors": errors,
     }
 

@@ -58,7 +58,7 @@ def build(data: RunData) -> dict[str, Any]:
         },
         "media": data.clip_info,
         "hold_window_s": round(window, 2) if window is not None else None,
-        "joins": _joins(parts),
+        "joins": nodes.joins(parts),
         "time_to_first_frame_ms": _first_frames(parts),
         "tracks": _tracks(parts),
         "sdp": _sdp(parts),
@@ -80,25 +80,6 @@ def build(data: RunData) -> dict[str, Any]:
     report["warnings"] = _warnings(report) + nodes.warnings(report["nodes"])
     report["timeline"] = data.timeline
     return report
-
-
-def _joins(parts: list[LoadParticipant]) -> dict[str, Any]:
-    joined = [p for p in parts if p.joined_at is not None]
-    errors: dict[str, int] = {}
-    for p in parts:
-        if p.error is not None:
-            errors[p.error] = errors.get(p.error, 0) + 1
-    return {
-        "attempted": sum(p.join_started is not None for p in parts),
-        "succeeded": len(joined),
-        "failed": sum(p.state == "failed" for p in parts),
-        "connected": sum(p.connected_at is not None for p in parts),
-        "join_ms": summary([s for p in joined if (s := p.join_seconds) is not None], 1000.0, 1),
-        "connect_ms": summary(
-            [s for p in parts if (s := p.connect_seconds) is not None], 1000.0, 1
-        ),
-        "errors": errors,
-    }
 
 
 def _tracks(parts: list[LoadParticipant]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from typing import Literal
 import structlog
 
 from sfu import api
-from signaling.rooms import Once, join_counted
+from signaling.rooms import JoinGate, Once, join_counted
 
 log = structlog.get_logger("signaling.drain")
 
@@ -95,19 +95,13 @@ class Drain:
         return "empty"
 
 
-class DrainingRooms:
+class DrainingRooms(JoinGate):
     """A :class:`~sfu.api.RoomService` whose joins count into ``drain`` and, while it drains,
     are refused (``server-draining``) for a room with no session here; the rest as ``service``."""
 
     def __init__(self, service: api.RoomService, drain: Drain) -> None:
+        super().__init__(service)
         self._service, self._drain = service, drain
-        self.stats = service.stats
-        self.rooms = service.rooms
-        self.room_participants = service.room_participants
-        self.remove_participant = service.remove_participant
-        self.mute_track = service.mute_track
-        self.close_room = service.close_room
-        self.close = service.close
 
     async def join(
         self,

@@ -182,6 +182,20 @@ class RoomRouter:
         return [r for r in results if not isinstance(r, BaseException)]
 
 
+class JoinGate:
+    """A :class:`~sfu.api.RoomService` that is ``service`` for everything but ``join``, which
+    a subclass decides (refuses or routes) before handing it on."""
+
+    def __init__(self, service: api.RoomService) -> None:
+        self.stats = service.stats
+        self.rooms = service.rooms
+        self.room_participants = service.room_participants
+        self.remove_participant = service.remove_participant
+        self.mute_track = service.mute_track
+        self.close_room = service.close_room
+        self.close = service.close
+
+
 async def join_counted(
     service: api.RoomService,
     ended: Callable[[], None],

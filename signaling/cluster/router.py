@@ -27,7 +27,7 @@ import structlog
 from sfu import api
 from signaling.cluster.directory import Directory, DirectoryUnavailable
 from signaling.cluster.links import NodeLinks
-from signaling.rooms import join_counted
+from signaling.rooms import JoinGate, join_counted
 
 log = structlog.get_logger("signaling.cluster")
 
@@ -197,19 +197,13 @@ class ClusterRouter:
         await self._local.close(reason)
 
 
-class _OwnedRooms:
+class _OwnedRooms(JoinGate):
     """The router as a link serves it: joins stay here, or are refused as ``wrong-node``; the
     rest is this node's own."""
 
     def __init__(self, router: ClusterRouter) -> None:
+        super().__init__(router)
         self._router = router
-        self.stats = router.stats
-        self.rooms = router.rooms
-        self.room_participants = router.room_participants
-        self.remove_participant = router.remove_participant
-        self.mute_track = router.mute_track
-        self.close_room = router.close_room
-        self.close = router.close
 
     async def join(
         self,

@@ -126,7 +126,11 @@ async def test_metrics_of_two_workers_sum_to_what_the_clients_received(
         names = [f.name for f in families]
         assert len(names) == len(set(names)), sorted(n for n, k in Counter(names).items() if k > 1)
         labelled = {s.labels["worker"] for f in families for s in f.samples if "worker" in s.labels}
-        assert labelled == WORKERS
+        assert labelled == WORKERS | {"supervisor"}  # the server process's own process_* too
+        supervisor = {
+            f.name for f in families for s in f.samples if s.labels.get("worker") == "supervisor"
+        }
+        assert supervisor and all(name.startswith("process_") for name in supervisor), supervisor
         assert set(by_worker) == WORKERS and all(v > 0 for v in by_worker.values()), by_worker
 
         # each worker forwarded its room's packets; the sum over the label, everyone's

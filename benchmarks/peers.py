@@ -66,6 +66,8 @@ from sfu_client.transport_cc import TransportCcFeedback
 CONNECT_TIMEOUT = 30.0
 PACING_TICK = 0.001  # uvloop's timers have millisecond resolution
 CONNECT_CONCURRENCY = 8
+#: seconds a simulcast subscriber must have got only its layer before the window may start
+LAYER_SETTLED = 1.5
 JANUS_ROOM_BASE = 7000
 Closer = Callable[[], Awaitable[None]]
 
@@ -234,12 +236,15 @@ class LayerRecorder(Recorder):
     """A simulcast subscriber's recorder: also the layer of each packet (the top byte of the
     trailer's index, ``simulcast_peers``) and which layers arrived at all."""
 
-    __slots__ = ("layers", "seen")
+    __slots__ = ("layers", "run_layer", "run_since", "seen")
 
     def __init__(self) -> None:
         super().__init__()
         self.layers: array[int] = array("B")
         self.seen = bytearray(256)
+        #: the layer of the last packet, and the arrival (ns) of the first of its current run
+        self.run_layer = -1
+        self.run_since = 0
 
     def on_packet(self, packet: bytes, arrival_ns: int) -> None:
         if len(packet) >= 12 + TRAILER.size:
@@ -250,6 +255,8 @@ class LayerRecorder(Recorder):
                 layer = index >> 24
                 self.layers.append(layer)
                 self.seen[layer] = 1
+                if layer != self.run_layer:
+                    self.run_layer, self.run_since = layer, arrival_ns
                 return
         self.foreign += 1
 
@@ -265,10 +272,14 @@ class Subscriber:
     feedback: TransportCcFeedback | None = None
 
     def has_media(self) -> bool:
-        """Got a packet (of its layer, when it asked for one)."""
+        """Got a packet — or, when it asked for a layer, has got only that layer for
+        :data:`LAYER_SETTLED` (aiosfu may start a subscriber on its layer, take it down on the
+        first bandwidth estimate and bring it back up as probes raise it: a window taken before
+        that would count the detour)."""
         recorder = self.recorder
         if self.layer is not None and isinstance(recorder, LayerRecorder):
-            return bool(recorder.seen[self.layer])
+            settled = time.monotonic_ns() - recorder.run_since >= LAYER_SETTLED * 1e9
+            return recorder.run_layer == self.layer and settled
         return bool(recorder.arrivals)
 
 
@@ -443,8 +454,8 @@ async def run_subscribers(args: argparse.Namespace, commands: asyncio.StreamRead
         while not all(s.has_media() for s in subscribers):
             if time.monotonic() > deadline:
                 waiting = sum(1 for s in subscribers if not s.has_media())
-                what = "their layer" if args.simulcast else "anything"
-                raise TimeoutError(f"{waiting} subscribers received nothing of {what}")
+                what = "got only their layer for a while" if args.simulcast else "received anything"
+                raise TimeoutError(f"{waiting} subscribers never {what}")
             await asyncio.sleep(0.01)
         first_ms = [(s.recorder.arrivals[0] - s.joined_ns) / 1e6 for s in subscribers]
         emit("ready", first_packet_ms=max(first_ms))

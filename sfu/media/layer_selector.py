@@ -33,7 +33,9 @@ UPGRADE_MARGIN = 1.2
 
 #: Seconds after a downgrade for budget before anything on the connection goes up again. GCC
 #: grows at most ~8 %/s, so going from 0.85x to 1.2x a layer's rate honestly takes ~4.5 s: an
-#: estimate that gets there sooner is noise. Within ion-sfu's 3-10 s.
+#: estimate that gets there sooner is noise. Within ion-sfu's 3-10 s. The first budget after
+#: unlimited ones sets none: it is the estimator's starting guess, not a fall, and its probes
+#: lift it within a second or two.
 UPGRADE_HOLD = 4.0
 
 #: Seconds a layer must stay unwanted before the publisher is told to stop it. Restarting an
@@ -124,6 +126,7 @@ class LayerSelector:
     """Target layers for the video tracks of one subscriber connection, sharing one budget."""
 
     __slots__ = (
+        "_budgeted",
         "_hold_until",
         "_memory",
         "allocated",
@@ -145,6 +148,7 @@ class LayerSelector:
         self.pause_after = pause_after
         self._memory: dict[str, _Memory] = {}
         self._hold_until = float("-inf")
+        self._budgeted = False  # the last select had a budget
         #: bit/s the targets of the last ``select`` cost (layers as measured)
         self.allocated = 0.0
         #: bit/s a budget must have for the next step up (an upgrade or a resume, with the
@@ -185,7 +189,9 @@ class LayerSelector:
         self.allocated = 0.0
         for plan in plans:
             demand = plan.demand
-            if plan.level < plan.keep or (plan.starved and not plan.was_starved):
+            if (plan.level < plan.keep and self._budgeted) or (
+                plan.starved and not plan.was_starved
+            ):
                 self._hold_until = now + self.upgrade_hold  # down for budget, not preferences
             if plan.starved:
                 memory[demand.track_id] = _Memory(demand.settings, None, None, starved=True)
@@ -211,6 +217,7 @@ class LayerSelector:
                 limited=budget is not None and (plan.level < plan.cap or plan.forced),
             )
         self._memory = memory  # tracks gone or paused are forgotten
+        self._budgeted = budget is not None
         steps = [
             plan.cost(0)
             if plan.starved

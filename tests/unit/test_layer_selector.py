@@ -264,6 +264,17 @@ SELECTOR: dict[str, tuple[list[Step], str]] = {
         ],
         "f needs 1.8M to go up, 1.5M to stay; down at 1.4M at once; no upgrade for 4 s after",
     ),
+    "the first budget is a starting guess, not a fall: no hold": (
+        [
+            (0, [track()], None, {"cam": "f"}),
+            (0.2, [track()], 1e6, {"cam": "h"}),
+            (1, [track()], 1.8e6, {"cam": "f"}),
+            (2, [track()], 1e6, {"cam": "h"}),
+            (3, [track()], 3e6, {"cam": "h"}),
+        ],
+        "no estimate yet: all it asks for; the estimator's first guess takes f away without a "
+        "hold, so its probes bring f back at once; a later fall holds",
+    ),
     "a downgrade of two layers at once": (
         [
             (0, [track()], 3e6, {"cam": "f"}),

@@ -86,3 +86,11 @@ def max_signaling_message(config: MediaConfig) -> int:
     """Default limit of one signaling message: the largest SDP the room allows, plus room for
     the rest of the message."""
     return max_sdp_size(config) + 64 * 1024
+
+
+def udp_port_taken(config: MediaConfig, error: OSError) -> str:
+    """What to tell an operator whose ``--udp-port`` could not be bound."""
+    hosts = ", ".join(config.ice_hosts) or "every interface"
+    return (
+        f"--udp-port {config.udp_port}: cannot bind it on the ICE host addresses ({hosts}): {error}"
+    )

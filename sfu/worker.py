@@ -30,7 +30,7 @@ import uvloop
 from prometheus_client import generate_latest
 from pydantic import TypeAdapter, ValidationError
 
-from sfu.config import MediaConfig
+from sfu.config import MediaConfig, udp_port_taken
 from sfu.log import configure_logging
 from sfu.media.aiortc_bridge import set_ice_host_addresses, set_udp_receive_buffer
 from sfu.remote.frames import FrameError, read_frame, write_frame
@@ -87,7 +87,13 @@ async def serve(index: int, channel: socket.socket) -> None:
     set_ice_host_addresses(config.ice_hosts)
     set_udp_receive_buffer(config.udp_receive_buffer)
     service = Sfu(config)
-    await service.start()  # its own UDP port (--udp-port + its index), if any
+    try:
+        await service.start()  # its own UDP port (--udp-port + its index), if any
+    except OSError as exc:  # the supervisor says it: a clear line, not this process's traceback
+        write_frame(writer, {"op": "failed", "error": udp_port_taken(config, exc)})
+        await writer.drain()
+        await service.close("server-shutdown")
+        raise SystemExit(1) from None
     service.serving()
     write_frame(writer, {"op": "ready", "pid": os.getpid(), "index": index})
     await writer.drain()

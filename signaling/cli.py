@@ -14,7 +14,13 @@ import click
 import uvloop
 from aiohttp import web
 
-from sfu.config import UDP_RECEIVE_BUFFER, IceServer, MediaConfig, max_signaling_message
+from sfu.config import (
+    UDP_RECEIVE_BUFFER,
+    IceServer,
+    MediaConfig,
+    max_signaling_message,
+    udp_port_taken,
+)
 from sfu.log import LEVELS, LogFormat, configure_logging, get_logger
 from sfu.media.aiortc_bridge import set_ice_host_addresses, set_udp_receive_buffer
 from signaling.app import (
@@ -557,10 +563,7 @@ async def _serve(
     except OSError as exc:
         await runner.cleanup()
         await assembly.close()
-        raise click.ClickException(
-            f"--udp-port {config.udp_port}: cannot bind it on the ICE host addresses "
-            f"({', '.join(config.ice_hosts) or 'every interface'}): {exc}"
-        ) from None
+        raise click.ClickException(udp_port_taken(config, exc)) from None
     watcher = asyncio.create_task(watch_file_descriptors(limit.soft), name="fd-watcher")
     try:
         await web.TCPSite(runner, host, port).start()

@@ -96,8 +96,15 @@ class WorkerPool:
         self._metrics_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Start every worker and wait until each is ready (RuntimeError if one is not)."""
-        await asyncio.gather(*(self._start(w) for w in self.workers))
+        """Start every worker and wait until each is ready (RuntimeError if one is not: the
+        others are stopped first, so none is left to find its supervisor gone)."""
+        results = await asyncio.gather(
+            *(self._start(w) for w in self.workers), return_exceptions=True
+        )
+        failed = [r for r in results if isinstance(r, BaseException)]
+        if failed:
+            await self.close()
+            raise failed[0]
         self._metrics_task = asyncio.ensure_future(self._fetch_metrics())
 
     async def _fetch_metrics(self) -> None:
@@ -162,6 +169,10 @@ class WorkerPool:
             process.kill()
             writer.close()
             raise RuntimeError(f"worker {worker.index} did not start: {exc!r}") from None
+        if ready is not None and ready.get("op") == "failed":
+            writer.close()
+            await process.wait()
+            raise RuntimeError(f"worker {worker.index}: {ready.get('error')}")
         if ready is None or ready.get("op") != "ready":
             process.kill()
             writer.close()

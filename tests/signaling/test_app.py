@@ -384,9 +384,11 @@ async def test_cli_serve_and_sigterm(sfu_service: RoomService) -> None:
             await process.wait()
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_cli_serve_fails_at_start_when_its_udp_port_is_taken(
-    sfu_service: RoomService,
+    sfu_service: RoomService, workers: int
 ) -> None:
+    """In process or in worker 0 (which binds --udp-port itself): one clear line, exit 1."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
@@ -401,8 +403,8 @@ async def test_cli_serve_fails_at_start_when_its_udp_port_is_taken(
             "127.0.0.1",
             "--udp-port",
             str(port),
-            "--workers",  # the in-process port (each worker binds its own: test_workers_cli)
-            "1",
+            "--workers",
+            str(workers),
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             env={**os.environ, "SFU_LOG_FORMAT": "json", "SFU_HOST": "127.0.0.1"},
@@ -410,7 +412,12 @@ async def test_cli_serve_fails_at_start_when_its_udp_port_is_taken(
         stdout, stderr = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 1
     assert b"listening" not in stdout
-    assert f"Error: --udp-port {port}: cannot bind it".encode() in stderr
+    message = f"--udp-port {port}: cannot bind it on the ICE host addresses (127.0.0.1)"
+    if workers == 1:
+        assert f"Error: {message}".encode() in stderr
+    else:
+        assert f"Error: the media plane could not start: worker 0: {message}".encode() in stderr
+    assert b"Traceback" not in stderr
 
 
 # --- against a scripted service ---

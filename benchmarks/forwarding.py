@@ -27,7 +27,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,6 +107,9 @@ class Options:
     congestion_control: str = "on"  # aiosfu acts on the estimates ("off": estimates only)
     #: trials run side by side wait here so that they measure one window (benchmarks.tcc_pairs)
     window_barrier: threading.Barrier | None = None
+    #: called with the started forwarder and its URL before any load (benchmarks.saturation
+    #: puts its processes under a CPU cap here)
+    on_server_start: Callable[[Process, str], None] | None = None
 
 
 def start_forwarder(
@@ -137,6 +140,8 @@ def run_trial(
     transport_cc = "shadow" if forwarder == AIOSFU_NO_TCC else options.transport_cc
     peers: list[PeerProcess] = []
     try:
+        if options.on_server_start is not None:
+            options.on_server_start(server, url)
         shape: dict[str, Any] = {"rate": case.rate, "fps": options.fps, "payload": options.payload}
         if case.simulcast:
             shape["simulcast"] = ",".join(SIMULCAST_RIDS[kind])

@@ -1422,7 +1422,13 @@ class SfuClient:
                 except Exception as exc:  # aiortc raises its own errors for SDP it rejects
                     if self.closed:
                         return
-                    logger.warning("applying the server's %s failed: %r", message.type, exc)
+                    # aiortc's own errors are unexpected here: their traceback says where
+                    logger.warning(
+                        "applying the server's %s failed: %r",
+                        message.type,
+                        exc,
+                        exc_info=not isinstance(exc, SfuClientError),
+                    )
                     self.errors.append(exc)
             self._notify()
 

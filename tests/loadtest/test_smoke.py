@@ -53,7 +53,8 @@ def test_a_tiny_run_joins_everyone_and_writes_the_report(
     # the server's offer: the client's 2 m-lines and the other's 2 tracks
     assert sdp["largest_received"]["m_lines"] == 4
     assert sdp["largest_sent"]["m_lines"] in (2, 4)  # its offer, or its answer
-    assert sdp["sent_over_budget"] == 0 and sdp["server_errors"] == {}
+    # a client's error is counted by its class; what it said is in the load test's log
+    assert sdp["sent_over_budget"] == 0 and sdp["server_errors"] == {}, done.stderr[-4000:]
     assert "largest SDP" in done.stdout and "tracks received" in done.stdout
     assert report["bitrate_per_subscriber_kbps"]["min"] > 0
     assert report["server"]["metrics_available"]

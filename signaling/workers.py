@@ -171,7 +171,7 @@ class WorkerPool:
             raise RuntimeError(f"worker {worker.index} did not start: {exc!r}") from None
         if ready is not None and ready.get("op") == "failed":
             writer.close()
-            await process.wait()
+            await self._stop(process)  # it exits by itself; bounded all the same
             raise RuntimeError(f"worker {worker.index}: {ready.get('error')}")
         if ready is None or ready.get("op") != "ready":
             process.kill()
